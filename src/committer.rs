@@ -1,0 +1,452 @@
+//! The committer: the one thread that writes to the redb file.
+//!
+//! Callers send [`Op`]s over a channel and block on a reply. The committer
+//! takes everything queued (up to [`MAX_BATCH`]), applies the batch in one
+//! write transaction, commits once (one fsync under `Durability::Immediate`)
+//! and only then answers every caller in the batch. Under load N concurrent
+//! claims share one fsync.
+//!
+//! Invariants:
+//! - No caller is answered before the commit that covers its operation
+//!   returned; if the commit fails, every caller in the batch gets the error.
+//! - After any storage failure the committer is poisoned: it answers
+//!   `Error::Poisoned` to every later write instead of writing into a database
+//!   in an unknown state. Reopening the store clears it.
+//! - Fencing tokens only grow: the sequence is persisted in `meta` in the same
+//!   transaction as the records that use it, and never rewound in memory.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use redb::{Database, ReadableTable, Table};
+
+use crate::codec;
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::metrics::{Counters, add, bump};
+use crate::outcome::Begin;
+use crate::record::{Decision, StoredRecord, StoredState, decide};
+use crate::response::StoredResponse;
+use crate::storage::{EXPIRY, META, META_TOKEN_SEQ, RECORDS, read_in};
+
+/// Most operations applied in one write transaction.
+pub(crate) const MAX_BATCH: usize = 1024;
+
+/// One write, as a caller asks for it.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Claim `key` if the decision rule still says so inside the transaction.
+    Claim { key: Key, fingerprint: Fingerprint },
+    /// Store the response of the claim with `token`.
+    Complete {
+        key: Key,
+        token: u64,
+        response: StoredResponse,
+    },
+    /// Delete the in-flight record of the claim with `token`.
+    Release { key: Key, token: u64 },
+    /// Extend the lease of the claim with `token`.
+    Renew { key: Key, token: u64 },
+    /// Delete whatever is stored for `key`.
+    Remove { key: Key },
+    /// Delete up to `limit` expired records.
+    Sweep { limit: usize },
+}
+
+/// What a successful operation did.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A claim was written.
+    Claimed {
+        token: u64,
+        lease_until_ms: u64,
+        takeover: bool,
+    },
+    /// A `Claim` op found the key not claimable after all.
+    Answer(Begin),
+    /// Complete or release applied.
+    Done,
+    /// Renew applied; the new lease end.
+    Renewed { lease_until_ms: u64 },
+    /// Remove applied; whether a live record was deleted.
+    Removed(bool),
+    /// Sweep applied: records deleted, and whether more may be due.
+    Swept { deleted: u64, more: bool },
+}
+
+struct Request {
+    op: Op,
+    reply: Sender<Result<Outcome>>,
+}
+
+/// The caller's side: a handle that submits operations and, when dropped,
+/// stops and joins the thread.
+pub(crate) struct Committer {
+    sender: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub fn start(
+        db: Arc<Database>,
+        config: Config,
+        counters: Arc<Counters>,
+        token_seq: u64,
+    ) -> Result<Committer> {
+        let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
+        let worker = Worker {
+            db,
+            config,
+            counters,
+            token_seq,
+            poisoned: None,
+            unsynced: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("idemkv-committer".into())
+            .spawn(move || worker.run(receiver))
+            .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?;
+        Ok(Committer {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends `op` and blocks until the commit that covers it returned.
+    pub fn submit(&self, op: Op) -> Result<Outcome> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let sender = self.sender.as_ref().ok_or(Error::Closed)?;
+        sender
+            .send(Request { op, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel lets the worker finish what is queued and exit.
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Worker {
+    db: Arc<Database>,
+    config: Config,
+    counters: Arc<Counters>,
+    /// The last fencing token issued.
+    token_seq: u64,
+    /// Set by the first storage failure; refuses every later write.
+    poisoned: Option<String>,
+    /// A commit with `Durability::None` happened since the last synced one.
+    unsynced: bool,
+}
+
+type Records<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
+type Expiry<'t> = Table<'t, (u64, &'static [u8; 32]), ()>;
+
+impl Worker {
+    fn run(mut self, receiver: Receiver<Request>) {
+        while let Ok(first) = receiver.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        self.sync_on_shutdown();
+    }
+
+    fn run_batch(&mut self, batch: Vec<Request>) {
+        if let Some(cause) = &self.poisoned {
+            for request in batch {
+                let _ = request.reply.send(Err(Error::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+            return;
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
+        match self.commit_batch(&ops) {
+            Ok(results) => {
+                bump(&self.counters.commits);
+                add(&self.counters.committed_ops, ops.len() as u64);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(err) => {
+                let cause = err.to_string();
+                self.poisoned = Some(cause.clone());
+                let mut err = Some(err);
+                for reply in replies {
+                    // The first caller gets the original error, the others
+                    // the same cause as `Poisoned`.
+                    let answer = err.take().unwrap_or_else(|| Error::Poisoned {
+                        cause: cause.clone(),
+                    });
+                    let _ = reply.send(Err(answer));
+                }
+            }
+        }
+    }
+
+    /// Applies `ops` in one write transaction and commits it. The outer error
+    /// fails the whole batch; inner errors belong to single operations, which
+    /// then changed nothing.
+    fn commit_batch(&mut self, ops: &[Op]) -> Result<Vec<Result<Outcome>>> {
+        let mut txn = self.db.begin_write()?;
+        if self.config.durability == Durability::None {
+            txn.set_durability(redb::Durability::None)?;
+        }
+        let now_ms = self.config.now_ms();
+        let token_seq_before = self.token_seq;
+        let results = {
+            let mut records = txn.open_table(RECORDS)?;
+            let mut expiry = txn.open_table(EXPIRY)?;
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(self.apply(&mut records, &mut expiry, op, now_ms)?);
+            }
+            if self.token_seq != token_seq_before {
+                txn.open_table(META)?
+                    .insert(META_TOKEN_SEQ, self.token_seq)?;
+            }
+            results
+        };
+        txn.commit()?;
+        self.unsynced = self.config.durability == Durability::None;
+        Ok(results)
+    }
+
+    fn apply(
+        &mut self,
+        records: &mut Records<'_>,
+        expiry: &mut Expiry<'_>,
+        op: &Op,
+        now_ms: u64,
+    ) -> Result<Result<Outcome>> {
+        match op {
+            Op::Claim { key, fingerprint } => self.claim(records, expiry, key, fingerprint, now_ms),
+            Op::Complete {
+                key,
+                token,
+                response,
+            } => {
+                let Some(mut record) = held_record(records, key, *token, now_ms)? else {
+                    return Ok(Err(Error::LeaseLost));
+                };
+                let old_expiry = record.expires_at_ms;
+                record.state = StoredState::Completed {
+                    response: response.clone(),
+                };
+                record.updated_at_ms = now_ms;
+                record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
+                put(records, expiry, key, Some(old_expiry), &record)?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::Release { key, token } => {
+                let Some(record) = held_record(records, key, *token, now_ms)? else {
+                    return Ok(Err(Error::LeaseLost));
+                };
+                delete(records, expiry, key, Some(record.expires_at_ms))?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::Renew { key, token } => {
+                let Some(mut record) = held_record(records, key, *token, now_ms)? else {
+                    return Ok(Err(Error::LeaseLost));
+                };
+                let old_expiry = record.expires_at_ms;
+                let lease_until_ms = self.lease_from(&mut record, now_ms);
+                put(records, expiry, key, Some(old_expiry), &record)?;
+                Ok(Ok(Outcome::Renewed { lease_until_ms }))
+            }
+            Op::Remove { key } => {
+                let existing = read_in(records, key)?;
+                let Some(existing) = existing else {
+                    return Ok(Ok(Outcome::Removed(false)));
+                };
+                // A record that fails verification is removed too (that is
+                // how a damaged record is cleared); its expiry entry, if it
+                // cannot be found, is dropped by the next sweep.
+                let (old_expiry, live) = match existing {
+                    Ok(record) => (Some(record.expires_at_ms), !record.is_expired(now_ms)),
+                    Err(_) => (None, true),
+                };
+                delete(records, expiry, key, old_expiry)?;
+                Ok(Ok(Outcome::Removed(live)))
+            }
+            Op::Sweep { limit } => sweep(records, expiry, *limit, now_ms).map(Ok),
+        }
+    }
+
+    fn claim(
+        &mut self,
+        records: &mut Records<'_>,
+        expiry: &mut Expiry<'_>,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        now_ms: u64,
+    ) -> Result<Result<Outcome>> {
+        let stored = match read_in(records, key)? {
+            Some(Err(corrupted)) => return Ok(Err(corrupted)),
+            Some(Ok(record)) => Some(record),
+            None => None,
+        };
+        let old = stored
+            .as_ref()
+            .map(|r| (r.expires_at_ms, r.created_at_ms, r.is_expired(now_ms)));
+        let takeover = match decide(stored, fingerprint, now_ms) {
+            Decision::Answer(answer) => return Ok(Ok(Outcome::Answer(answer))),
+            Decision::Claim { takeover } => takeover,
+        };
+        self.token_seq += 1;
+        let created_at_ms = match old {
+            // A takeover continues the same logical request.
+            Some((_, created, false)) if takeover => created,
+            _ => now_ms,
+        };
+        let mut record = StoredRecord {
+            scope: key.scope().to_string(),
+            idempotency_key: key.idempotency_key().to_string(),
+            fingerprint: *fingerprint.as_bytes(),
+            token: self.token_seq,
+            created_at_ms,
+            updated_at_ms: now_ms,
+            expires_at_ms: 0,
+            state: StoredState::InFlight { lease_until_ms: 0 },
+        };
+        let lease_until_ms = self.lease_from(&mut record, now_ms);
+        put(records, expiry, key, old.map(|(e, _, _)| e), &record)?;
+        Ok(Ok(Outcome::Claimed {
+            token: self.token_seq,
+            lease_until_ms,
+            takeover,
+        }))
+    }
+
+    /// Starts a fresh lease on an in-flight record; an abandoned claim expires
+    /// one retention period after its lease ends.
+    fn lease_from(&self, record: &mut StoredRecord, now_ms: u64) -> u64 {
+        let lease_until_ms = now_ms.saturating_add(self.config.lease_ms());
+        record.state = StoredState::InFlight { lease_until_ms };
+        record.updated_at_ms = now_ms;
+        record.expires_at_ms = lease_until_ms.saturating_add(self.config.retention_ms());
+        lease_until_ms
+    }
+
+    /// A store opened with `Durability::None` syncs once on a clean shutdown,
+    /// so only a crash can lose its commits.
+    fn sync_on_shutdown(&mut self) {
+        if !self.unsynced || self.poisoned.is_some() {
+            return;
+        }
+        if let Ok(txn) = self.db.begin_write() {
+            let _ = txn.commit();
+        }
+    }
+}
+
+/// The record of the claim with `token`, if it still holds the key.
+fn held_record(
+    records: &Records<'_>,
+    key: &Key,
+    token: u64,
+    now_ms: u64,
+) -> Result<Option<StoredRecord>> {
+    Ok(match read_in(records, key)? {
+        Some(Ok(record))
+            if record.token == token
+                && !record.is_expired(now_ms)
+                && matches!(record.state, StoredState::InFlight { .. }) =>
+        {
+            Some(record)
+        }
+        _ => None,
+    })
+}
+
+/// Writes `record` and moves its expiry entry.
+fn put(
+    records: &mut Records<'_>,
+    expiry: &mut Expiry<'_>,
+    key: &Key,
+    old_expiry: Option<u64>,
+    record: &StoredRecord,
+) -> Result<()> {
+    let bytes = codec::encode(record)?;
+    if let Some(old) = old_expiry {
+        expiry.remove((old, key.hash()))?;
+    }
+    expiry.insert((record.expires_at_ms, key.hash()), ())?;
+    records.insert(key.hash(), bytes.as_slice())?;
+    Ok(())
+}
+
+fn delete(
+    records: &mut Records<'_>,
+    expiry: &mut Expiry<'_>,
+    key: &Key,
+    old_expiry: Option<u64>,
+) -> Result<()> {
+    if let Some(old) = old_expiry {
+        expiry.remove((old, key.hash()))?;
+    }
+    records.remove(key.hash())?;
+    Ok(())
+}
+
+/// Deletes up to `limit` records whose expiry time has come, oldest first.
+/// Each record is re-read before it is deleted: only a record whose own
+/// expiry matches the index entry and has passed goes. Index entries that no
+/// longer match a record are dropped.
+fn sweep(
+    records: &mut Records<'_>,
+    expiry: &mut Expiry<'_>,
+    limit: usize,
+    now_ms: u64,
+) -> Result<Outcome> {
+    let due: Vec<(u64, [u8; 32])> = {
+        let mut due = Vec::new();
+        for entry in expiry.range((0, &[0u8; 32])..=(now_ms, &[0xFFu8; 32]))? {
+            let (index, _) = entry?;
+            let (expires_at_ms, hash) = index.value();
+            if expires_at_ms > now_ms {
+                break;
+            }
+            due.push((expires_at_ms, *hash));
+            if due.len() == limit {
+                break;
+            }
+        }
+        due
+    };
+    let more = due.len() == limit;
+    let mut deleted = 0;
+    for (expires_at_ms, hash) in &due {
+        expiry.remove((*expires_at_ms, hash))?;
+        let verdict = match records.get(hash)? {
+            Some(bytes) => match codec::decode_record(bytes.value()) {
+                Ok(record) => record.expires_at_ms == *expires_at_ms,
+                // A damaged record whose index entry says it expired is
+                // deleted: it could never be replayed anyway.
+                Err(_) => true,
+            },
+            None => false,
+        };
+        if verdict {
+            records.remove(hash)?;
+            deleted += 1;
+        }
+    }
+    Ok(Outcome::Swept { deleted, more })
+}

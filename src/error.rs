@@ -1,0 +1,155 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// Shorthand for `std::result::Result<T, idemkv::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in idemkv.
+///
+/// Every variant is something a caller can act on; the `Display` text says
+/// what to do. No error path changes stored state, except where a variant says
+/// otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The scope or idempotency key breaks the key rules.
+    #[error(
+        "invalid idempotency key: {reason}; the key must be 1..=255 bytes of visible ASCII \
+         (0x21..=0x7E) and the scope at most 512 bytes of UTF-8"
+    )]
+    InvalidKey {
+        /// Which rule failed.
+        reason: String,
+    },
+
+    /// The response is larger than `Config::max_response_bytes`.
+    #[error(
+        "response of {size} bytes exceeds the store's limit of {limit} bytes; \
+         raise Config::max_response_bytes or do not store this response (release the claim instead)"
+    )]
+    ResponseTooLarge {
+        /// Stored size of the response (body plus header names and values).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The claim's lease ran out and another attempt took the key over, or the
+    /// record was removed. Nothing was changed.
+    #[error(
+        "lease lost: another attempt has taken over this key (or it was removed); \
+         do not store this result, the newer attempt owns the key"
+    )]
+    LeaseLost,
+
+    /// A `Claim` was passed to a store other than the one that issued it.
+    #[error("this claim was issued by a different store; pass it to the store that returned it")]
+    WrongStore,
+
+    /// A stored record or the file failed its integrity checks.
+    #[error(
+        "corrupted data: {detail}; the affected record cannot be trusted, \
+         remove it with Store::remove or restore the file from a backup"
+    )]
+    Corrupted {
+        /// What check failed.
+        detail: String,
+    },
+
+    /// The file was written by a newer idemkv format than this build reads.
+    #[error(
+        "the store file has format version {found}, this build reads up to version {supported}; \
+         upgrade idemkv to open it"
+    )]
+    UnsupportedVersion {
+        /// Version found in the file.
+        found: u64,
+        /// Highest version this build understands.
+        supported: u64,
+    },
+
+    /// The file is a redb database, but not one written by idemkv.
+    #[error(
+        "{path} is not an idemkv store (it holds tables idemkv did not create); \
+         pass the path of an idemkv file or a new path"
+    )]
+    NotAStore {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+
+    /// Another `Store` (in this or another process) has the file open.
+    #[error(
+        "the store file is already open by another Store or process; \
+         share one Store handle (it is Clone) instead of opening the file twice"
+    )]
+    AlreadyOpen,
+
+    /// A `Config` value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The storage engine or the disk failed.
+    #[error("storage error: {0}; check the disk and the file's permissions, then reopen the store")]
+    Storage(#[source] Box<redb::Error>),
+
+    /// An earlier commit failed, so the store refuses writes until it is
+    /// reopened. Reads still work; acknowledged data is intact on disk.
+    #[error(
+        "the store stopped accepting writes after a failed commit ({cause}); \
+         drop every Store handle and open the file again"
+    )]
+    Poisoned {
+        /// The error that poisoned the store.
+        cause: String,
+    },
+
+    /// The store's background committer is gone (it stopped after a panic).
+    #[error("the store is closed; open it again")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn invalid_key(reason: impl Into<String>) -> Self {
+        Error::InvalidKey {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn corrupted(detail: impl Into<String>) -> Self {
+        Error::Corrupted {
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Every redb error funnels through `redb::Error`, which has `From` impls for
+/// all of redb's specific error types.
+macro_rules! from_redb {
+    ($($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for Error {
+            fn from(err: $ty) -> Self {
+                storage(redb::Error::from(err))
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);
+
+fn storage(err: redb::Error) -> Error {
+    match err {
+        redb::Error::DatabaseAlreadyOpen => Error::AlreadyOpen,
+        redb::Error::Corrupted(detail) => Error::Corrupted { detail },
+        other => Error::Storage(Box::new(other)),
+    }
+}

@@ -1,0 +1,105 @@
+//! idemkv: an embedded, durable idempotency-key store.
+//!
+//! Networks lose responses, so clients retry; without protection a retry
+//! charges a card twice. idemkv sits in front of the side effect:
+//!
+//! - the first attempt of an operation is **claimed** durably (in a local redb
+//!   file) before its side effect starts;
+//! - a retry with the same key and payload gets the stored response back
+//!   (**replay**);
+//! - a retry with a different payload is rejected (**mismatch**);
+//! - a retry while the first attempt runs is told so (**in progress**), or
+//!   waits for its result with [`Store::begin_wait`];
+//! - a crashed holder's claim is taken over after its lease, and a fencing
+//!   token stops the old holder from overwriting the new result;
+//! - completed records expire after a retention window.
+//!
+//! No server, no network: one file, one process.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("idem.redb"), Config::default())?;
+//!
+//! // Scope by tenant and endpoint; the client chose the idempotency key.
+//! let key = Key::new("acct_42 POST /v1/charges", "3f1c9a7e-charge")?;
+//! let request = br#"{"amount":1200,"currency":"eur"}"#;
+//! let fingerprint = Fingerprint::of(request);
+//!
+//! // First attempt: claimed, durably, before the side effect runs.
+//! let Begin::Claimed(claim) = store.begin(&key, fingerprint)? else { unreachable!() };
+//!
+//! // A retry that arrives now is told to come back later.
+//! assert!(matches!(store.begin(&key, fingerprint)?, Begin::InProgress { .. }));
+//!
+//! // ... charge the card ...
+//! let response = StoredResponse::new(201, r#"{"id":"ch_1"}"#)
+//!     .with_header("content-type", "application/json");
+//! store.complete(claim, response.clone())?;
+//!
+//! // Retries replay the stored answer; a different payload is refused.
+//! assert!(matches!(store.begin(&key, fingerprint)?, Begin::Replay(r) if r == response));
+//! let other = Fingerprint::of(br#"{"amount":9999,"currency":"eur"}"#);
+//! assert!(matches!(store.begin(&key, other)?, Begin::Mismatch));
+//!
+//! let metrics = store.metrics();
+//! assert_eq!((metrics.claims, metrics.replays, metrics.mismatches), (1, 1, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Durability
+//!
+//! Under the default [`Durability::Immediate`], a `Claimed` answer and a
+//! successful `complete` are on disk (fsynced) when the call returns.
+//! Concurrent callers share fsyncs: one committer thread applies everything
+//! queued in one write transaction (group commit).
+//!
+//! See `docs/design.md` in the repository for the states, the file format and
+//! the threads.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod clock;
+mod codec;
+mod committer;
+mod config;
+mod error;
+mod fingerprint;
+mod key;
+mod lock_table;
+mod metrics;
+mod outcome;
+mod record;
+mod response;
+mod storage;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, Durability};
+pub use error::{Error, Result};
+pub use fingerprint::{Fingerprint, FingerprintBuilder};
+pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
+pub use metrics::Metrics;
+pub use outcome::{Begin, Claim};
+pub use record::{Record, RecordState};
+pub use response::StoredResponse;
+pub use store::Store;
+
+/// Entry points for the fuzz targets and their corpus replay tests. Not part
+/// of the stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes `bytes` as a stored record, as a read from the file would.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Corrupted`] for anything that is not a valid record.
+    pub fn decode_record(bytes: &[u8]) -> crate::Result<()> {
+        crate::codec::decode_record(bytes).map(drop)
+    }
+}

@@ -1,0 +1,95 @@
+//! Outcome counters. Cheap relaxed atomics on the hot path; a [`Metrics`]
+//! snapshot for readers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the store's counters since it was opened.
+///
+/// The ratios tell a story about the clients: `replays / claims` is the retry
+/// rate, `mismatches` are clients reusing keys for different requests (a
+/// client bug), `in_progress` and `waits` are retries racing their own first
+/// attempt (impatient timeouts or retry storms), and `takeovers` are attempts
+/// that died holding a claim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// `begin` answers of `Claimed` (takeovers included).
+    pub claims: u64,
+    /// `begin` answers of `Replay`.
+    pub replays: u64,
+    /// `begin` answers of `Mismatch`.
+    pub mismatches: u64,
+    /// `begin` answers of `InProgress`.
+    pub in_progress: u64,
+    /// `begin_wait` calls that had to park at least once.
+    pub waits: u64,
+    /// Claims that took over a key whose lease had run out (also in `claims`).
+    pub takeovers: u64,
+    /// Successful `complete` calls.
+    pub completions: u64,
+    /// Successful `release` calls.
+    pub releases: u64,
+    /// Successful `renew` calls.
+    pub renewals: u64,
+    /// Holder calls refused with `LeaseLost`.
+    pub leases_lost: u64,
+    /// Records deleted because they expired.
+    pub expired: u64,
+    /// Records deleted by `remove`.
+    pub removed: u64,
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Operations carried by those commits (`committed_ops / commits` is the
+    /// mean group-commit batch size).
+    pub committed_ops: u64,
+}
+
+/// The live counters behind [`Metrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub claims: AtomicU64,
+    pub replays: AtomicU64,
+    pub mismatches: AtomicU64,
+    pub in_progress: AtomicU64,
+    pub waits: AtomicU64,
+    pub takeovers: AtomicU64,
+    pub completions: AtomicU64,
+    pub releases: AtomicU64,
+    pub renewals: AtomicU64,
+    pub leases_lost: AtomicU64,
+    pub expired: AtomicU64,
+    pub removed: AtomicU64,
+    pub commits: AtomicU64,
+    pub committed_ops: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    add(counter, 1);
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Metrics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            claims: get(&self.claims),
+            replays: get(&self.replays),
+            mismatches: get(&self.mismatches),
+            in_progress: get(&self.in_progress),
+            waits: get(&self.waits),
+            takeovers: get(&self.takeovers),
+            completions: get(&self.completions),
+            releases: get(&self.releases),
+            renewals: get(&self.renewals),
+            leases_lost: get(&self.leases_lost),
+            expired: get(&self.expired),
+            removed: get(&self.removed),
+            commits: get(&self.commits),
+            committed_ops: get(&self.committed_ops),
+        }
+    }
+}

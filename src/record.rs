@@ -1,0 +1,273 @@
+//! Records: what one key's entry holds, and the rule that turns a stored
+//! record plus a new attempt into an answer.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::from_millis;
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::outcome::Begin;
+use crate::response::StoredResponse;
+
+/// The stored form of one key's record (encoded by [`crate::codec`]).
+///
+/// Invariant: `expires_at_ms` is the time the record starts reading as absent,
+/// and the `expiry` table holds exactly one `(expires_at_ms, key hash)` entry
+/// for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredRecord {
+    pub scope: String,
+    pub idempotency_key: String,
+    pub fingerprint: [u8; 32],
+    /// Fencing token of the claim that wrote this record.
+    pub token: u64,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub state: StoredState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredState {
+    InFlight { lease_until_ms: u64 },
+    Completed { response: StoredResponse },
+}
+
+impl StoredRecord {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+
+    pub fn belongs_to(&self, key: &Key) -> bool {
+        self.scope == key.scope() && self.idempotency_key == key.idempotency_key()
+    }
+
+    pub fn into_public(self, key: &Key) -> Record {
+        let state = match self.state {
+            StoredState::InFlight { lease_until_ms } => RecordState::InFlight {
+                lease_until: from_millis(lease_until_ms),
+            },
+            StoredState::Completed { response } => RecordState::Completed { response },
+        };
+        Record {
+            key: key.clone(),
+            state,
+            fingerprint: Fingerprint::from_bytes(self.fingerprint),
+            token: self.token,
+            created_at: from_millis(self.created_at_ms),
+            updated_at: from_millis(self.updated_at_ms),
+            expires_at: from_millis(self.expires_at_ms),
+        }
+    }
+}
+
+/// What a `begin` should do, given what is stored for its key.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Nothing live is stored (or a lease ran out): write a new claim.
+    Claim { takeover: bool },
+    /// Answer without writing anything (never `Begin::Claimed`).
+    Answer(Begin),
+}
+
+/// The whole answer rule of `begin`, in one place. It is applied twice: on the
+/// read path to decide whether a write is needed, and again by the committer
+/// inside the write transaction, whose answer is the one that counts.
+pub(crate) fn decide(
+    stored: Option<StoredRecord>,
+    fingerprint: &Fingerprint,
+    now_ms: u64,
+) -> Decision {
+    let Some(record) = stored.filter(|r| !r.is_expired(now_ms)) else {
+        return Decision::Claim { takeover: false };
+    };
+    if record.fingerprint != *fingerprint.as_bytes() {
+        return Decision::Answer(Begin::Mismatch);
+    }
+    match record.state {
+        StoredState::Completed { response } => Decision::Answer(Begin::Replay(response)),
+        StoredState::InFlight { lease_until_ms } if lease_until_ms > now_ms => {
+            Decision::Answer(in_progress(lease_until_ms, now_ms))
+        }
+        StoredState::InFlight { .. } => Decision::Claim { takeover: true },
+    }
+}
+
+/// `InProgress` with the time left on a lease, at least 1 ms so callers never
+/// spin on zero.
+pub(crate) fn in_progress(lease_until_ms: u64, now_ms: u64) -> Begin {
+    Begin::InProgress {
+        retry_after: Duration::from_millis(lease_until_ms.saturating_sub(now_ms).max(1)),
+    }
+}
+
+/// The state of a record, as [`Store::get`](crate::Store::get) reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordState {
+    /// Claimed; the side effect may be running.
+    InFlight {
+        /// When the holder's lease runs out.
+        lease_until: SystemTime,
+    },
+    /// Completed; retries replay `response`.
+    Completed {
+        /// The stored response.
+        response: StoredResponse,
+    },
+}
+
+/// A snapshot of one stored record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    key: Key,
+    state: RecordState,
+    fingerprint: Fingerprint,
+    token: u64,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl Record {
+    /// The record's key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// In flight or completed.
+    pub fn state(&self) -> &RecordState {
+        &self.state
+    }
+
+    /// The fingerprint of the attempt that claimed the key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The fencing token of the claim that last wrote the record.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// When the key was first claimed (a takeover keeps the original time).
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+
+    /// When the record was last written.
+    pub fn updated_at(&self) -> SystemTime {
+        self.updated_at
+    }
+
+    /// When the record starts reading as absent.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// The stored response, once completed.
+    pub fn response(&self) -> Option<&StoredResponse> {
+        match &self.state {
+            RecordState::Completed { response } => Some(response),
+            RecordState::InFlight { .. } => None,
+        }
+    }
+
+    /// The lease end, while in flight.
+    pub fn lease_until(&self) -> Option<SystemTime> {
+        match self.state {
+            RecordState::InFlight { lease_until } => Some(lease_until),
+            RecordState::Completed { .. } => None,
+        }
+    }
+
+    /// Time left before the record expires, measured from `now`.
+    pub fn time_to_expiry(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fp: &Fingerprint, state: StoredState, expires_at_ms: u64) -> StoredRecord {
+        StoredRecord {
+            scope: "s".into(),
+            idempotency_key: "k".into(),
+            fingerprint: *fp.as_bytes(),
+            token: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms,
+            state,
+        }
+    }
+
+    fn answer(decision: Decision) -> Begin {
+        match decision {
+            Decision::Answer(begin) => begin,
+            Decision::Claim { takeover } => panic!("expected an answer, got a claim ({takeover})"),
+        }
+    }
+
+    #[test]
+    fn decide_covers_every_answer() {
+        let fp = Fingerprint::of(b"a");
+        let other = Fingerprint::of(b"b");
+        let done = || StoredState::Completed {
+            response: StoredResponse::new(200, "ok"),
+        };
+        let flying = || StoredState::InFlight {
+            lease_until_ms: 100,
+        };
+        let rec = |fp: &Fingerprint, state| Some(record(fp, state, 500));
+
+        assert!(matches!(
+            decide(None, &fp, 0),
+            Decision::Claim { takeover: false }
+        ));
+        assert!(matches!(
+            answer(decide(rec(&fp, done()), &fp, 10)),
+            Begin::Replay(_)
+        ));
+        assert!(matches!(
+            answer(decide(rec(&fp, done()), &other, 10)),
+            Begin::Mismatch
+        ));
+        // Expired at exactly expires_at, not a millisecond before.
+        assert!(matches!(
+            answer(decide(rec(&fp, done()), &fp, 499)),
+            Begin::Replay(_)
+        ));
+        assert!(matches!(
+            decide(rec(&fp, done()), &other, 500),
+            Decision::Claim { takeover: false }
+        ));
+        match answer(decide(rec(&fp, flying()), &fp, 40)) {
+            Begin::InProgress { retry_after } => assert_eq!(retry_after, Duration::from_millis(60)),
+            other => panic!("expected InProgress, got {other:?}"),
+        }
+        assert!(matches!(
+            decide(rec(&fp, flying()), &fp, 100),
+            Decision::Claim { takeover: true }
+        ));
+        assert!(matches!(
+            answer(decide(rec(&fp, flying()), &other, 100)),
+            Begin::Mismatch
+        ));
+    }
+
+    #[test]
+    fn retry_after_is_never_zero() {
+        let ms = |b: Begin| match b {
+            Begin::InProgress { retry_after } => retry_after.as_millis(),
+            other => panic!("expected InProgress, got {other:?}"),
+        };
+        assert_eq!(ms(in_progress(10, 10)), 1);
+        assert_eq!(ms(in_progress(10, 50)), 1);
+        assert_eq!(ms(in_progress(50, 10)), 40);
+    }
+}
