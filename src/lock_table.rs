@@ -41,7 +41,7 @@ pub(crate) enum EntryState {
     /// not go through.
     Claiming {
         ticket: u64,
-        previous: Option<Holder>,
+        previous: Option<(Holder, Fingerprint)>,
     },
     /// Durably claimed. `busy` counts holder operations (complete, release,
     /// renew) in flight; no takeover starts while it is non-zero.
@@ -57,7 +57,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn claiming(fingerprint: Fingerprint, ticket: u64, previous: Option<Holder>) -> Entry {
+    pub fn claiming(
+        fingerprint: Fingerprint,
+        ticket: u64,
+        previous: Option<(Holder, Fingerprint)>,
+    ) -> Entry {
         Entry {
             fingerprint,
             state: EntryState::Claiming { ticket, previous },
@@ -71,6 +75,13 @@ impl Entry {
             state: EntryState::Held { holder, busy: 0 },
             waiters: Vec::new(),
         }
+    }
+
+    /// Turns this entry into `claiming`, keeping the waiters.
+    pub fn become_claiming(&mut self, claiming: Entry) {
+        self.fingerprint = claiming.fingerprint;
+        self.state = claiming.state;
+        self.wake_all();
     }
 
     pub fn add_waiter(&mut self, waiter: &Sender<()>) {
@@ -135,6 +146,25 @@ impl LockTable {
         );
         if idle_and_mine {
             LockTable::remove_and_wake(&mut shard, hash);
+        }
+    }
+
+    /// A claim that did not go through: give the key back to the holder it was
+    /// taking over from, if any, else forget it. Wakes the waiters either way.
+    pub fn restore_or_remove(shard: &mut Shard, hash: &[u8; 32]) {
+        let Some(entry) = shard.get_mut(hash) else {
+            return;
+        };
+        match entry.state {
+            EntryState::Claiming {
+                previous: Some((holder, fingerprint)),
+                ..
+            } => {
+                entry.fingerprint = fingerprint;
+                entry.state = EntryState::Held { holder, busy: 0 };
+                entry.wake_all();
+            }
+            _ => LockTable::remove_and_wake(shard, hash),
         }
     }
 

@@ -192,31 +192,28 @@ impl Store {
         let hash = key.hash();
         let now_ms = inner.config.now_ms();
         let mut shard = inner.locks.shard(hash);
-        let ticket = inner.locks.ticket();
+        let mut previous = None;
         if let Some(entry) = shard.get_mut(hash) {
-            if entry.fingerprint != fingerprint {
-                return Ok(Begin::Mismatch);
-            }
             let answer = match entry.state {
+                // The holder's lease ran out and it has nothing in flight: the
+                // record decides (takeover, mismatch, or claim afresh if it
+                // expired altogether), as for a claim of a dead process.
                 EntryState::Held { holder, busy: 0 } if holder.lease_until_ms <= now_ms => {
-                    // The holder's lease ran out and it has nothing in flight:
-                    // take over. The committer re-checks inside its transaction.
-                    entry.state = EntryState::Claiming {
-                        ticket,
-                        previous: Some(holder),
-                    };
-                    drop(shard);
-                    return self.commit_claim(key, fingerprint, ticket);
+                    previous = Some((holder, entry.fingerprint));
+                    None
                 }
-                EntryState::Held { holder, .. } => in_progress(holder.lease_until_ms, now_ms),
-                EntryState::Claiming { .. } => Begin::InProgress {
+                _ if entry.fingerprint != fingerprint => Some(Begin::Mismatch),
+                EntryState::Held { holder, .. } => Some(in_progress(holder.lease_until_ms, now_ms)),
+                EntryState::Claiming { .. } => Some(Begin::InProgress {
                     retry_after: inner.config.lease,
-                },
+                }),
             };
-            if let Some(waiter) = waiter {
-                entry.add_waiter(waiter);
+            if let Some(answer) = answer {
+                if let (Some(waiter), Begin::InProgress { .. }) = (waiter, &answer) {
+                    entry.add_waiter(waiter);
+                }
+                return Ok(answer);
             }
-            return Ok(answer);
         }
         // No claim of this process is live: the disk decides. The shard lock
         // is held across the read so no other `begin` can claim in between.
@@ -224,7 +221,15 @@ impl Store {
         match decide(stored, &fingerprint, now_ms) {
             Decision::Answer(answer) => Ok(answer),
             Decision::Claim { .. } => {
-                shard.insert(*hash, Entry::claiming(fingerprint, ticket, None));
+                let ticket = inner.locks.ticket();
+                let claiming = Entry::claiming(fingerprint, ticket, previous);
+                match shard.get_mut(hash) {
+                    // Keep the waiters of the holder being taken over.
+                    Some(entry) => entry.become_claiming(claiming),
+                    None => {
+                        shard.insert(*hash, claiming);
+                    }
+                }
                 drop(shard);
                 self.commit_claim(key, fingerprint, ticket)
             }
@@ -272,17 +277,7 @@ impl Store {
             }
             other => {
                 if mine {
-                    let previous = match shard.get(hash).map(|e| &e.state) {
-                        Some(EntryState::Claiming { previous, .. }) => *previous,
-                        _ => None,
-                    };
-                    match (previous, shard.get_mut(hash)) {
-                        (Some(holder), Some(entry)) => {
-                            entry.state = EntryState::Held { holder, busy: 0 };
-                            entry.wake_all();
-                        }
-                        _ => LockTable::remove_and_wake(&mut shard, hash),
-                    }
+                    LockTable::restore_or_remove(&mut shard, hash);
                 }
                 match other? {
                     Outcome::Answer(answer) => Ok(answer),
