@@ -1,0 +1,154 @@
+//! Many threads, one store: at most one live claim per key, and group commit
+//! keeps every caller's answer exact.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use idemkv::{Begin, Config, Store, StoredResponse};
+
+const THREADS: usize = 16;
+
+#[test]
+fn one_key_many_threads_exactly_one_claim() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("one-key.redb"), Config::default())?;
+    for round in 0..20 {
+        let k = key(&format!("contended-{round}"));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    store.begin(&k, fp("same"))
+                })
+            })
+            .collect();
+        let mut claims = Vec::new();
+        for handle in handles {
+            match handle.join().map_err(|_| "thread panicked")?? {
+                Begin::Claimed(claim) => claims.push(claim),
+                Begin::InProgress { .. } => {}
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(claims.len(), 1, "round {round}: exactly one winner");
+        let winner = claims.pop().ok_or("no winner")?;
+        store.complete(winner, response(&format!("winner-{round}")))?;
+        assert_eq!(
+            replayed(store.begin(&k, fp("same"))?),
+            response(&format!("winner-{round}"))
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn many_keys_many_threads_every_answer_is_its_own() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("many-keys.redb"), Config::default())?;
+    const PER_THREAD: usize = 50;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || -> Result<(), idemkv::Error> {
+                for i in 0..PER_THREAD {
+                    let k = key(&format!("t{t}-k{i}"));
+                    let claim = claimed(store.begin(&k, fp(&format!("{t}/{i}")))?);
+                    store.complete(claim, response(&format!("{t}/{i}")))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| "thread panicked")??;
+    }
+    for t in 0..THREADS {
+        for i in 0..PER_THREAD {
+            let k = key(&format!("t{t}-k{i}"));
+            let answer = replayed(store.begin(&k, fp(&format!("{t}/{i}")))?);
+            assert_eq!(answer, response(&format!("{t}/{i}")));
+        }
+    }
+    let m = store.metrics();
+    let ops = (THREADS * PER_THREAD * 2) as u64;
+    assert_eq!(m.committed_ops, ops);
+    assert!(m.commits <= ops && m.commits > 0);
+    Ok(())
+}
+
+#[test]
+fn every_waiter_gets_the_winners_response() -> TestResult {
+    let store = Store::in_memory(Config::default())?;
+    for round in 0..10 {
+        let k = key(&format!("hot-{round}"));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
+                thread::spawn(move || -> Result<(bool, StoredResponse), idemkv::Error> {
+                    barrier.wait();
+                    match store.begin_wait(&k, fp("hot"), Duration::from_secs(60))? {
+                        Begin::Claimed(claim) => {
+                            // Give the others time to park behind the claim.
+                            thread::sleep(Duration::from_millis(5));
+                            let body = response(&format!("round {round} won by {t}"));
+                            store.complete(claim, body.clone())?;
+                            Ok((true, body))
+                        }
+                        Begin::Replay(body) => Ok((false, body)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for handle in handles {
+            results.push(handle.join().map_err(|_| "thread panicked")??);
+        }
+        let winners: Vec<_> = results.iter().filter(|(won, _)| *won).collect();
+        assert_eq!(winners.len(), 1, "round {round}");
+        let winning_body = &winners[0].1;
+        assert!(results.iter().all(|(_, body)| body == winning_body));
+    }
+    Ok(())
+}
+
+#[test]
+fn takeover_races_have_one_winner() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config)?;
+    for round in 0..20 {
+        let k = key(&format!("takeover-{round}"));
+        let original = claimed(store.begin(&k, fp("a"))?);
+        clock.advance(LEASE);
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    store.begin(&k, fp("a"))
+                })
+            })
+            .collect();
+        let mut claims = Vec::new();
+        for handle in handles {
+            if let Begin::Claimed(claim) = handle.join().map_err(|_| "thread panicked")?? {
+                claims.push(claim);
+            }
+        }
+        assert_eq!(claims.len(), 1, "round {round}: one takeover");
+        let winner = claims.pop().ok_or("no winner")?;
+        assert!(winner.is_takeover() && winner.token() > original.token());
+        assert!(store.complete(original, response("stale")).is_err());
+        store.complete(winner, response("fresh"))?;
+        assert_eq!(replayed(store.begin(&k, fp("a"))?), response("fresh"));
+    }
+    Ok(())
+}
