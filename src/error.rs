@@ -69,10 +69,11 @@ pub enum Error {
         supported: u64,
     },
 
-    /// The file is a redb database, but not one written by idemkv.
+    /// The file is not an idemkv store: not a redb database at all, or a redb
+    /// database holding tables idemkv did not create. It is left untouched.
     #[error(
-        "{path} is not an idemkv store (it holds tables idemkv did not create); \
-         pass the path of an idemkv file or a new path"
+        "{path} is not an idemkv store (not a redb file, or one with tables idemkv did not create); \
+         pass the path of an idemkv file or of a new file"
     )]
     NotAStore {
         /// The path that was opened.

@@ -102,4 +102,32 @@ pub mod fuzzing {
     pub fn decode_record(bytes: &[u8]) -> crate::Result<()> {
         crate::codec::decode_record(bytes).map(drop)
     }
+
+    /// Encodes a well-formed record, for seeding fuzz corpora.
+    ///
+    /// # Errors
+    ///
+    /// None in practice; encoding a record cannot fail.
+    pub fn encode_sample_record(
+        key: &crate::Key,
+        response: Option<crate::StoredResponse>,
+    ) -> crate::Result<Vec<u8>> {
+        use crate::record::{StoredRecord, StoredState};
+        let state = match response {
+            Some(response) => StoredState::Completed { response },
+            None => StoredState::InFlight {
+                lease_until_ms: 1_767_225_660_000,
+            },
+        };
+        crate::codec::encode(&StoredRecord {
+            scope: key.scope().to_string(),
+            idempotency_key: key.idempotency_key().to_string(),
+            fingerprint: *crate::Fingerprint::of(b"seed").as_bytes(),
+            token: 7,
+            created_at_ms: 1_767_225_600_000,
+            updated_at_ms: 1_767_225_600_000,
+            expires_at_ms: 1_767_312_000_000,
+            state,
+        })
+    }
 }

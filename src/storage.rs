@@ -26,7 +26,17 @@ const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_SEQ: &str = "token_seq";
 
 pub(crate) fn open_file(path: &Path) -> Result<Database> {
-    Ok(Database::builder().create(path)?)
+    Database::builder().create(path).map_err(|err| match err {
+        // redb checks the magic number first: anything else is not a store.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::NotAStore {
+                path: path.to_path_buf(),
+            }
+        }
+        other => other.into(),
+    })
 }
 
 pub(crate) fn open_in_memory() -> Result<Database> {

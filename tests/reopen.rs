@@ -137,7 +137,8 @@ fn a_file_that_is_not_redb_is_an_error_not_a_panic() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("notes.txt");
     std::fs::write(&path, "these are my notes, not a database\n".repeat(100))?;
-    assert!(Store::open(&path, Config::default()).is_err());
+    let err = Store::open(&path, Config::default()).expect_err("not a store");
+    assert!(matches!(err, Error::NotAStore { .. }), "{err:?}");
     assert_eq!(
         std::fs::read_to_string(&path)?,
         "these are my notes, not a database\n".repeat(100),

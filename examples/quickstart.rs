@@ -1,0 +1,99 @@
+//! Plays one request through every outcome idemkv can give.
+//!
+//! ```text
+//! cargo run --release --example quickstart            # uses ./idem.redb
+//! cargo run --release --example quickstart -- my.redb
+//! ```
+//!
+//! Run it twice: the second run finds the first run's completed request in
+//! the file and replays it instead of charging again.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "idem.redb".into());
+    let store = Store::open(&path, Config::default().lease(Duration::from_secs(30)))?;
+    println!("opened {path}");
+
+    // What a client sends: an Idempotency-Key header and a body. The scope
+    // keeps one tenant's keys apart from another's.
+    let key = Key::new("acct_42 POST /v1/charges", "charge-2026-11-27-0001")?;
+    let body = br#"{"amount":1200,"currency":"eur"}"#;
+    let fingerprint = Fingerprint::of(body);
+
+    println!("\n1. first attempt");
+    match store.begin(&key, fingerprint)? {
+        Begin::Claimed(claim) => {
+            println!(
+                "   claimed (token {}): the claim is on disk, safe to charge the card",
+                claim.token()
+            );
+
+            println!("\n2. a retry arrives while the charge is still running");
+            describe(&store, store.begin(&key, fingerprint)?)?;
+
+            let charge_id = format!(
+                "ch_{}",
+                SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
+            );
+            let response =
+                StoredResponse::new(201, format!(r#"{{"id":"{charge_id}","amount":1200}}"#))
+                    .with_header("content-type", "application/json");
+            store.complete(claim, response)?;
+            println!("\n3. charged once as {charge_id}; the response is stored");
+        }
+        other => {
+            println!("   this key was used by an earlier run of the example:");
+            describe(&store, other)?;
+        }
+    }
+
+    println!("\n4. the client lost the response and retries with the same body");
+    describe(&store, store.begin(&key, fingerprint)?)?;
+
+    println!("\n5. a buggy client reuses the key for a different charge");
+    describe(
+        &store,
+        store.begin(
+            &key,
+            Fingerprint::of(br#"{"amount":9900,"currency":"eur"}"#),
+        )?,
+    )?;
+
+    let m = store.metrics();
+    println!(
+        "\nmetrics: claims={} replays={} in_progress={} mismatches={} completions={} commits={} committed_ops={}",
+        m.claims, m.replays, m.in_progress, m.mismatches, m.completions, m.commits, m.committed_ops
+    );
+    Ok(())
+}
+
+fn describe(store: &Store, answer: Begin) -> Result<(), idemkv::Error> {
+    match answer {
+        Begin::Claimed(claim) => {
+            println!(
+                "   claimed (token {}); releasing it, nothing was done",
+                claim.token()
+            );
+            store.release(claim)?;
+        }
+        Begin::Replay(response) => println!(
+            "   replay: the stored response comes back, the card is not charged again\n   -> {} {}",
+            response.status(),
+            String::from_utf8_lossy(response.body())
+        ),
+        Begin::InProgress { retry_after } => println!(
+            "   in progress: another attempt holds the key; retry in {retry_after:?} (HTTP 409)"
+        ),
+        Begin::Mismatch => {
+            println!(
+                "   mismatch: same key, different request; rejected without running it (HTTP 422)"
+            )
+        }
+    }
+    Ok(())
+}
