@@ -12,8 +12,12 @@
 //! - After any storage failure the committer is poisoned: it answers
 //!   `Error::Poisoned` to every later write instead of writing into a database
 //!   in an unknown state. Reopening the store clears it.
-//! - Fencing tokens only grow: the sequence is persisted in `meta` in the same
-//!   transaction as the records that use it, and never rewound in memory.
+//! - Fencing tokens only grow: tokens are handed out from blocks of
+//!   [`TOKEN_BLOCK`]; a block's ceiling is persisted in `meta` in the same
+//!   transaction as the first claim that uses it, and a reopened store starts
+//!   above the persisted ceiling. So every token is larger than any token
+//!   issued before it, across restarts, at the cost of one `meta` write per
+//!   block instead of one per commit.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,10 +34,13 @@ use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{Decision, StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{EXPIRY, META, META_TOKEN_SEQ, RECORDS, read_in};
+use crate::storage::{EXPIRY, META, META_TOKEN_CEILING, RECORDS, read_in};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
+
+/// Fencing tokens reserved (and persisted) at a time.
+pub(crate) const TOKEN_BLOCK: u64 = 4096;
 
 /// One write, as a caller asks for it.
 #[derive(Debug)]
@@ -67,8 +74,10 @@ pub(crate) enum Outcome {
     },
     /// A `Claim` op found the key not claimable after all.
     Answer(Begin),
-    /// Complete or release applied.
-    Done,
+    /// Complete applied; the record expires at `expires_at_ms`.
+    Completed { expires_at_ms: u64 },
+    /// Release applied.
+    Released,
     /// Renew applied; the new lease end.
     Renewed { lease_until_ms: u64 },
     /// Remove applied; whether a live record was deleted.
@@ -94,14 +103,15 @@ impl Committer {
         db: Arc<Database>,
         config: Config,
         counters: Arc<Counters>,
-        token_seq: u64,
+        token_ceiling: u64,
     ) -> Result<Committer> {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
         let worker = Worker {
             db,
             config,
             counters,
-            token_seq,
+            token_seq: token_ceiling,
+            token_ceiling,
             poisoned: None,
             unsynced: false,
         };
@@ -142,6 +152,8 @@ struct Worker {
     counters: Arc<Counters>,
     /// The last fencing token issued.
     token_seq: u64,
+    /// The highest token the file allows; `token_seq <= token_ceiling`.
+    token_ceiling: u64,
     /// Set by the first storage failure; refuses every later write.
     poisoned: Option<String>,
     /// A commit with `Durability::None` happened since the last synced one.
@@ -209,7 +221,7 @@ impl Worker {
             txn.set_durability(redb::Durability::None)?;
         }
         let now_ms = self.config.now_ms();
-        let token_seq_before = self.token_seq;
+        let token_ceiling_before = self.token_ceiling;
         let results = {
             let mut records = txn.open_table(RECORDS)?;
             let mut expiry = txn.open_table(EXPIRY)?;
@@ -217,9 +229,9 @@ impl Worker {
             for op in ops {
                 results.push(self.apply(&mut records, &mut expiry, op, now_ms)?);
             }
-            if self.token_seq != token_seq_before {
+            if self.token_ceiling != token_ceiling_before {
                 txn.open_table(META)?
-                    .insert(META_TOKEN_SEQ, self.token_seq)?;
+                    .insert(META_TOKEN_CEILING, self.token_ceiling)?;
             }
             results
         };
@@ -252,14 +264,16 @@ impl Worker {
                 record.updated_at_ms = now_ms;
                 record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
                 put(records, expiry, key, Some(old_expiry), &record)?;
-                Ok(Ok(Outcome::Done))
+                Ok(Ok(Outcome::Completed {
+                    expires_at_ms: record.expires_at_ms,
+                }))
             }
             Op::Release { key, token } => {
                 let Some(record) = held_record(records, key, *token, now_ms)? else {
                     return Ok(Err(Error::LeaseLost));
                 };
                 delete(records, expiry, key, Some(record.expires_at_ms))?;
-                Ok(Ok(Outcome::Done))
+                Ok(Ok(Outcome::Released))
             }
             Op::Renew { key, token } => {
                 let Some(mut record) = held_record(records, key, *token, now_ms)? else {
@@ -309,7 +323,7 @@ impl Worker {
             Decision::Answer(answer) => return Ok(Ok(Outcome::Answer(answer))),
             Decision::Claim { takeover } => takeover,
         };
-        self.token_seq += 1;
+        let token = self.next_token();
         let created_at_ms = match old {
             // A takeover continues the same logical request.
             Some((_, created, false)) if takeover => created,
@@ -319,7 +333,7 @@ impl Worker {
             scope: key.scope().to_string(),
             idempotency_key: key.idempotency_key().to_string(),
             fingerprint: *fingerprint.as_bytes(),
-            token: self.token_seq,
+            token,
             created_at_ms,
             updated_at_ms: now_ms,
             expires_at_ms: 0,
@@ -328,10 +342,20 @@ impl Worker {
         let lease_until_ms = self.lease_from(&mut record, now_ms);
         put(records, expiry, key, old.map(|(e, _, _)| e), &record)?;
         Ok(Ok(Outcome::Claimed {
-            token: self.token_seq,
+            token,
             lease_until_ms,
             takeover,
         }))
+    }
+
+    /// The next fencing token, reserving a new block when the current one is
+    /// used up (the batch then persists the new ceiling).
+    fn next_token(&mut self) -> u64 {
+        if self.token_seq == self.token_ceiling {
+            self.token_ceiling = self.token_ceiling.saturating_add(TOKEN_BLOCK);
+        }
+        self.token_seq += 1;
+        self.token_seq
     }
 
     /// Starts a fresh lease on an in-flight record; an abandoned claim expires

@@ -39,6 +39,7 @@ pub struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) durability: Durability,
     pub(crate) max_response_bytes: usize,
+    pub(crate) cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             durability: Durability::Immediate,
             max_response_bytes: 1024 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -86,6 +88,20 @@ impl Config {
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
         self
+    }
+
+    /// Memory for the replay cache of completed records (default 64 MiB; 0
+    /// turns it off). Replays served from it need no read transaction. Each
+    /// entry is charged its response size plus about 128 bytes; the least
+    /// recently replayed entries are evicted first (CLOCK).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// The configured replay cache size.
+    pub fn get_cache_bytes(&self) -> usize {
+        self.cache_bytes
     }
 
     /// The configured retention.
@@ -143,6 +159,7 @@ impl fmt::Debug for Config {
             .field("lease", &self.lease)
             .field("durability", &self.durability)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("cache_bytes", &self.cache_bytes)
             .finish_non_exhaustive()
     }
 }

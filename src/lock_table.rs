@@ -20,12 +20,19 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crossbeam_channel::Sender;
 use crossbeam_utils::CachePadded;
 
+use crate::cache::ShardCache;
 use crate::fingerprint::Fingerprint;
 
 /// Number of shards; a power of two so the shard is picked with a mask.
 const SHARDS: usize = 64;
 
-pub(crate) type Shard = HashMap<[u8; 32], Entry>;
+/// One shard: the claims of its keys and the replay cache of its keys, both
+/// guarded by the same lock so `begin` decides in one critical section.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub claims: HashMap<[u8; 32], Entry>,
+    pub cache: ShardCache,
+}
 
 /// A claim this process holds: its token and its lease as last made durable.
 #[derive(Clone, Copy, Debug)]
@@ -111,10 +118,16 @@ pub(crate) struct LockTable {
 }
 
 impl LockTable {
-    pub fn new() -> LockTable {
+    /// A table whose shards share `cache_bytes` of replay cache equally.
+    pub fn new(cache_bytes: usize) -> LockTable {
         LockTable {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .map(|_| {
+                    CachePadded::new(Mutex::new(Shard {
+                        claims: HashMap::new(),
+                        cache: ShardCache::new(cache_bytes / SHARDS),
+                    }))
+                })
                 .collect(),
             next_ticket: AtomicU64::new(1),
         }
@@ -141,7 +154,7 @@ impl LockTable {
     pub fn abandon(&self, hash: &[u8; 32], token: u64) {
         let mut shard = self.shard(hash);
         let idle_and_mine = matches!(
-            shard.get(hash),
+            shard.claims.get(hash),
             Some(Entry { state: EntryState::Held { holder, busy: 0 }, .. }) if holder.token == token
         );
         if idle_and_mine {
@@ -152,7 +165,7 @@ impl LockTable {
     /// A claim that did not go through: give the key back to the holder it was
     /// taking over from, if any, else forget it. Wakes the waiters either way.
     pub fn restore_or_remove(shard: &mut Shard, hash: &[u8; 32]) {
-        let Some(entry) = shard.get_mut(hash) else {
+        let Some(entry) = shard.claims.get_mut(hash) else {
             return;
         };
         match entry.state {
@@ -170,7 +183,7 @@ impl LockTable {
 
     /// Removes the entry (whatever its state) and wakes its waiters.
     pub fn remove_and_wake(shard: &mut Shard, hash: &[u8; 32]) {
-        if let Some(mut entry) = shard.remove(hash) {
+        if let Some(mut entry) = shard.claims.remove(hash) {
             entry.wake_all();
         }
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::lock_table::LockTable;
 use crate::response::StoredResponse;
@@ -45,6 +46,7 @@ pub enum Begin {
 #[must_use = "a claim must be completed or released; dropping it blocks the key until its lease runs out"]
 pub struct Claim {
     pub(crate) key: Key,
+    pub(crate) fingerprint: Fingerprint,
     pub(crate) token: u64,
     pub(crate) takeover: bool,
     pub(crate) locks: Arc<LockTable>,
@@ -54,6 +56,11 @@ impl Claim {
     /// The claimed key.
     pub fn key(&self) -> &Key {
         &self.key
+    }
+
+    /// The fingerprint the key was claimed with.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// The fencing token: larger than every earlier claim's token for this key.

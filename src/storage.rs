@@ -4,7 +4,8 @@
 //! - `records`: 32-byte key hash → encoded record ([`crate::codec`]).
 //! - `expiry`: (expires_at_ms, key hash) → (), one entry per record, ordered by
 //!   expiry time so sweeps read only what is due.
-//! - `meta`: `format_version` and `token_seq` (the last fencing token issued).
+//! - `meta`: `format_version` and `token_ceiling` (no fencing token above it
+//!   has been issued; a reopened store starts above it).
 
 use std::path::Path;
 
@@ -23,7 +24,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// The file format this build writes; files with a larger version are refused.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 const META_FORMAT_VERSION: &str = "format_version";
-pub(crate) const META_TOKEN_SEQ: &str = "token_seq";
+pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 
 pub(crate) fn open_file(path: &Path) -> Result<Database> {
     Database::builder().create(path).map_err(|err| match err {
@@ -44,7 +45,7 @@ pub(crate) fn open_in_memory() -> Result<Database> {
 }
 
 /// Checks the file is an idemkv store this build understands, creates the
-/// tables of a new one, and returns the last fencing token issued.
+/// tables of a new one, and returns the fencing token ceiling.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
     let txn = db.begin_write()?;
     let ours = [RECORDS.name(), EXPIRY.name(), META.name()];
@@ -56,7 +57,7 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
             path: path.to_path_buf(),
         });
     }
-    let token_seq = {
+    let token_ceiling = {
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
         match version {
@@ -76,12 +77,14 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
             }
             Some(_) => {}
         }
-        meta.get(META_TOKEN_SEQ)?.map(|v| v.value()).unwrap_or(0)
+        meta.get(META_TOKEN_CEILING)?
+            .map(|v| v.value())
+            .unwrap_or(0)
     };
     txn.open_table(RECORDS)?;
     txn.open_table(EXPIRY)?;
     txn.commit()?;
-    Ok(token_seq)
+    Ok(token_ceiling)
 }
 
 /// Reads and verifies one key's record in a fresh read transaction.

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 
+use crate::cache::CachedCompletion;
 use crate::committer::{Committer, Op, Outcome};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
-use crate::lock_table::{Entry, EntryState, Holder, LockTable};
+use crate::lock_table::{Entry, EntryState, Holder, LockTable, Shard};
 use crate::metrics::{Counters, Metrics, add, bump};
 use crate::outcome::{Begin, Claim};
-use crate::record::{Decision, Record, decide, in_progress};
+use crate::record::{Decision, Record, StoredState, decide, in_progress};
 use crate::response::StoredResponse;
 use crate::storage;
 
@@ -98,21 +99,21 @@ impl Store {
     }
 
     fn start(db: Database, path: &Path, config: Config) -> Result<Store> {
-        let token_seq = storage::prepare(&db, path)?;
+        let token_ceiling = storage::prepare(&db, path)?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         let committer = Committer::start(
             Arc::clone(&db),
             config.clone(),
             Arc::clone(&counters),
-            token_seq,
+            token_ceiling,
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 committer,
                 db,
+                locks: Arc::new(LockTable::new(config.cache_bytes)),
                 config,
-                locks: Arc::new(LockTable::new()),
                 counters,
             }),
         })
@@ -193,7 +194,7 @@ impl Store {
         let now_ms = inner.config.now_ms();
         let mut shard = inner.locks.shard(hash);
         let mut previous = None;
-        if let Some(entry) = shard.get_mut(hash) {
+        if let Some(entry) = shard.claims.get_mut(hash) {
             let answer = match entry.state {
                 // The holder's lease ran out and it has nothing in flight: the
                 // record decides (takeover, mismatch, or claim afresh if it
@@ -215,19 +216,39 @@ impl Store {
                 return Ok(answer);
             }
         }
+        // The common retry: a completed record in the replay cache.
+        if let Some(cached) = shard.cache.get(hash, now_ms) {
+            return Ok(if cached.fingerprint == fingerprint {
+                Begin::Replay(cached.response.clone())
+            } else {
+                Begin::Mismatch
+            });
+        }
         // No claim of this process is live: the disk decides. The shard lock
         // is held across the read so no other `begin` can claim in between.
         let stored = storage::read_record(&inner.db, key)?;
+        if let Some(record) = stored.as_ref().filter(|r| !r.is_expired(now_ms))
+            && let StoredState::Completed { response } = &record.state
+        {
+            shard.cache.insert(
+                *hash,
+                CachedCompletion {
+                    fingerprint: Fingerprint::from_bytes(record.fingerprint),
+                    expires_at_ms: record.expires_at_ms,
+                    response: response.clone(),
+                },
+            );
+        }
         match decide(stored, &fingerprint, now_ms) {
             Decision::Answer(answer) => Ok(answer),
             Decision::Claim { .. } => {
                 let ticket = inner.locks.ticket();
                 let claiming = Entry::claiming(fingerprint, ticket, previous);
-                match shard.get_mut(hash) {
+                match shard.claims.get_mut(hash) {
                     // Keep the waiters of the holder being taken over.
                     Some(entry) => entry.become_claiming(claiming),
                     None => {
-                        shard.insert(*hash, claiming);
+                        shard.claims.insert(*hash, claiming);
                     }
                 }
                 drop(shard);
@@ -247,7 +268,10 @@ impl Store {
             fingerprint,
         });
         let mut shard = inner.locks.shard(hash);
-        let mine = shard.get(hash).is_some_and(|e| e.is_claimed_by(ticket));
+        let mine = shard
+            .claims
+            .get(hash)
+            .is_some_and(|e| e.is_claimed_by(ticket));
         match result {
             Ok(Outcome::Claimed {
                 token,
@@ -259,17 +283,18 @@ impl Store {
                     lease_until_ms,
                 };
                 if mine {
-                    if let Some(entry) = shard.get_mut(hash) {
+                    if let Some(entry) = shard.claims.get_mut(hash) {
                         entry.state = EntryState::Held { holder, busy: 0 };
                         entry.wake_all();
                     }
-                } else if !shard.contains_key(hash) {
+                } else if !shard.claims.contains_key(hash) {
                     // `remove` dropped the entry while the claim was queued
                     // behind it; the disk says this claim holds the key.
-                    shard.insert(*hash, Entry::held(fingerprint, holder));
+                    shard.claims.insert(*hash, Entry::held(fingerprint, holder));
                 }
                 Ok(Begin::Claimed(Claim {
                     key: key.clone(),
+                    fingerprint,
                     token,
                     takeover,
                     locks: Arc::clone(&inner.locks),
@@ -321,16 +346,25 @@ impl Store {
     pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<()> {
         self.check_claim(&claim)?;
         self.check_response(&response)?;
-        let key = claim.key.clone();
-        let token = claim.token;
-        self.finish(
-            &claim,
-            Op::Complete {
-                key,
-                token,
-                response,
-            },
-        )?;
+        let cached = (self.inner.config.cache_bytes > 0).then(|| response.clone());
+        let op = Op::Complete {
+            key: claim.key.clone(),
+            token: claim.token,
+            response,
+        };
+        let outcome = self.finish(&claim, op, |shard, outcome| {
+            if let (Outcome::Completed { expires_at_ms }, Some(response)) = (outcome, cached) {
+                shard.cache.insert(
+                    *claim.key.hash(),
+                    CachedCompletion {
+                        fingerprint: claim.fingerprint,
+                        expires_at_ms: *expires_at_ms,
+                        response,
+                    },
+                );
+            }
+        })?;
+        debug_assert!(matches!(outcome, Outcome::Completed { .. }));
         bump(&self.inner.counters.completions);
         Ok(())
     }
@@ -345,9 +379,11 @@ impl Store {
     /// [`Error::Poisoned`], as for [`complete`](Self::complete).
     pub fn release(&self, claim: Claim) -> Result<()> {
         self.check_claim(&claim)?;
-        let key = claim.key.clone();
-        let token = claim.token;
-        self.finish(&claim, Op::Release { key, token })?;
+        let op = Op::Release {
+            key: claim.key.clone(),
+            token: claim.token,
+        };
+        self.finish(&claim, op, |_, _| {})?;
         bump(&self.inner.counters.releases);
         Ok(())
     }
@@ -368,7 +404,7 @@ impl Store {
         let result = self.holder_op(claim, op);
         let hash = claim.key.hash();
         let mut shard = self.inner.locks.shard(hash);
-        match (&result, shard.get_mut(hash)) {
+        match (&result, shard.claims.get_mut(hash)) {
             (Ok(Outcome::Renewed { lease_until_ms }), Some(entry))
                 if entry.is_held_by(claim.token) =>
             {
@@ -394,16 +430,30 @@ impl Store {
     }
 
     /// Runs `complete` or `release`, then ends the claim in the lock table
-    /// whatever the outcome, waking waiters.
-    fn finish(&self, claim: &Claim, op: Op) -> Result<()> {
+    /// whatever the outcome, waking waiters. `on_success` runs under the
+    /// shard lock, only if the claim still held the key there: a `remove`
+    /// that revoked it in the meantime must not be undone by a cache insert.
+    fn finish(
+        &self,
+        claim: &Claim,
+        op: Op,
+        on_success: impl FnOnce(&mut Shard, &Outcome),
+    ) -> Result<Outcome> {
         let result = self.holder_op(claim, op);
         let hash = claim.key.hash();
         let mut shard = self.inner.locks.shard(hash);
-        if shard.get(hash).is_some_and(|e| e.is_held_by(claim.token)) {
+        if shard
+            .claims
+            .get(hash)
+            .is_some_and(|e| e.is_held_by(claim.token))
+        {
+            if let Ok(outcome) = &result {
+                on_success(&mut shard, outcome);
+            }
             LockTable::remove_and_wake(&mut shard, hash);
         }
         drop(shard);
-        result.map(drop)
+        result
     }
 
     /// Marks the claim busy (no takeover may start while its write is in
@@ -414,7 +464,7 @@ impl Store {
         let hash = claim.key.hash();
         {
             let mut shard = self.inner.locks.shard(hash);
-            match shard.get_mut(hash) {
+            match shard.claims.get_mut(hash) {
                 Some(Entry {
                     state: EntryState::Held { holder, busy },
                     ..
@@ -485,8 +535,9 @@ impl Store {
             .submit(Op::Remove { key: key.clone() })?;
         let hash = key.hash();
         let mut shard = self.inner.locks.shard(hash);
+        shard.cache.invalidate(hash);
         if matches!(
-            shard.get(hash),
+            shard.claims.get(hash),
             Some(Entry {
                 state: EntryState::Held { .. },
                 ..

@@ -93,14 +93,15 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(cache_bytes: usize) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("model.redb");
         let clock = ManualClock::default();
         let config = Config::default()
             .clock(clock.clone())
             .lease(Duration::from_millis(LEASE_MS))
-            .retention(Duration::from_millis(RETENTION_MS));
+            .retention(Duration::from_millis(RETENTION_MS))
+            .cache_bytes(cache_bytes);
         let store = Some(Store::open(&path, config.clone()).expect("open"));
         let start = clock_ms(&clock);
         Harness {
@@ -307,8 +308,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_model(steps in prop::collection::vec(step(), 1..60)) {
-        let mut harness = Harness::new();
+    fn store_matches_the_model(
+        steps in prop::collection::vec(step(), 1..60),
+        // Off, about one entry per shard (constant eviction), and the default.
+        cache_bytes in prop::sample::select(vec![0usize, 64 * 200, 64 << 20]),
+    ) {
+        let mut harness = Harness::new(cache_bytes);
         for step in &steps {
             harness.run(step);
         }

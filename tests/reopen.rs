@@ -174,3 +174,22 @@ fn retention_is_measured_in_stored_time_across_restarts() -> TestResult {
     assert_eq!(store.sweep_expired()?, 1);
     Ok(())
 }
+
+#[test]
+fn tokens_grow_across_a_reservation_block_and_a_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("blocks.redb");
+    let config = Config::default().durability(idemkv::Durability::None);
+    let mut last = 0;
+    for _ in 0..2 {
+        let store = Store::open(&path, config.clone())?;
+        // More claims than one block of reserved tokens.
+        for i in 0..4200 {
+            let claim = claimed(store.begin(&key(&format!("b{}", i % 7)), fp("a"))?);
+            assert!(claim.token() > last);
+            last = claim.token();
+            store.release(claim)?;
+        }
+    }
+    Ok(())
+}

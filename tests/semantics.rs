@@ -487,3 +487,57 @@ fn fingerprint_builder_parts_matter() -> TestResult {
     assert!(matches!(store.begin(&k, b)?, Begin::Claimed(_)));
     Ok(())
 }
+
+#[test]
+fn the_replay_cache_never_serves_removed_or_expired_records() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config)?;
+    let k = key("cached");
+    store.complete(claimed(store.begin(&k, fp("a"))?), response("v1"))?;
+    // Served from the cache now; the disk read is skipped.
+    assert_eq!(replayed(store.begin(&k, fp("a"))?), response("v1"));
+    mismatch(store.begin(&k, fp("b"))?);
+
+    assert!(store.remove(&k)?);
+    let claim = claimed(store.begin(&k, fp("b"))?);
+    store.complete(claim, response("v2"))?;
+    assert_eq!(replayed(store.begin(&k, fp("b"))?), response("v2"));
+
+    clock.advance(RETENTION);
+    let claim = claimed(store.begin(&k, fp("a"))?);
+    store.complete(claim, response("v3"))?;
+    assert_eq!(replayed(store.begin(&k, fp("a"))?), response("v3"));
+    Ok(())
+}
+
+#[test]
+fn replays_are_identical_with_and_without_the_cache() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cache.redb");
+    {
+        let store = Store::open(&path, Config::default())?;
+        for i in 0..200 {
+            let k = key(&format!("c{i}"));
+            store.complete(
+                claimed(store.begin(&k, fp("a"))?),
+                response(&format!("r{i}")),
+            )?;
+        }
+    }
+    // Reopened with a cache far too small for 200 records, and with none.
+    for cache_bytes in [0, 64 * 300, 64 << 20] {
+        let store = Store::open(&path, Config::default().cache_bytes(cache_bytes))?;
+        for round in 0..3 {
+            for i in 0..200 {
+                let k = key(&format!("c{i}"));
+                assert_eq!(
+                    replayed(store.begin(&k, fp("a"))?),
+                    response(&format!("r{i}")),
+                    "cache {cache_bytes}, round {round}"
+                );
+                mismatch(store.begin(&k, fp("b"))?);
+            }
+        }
+    }
+    Ok(())
+}
