@@ -40,6 +40,7 @@ pub struct Config {
     pub(crate) durability: Durability,
     pub(crate) max_response_bytes: usize,
     pub(crate) cache_bytes: usize,
+    pub(crate) storage_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             durability: Durability::Immediate,
             max_response_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
+            storage_cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -97,6 +99,20 @@ impl Config {
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
         self
+    }
+
+    /// Memory for the storage engine's page cache (redb's cache; default
+    /// 128 MiB, where redb's own default is 1 GiB). Together with
+    /// [`cache_bytes`](Self::cache_bytes) it bounds the store's memory,
+    /// whatever the number of records.
+    pub fn storage_cache_bytes(mut self, bytes: usize) -> Self {
+        self.storage_cache_bytes = bytes;
+        self
+    }
+
+    /// The configured storage page cache size.
+    pub fn get_storage_cache_bytes(&self) -> usize {
+        self.storage_cache_bytes
     }
 
     /// The configured replay cache size.
@@ -160,6 +176,7 @@ impl fmt::Debug for Config {
             .field("durability", &self.durability)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("cache_bytes", &self.cache_bytes)
+            .field("storage_cache_bytes", &self.storage_cache_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -26,22 +26,27 @@ pub(crate) const FORMAT_VERSION: u64 = 1;
 const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 
-pub(crate) fn open_file(path: &Path) -> Result<Database> {
-    Database::builder().create(path).map_err(|err| match err {
-        // redb checks the magic number first: anything else is not a store.
-        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
-        {
-            Error::NotAStore {
-                path: path.to_path_buf(),
+pub(crate) fn open_file(path: &Path, cache_bytes: usize) -> Result<Database> {
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|err| match err {
+            // redb checks the magic number first: anything else is not a store.
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                Error::NotAStore {
+                    path: path.to_path_buf(),
+                }
             }
-        }
-        other => other.into(),
-    })
+            other => other.into(),
+        })
 }
 
-pub(crate) fn open_in_memory() -> Result<Database> {
-    Ok(Database::builder().create_with_backend(InMemoryBackend::new())?)
+pub(crate) fn open_in_memory(cache_bytes: usize) -> Result<Database> {
+    Ok(Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(InMemoryBackend::new())?)
 }
 
 /// Checks the file is an idemkv store this build understands, creates the

@@ -83,7 +83,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
         config.validate()?;
         let path = path.as_ref();
-        let db = storage::open_file(path)?;
+        let db = storage::open_file(path, config.storage_cache_bytes)?;
         Store::start(db, path, config)
     }
 
@@ -94,7 +94,7 @@ impl Store {
     /// [`Error::InvalidConfig`] for a zero lease or retention.
     pub fn in_memory(config: Config) -> Result<Store> {
         config.validate()?;
-        let db = storage::open_in_memory()?;
+        let db = storage::open_in_memory(config.storage_cache_bytes)?;
         Store::start(db, Path::new(":memory:"), config)
     }
 

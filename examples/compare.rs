@@ -1,0 +1,859 @@
+//! Side-by-side comparison: idemkv against what a user would build instead.
+//!
+//! ```text
+//! cargo run --release --example compare                 # everything, default sizes
+//! cargo run --release --example compare -- --quick      # smaller runs (CI smoke)
+//! ```
+//!
+//! Every system runs the same workloads with the same 256-byte responses:
+//!
+//! - `fresh`: 64 concurrent clients, every request a new key
+//!   (claim → side effect → store the response);
+//! - `storm`: a retry storm, 90% of requests retry one of the client's
+//!   recent keys (answered from the stored response), 10% are fresh;
+//! - `hot`: 64 clients send every request for the same key at once; one runs
+//!   it (1 ms of work), the others wait for its response (idemkv:
+//!   `begin_wait`; the others poll every 1 ms, the usual do-it-yourself way).
+//!
+//! Then single-thread probes for the ratios docs/benchmarks.md reports: one
+//! claim+complete cycle against one durable redb commit, and one replay
+//! against a raw redb point get and a SQLite point select.
+//!
+//! Systems: idemkv (default durability), raw redb with one durable commit per
+//! operation, SQLite (rusqlite, bundled; WAL, synchronous=FULL), PostgreSQL
+//! (127.0.0.1:5432, database `test`, synchronous_commit=on) and Redis
+//! (127.0.0.1:6379, `SET NX PX` + `GET`; it keeps nothing on disk here, so it
+//! is not durable). A system that cannot be reached is reported as skipped,
+//! with the reason.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+const CLIENTS: usize = 64;
+const BODY: usize = 256;
+const HOT_WORK: Duration = Duration::from_millis(1);
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// What one request ended as.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// This request ran the side effect and stored its response.
+    Executed,
+    /// The stored response came back.
+    Replayed(Vec<u8>),
+    /// Another request holds the key.
+    Busy,
+    /// Same key, different payload.
+    Mismatch,
+}
+
+/// One client connection of a system under test.
+trait Client: Send {
+    /// begin → (side effect of `work`) → complete, or the stored answer.
+    fn request(&mut self, key: &str, fp: &[u8; 32], body: &[u8], work: Duration) -> Result<Answer>;
+
+    /// Like `request`, but a busy key is waited for.
+    fn request_wait(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work: Duration,
+    ) -> Result<Answer> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            match self.request(key, fp, body, work)? {
+                Answer::Busy if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(1))
+                }
+                answer => return Ok(answer),
+            }
+        }
+    }
+
+    /// Reads a completed key's response (single-thread replay probe).
+    fn replay(&mut self, key: &str, fp: &[u8; 32]) -> Result<Vec<u8>> {
+        match self.request(key, fp, b"", Duration::ZERO)? {
+            Answer::Replayed(body) => Ok(body),
+            other => Err(format!("expected a replay of {key}, got {other:?}").into()),
+        }
+    }
+}
+
+/// A system: makes clients, and says whether it is durable.
+trait System: Sync {
+    fn name(&self) -> &'static str;
+    fn note(&self) -> &'static str {
+        "durable"
+    }
+    fn client(&self) -> Result<Box<dyn Client>>;
+}
+
+fn work(duration: Duration) {
+    if !duration.is_zero() {
+        thread::sleep(duration);
+    }
+}
+
+// ---------------------------------------------------------------- idemkv
+
+struct Idemkv {
+    store: Store,
+}
+
+impl System for Idemkv {
+    fn name(&self) -> &'static str {
+        "idemkv"
+    }
+    fn client(&self) -> Result<Box<dyn Client>> {
+        Ok(Box::new(IdemkvClient {
+            store: self.store.clone(),
+        }))
+    }
+}
+
+struct IdemkvClient {
+    store: Store,
+}
+
+impl IdemkvClient {
+    fn answer(&self, begin: Begin, body: &[u8], work_for: Duration) -> Result<Answer> {
+        Ok(match begin {
+            Begin::Claimed(claim) => {
+                work(work_for);
+                self.store
+                    .complete(claim, StoredResponse::new(201, body.to_vec()))?;
+                Answer::Executed
+            }
+            Begin::Replay(response) => Answer::Replayed(response.into_body()),
+            Begin::InProgress { .. } => Answer::Busy,
+            Begin::Mismatch => Answer::Mismatch,
+        })
+    }
+}
+
+impl Client for IdemkvClient {
+    fn request(&mut self, key: &str, fp: &[u8; 32], body: &[u8], work: Duration) -> Result<Answer> {
+        let key = Key::new("compare", key)?;
+        let begin = self.store.begin(&key, Fingerprint::from_bytes(*fp))?;
+        self.answer(begin, body, work)
+    }
+
+    fn request_wait(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work: Duration,
+    ) -> Result<Answer> {
+        let key = Key::new("compare", key)?;
+        let begin = self
+            .store
+            .begin_wait(&key, Fingerprint::from_bytes(*fp), WAIT_LIMIT)?;
+        self.answer(begin, body, work)
+    }
+}
+
+// ---------------------------------------------------------------- raw redb
+
+const RAW: TableDefinition<&str, &[u8]> = TableDefinition::new("idem");
+
+/// Raw redb, the floor without group commit: a read transaction to look, one
+/// durable write transaction per claim and per completion.
+struct RawRedb {
+    db: Arc<Database>,
+}
+
+impl System for RawRedb {
+    fn name(&self) -> &'static str {
+        "raw redb (1 commit/op)"
+    }
+    fn client(&self) -> Result<Box<dyn Client>> {
+        Ok(Box::new(RawRedbClient {
+            db: Arc::clone(&self.db),
+        }))
+    }
+}
+
+struct RawRedbClient {
+    db: Arc<Database>,
+}
+
+/// Row layout shared by the do-it-yourself systems: state byte (0 in flight,
+/// 1 done), 32-byte fingerprint, body.
+fn row(state: u8, fp: &[u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(33 + body.len());
+    row.push(state);
+    row.extend_from_slice(fp);
+    row.extend_from_slice(body);
+    row
+}
+
+fn judge_row(row: &[u8], fp: &[u8; 32]) -> Answer {
+    if row.len() < 33 || &row[1..33] != fp {
+        Answer::Mismatch
+    } else if row[0] == 0 {
+        Answer::Busy
+    } else {
+        Answer::Replayed(row[33..].to_vec())
+    }
+}
+
+impl Client for RawRedbClient {
+    fn request(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work_for: Duration,
+    ) -> Result<Answer> {
+        {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(RAW)?;
+            if let Some(existing) = table.get(key)? {
+                return Ok(judge_row(existing.value(), fp));
+            }
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RAW)?;
+            if let Some(existing) = table.get(key)? {
+                return Ok(judge_row(existing.value(), fp));
+            }
+            table.insert(key, row(0, fp, b"").as_slice())?;
+        }
+        txn.commit()?;
+        work(work_for);
+        let txn = self.db.begin_write()?;
+        txn.open_table(RAW)?
+            .insert(key, row(1, fp, body).as_slice())?;
+        txn.commit()?;
+        Ok(Answer::Executed)
+    }
+}
+
+// ---------------------------------------------------------------- SQLite
+
+const SQL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS idem (k TEXT PRIMARY KEY, fp BLOB NOT NULL, state INTEGER NOT NULL, body BLOB)";
+
+struct Sqlite {
+    path: PathBuf,
+}
+
+impl Sqlite {
+    fn open(path: &Path) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute(SQL_SCHEMA, [])?;
+        Ok(conn)
+    }
+}
+
+impl System for Sqlite {
+    fn name(&self) -> &'static str {
+        "SQLite (WAL, sync=FULL)"
+    }
+    fn client(&self) -> Result<Box<dyn Client>> {
+        Ok(Box::new(SqliteClient {
+            conn: Sqlite::open(&self.path)?,
+        }))
+    }
+}
+
+struct SqliteClient {
+    conn: rusqlite::Connection,
+}
+
+impl Client for SqliteClient {
+    fn request(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work_for: Duration,
+    ) -> Result<Answer> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO idem (k, fp, state) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
+            )?
+            .execute(rusqlite::params![key, &fp[..]])?;
+        if inserted == 1 {
+            work(work_for);
+            self.conn
+                .prepare_cached("UPDATE idem SET state = 1, body = ?2 WHERE k = ?1")?
+                .execute(rusqlite::params![key, body])?;
+            return Ok(Answer::Executed);
+        }
+        self.replay_or_judge(key, fp)
+    }
+
+    fn replay(&mut self, key: &str, fp: &[u8; 32]) -> Result<Vec<u8>> {
+        match self.replay_or_judge(key, fp)? {
+            Answer::Replayed(body) => Ok(body),
+            other => Err(format!("expected a replay, got {other:?}").into()),
+        }
+    }
+}
+
+impl SqliteClient {
+    fn replay_or_judge(&mut self, key: &str, fp: &[u8; 32]) -> Result<Answer> {
+        let mut select = self
+            .conn
+            .prepare_cached("SELECT fp, state, body FROM idem WHERE k = ?1")?;
+        let (stored_fp, state, stored_body): (Vec<u8>, i64, Option<Vec<u8>>) =
+            select.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(if stored_fp != fp {
+            Answer::Mismatch
+        } else if state == 0 {
+            Answer::Busy
+        } else {
+            Answer::Replayed(stored_body.unwrap_or_default())
+        })
+    }
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+const PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3";
+
+struct Postgres;
+
+impl Postgres {
+    fn connect() -> Result<postgres::Client> {
+        let mut client = postgres::Client::connect(PG_URL, postgres::NoTls)?;
+        client.batch_execute("SET synchronous_commit = on")?;
+        Ok(client)
+    }
+
+    fn reset() -> Result<()> {
+        Postgres::connect()?.batch_execute(
+            "DROP TABLE IF EXISTS idemkv_compare;
+             CREATE TABLE idemkv_compare (k TEXT PRIMARY KEY, fp BYTEA NOT NULL, state SMALLINT NOT NULL, body BYTEA)",
+        )?;
+        Ok(())
+    }
+}
+
+impl System for Postgres {
+    fn name(&self) -> &'static str {
+        "PostgreSQL (sync commit)"
+    }
+    fn client(&self) -> Result<Box<dyn Client>> {
+        Ok(Box::new(PostgresClient {
+            client: Postgres::connect()?,
+        }))
+    }
+}
+
+struct PostgresClient {
+    client: postgres::Client,
+}
+
+impl Client for PostgresClient {
+    fn request(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work_for: Duration,
+    ) -> Result<Answer> {
+        let inserted = self.client.execute(
+            "INSERT INTO idemkv_compare (k, fp, state) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+            &[&key, &&fp[..]],
+        )?;
+        if inserted == 1 {
+            work(work_for);
+            self.client.execute(
+                "UPDATE idemkv_compare SET state = 1, body = $2 WHERE k = $1",
+                &[&key, &body],
+            )?;
+            return Ok(Answer::Executed);
+        }
+        let row = self.client.query_one(
+            "SELECT fp, state, body FROM idemkv_compare WHERE k = $1",
+            &[&key],
+        )?;
+        let stored_fp: Vec<u8> = row.get(0);
+        let state: i16 = row.get(1);
+        let stored_body: Option<Vec<u8>> = row.get(2);
+        Ok(if stored_fp != fp {
+            Answer::Mismatch
+        } else if state == 0 {
+            Answer::Busy
+        } else {
+            Answer::Replayed(stored_body.unwrap_or_default())
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Redis
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+struct Redis;
+
+impl System for Redis {
+    fn name(&self) -> &'static str {
+        "Redis (SET NX PX)"
+    }
+    fn note(&self) -> &'static str {
+        "NOT durable: this Redis keeps nothing on disk"
+    }
+    fn client(&self) -> Result<Box<dyn Client>> {
+        let client = redis::Client::open(REDIS_URL)?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(3))?;
+        Ok(Box::new(RedisClient { conn }))
+    }
+}
+
+struct RedisClient {
+    conn: redis::Connection,
+}
+
+impl Client for RedisClient {
+    fn request(
+        &mut self,
+        key: &str,
+        fp: &[u8; 32],
+        body: &[u8],
+        work_for: Duration,
+    ) -> Result<Answer> {
+        let redis_key = format!("idemkv-compare:{key}");
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&redis_key)
+            .arg(row(0, fp, b""))
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut self.conn)?;
+        if set.is_some() {
+            work(work_for);
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(row(1, fp, body))
+                .arg("PX")
+                .arg(86_400_000)
+                .query::<()>(&mut self.conn)?;
+            return Ok(Answer::Executed);
+        }
+        let stored: Option<Vec<u8>> = redis::cmd("GET").arg(&redis_key).query(&mut self.conn)?;
+        Ok(match stored {
+            Some(stored) => judge_row(&stored, fp),
+            None => Answer::Busy,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- workloads
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Fresh,
+    Storm,
+    Hot,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Fresh => "fresh",
+            Workload::Storm => "storm",
+            Workload::Hot => "hot",
+        }
+    }
+}
+
+struct Run {
+    requests: u64,
+    executed: u64,
+    elapsed: Duration,
+    latencies_ns: Vec<u64>,
+}
+
+fn fingerprint_of(key: &str) -> [u8; 32] {
+    *blake3::hash(key.as_bytes()).as_bytes()
+}
+
+/// A small deterministic generator (xorshift64*), so every system sees the
+/// same request sequence.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn run_workload(
+    system: &dyn System,
+    workload: Workload,
+    per_client: usize,
+    tag: &str,
+) -> Result<Run> {
+    let clients = (0..CLIENTS)
+        .map(|_| system.client())
+        .collect::<Result<Vec<_>>>()?;
+    let executed = AtomicU64::new(0);
+    let body = vec![b'r'; BODY];
+    let start = Instant::now();
+    let latencies = thread::scope(|scope| -> Result<Vec<u64>> {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(c, mut client)| {
+                let (executed, body) = (&executed, &body);
+                scope.spawn(move || -> Result<Vec<u64>> {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+                    let mut recent: Vec<String> = Vec::new();
+                    let mut latencies = Vec::with_capacity(per_client);
+                    for i in 0..per_client {
+                        let key = match workload {
+                            Workload::Fresh => format!("{tag}-{c}-{i}"),
+                            Workload::Hot => format!("{tag}-hot-{i}"),
+                            Workload::Storm => {
+                                if recent.is_empty() || rng.next() % 10 == 0 {
+                                    let key = format!("{tag}-{c}-{i}");
+                                    if recent.len() == 100 {
+                                        recent.remove(0);
+                                    }
+                                    recent.push(key.clone());
+                                    key
+                                } else {
+                                    recent[(rng.next() % recent.len() as u64) as usize].clone()
+                                }
+                            }
+                        };
+                        let fp = fingerprint_of(&key);
+                        let began = Instant::now();
+                        let answer = match workload {
+                            Workload::Hot => client.request_wait(&key, &fp, body, HOT_WORK)?,
+                            _ => client.request(&key, &fp, body, Duration::ZERO)?,
+                        };
+                        latencies.push(began.elapsed().as_nanos() as u64);
+                        match answer {
+                            Answer::Executed => {
+                                executed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Answer::Replayed(stored) if stored == *body => {}
+                            other => return Err(format!("{key}: unexpected {other:?}").into()),
+                        }
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(handle.join().map_err(|_| "client thread panicked")??);
+        }
+        Ok(all)
+    })?;
+    Ok(Run {
+        requests: latencies.len() as u64,
+        executed: executed.into_inner(),
+        elapsed: start.elapsed(),
+        latencies_ns: latencies,
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Duration::from_nanos(sorted[rank])
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+// ---------------------------------------------------------------- probes
+
+/// Median of `n` timings of `f`.
+fn median_of(n: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let began = Instant::now();
+        f(i)?;
+        samples.push(began.elapsed().as_nanos() as u64);
+    }
+    samples.sort_unstable();
+    Ok(percentile(&samples, 0.5))
+}
+
+/// Runs the probes; returns the median durable redb commit of one insert.
+fn probes(dir: &Path, quick: bool) -> Result<Duration> {
+    let n = if quick { 300 } else { 2000 };
+    let records: usize = if quick { 10_000 } else { 100_000 };
+    println!("\n## Single-thread probes (medians of {n} samples)\n");
+
+    // One durable redb commit of one insert.
+    let db = Database::create(dir.join("probe-redb.redb"))?;
+    let body = vec![b'r'; BODY];
+    let redb_commit = median_of(n, |i| {
+        let txn = db.begin_write()?;
+        txn.open_table(RAW)?
+            .insert(format!("commit-{i}").as_str(), body.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    })?;
+
+    let store = Store::open(dir.join("probe-idemkv.redb"), Config::default())?;
+    let cycle = median_of(n, |i| {
+        let key = Key::new("probe", &format!("cycle-{i}"))?;
+        match store.begin(&key, Fingerprint::of(b"p"))? {
+            Begin::Claimed(claim) => {
+                Ok(store.complete(claim, StoredResponse::new(201, body.clone()))?)
+            }
+            other => Err(format!("unexpected {other:?}").into()),
+        }
+    })?;
+    println!("| measurement | median | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| raw redb: 1 insert + durable commit | {} | 1.00 |",
+        fmt_duration(redb_commit)
+    );
+    println!(
+        "| idemkv: begin→Claimed + complete, 1 thread | {} | {:.2}× the redb commit |",
+        fmt_duration(cycle),
+        cycle.as_secs_f64() / redb_commit.as_secs_f64()
+    );
+
+    // Replays over `records` completed records, for idemkv, raw redb and SQLite.
+    let keys: Vec<String> = (0..records).map(|i| format!("replay-{i}")).collect();
+    {
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RAW)?;
+            for key in &keys {
+                table.insert(key.as_str(), row(1, &fingerprint_of(key), &body).as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    let sqlite_path = dir.join("probe.sqlite");
+    let sqlite = Sqlite::open(&sqlite_path)?;
+    {
+        let txn = sqlite.unchecked_transaction()?;
+        for key in &keys {
+            txn.execute(
+                "INSERT INTO idem (k, fp, state, body) VALUES (?1, ?2, 1, ?3)",
+                rusqlite::params![key, &fingerprint_of(key)[..], &body],
+            )?;
+        }
+        txn.commit()?;
+    }
+    let idemkv = Idemkv {
+        store: store.clone(),
+    };
+    fill(&idemkv, &keys, &body)?;
+    let uncached = Store::open(
+        dir.join("probe-idemkv.redb.cold"),
+        Config::default().cache_bytes(0),
+    )?;
+    fill(
+        &Idemkv {
+            store: uncached.clone(),
+        },
+        &keys,
+        &body,
+    )?;
+
+    let pick = |i: usize| &keys[(i * 7919) % keys.len()];
+    let mut hot = idemkv.client()?;
+    // Warm the cache (a replay fills it) before timing.
+    for key in &keys {
+        hot.replay(key, &fingerprint_of(key))?;
+    }
+    let replay_hot = median_of(n * 10, |i| {
+        let key = pick(i);
+        hot.replay(key, &fingerprint_of(key)).map(drop)
+    })?;
+    let mut cold = IdemkvClient { store: uncached };
+    let replay_cold = median_of(n * 10, |i| {
+        let key = pick(i);
+        cold.replay(key, &fingerprint_of(key)).map(drop)
+    })?;
+    let redb_get = median_of(n * 10, |i| {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RAW)?;
+        let value = table.get(pick(i).as_str())?.ok_or("missing")?;
+        std::hint::black_box(value.value().len());
+        Ok(())
+    })?;
+    let mut sqlite_client = SqliteClient { conn: sqlite };
+    let sqlite_select = median_of(n * 10, |i| {
+        let key = pick(i);
+        sqlite_client.replay(key, &fingerprint_of(key)).map(drop)
+    })?;
+    let ratio = |d: Duration| d.as_secs_f64() / redb_get.as_secs_f64();
+    println!(
+        "| raw redb: point get in a fresh read txn, {records} records | {} | 1.00 |",
+        fmt_duration(redb_get)
+    );
+    println!(
+        "| idemkv: replay, cache hot | {} | {:.2}× the redb get, 1/{:.0} of the SQLite select |",
+        fmt_duration(replay_hot),
+        ratio(replay_hot),
+        sqlite_select.as_secs_f64() / replay_hot.as_secs_f64()
+    );
+    println!(
+        "| idemkv: replay, cache off | {} | {:.2}× the redb get |",
+        fmt_duration(replay_cold),
+        ratio(replay_cold)
+    );
+    println!(
+        "| SQLite: prepared point select | {} | {:.2}× the redb get |",
+        fmt_duration(sqlite_select),
+        ratio(sqlite_select)
+    );
+    Ok(redb_commit)
+}
+
+/// Completes every key through the store, 64 threads at a time.
+fn fill(system: &Idemkv, keys: &[String], body: &[u8]) -> Result<()> {
+    thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = keys
+            .chunks(keys.len().div_ceil(CLIENTS))
+            .map(|chunk| {
+                scope.spawn(move || -> Result<()> {
+                    let mut client = system.client()?;
+                    for key in chunk {
+                        client.request(key, &fingerprint_of(key), body, Duration::ZERO)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "fill thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only_probes = args.iter().any(|a| a == "--probes");
+    let per_client = if quick { 20 } else { 200 };
+    let dir = tempfile::Builder::new()
+        .prefix("idemkv-compare")
+        .tempdir_in(std::env::current_dir()?)?;
+
+    println!("# idemkv comparison");
+    println!(
+        "\n{CLIENTS} clients, {per_client} requests each per workload, {BODY}-byte responses; files in {}",
+        dir.path().display()
+    );
+
+    let redb_commit = probes(dir.path(), quick)?;
+    if !only_probes {
+        let mut systems: Vec<(Box<dyn System>, Option<String>)> = Vec::new();
+        let store = Store::open(dir.path().join("idemkv.redb"), Config::default())?;
+        systems.push((
+            Box::new(Idemkv {
+                store: store.clone(),
+            }),
+            None,
+        ));
+        let raw = Database::create(dir.path().join("raw.redb"))?;
+        {
+            let txn = raw.begin_write()?;
+            txn.open_table(RAW)?;
+            txn.commit()?;
+        }
+        systems.push((Box::new(RawRedb { db: Arc::new(raw) }), None));
+        let sqlite_path = dir.path().join("diy.sqlite");
+        let skip = Sqlite::open(&sqlite_path).err().map(|e| e.to_string());
+        systems.push((Box::new(Sqlite { path: sqlite_path }), skip));
+        let skip = Postgres::reset()
+            .err()
+            .map(|e| format!("not reachable at {PG_URL}: {e}"));
+        systems.push((Box::new(Postgres), skip));
+        let skip = Redis
+            .client()
+            .and_then(|mut c| c.request("ping", &[0; 32], b"", Duration::ZERO).map(drop))
+            .err()
+            .map(|e| format!("not reachable at {REDIS_URL}: {e}"));
+        systems.push((Box::new(Redis), skip));
+
+        println!("\n| workload | system | requests/s | executed | p50 | p99 | note |");
+        println!("|---|---|---|---|---|---|---|");
+        let run_tag = format!("{}", std::process::id());
+        let mut fresh_rate = 0.0;
+        for workload in [Workload::Fresh, Workload::Storm, Workload::Hot] {
+            for (system, skip) in &systems {
+                if let Some(reason) = skip {
+                    println!(
+                        "| {} | {} | skipped | | | | {reason} |",
+                        workload.name(),
+                        system.name()
+                    );
+                    continue;
+                }
+                let tag = format!("{run_tag}-{}", workload.name());
+                match run_workload(system.as_ref(), workload, per_client, &tag) {
+                    Ok(mut run) => {
+                        run.latencies_ns.sort_unstable();
+                        if matches!(workload, Workload::Fresh) && system.name() == "idemkv" {
+                            fresh_rate = run.requests as f64 / run.elapsed.as_secs_f64();
+                        }
+                        println!(
+                            "| {} | {} | {:.0} | {} | {} | {} | {} |",
+                            workload.name(),
+                            system.name(),
+                            run.requests as f64 / run.elapsed.as_secs_f64(),
+                            run.executed,
+                            fmt_duration(percentile(&run.latencies_ns, 0.5)),
+                            fmt_duration(percentile(&run.latencies_ns, 0.99)),
+                            system.note()
+                        );
+                    }
+                    Err(e) => println!(
+                        "| {} | {} | failed | | | | {e} |",
+                        workload.name(),
+                        system.name()
+                    ),
+                }
+            }
+        }
+        let m = store.metrics();
+        println!(
+            "\nidemkv group commit: {} commits carried {} operations, {:.1} per commit on average",
+            m.commits,
+            m.committed_ops,
+            m.committed_ops as f64 / m.commits.max(1) as f64
+        );
+        let floor = 1.0 / redb_commit.as_secs_f64();
+        println!(
+            "idemkv fresh cycles/s with {CLIENTS} clients: {fresh_rate:.0} = {:.1}× a single-threaded redb loop of one insert per durable commit ({floor:.0}/s)",
+            fresh_rate / floor
+        );
+    }
+    Ok(())
+}
