@@ -526,7 +526,7 @@ fn run_workload(
                             Workload::Fresh => format!("{tag}-{c}-{i}"),
                             Workload::Hot => format!("{tag}-hot-{i}"),
                             Workload::Storm => {
-                                if recent.is_empty() || rng.next() % 10 == 0 {
+                                if recent.is_empty() || rng.next().is_multiple_of(10) {
                                     let key = format!("{tag}-{c}-{i}");
                                     if recent.len() == 100 {
                                         recent.remove(0);
