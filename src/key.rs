@@ -1,6 +1,7 @@
 //! Keys: the (scope, idempotency key) pair that names one record.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use crate::error::{Error, Result};
 
@@ -12,6 +13,11 @@ pub const MAX_SCOPE_LEN: usize = 512;
 /// Domain separation for the table-key hash, so it can never collide with a
 /// fingerprint or any other blake3 use.
 const TABLE_KEY_CONTEXT: &str = "idemkv 2026 table key v1";
+
+/// The keyed-hash key derived from [`TABLE_KEY_CONTEXT`] once per process
+/// (deriving it costs as much as hashing a short key).
+static TABLE_HASH_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key(TABLE_KEY_CONTEXT, b"records table key"));
 
 /// Identifies one record: the caller's scope (tenant, endpoint, ...) and the
 /// client's idempotency key.
@@ -112,7 +118,7 @@ fn validate_idempotency_key(key: &str) -> Result<()> {
 
 /// Length-prefixed so that ("ab", "c") and ("a", "bc") hash differently.
 fn table_key(scope: &str, idempotency_key: &str) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new_derive_key(TABLE_KEY_CONTEXT);
+    let mut hasher = blake3::Hasher::new_keyed(&TABLE_HASH_KEY);
     for part in [scope, idempotency_key] {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());

@@ -1,0 +1,152 @@
+//! How replay latency, file size and memory behave as the store grows.
+//!
+//! ```text
+//! cargo run --release --example scale                          # up to 10M records
+//! cargo run --release --example scale -- --records 1000000
+//! ```
+//!
+//! Fills a store with completed records (256-byte bodies) through the public
+//! API, 64 threads at a time, and at 100k, 1M and 10M records reports the file
+//! size, the replay latency of uniformly random keys (with the default replay
+//! cache, and with the cache off after a reopen) and the process's resident
+//! memory. The file is written to the current directory and deleted at the end.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+
+type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+const THREADS: u64 = 64;
+const SAMPLES: usize = 200_000;
+
+fn key(i: u64) -> Result<Key> {
+    Ok(Key::new("scale", &format!("s{i}"))?)
+}
+
+fn fill(store: &Store, from: u64, to: u64) -> Result<()> {
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || -> Result<()> {
+                    let body = vec![b'x'; 256];
+                    for i in (from + t..to).step_by(THREADS as usize) {
+                        match store.begin(&key(i)?, Fingerprint::of(&i.to_le_bytes()))? {
+                            Begin::Claimed(claim) => {
+                                store.complete(claim, StoredResponse::new(201, body.clone()))?
+                            }
+                            other => return Err(format!("key {i}: {other:?}").into()),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().map_err(|_| "fill thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+/// p50 and p99 of replaying uniformly random keys among the first `n`.
+fn replay_latency(store: &Store, n: u64) -> Result<(Duration, Duration)> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let i = state % n;
+        let key = key(i)?;
+        let began = Instant::now();
+        let answer = store.begin(&key, Fingerprint::of(&i.to_le_bytes()))?;
+        samples.push(began.elapsed());
+        if !matches!(answer, Begin::Replay(_)) {
+            return Err(format!("key {i}: expected a replay, got {answer:?}").into());
+        }
+    }
+    samples.sort_unstable();
+    Ok((samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]))
+}
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let records: u64 = args
+        .iter()
+        .position(|a| a == "--records")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
+    let dir = tempfile::Builder::new()
+        .prefix("idemkv-scale")
+        .tempdir_in(std::env::current_dir()?)?;
+    let path = dir.path().join("scale.redb");
+    let config = Config::default();
+    println!(
+        "replay cache {} MiB, storage cache {} MiB, 256-byte bodies, {SAMPLES} random replays per point\n",
+        config.get_cache_bytes() >> 20,
+        config.get_storage_cache_bytes() >> 20
+    );
+    println!(
+        "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 | RSS | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+
+    let mut store = Store::open(&path, config.clone())?;
+    let mut filled = 0;
+    for point in [100_000u64, 1_000_000, 10_000_000, records] {
+        if point > records || point <= filled {
+            continue;
+        }
+        let began = Instant::now();
+        fill(&store, filled, point)?;
+        let rate = (point - filled) as f64 / began.elapsed().as_secs_f64();
+        filled = point;
+        let m = store.metrics();
+        let batch = m.committed_ops as f64 / m.commits.max(1) as f64;
+        let (hot50, hot99) = replay_latency(&store, filled)?;
+        drop(store);
+        let size = file_size(&path)?;
+        let uncached = Store::open(&path, config.clone().cache_bytes(0))?;
+        let (cold50, cold99) = replay_latency(&uncached, filled)?;
+        drop(uncached);
+        println!(
+            "| {filled} | {rate:.0}/s | {batch:.1} | {:.1} MiB | {:.0} | {} | {} | {} | {} | {:.0} MiB | {:.0} MiB |",
+            size as f64 / (1 << 20) as f64,
+            size as f64 / filled as f64,
+            micros(hot50),
+            micros(hot99),
+            micros(cold50),
+            micros(cold99),
+            rss_mib("VmRSS:"),
+            rss_mib("VmHWM:"),
+        );
+        store = Store::open(&path, config.clone())?;
+    }
+    drop(store);
+    Ok(())
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)?.len())
+}
