@@ -21,11 +21,11 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use redb::{Database, ReadableTable, Table};
+use redb::Database;
 
-use crate::codec;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -34,10 +34,13 @@ use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{Decision, StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{EXPIRY, META, META_TOKEN_CEILING, RECORDS, read_in};
+use crate::storage::{META, META_TOKEN_CEILING, WriteTables};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
+
+/// Longest a batch waits for the callers of the previous batch to come back.
+const LINGER: Duration = Duration::from_micros(200);
 
 /// Fencing tokens reserved (and persisted) at a time.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
@@ -160,19 +163,30 @@ struct Worker {
     unsynced: bool,
 }
 
-type Records<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
-type Expiry<'t> = Table<'t, (u64, &'static [u8; 32]), ()>;
-
 impl Worker {
     fn run(mut self, receiver: Receiver<Request>) {
+        let mut last_batch = 1;
         while let Ok(first) = receiver.recv() {
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+            drain_into(&receiver, &mut batch, MAX_BATCH);
+            // The callers answered by the last commit are likely to come back
+            // with their next operation within microseconds; waiting briefly
+            // for them makes the next commit carry them all instead of
+            // splitting them over two fsyncs. A lone caller (last batch of 1)
+            // never waits.
+            if batch.len() < last_batch {
+                let deadline = Instant::now() + LINGER;
+                while batch.len() < last_batch {
+                    match receiver.recv_deadline(deadline) {
+                        Ok(request) => {
+                            batch.push(request);
+                            drain_into(&receiver, &mut batch, last_batch);
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
+            last_batch = batch.len();
             self.run_batch(batch);
         }
         self.sync_on_shutdown();
@@ -223,11 +237,10 @@ impl Worker {
         let now_ms = self.config.now_ms();
         let token_ceiling_before = self.token_ceiling;
         let results = {
-            let mut records = txn.open_table(RECORDS)?;
-            let mut expiry = txn.open_table(EXPIRY)?;
+            let mut tables = WriteTables::open(&txn)?;
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(self.apply(&mut records, &mut expiry, op, now_ms)?);
+                results.push(self.apply(&mut tables, op, now_ms)?);
             }
             if self.token_ceiling != token_ceiling_before {
                 txn.open_table(META)?
@@ -242,83 +255,83 @@ impl Worker {
 
     fn apply(
         &mut self,
-        records: &mut Records<'_>,
-        expiry: &mut Expiry<'_>,
+        tables: &mut WriteTables<'_>,
         op: &Op,
         now_ms: u64,
     ) -> Result<Result<Outcome>> {
         match op {
-            Op::Claim { key, fingerprint } => self.claim(records, expiry, key, fingerprint, now_ms),
+            Op::Claim { key, fingerprint } => self.claim(tables, key, fingerprint, now_ms),
             Op::Complete {
                 key,
                 token,
                 response,
             } => {
-                let Some(mut record) = held_record(records, key, *token, now_ms)? else {
+                let Some(mut record) = held_record(tables, key, *token, now_ms)? else {
                     return Ok(Err(Error::LeaseLost));
                 };
-                let old_expiry = record.expires_at_ms;
+                let old = record.slot();
                 record.state = StoredState::Completed {
                     response: response.clone(),
                 };
                 record.updated_at_ms = now_ms;
                 record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
-                put(records, expiry, key, Some(old_expiry), &record)?;
+                tables.put(key, Some(old), &record)?;
                 Ok(Ok(Outcome::Completed {
                     expires_at_ms: record.expires_at_ms,
                 }))
             }
             Op::Release { key, token } => {
-                let Some(record) = held_record(records, key, *token, now_ms)? else {
+                let Some(record) = held_record(tables, key, *token, now_ms)? else {
                     return Ok(Err(Error::LeaseLost));
                 };
-                delete(records, expiry, key, Some(record.expires_at_ms))?;
+                tables.delete(key, Some(record.slot()))?;
                 Ok(Ok(Outcome::Released))
             }
             Op::Renew { key, token } => {
-                let Some(mut record) = held_record(records, key, *token, now_ms)? else {
+                let Some(mut record) = held_record(tables, key, *token, now_ms)? else {
                     return Ok(Err(Error::LeaseLost));
                 };
-                let old_expiry = record.expires_at_ms;
+                let old = record.slot();
                 let lease_until_ms = self.lease_from(&mut record, now_ms);
-                put(records, expiry, key, Some(old_expiry), &record)?;
+                tables.put(key, Some(old), &record)?;
                 Ok(Ok(Outcome::Renewed { lease_until_ms }))
             }
             Op::Remove { key } => {
-                let existing = read_in(records, key)?;
-                let Some(existing) = existing else {
+                let Some(existing) = tables.read(key)? else {
                     return Ok(Ok(Outcome::Removed(false)));
                 };
                 // A record that fails verification is removed too (that is
                 // how a damaged record is cleared); its expiry entry, if it
                 // cannot be found, is dropped by the next sweep.
-                let (old_expiry, live) = match existing {
-                    Ok(record) => (Some(record.expires_at_ms), !record.is_expired(now_ms)),
+                let (old, live) = match existing {
+                    Ok(record) => (Some(record.slot()), !record.is_expired(now_ms)),
                     Err(_) => (None, true),
                 };
-                delete(records, expiry, key, old_expiry)?;
+                tables.delete(key, old)?;
                 Ok(Ok(Outcome::Removed(live)))
             }
-            Op::Sweep { limit } => sweep(records, expiry, *limit, now_ms).map(Ok),
+            Op::Sweep { limit } => {
+                let (deleted, more) = tables.sweep(*limit, now_ms)?;
+                Ok(Ok(Outcome::Swept { deleted, more }))
+            }
         }
     }
 
     fn claim(
         &mut self,
-        records: &mut Records<'_>,
-        expiry: &mut Expiry<'_>,
+        tables: &mut WriteTables<'_>,
         key: &Key,
         fingerprint: &Fingerprint,
         now_ms: u64,
     ) -> Result<Result<Outcome>> {
-        let stored = match read_in(records, key)? {
+        let stored = match tables.read(key)? {
             Some(Err(corrupted)) => return Ok(Err(corrupted)),
             Some(Ok(record)) => Some(record),
             None => None,
         };
         let old = stored
             .as_ref()
-            .map(|r| (r.expires_at_ms, r.created_at_ms, r.is_expired(now_ms)));
+            .map(|r| (r.slot(), r.created_at_ms, r.is_expired(now_ms)));
         let takeover = match decide(stored, fingerprint, now_ms) {
             Decision::Answer(answer) => return Ok(Ok(Outcome::Answer(answer))),
             Decision::Claim { takeover } => takeover,
@@ -340,7 +353,7 @@ impl Worker {
             state: StoredState::InFlight { lease_until_ms: 0 },
         };
         let lease_until_ms = self.lease_from(&mut record, now_ms);
-        put(records, expiry, key, old.map(|(e, _, _)| e), &record)?;
+        tables.put(key, old.map(|(slot, _, _)| slot), &record)?;
         Ok(Ok(Outcome::Claimed {
             token,
             lease_until_ms,
@@ -380,14 +393,24 @@ impl Worker {
     }
 }
 
+/// Moves queued requests into `batch` until it holds `limit`.
+fn drain_into(receiver: &Receiver<Request>, batch: &mut Vec<Request>, limit: usize) {
+    while batch.len() < limit {
+        match receiver.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
 /// The record of the claim with `token`, if it still holds the key.
 fn held_record(
-    records: &Records<'_>,
+    tables: &WriteTables<'_>,
     key: &Key,
     token: u64,
     now_ms: u64,
 ) -> Result<Option<StoredRecord>> {
-    Ok(match read_in(records, key)? {
+    Ok(match tables.read(key)? {
         Some(Ok(record))
             if record.token == token
                 && !record.is_expired(now_ms)
@@ -397,80 +420,4 @@ fn held_record(
         }
         _ => None,
     })
-}
-
-/// Writes `record` and moves its expiry entry.
-fn put(
-    records: &mut Records<'_>,
-    expiry: &mut Expiry<'_>,
-    key: &Key,
-    old_expiry: Option<u64>,
-    record: &StoredRecord,
-) -> Result<()> {
-    let bytes = codec::encode(record)?;
-    if let Some(old) = old_expiry {
-        expiry.remove((old, key.hash()))?;
-    }
-    expiry.insert((record.expires_at_ms, key.hash()), ())?;
-    records.insert(key.hash(), bytes.as_slice())?;
-    Ok(())
-}
-
-fn delete(
-    records: &mut Records<'_>,
-    expiry: &mut Expiry<'_>,
-    key: &Key,
-    old_expiry: Option<u64>,
-) -> Result<()> {
-    if let Some(old) = old_expiry {
-        expiry.remove((old, key.hash()))?;
-    }
-    records.remove(key.hash())?;
-    Ok(())
-}
-
-/// Deletes up to `limit` records whose expiry time has come, oldest first.
-/// Each record is re-read before it is deleted: only a record whose own
-/// expiry matches the index entry and has passed goes. Index entries that no
-/// longer match a record are dropped.
-fn sweep(
-    records: &mut Records<'_>,
-    expiry: &mut Expiry<'_>,
-    limit: usize,
-    now_ms: u64,
-) -> Result<Outcome> {
-    let due: Vec<(u64, [u8; 32])> = {
-        let mut due = Vec::new();
-        for entry in expiry.range((0, &[0u8; 32])..=(now_ms, &[0xFFu8; 32]))? {
-            let (index, _) = entry?;
-            let (expires_at_ms, hash) = index.value();
-            if expires_at_ms > now_ms {
-                break;
-            }
-            due.push((expires_at_ms, *hash));
-            if due.len() == limit {
-                break;
-            }
-        }
-        due
-    };
-    let more = due.len() == limit;
-    let mut deleted = 0;
-    for (expires_at_ms, hash) in &due {
-        expiry.remove((*expires_at_ms, hash))?;
-        let verdict = match records.get(hash)? {
-            Some(bytes) => match codec::decode_record(bytes.value()) {
-                Ok(record) => record.expires_at_ms == *expires_at_ms,
-                // A damaged record whose index entry says it expired is
-                // deleted: it could never be replayed anyway.
-                Err(_) => true,
-            },
-            None => false,
-        };
-        if verdict {
-            records.remove(hash)?;
-            deleted += 1;
-        }
-    }
-    Ok(Outcome::Swept { deleted, more })
 }

@@ -1,23 +1,34 @@
 //! The redb file: table definitions, opening and format checks, and reads.
 //!
 //! Tables:
-//! - `records`: 32-byte key hash → encoded record ([`crate::codec`]).
+//! - `records`: 32-byte key hash → encoded completed record ([`crate::codec`]).
+//! - `inflight`: 32-byte key hash → encoded in-flight record. Kept apart from
+//!   `records` so a claim rewrites a few pages of a small, hot table instead of
+//!   a random leaf of the large one: a completed record costs one random
+//!   B-tree leaf write instead of two.
 //! - `expiry`: (expires_at_ms, key hash) → (), one entry per record, ordered by
 //!   expiry time so sweeps read only what is due.
+//!
+//! Invariant: a key is in at most one of `records` and `inflight`, and the
+//! `expiry` table has exactly one entry for it, matching its `expires_at_ms`.
 //! - `meta`: `format_version` and `token_ceiling` (no fencing token above it
 //!   has been issued; a reopened store starts above it).
 
 use std::path::Path;
 
 use redb::backends::InMemoryBackend;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::record::StoredRecord;
+use crate::record::{StoredRecord, StoredState};
 
 pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
+pub(crate) const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
 pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -53,7 +64,7 @@ pub(crate) fn open_in_memory(cache_bytes: usize) -> Result<Database> {
 /// tables of a new one, and returns the fencing token ceiling.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
     let txn = db.begin_write()?;
-    let ours = [RECORDS.name(), EXPIRY.name(), META.name()];
+    let ours = [RECORDS.name(), INFLIGHT.name(), EXPIRY.name(), META.name()];
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
     let foreign = tables.iter().any(|name| !ours.contains(&name.as_str()))
         || txn.list_multimap_tables()?.next().is_some();
@@ -87,6 +98,7 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
             .unwrap_or(0)
     };
     txn.open_table(RECORDS)?;
+    txn.open_table(INFLIGHT)?;
     txn.open_table(EXPIRY)?;
     txn.commit()?;
     Ok(token_ceiling)
@@ -95,21 +107,145 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
 /// Reads and verifies one key's record in a fresh read transaction.
 pub(crate) fn read_record(db: &Database, key: &Key) -> Result<Option<StoredRecord>> {
     let txn = db.begin_read()?;
-    let records = txn.open_table(RECORDS)?;
-    let Some(bytes) = records.get(key.hash())? else {
-        return Ok(None);
-    };
-    codec::decode_for(key, bytes.value()).map(Some)
+    for table in [RECORDS, INFLIGHT] {
+        if let Some(bytes) = txn.open_table(table)?.get(key.hash())? {
+            return codec::decode_for(key, bytes.value()).map(Some);
+        }
+    }
+    Ok(None)
 }
 
-/// Reads one key's record inside a write transaction. The outer `Result` is
-/// the storage engine's (fatal for the batch); the inner one is the record's
-/// own verification (it fails only the operation that read it).
-pub(crate) fn read_in<T>(records: &T, key: &Key) -> Result<Option<Result<StoredRecord>>>
-where
-    T: ReadableTable<&'static [u8; 32], &'static [u8]>,
-{
-    Ok(records
-        .get(key.hash())?
-        .map(|bytes| codec::decode_for(key, bytes.value())))
+/// Where a stored record lives and when it expires: what rewriting or
+/// deleting it must clean up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub expires_at_ms: u64,
+    pub in_flight: bool,
+}
+
+impl StoredRecord {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            expires_at_ms: self.expires_at_ms,
+            in_flight: matches!(self.state, StoredState::InFlight { .. }),
+        }
+    }
+}
+
+type ByHash<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
+
+/// The tables of one write transaction, with the operations that keep the
+/// invariants above.
+pub(crate) struct WriteTables<'t> {
+    records: ByHash<'t>,
+    inflight: ByHash<'t>,
+    expiry: Table<'t, (u64, &'static [u8; 32]), ()>,
+}
+
+impl<'t> WriteTables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<WriteTables<'t>> {
+        Ok(WriteTables {
+            records: txn.open_table(RECORDS)?,
+            inflight: txn.open_table(INFLIGHT)?,
+            expiry: txn.open_table(EXPIRY)?,
+        })
+    }
+
+    /// Reads one key's record. The outer `Result` is the storage engine's
+    /// (fatal for the batch); the inner one is the record's own verification
+    /// (it fails only the operation that read it).
+    pub fn read(&self, key: &Key) -> Result<Option<Result<StoredRecord>>> {
+        for table in [&self.records, &self.inflight] {
+            if let Some(bytes) = table.get(key.hash())? {
+                return Ok(Some(codec::decode_for(key, bytes.value())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `record` for `key`, replacing the record that was in `old`.
+    pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &StoredRecord) -> Result<()> {
+        let bytes = codec::encode(record)?;
+        let hash = key.hash();
+        if let Some(old) = old {
+            self.expiry.remove((old.expires_at_ms, hash))?;
+        }
+        self.expiry.insert((record.expires_at_ms, hash), ())?;
+        let in_flight = record.slot().in_flight;
+        let (target, other) = if in_flight {
+            (&mut self.inflight, &mut self.records)
+        } else {
+            (&mut self.records, &mut self.inflight)
+        };
+        target.insert(hash, bytes.as_slice())?;
+        if old.is_some_and(|old| old.in_flight != in_flight) {
+            other.remove(hash)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`'s record. With `old` unknown (a record that failed
+    /// verification) both tables are cleared and the expiry entry is left for
+    /// the sweep, which drops entries that match no record.
+    pub fn delete(&mut self, key: &Key, old: Option<Slot>) -> Result<()> {
+        let hash = key.hash();
+        match old {
+            Some(old) => {
+                self.expiry.remove((old.expires_at_ms, hash))?;
+                if old.in_flight {
+                    self.inflight.remove(hash)?;
+                } else {
+                    self.records.remove(hash)?;
+                }
+            }
+            None => {
+                self.records.remove(hash)?;
+                self.inflight.remove(hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` records whose expiry time has come, oldest
+    /// first; returns how many, and whether more may be due. Each record is
+    /// re-read before it is deleted: only one whose own expiry matches the
+    /// index entry goes, and index entries matching no record are dropped.
+    pub fn sweep(&mut self, limit: usize, now_ms: u64) -> Result<(u64, bool)> {
+        let due: Vec<(u64, [u8; 32])> = {
+            let mut due = Vec::new();
+            for entry in self
+                .expiry
+                .range((0, &[0u8; 32])..=(now_ms, &[0xFFu8; 32]))?
+            {
+                let (index, _) = entry?;
+                let (expires_at_ms, hash) = index.value();
+                due.push((expires_at_ms, *hash));
+                if due.len() == limit {
+                    break;
+                }
+            }
+            due
+        };
+        let more = due.len() == limit;
+        let mut deleted = 0;
+        for (expires_at_ms, hash) in &due {
+            self.expiry.remove((*expires_at_ms, hash))?;
+            for table in [&mut self.records, &mut self.inflight] {
+                let verdict = match table.get(hash)? {
+                    Some(bytes) => match codec::decode_record(bytes.value()) {
+                        Ok(record) => record.expires_at_ms == *expires_at_ms,
+                        // A damaged record whose index entry says it expired
+                        // is deleted: it could never be replayed anyway.
+                        Err(_) => true,
+                    },
+                    None => false,
+                };
+                if verdict {
+                    table.remove(hash)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok((deleted, more))
+    }
 }

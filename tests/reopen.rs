@@ -193,3 +193,25 @@ fn tokens_grow_across_a_reservation_block_and_a_reopen() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn claims_live_in_the_inflight_table_and_completions_in_records() -> TestResult {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("layout.redb");
+    let count = |name: &str| -> Result<u64, Box<dyn std::error::Error>> {
+        let db = Database::open(&path)?;
+        let txn = db.begin_read()?;
+        Ok(txn
+            .open_table(TableDefinition::<&[u8; 32], &[u8]>::new(name))?
+            .len()?)
+    };
+    {
+        let store = Store::open(&path, Config::default())?;
+        std::mem::forget(claimed(store.begin(&key("a"), fp("a"))?));
+        let done = claimed(store.begin(&key("b"), fp("b"))?);
+        store.complete(done, response("b"))?;
+    }
+    assert_eq!((count("inflight")?, count("records")?), (1, 1));
+    Ok(())
+}
