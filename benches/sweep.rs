@@ -20,7 +20,8 @@ fn sweep(c: &mut Criterion) {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let config = Config::default()
                     .clock(clock.clone())
-                    .retention(Duration::from_secs(60));
+                    .retention(Duration::from_secs(60))
+                    .sweep_interval(None);
                 let store = Store::open(dir.path().join("sweep.redb"), config).expect("open");
                 std::thread::scope(|scope| {
                     for t in 0..64 {

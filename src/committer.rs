@@ -95,10 +95,27 @@ struct Request {
 }
 
 /// The caller's side: a handle that submits operations and, when dropped,
-/// stops and joins the thread.
+/// stops and joins the thread (once every [`Submitter`] is gone too).
 pub(crate) struct Committer {
-    sender: Option<Sender<Request>>,
+    submitter: Option<Submitter>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A cloneable way to submit operations, for other threads (the sweeper).
+#[derive(Clone)]
+pub(crate) struct Submitter {
+    sender: Sender<Request>,
+}
+
+impl Submitter {
+    /// Sends `op` and blocks until the commit that covers it returned.
+    pub fn submit(&self, op: Op) -> Result<Outcome> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.sender
+            .send(Request { op, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
 }
 
 impl Committer {
@@ -107,14 +124,17 @@ impl Committer {
         config: Config,
         counters: Arc<Counters>,
         token_ceiling: u64,
+        live_records: u64,
     ) -> Result<Committer> {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
+        counters.set_live_records(live_records);
         let worker = Worker {
             db,
             config,
             counters,
             token_seq: token_ceiling,
             token_ceiling,
+            live_records,
             poisoned: None,
             unsynced: false,
         };
@@ -123,26 +143,27 @@ impl Committer {
             .spawn(move || worker.run(receiver))
             .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?;
         Ok(Committer {
-            sender: Some(sender),
+            submitter: Some(Submitter { sender }),
             thread: Some(thread),
         })
     }
 
     /// Sends `op` and blocks until the commit that covers it returned.
     pub fn submit(&self, op: Op) -> Result<Outcome> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let sender = self.sender.as_ref().ok_or(Error::Closed)?;
-        sender
-            .send(Request { op, reply })
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        self.submitter.as_ref().ok_or(Error::Closed)?.submit(op)
+    }
+
+    /// A submitter for another thread. It must be dropped before the
+    /// `Committer`, or the drop waits for it.
+    pub fn submitter(&self) -> Option<Submitter> {
+        self.submitter.clone()
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
         // Closing the channel lets the worker finish what is queued and exit.
-        drop(self.sender.take());
+        drop(self.submitter.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -157,6 +178,9 @@ struct Worker {
     token_seq: u64,
     /// The highest token the file allows; `token_seq <= token_ceiling`.
     token_ceiling: u64,
+    /// Records in the file (expired ones included until they are deleted),
+    /// as of the last successful commit.
+    live_records: u64,
     /// Set by the first storage failure; refuses every later write.
     poisoned: Option<String>,
     /// A commit with `Durability::None` happened since the last synced one.
@@ -236,19 +260,22 @@ impl Worker {
         }
         let now_ms = self.config.now_ms();
         let token_ceiling_before = self.token_ceiling;
-        let results = {
+        let (results, added, deleted) = {
             let mut tables = WriteTables::open(&txn)?;
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
                 results.push(self.apply(&mut tables, op, now_ms)?);
             }
+            let (added, deleted) = tables.record_count_changes();
             if self.token_ceiling != token_ceiling_before {
                 txn.open_table(META)?
                     .insert(META_TOKEN_CEILING, self.token_ceiling)?;
             }
-            results
+            (results, added, deleted)
         };
         txn.commit()?;
+        self.live_records = (self.live_records + added).saturating_sub(deleted);
+        self.counters.set_live_records(self.live_records);
         self.unsynced = self.config.durability == Durability::None;
         Ok(results)
     }

@@ -21,6 +21,23 @@ pub enum Durability {
     None,
 }
 
+/// What `Store::open` does with claims a dead process left in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// They keep their leases: retries answer `InProgress` until the lease
+    /// runs out, then the next retry takes over. Right when the side effect
+    /// may have happened (or may still be completing elsewhere, e.g. a
+    /// payment provider call): a retry must not run it again too early.
+    #[default]
+    KeepLeases,
+    /// They are released when the store opens, so the first retry claims at
+    /// once. Right when a claim cannot outlive its process (the side effect is
+    /// local and transactional, or harmless to repeat) and waiting out a lease
+    /// after every restart is the bigger cost.
+    ReleaseAtOpen,
+}
+
 /// Configuration for [`Store::open`](crate::Store::open), built with chained
 /// setters.
 ///
@@ -41,6 +58,9 @@ pub struct Config {
     pub(crate) max_response_bytes: usize,
     pub(crate) cache_bytes: usize,
     pub(crate) storage_cache_bytes: usize,
+    pub(crate) recovery: Recovery,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) sweep_batch: usize,
 }
 
 impl Default for Config {
@@ -53,6 +73,9 @@ impl Default for Config {
             max_response_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             storage_cache_bytes: 128 * 1024 * 1024,
+            recovery: Recovery::KeepLeases,
+            sweep_interval: Some(Duration::from_secs(1)),
+            sweep_batch: 1000,
         }
     }
 }
@@ -110,6 +133,44 @@ impl Config {
         self
     }
 
+    /// What to do at open with claims a dead process left in flight (default
+    /// [`Recovery::KeepLeases`]).
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// How often the background sweeper deletes expired records (default
+    /// every second). `None` turns the sweeper off; expired records then stay
+    /// in the file (still reading as absent) until `sweep_expired` is called.
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Records deleted per write transaction by a sweep (default 1,000).
+    /// Smaller batches hold the writer for less time; claims queued behind a
+    /// sweep batch wait for at most one batch.
+    pub fn sweep_batch(mut self, records: usize) -> Self {
+        self.sweep_batch = records;
+        self
+    }
+
+    /// The configured recovery policy.
+    pub fn get_recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// The configured sweep interval.
+    pub fn get_sweep_interval(&self) -> Option<Duration> {
+        self.sweep_interval
+    }
+
+    /// The configured sweep batch size.
+    pub fn get_sweep_batch(&self) -> usize {
+        self.sweep_batch
+    }
+
     /// The configured storage page cache size.
     pub fn get_storage_cache_bytes(&self) -> usize {
         self.storage_cache_bytes
@@ -152,6 +213,16 @@ impl Config {
                     .into(),
             ));
         }
+        if self.sweep_batch == 0 {
+            return Err(Error::InvalidConfig(
+                "sweep_batch must be at least 1; the default is 1,000 records".into(),
+            ));
+        }
+        if self.sweep_interval.is_some_and(|i| i.is_zero()) {
+            return Err(Error::InvalidConfig(
+                "sweep_interval must be positive; pass None to turn the sweeper off".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -177,6 +248,9 @@ impl fmt::Debug for Config {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("storage_cache_bytes", &self.storage_cache_bytes)
+            .field("recovery", &self.recovery)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("sweep_batch", &self.sweep_batch)
             .finish_non_exhaustive()
     }
 }

@@ -79,9 +79,10 @@ mod record;
 mod response;
 mod storage;
 mod store;
+mod sweeper;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Durability};
+pub use config::{Config, Durability, Recovery};
 pub use error::{Error, Result};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};

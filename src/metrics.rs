@@ -42,6 +42,20 @@ pub struct Metrics {
     /// Operations carried by those commits (`committed_ops / commits` is the
     /// mean group-commit batch size).
     pub committed_ops: u64,
+    /// Records in the file now, in flight or completed, including expired
+    /// ones the sweeper has not deleted yet. Kept up to date by the committer,
+    /// not by scanning.
+    pub live_records: u64,
+    /// In-flight records of a dead process released at open
+    /// (`Recovery::ReleaseAtOpen`).
+    pub recovered_claims: u64,
+    /// Sweeps run (background and `sweep_expired`).
+    pub sweeps: u64,
+    /// When the last sweep finished, in milliseconds since the Unix epoch by
+    /// the store's clock (0 before the first).
+    pub last_sweep_unix_ms: u64,
+    /// How long the last sweep took, in microseconds.
+    pub last_sweep_micros: u64,
 }
 
 /// The live counters behind [`Metrics`].
@@ -61,6 +75,11 @@ pub(crate) struct Counters {
     pub removed: AtomicU64,
     pub commits: AtomicU64,
     pub committed_ops: AtomicU64,
+    pub live_records: AtomicU64,
+    pub recovered_claims: AtomicU64,
+    pub sweeps: AtomicU64,
+    pub last_sweep_unix_ms: AtomicU64,
+    pub last_sweep_micros: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -90,6 +109,15 @@ impl Counters {
             removed: get(&self.removed),
             commits: get(&self.commits),
             committed_ops: get(&self.committed_ops),
+            live_records: get(&self.live_records),
+            recovered_claims: get(&self.recovered_claims),
+            sweeps: get(&self.sweeps),
+            last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
+            last_sweep_micros: get(&self.last_sweep_micros),
         }
+    }
+
+    pub fn set_live_records(&self, n: u64) {
+        self.live_records.store(n, Ordering::Relaxed);
     }
 }

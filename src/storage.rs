@@ -18,8 +18,8 @@ use std::path::Path;
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 
 use crate::codec;
@@ -60,9 +60,21 @@ pub(crate) fn open_in_memory(cache_bytes: usize) -> Result<Database> {
         .create_with_backend(InMemoryBackend::new())?)
 }
 
+/// What opening found in the file.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// No fencing token above it has been issued.
+    pub token_ceiling: u64,
+    /// Records in the file after recovery.
+    pub live_records: u64,
+    /// In-flight records released by `Recovery::ReleaseAtOpen`.
+    pub released: u64,
+}
+
 /// Checks the file is an idemkv store this build understands, creates the
-/// tables of a new one, and returns the fencing token ceiling.
-pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
+/// tables of a new one, applies the recovery policy, and reports what it
+/// found.
+pub(crate) fn prepare(db: &Database, path: &Path, release_in_flight: bool) -> Result<Opened> {
     let txn = db.begin_write()?;
     let ours = [RECORDS.name(), INFLIGHT.name(), EXPIRY.name(), META.name()];
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
@@ -97,11 +109,21 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<u64> {
             .map(|v| v.value())
             .unwrap_or(0)
     };
-    txn.open_table(RECORDS)?;
-    txn.open_table(INFLIGHT)?;
-    txn.open_table(EXPIRY)?;
+    let (live_records, released) = {
+        let mut tables = WriteTables::open(&txn)?;
+        let released = if release_in_flight {
+            tables.release_all_in_flight()?
+        } else {
+            0
+        };
+        (tables.len()?, released)
+    };
     txn.commit()?;
-    Ok(token_ceiling)
+    Ok(Opened {
+        token_ceiling,
+        live_records,
+        released,
+    })
 }
 
 /// Reads and verifies one key's record in a fresh read transaction.
@@ -140,6 +162,9 @@ pub(crate) struct WriteTables<'t> {
     records: ByHash<'t>,
     inflight: ByHash<'t>,
     expiry: Table<'t, (u64, &'static [u8; 32]), ()>,
+    /// Records added and deleted in this transaction.
+    added: u64,
+    deleted: u64,
 }
 
 impl<'t> WriteTables<'t> {
@@ -148,7 +173,19 @@ impl<'t> WriteTables<'t> {
             records: txn.open_table(RECORDS)?,
             inflight: txn.open_table(INFLIGHT)?,
             expiry: txn.open_table(EXPIRY)?,
+            added: 0,
+            deleted: 0,
         })
+    }
+
+    /// Records stored, in flight and completed.
+    pub fn len(&self) -> Result<u64> {
+        Ok(self.records.len()? + self.inflight.len()?)
+    }
+
+    /// Records added and deleted through this handle so far.
+    pub fn record_count_changes(&self) -> (u64, u64) {
+        (self.added, self.deleted)
     }
 
     /// Reads one key's record. The outer `Result` is the storage engine's
@@ -167,8 +204,11 @@ impl<'t> WriteTables<'t> {
     pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &StoredRecord) -> Result<()> {
         let bytes = codec::encode(record)?;
         let hash = key.hash();
-        if let Some(old) = old {
-            self.expiry.remove((old.expires_at_ms, hash))?;
+        match old {
+            Some(old) => {
+                self.expiry.remove((old.expires_at_ms, hash))?;
+            }
+            None => self.added += 1,
         }
         self.expiry.insert((record.expires_at_ms, hash), ())?;
         let in_flight = record.slot().in_flight;
@@ -192,15 +232,21 @@ impl<'t> WriteTables<'t> {
         match old {
             Some(old) => {
                 self.expiry.remove((old.expires_at_ms, hash))?;
-                if old.in_flight {
-                    self.inflight.remove(hash)?;
+                let table = if old.in_flight {
+                    &mut self.inflight
                 } else {
-                    self.records.remove(hash)?;
+                    &mut self.records
+                };
+                if table.remove(hash)?.is_some() {
+                    self.deleted += 1;
                 }
             }
             None => {
-                self.records.remove(hash)?;
-                self.inflight.remove(hash)?;
+                for table in [&mut self.records, &mut self.inflight] {
+                    if table.remove(hash)?.is_some() {
+                        self.deleted += 1;
+                    }
+                }
             }
         }
         Ok(())
@@ -246,6 +292,28 @@ impl<'t> WriteTables<'t> {
                 }
             }
         }
+        self.deleted += deleted;
         Ok((deleted, more))
+    }
+
+    /// Deletes every in-flight record (crash recovery that releases the
+    /// claims of a dead process); returns how many.
+    pub fn release_all_in_flight(&mut self) -> Result<u64> {
+        let mut doomed = Vec::new();
+        for entry in self.inflight.iter()? {
+            let (hash, bytes) = entry?;
+            let expires = codec::decode_record(bytes.value())
+                .ok()
+                .map(|r| r.expires_at_ms);
+            doomed.push((*hash.value(), expires));
+        }
+        for (hash, expires) in &doomed {
+            if let Some(expires_at_ms) = expires {
+                self.expiry.remove((*expires_at_ms, hash))?;
+            }
+            self.inflight.remove(hash)?;
+        }
+        self.deleted += doomed.len() as u64;
+        Ok(doomed.len() as u64)
     }
 }

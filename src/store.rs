@@ -9,7 +9,7 @@ use redb::Database;
 
 use crate::cache::CachedCompletion;
 use crate::committer::{Committer, Op, Outcome};
-use crate::config::Config;
+use crate::config::{Config, Recovery};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -19,10 +19,7 @@ use crate::outcome::{Begin, Claim};
 use crate::record::{Decision, Record, StoredState, decide, in_progress};
 use crate::response::StoredResponse;
 use crate::storage;
-
-/// Records deleted per write transaction by [`Store::sweep_expired`], so a
-/// sweep never holds the writer for long.
-const SWEEP_BATCH: usize = 1000;
+use crate::sweeper::{self, Sweeper};
 
 /// An idempotency-key store over one redb file.
 ///
@@ -58,7 +55,10 @@ pub struct Store {
 }
 
 struct Inner {
-    // Declared first so it is dropped (and its thread joined) first.
+    // Dropped in declaration order: the sweeper stops first (it submits to
+    // the committer), then the committer drains its queue and stops.
+    /// Held for its `Drop`, which stops and joins the sweeper thread.
+    _sweeper: Sweeper,
     committer: Committer,
     db: Arc<Database>,
     config: Config,
@@ -99,17 +99,25 @@ impl Store {
     }
 
     fn start(db: Database, path: &Path, config: Config) -> Result<Store> {
-        let token_ceiling = storage::prepare(&db, path)?;
+        let opened = storage::prepare(&db, path, config.recovery == Recovery::ReleaseAtOpen)?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
+        add(&counters.recovered_claims, opened.released);
         let committer = Committer::start(
             Arc::clone(&db),
             config.clone(),
             Arc::clone(&counters),
-            token_ceiling,
+            opened.token_ceiling,
+            opened.live_records,
         )?;
+        let sweeper = match committer.submitter() {
+            Some(submitter) => Sweeper::start(submitter, config.clone(), Arc::clone(&counters))
+                .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?,
+            None => return Err(Error::Closed),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
+                _sweeper: sweeper,
                 committer,
                 db,
                 locks: Arc::new(LockTable::new(config.cache_bytes)),
@@ -558,31 +566,19 @@ impl Store {
     }
 
     /// Deletes every expired record now, in write transactions of at most
-    /// 1,000 records so claims are not stalled behind one long transaction.
-    /// Returns how many records were deleted.
+    /// `Config::sweep_batch` records so claims are not stalled behind one long
+    /// transaction. The background sweeper does the same every
+    /// `Config::sweep_interval`; this is for stores that turned it off, and
+    /// for tests. Returns how many records were deleted.
     ///
     /// # Errors
     ///
     /// [`Error::Storage`] or [`Error::Poisoned`] if a commit failed; records
     /// deleted by earlier batches stay deleted.
     pub fn sweep_expired(&self) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            match self
-                .inner
-                .committer
-                .submit(Op::Sweep { limit: SWEEP_BATCH })?
-            {
-                Outcome::Swept { deleted, more } => {
-                    add(&self.inner.counters.expired, deleted);
-                    total += deleted;
-                    if !more {
-                        return Ok(total);
-                    }
-                }
-                unexpected => unreachable!("sweep answered with {unexpected:?}"),
-            }
-        }
+        let inner = &*self.inner;
+        let submitter = inner.committer.submitter().ok_or(Error::Closed)?;
+        sweeper::sweep(&submitter, &inner.config, &inner.counters, || false)
     }
 
     /// A snapshot of the outcome counters since the store was opened.

@@ -101,7 +101,8 @@ impl Harness {
             .clock(clock.clone())
             .lease(Duration::from_millis(LEASE_MS))
             .retention(Duration::from_millis(RETENTION_MS))
-            .cache_bytes(cache_bytes);
+            .cache_bytes(cache_bytes)
+            .sweep_interval(None);
         let store = Some(Store::open(&path, config.clone()).expect("open"));
         let start = clock_ms(&clock);
         Harness {

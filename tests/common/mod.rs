@@ -10,13 +10,16 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub const LEASE: Duration = Duration::from_secs(60);
 pub const RETENTION: Duration = Duration::from_secs(3600);
 
-/// A config on a manual clock with a 60 s lease and a 1 h retention.
+/// A config on a manual clock with a 60 s lease and a 1 h retention, and no
+/// background sweeper (tests that count what `sweep_expired` deletes must not
+/// race it; tests/sweeper.rs turns it on).
 pub fn manual_config() -> (Config, ManualClock) {
     let clock = ManualClock::default();
     let config = Config::default()
         .clock(clock.clone())
         .lease(LEASE)
-        .retention(RETENTION);
+        .retention(RETENTION)
+        .sweep_interval(None);
     (config, clock)
 }
 

@@ -1,0 +1,125 @@
+//! Deleting expired records: the sweep itself (shared by the background
+//! thread and `Store::sweep_expired`) and the `idemkv-sweeper` thread.
+//!
+//! A sweep is a series of committer operations of at most `batch` records
+//! each, so claims queue behind at most one batch, never behind a whole sweep.
+//! Each batch re-reads every record before deleting it (see
+//! `WriteTables::sweep`), so a sweep never deletes a record that was rewritten
+//! after its expiry entry was read.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::committer::{Op, Outcome, Submitter};
+use crate::config::Config;
+use crate::error::Result;
+use crate::metrics::{Counters, add, bump};
+
+/// Deletes every record expired by the store's clock, `batch` records per
+/// write transaction; stops early (between batches) once `stop` says so.
+/// Returns how many records were deleted.
+pub(crate) fn sweep(
+    submitter: &Submitter,
+    config: &Config,
+    counters: &Counters,
+    stop: impl Fn() -> bool,
+) -> Result<u64> {
+    let started = Instant::now();
+    let mut total = 0;
+    let result = loop {
+        match submitter.submit(Op::Sweep {
+            limit: config.sweep_batch,
+        }) {
+            Ok(Outcome::Swept { deleted, more }) => {
+                add(&counters.expired, deleted);
+                total += deleted;
+                if !more || stop() {
+                    break Ok(total);
+                }
+            }
+            Ok(unexpected) => unreachable!("sweep answered with {unexpected:?}"),
+            Err(err) => break Err(err),
+        }
+    };
+    bump(&counters.sweeps);
+    counters.last_sweep_micros.store(
+        duration_micros(started.elapsed()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    counters
+        .last_sweep_unix_ms
+        .store(config.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The background sweeper thread. Dropping it stops the thread (at the next
+/// batch boundary if a sweep is running) and joins it.
+pub(crate) struct Sweeper {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    /// Starts the thread, or nothing if `config` turns it off.
+    pub fn start(
+        submitter: Submitter,
+        config: Config,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Sweeper> {
+        let Some(interval) = config.sweep_interval else {
+            return Ok(Sweeper {
+                stop: None,
+                thread: None,
+            });
+        };
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("idemkv-sweeper".into())
+            .spawn(move || run(submitter, config, counters, interval, stopped))?;
+        Ok(Sweeper {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+fn run(
+    submitter: Submitter,
+    config: Config,
+    counters: Arc<Counters>,
+    interval: Duration,
+    stopped: Receiver<()>,
+) {
+    let should_stop = || {
+        matches!(
+            stopped.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    };
+    loop {
+        match stopped.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // The sender is only ever dropped, never used: that is the signal.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // A failed sweep (the store is poisoned or closing) is retried at the
+        // next tick; the error itself reaches callers of the write path.
+        let _ = sweep(&submitter, &config, &counters, should_stop);
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Retention: the background sweeper, abandoned claims, crash recovery
+//! policies and the record gauge.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use idemkv::{Begin, Config, ManualClock, Metrics, Recovery, Store};
+
+/// A manual-clock config whose sweeper runs every 5 ms of real time.
+fn sweeping_config() -> (Config, ManualClock) {
+    let (config, clock) = manual_config();
+    (config.sweep_interval(Some(Duration::from_millis(5))), clock)
+}
+
+/// Polls the metrics until `done` holds; fails after 20 s of real time.
+fn wait_for(store: &Store, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = store.metrics();
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {m:?}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn complete_n(store: &Store, prefix: &str, n: usize) -> TestResult {
+    for i in 0..n {
+        let k = key(&format!("{prefix}-{i}"));
+        store.complete(claimed(store.begin(&k, fp("a"))?), response("x"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_sweeper_deletes_expired_records_by_itself_and_not_earlier() -> TestResult {
+    let (config, clock) = sweeping_config();
+    let store = Store::in_memory(config)?;
+    complete_n(&store, "bg", 50)?;
+    assert_eq!(store.metrics().live_records, 50);
+
+    clock.advance(RETENTION - Duration::from_millis(1));
+    // Several sweeps run; none may delete a record that has not expired.
+    let before = store.metrics().sweeps;
+    wait_for(&store, "three sweeps", |m| m.sweeps >= before + 3);
+    assert_eq!(store.metrics().expired, 0);
+    assert_eq!(store.metrics().live_records, 50);
+    replayed(store.begin(&key("bg-0"), fp("a"))?);
+
+    clock.advance(Duration::from_millis(1));
+    let m = wait_for(&store, "the sweep", |m| m.expired == 50);
+    assert_eq!(m.live_records, 0);
+    assert!(m.last_sweep_unix_ms > 0);
+    assert!(store.get(&key("bg-0"))?.is_none());
+    Ok(())
+}
+
+#[test]
+fn abandoned_claims_are_collected_by_the_sweeper() -> TestResult {
+    let (config, clock) = sweeping_config();
+    let store = Store::in_memory(config)?;
+    drop(claimed(store.begin(&key("abandoned"), fp("a"))?));
+    // A takeover in between still works as before.
+    let taken = key("taken-over");
+    drop(claimed(store.begin(&taken, fp("a"))?));
+    clock.advance(LEASE);
+    let claim = claimed(store.begin(&taken, fp("a"))?);
+    assert!(claim.is_takeover());
+    clock.advance(Duration::from_secs(10));
+    store.complete(claim, response("taken"))?;
+
+    // The abandoned claim expires one retention after its lease ended; the
+    // completed takeover 10 s later.
+    clock.advance(RETENTION - Duration::from_secs(10));
+    let m = wait_for(&store, "the abandoned claim", |m| m.expired == 1);
+    assert_eq!(m.live_records, 1, "the completed takeover stays");
+    assert!(store.get(&key("abandoned"))?.is_none());
+    replayed(store.begin(&taken, fp("a"))?);
+    clock.advance(Duration::from_secs(10));
+    wait_for(&store, "the completed record", |m| {
+        m.expired == 2 && m.live_records == 0
+    });
+    Ok(())
+}
+
+#[test]
+fn claims_interleaved_with_a_large_sweep_all_succeed() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config.sweep_batch(100))?;
+    const EXPIRED: usize = 5_000;
+    complete_n(&store, "old", EXPIRED)?;
+    clock.advance(RETENTION);
+    let sweeping = {
+        let store = store.clone();
+        thread::spawn(move || store.sweep_expired())
+    };
+    let claimers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || -> Result<(), idemkv::Error> {
+                for i in 0..200 {
+                    let k = key(&format!("new-{t}-{i}"));
+                    let claim = claimed(store.begin(&k, fp("a"))?);
+                    store.complete(claim, response("new"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for claimer in claimers {
+        claimer.join().map_err(|_| "claimer panicked")??;
+    }
+    let swept = sweeping.join().map_err(|_| "sweeper panicked")??;
+    assert_eq!(swept, EXPIRED as u64);
+    let m = store.metrics();
+    assert_eq!(m.live_records, 800);
+    assert!(
+        m.commits >= (EXPIRED / 100) as u64,
+        "the sweep ran in batches of 100"
+    );
+    replayed(store.begin(&key("new-3-199"), fp("a"))?);
+    Ok(())
+}
+
+#[test]
+fn shutdown_during_a_sweep_leaves_a_consistent_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shutdown.redb");
+    let (config, clock) = manual_config();
+    const N: usize = 3_000;
+    {
+        let store = Store::open(&path, config.clone().durability(idemkv::Durability::None))?;
+        complete_n(&store, "s", N)?;
+    }
+    clock.advance(RETENTION);
+    let swept_in_background = {
+        let store = Store::open(
+            &path,
+            config
+                .clone()
+                .sweep_batch(10)
+                .sweep_interval(Some(Duration::from_millis(1))),
+        )?;
+        wait_for(&store, "the sweep to start", |m| m.expired > 0);
+        // Dropped mid-sweep: the sweeper stops at a batch boundary.
+        store.metrics().expired
+    };
+    let store = Store::open(&path, config)?;
+    let remaining = store.metrics().live_records;
+    assert!(remaining as usize <= N - swept_in_background as usize);
+    assert_eq!(store.sweep_expired()?, remaining);
+    assert_eq!(store.metrics().live_records, 0);
+    // The file works as before.
+    let claim = claimed(store.begin(&key("s-0"), fp("b"))?);
+    store.complete(claim, response("after"))?;
+    drop(store);
+    let store = Store::open(&path, Config::default())?;
+    assert_eq!(store.metrics().live_records, 1);
+    Ok(())
+}
+
+#[test]
+fn keep_leases_is_the_default_recovery() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("keep.redb");
+    let (config, _clock) = manual_config();
+    {
+        let store = Store::open(&path, config.clone())?;
+        std::mem::forget(claimed(store.begin(&key("orphan"), fp("a"))?));
+    }
+    let store = Store::open(&path, config)?;
+    assert_eq!(store.metrics().recovered_claims, 0);
+    assert_eq!(store.metrics().live_records, 1);
+    in_progress(store.begin(&key("orphan"), fp("a"))?);
+    Ok(())
+}
+
+#[test]
+fn release_at_open_frees_a_dead_processs_claims() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("release.redb");
+    let (config, _clock) = manual_config();
+    let orphan_token = {
+        let store = Store::open(&path, config.clone())?;
+        store.complete(
+            claimed(store.begin(&key("done"), fp("a"))?),
+            response("kept"),
+        )?;
+        let orphan = claimed(store.begin(&key("orphan"), fp("a"))?);
+        let token = orphan.token();
+        std::mem::forget(orphan);
+        token
+    };
+    let store = Store::open(&path, config.recovery(Recovery::ReleaseAtOpen))?;
+    let m = store.metrics();
+    assert_eq!((m.recovered_claims, m.live_records), (1, 1));
+    // The orphan is claimable at once, even with another payload.
+    let claim = claimed(store.begin(&key("orphan"), fp("b"))?);
+    assert!(claim.token() > orphan_token);
+    assert!(!claim.is_takeover());
+    store.complete(claim, response("retried"))?;
+    // Completed records are untouched by recovery.
+    assert_eq!(
+        replayed(store.begin(&key("done"), fp("a"))?),
+        response("kept")
+    );
+    assert_eq!(store.sweep_expired()?, 0, "no dangling expiry entries");
+    Ok(())
+}
+
+#[test]
+fn live_records_tracks_every_write() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config)?;
+    let live = |s: &Store| s.metrics().live_records;
+    let a = claimed(store.begin(&key("a"), fp("a"))?);
+    let b = claimed(store.begin(&key("b"), fp("b"))?);
+    assert_eq!(live(&store), 2);
+    store.complete(a, response("a"))?;
+    store.release(b)?;
+    assert_eq!(live(&store), 1);
+    assert!(matches!(store.begin(&key("a"), fp("a"))?, Begin::Replay(_)));
+    assert!(store.remove(&key("a"))?);
+    assert_eq!(live(&store), 0);
+    complete_n(&store, "n", 10)?;
+    clock.advance(RETENTION);
+    // An expired record replaced by a new claim is still one record.
+    let again = claimed(store.begin(&key("n-0"), fp("z"))?);
+    assert_eq!(live(&store), 10);
+    store.release(again)?;
+    assert_eq!(store.sweep_expired()?, 9);
+    assert_eq!(live(&store), 0);
+    Ok(())
+}
+
+#[test]
+fn a_zero_sweep_batch_or_interval_is_a_config_error() {
+    assert!(Store::in_memory(Config::default().sweep_batch(0)).is_err());
+    assert!(Store::in_memory(Config::default().sweep_interval(Some(Duration::ZERO))).is_err());
+    assert!(Store::in_memory(Config::default().sweep_interval(None)).is_ok());
+}
