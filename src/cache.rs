@@ -5,9 +5,8 @@
 //! under that shard's lock, in the same critical section that decides
 //! `begin`. Coherence rests on the process owning the file and on three
 //! rules:
-//! - an entry is inserted only after the completion it holds is durable (by
-//!   `complete`, while the claim still holds the key, or by a `begin` that read
-//!   the record under the shard lock);
+//! - an entry is inserted only by `complete`, after the completion it holds is
+//!   durable and while the claim still holds the key (write-through);
 //! - `remove` invalidates the entry after its delete is durable, under the
 //!   shard lock;
 //! - every entry carries its record's expiry time and is dropped, never
@@ -16,6 +15,12 @@
 //!
 //! A completed record cannot change in any other way, so an entry is never
 //! stale. Eviction is CLOCK (second chance) within a byte budget.
+//!
+//! Records read from disk are not inserted. Retries cluster right after a
+//! completion, which is exactly what write-through holds; inserting on reads
+//! would let a scan of old keys (uniformly random lookups over a large store)
+//! flush those entries, and measured slower than no cache at all for that
+//! pattern (an insert and an eviction per miss).
 
 use std::collections::{HashMap, VecDeque};
 

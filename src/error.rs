@@ -145,6 +145,7 @@ from_redb!(
     redb::StorageError,
     redb::CommitError,
     redb::SetDurabilityError,
+    redb::CompactionError,
 );
 
 fn storage(err: redb::Error) -> Error {

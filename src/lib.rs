@@ -90,7 +90,7 @@ pub use metrics::Metrics;
 pub use outcome::{Begin, Claim};
 pub use record::{Record, RecordState};
 pub use response::StoredResponse;
-pub use store::Store;
+pub use store::{Compaction, Store};
 
 /// Entry points for the fuzz targets and their corpus replay tests. Not part
 /// of the stable API.

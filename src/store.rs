@@ -16,7 +16,7 @@ use crate::key::Key;
 use crate::lock_table::{Entry, EntryState, Holder, LockTable, Shard};
 use crate::metrics::{Counters, Metrics, add, bump};
 use crate::outcome::{Begin, Claim};
-use crate::record::{Decision, Record, StoredState, decide, in_progress};
+use crate::record::{Decision, Record, decide, in_progress};
 use crate::response::StoredResponse;
 use crate::storage;
 use crate::sweeper::{self, Sweeper};
@@ -235,18 +235,6 @@ impl Store {
         // No claim of this process is live: the disk decides. The shard lock
         // is held across the read so no other `begin` can claim in between.
         let stored = storage::read_record(&inner.db, key)?;
-        if let Some(record) = stored.as_ref().filter(|r| !r.is_expired(now_ms))
-            && let StoredState::Completed { response } = &record.state
-        {
-            shard.cache.insert(
-                *hash,
-                CachedCompletion {
-                    fingerprint: Fingerprint::from_bytes(record.fingerprint),
-                    expires_at_ms: record.expires_at_ms,
-                    response: response.clone(),
-                },
-            );
-        }
         match decide(stored, &fingerprint, now_ms) {
             Decision::Answer(answer) => Ok(answer),
             Decision::Claim { .. } => {
@@ -581,6 +569,36 @@ impl Store {
         sweeper::sweep(&submitter, &inner.config, &inner.counters, || false)
     }
 
+    /// Compacts the store file at `path` in place, returning freed space to the
+    /// file system. redb reuses freed pages on its own, so a store under
+    /// steady churn does not need this; it is for shrinking a file after its
+    /// live set got smaller for good. The file must not be open: call it
+    /// before `Store::open` (or after the last handle is dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyOpen`] if a `Store` has the file open, the errors of
+    /// [`Store::open`] for a file that is missing or not an idemkv store, and
+    /// [`Error::Storage`] if compaction fails (the file then stays as it was
+    /// or partly compacted, never inconsistent: redb compacts transactionally).
+    pub fn compact(path: impl AsRef<Path>) -> Result<Compaction> {
+        let path = path.as_ref();
+        let size = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))
+        };
+        let bytes_before = size(path)?;
+        let mut db = storage::open_file(path, Config::default().storage_cache_bytes)?;
+        storage::prepare(&db, path, false)?;
+        while db.compact()? {}
+        drop(db);
+        Ok(Compaction {
+            bytes_before,
+            bytes_after: size(path)?,
+        })
+    }
+
     /// A snapshot of the outcome counters since the store was opened.
     pub fn metrics(&self) -> Metrics {
         self.inner.counters.snapshot()
@@ -590,6 +608,16 @@ impl Store {
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
+}
+
+/// What [`Store::compact`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compaction {
+    /// File size before compaction.
+    pub bytes_before: u64,
+    /// File size after compaction.
+    pub bytes_after: u64,
 }
 
 impl fmt::Debug for Store {

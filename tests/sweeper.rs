@@ -246,3 +246,53 @@ fn a_zero_sweep_batch_or_interval_is_a_config_error() {
     assert!(Store::in_memory(Config::default().sweep_interval(Some(Duration::ZERO))).is_err());
     assert!(Store::in_memory(Config::default().sweep_interval(None)).is_ok());
 }
+
+#[test]
+fn compact_shrinks_a_file_whose_records_are_gone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("compact.redb");
+    let (config, clock) = manual_config();
+    {
+        let store = Store::open(&path, config.clone().durability(idemkv::Durability::None))?;
+        complete_n(&store, "big", 5_000)?;
+        store.complete(
+            claimed(store.begin(&key("keeper"), fp("k"))?),
+            response("kept"),
+        )?;
+    }
+    clock.advance(RETENTION);
+    {
+        let store = Store::open(&path, config.clone())?;
+        assert_eq!(store.sweep_expired()?, 5_001);
+        assert!(matches!(
+            Store::compact(&path),
+            Err(idemkv::Error::AlreadyOpen)
+        ));
+    }
+    let report = Store::compact(&path)?;
+    assert!(
+        report.bytes_after < report.bytes_before / 2,
+        "{report:?}: the freed pages were given back"
+    );
+    assert_eq!(std::fs::metadata(&path)?.len(), report.bytes_after);
+    let store = Store::open(&path, config)?;
+    assert_eq!(store.metrics().live_records, 0);
+    Ok(())
+}
+
+#[test]
+fn compact_refuses_missing_and_foreign_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    assert!(Store::compact(dir.path().join("missing.redb")).is_err());
+    assert!(
+        !dir.path().join("missing.redb").exists(),
+        "nothing was created"
+    );
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a store")?;
+    assert!(matches!(
+        Store::compact(&notes),
+        Err(idemkv::Error::NotAStore { .. })
+    ));
+    Ok(())
+}
