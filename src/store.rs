@@ -98,6 +98,22 @@ impl Store {
         Store::start(db, Path::new(":memory:"), config)
     }
 
+    /// Opens (or creates) a store over a custom redb storage backend instead
+    /// of a file: for fault-injection tests, or storage that is not a plain
+    /// file. The backend must behave like a file (reads see earlier writes;
+    /// `sync_data` makes them durable).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn with_backend(backend: impl redb::StorageBackend, config: Config) -> Result<Store> {
+        config.validate()?;
+        let db = Database::builder()
+            .set_cache_size(config.storage_cache_bytes)
+            .create_with_backend(backend)?;
+        Store::start(db, Path::new("<custom storage backend>"), config)
+    }
+
     fn start(db: Database, path: &Path, config: Config) -> Result<Store> {
         let opened = storage::prepare(&db, path, config.recovery == Recovery::ReleaseAtOpen)?;
         let db = Arc::new(db);
