@@ -34,7 +34,7 @@ use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{Decision, StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{META, META_TOKEN_CEILING, WriteTables};
+use crate::storage::{self, META, META_TOKEN_CEILING, WriteTables};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -226,7 +226,9 @@ impl Worker {
             return;
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
-        match self.commit_batch(&ops) {
+        // A panic inside redb (damaged pages) fails the batch like any
+        // storage error, and poisons the store.
+        match storage::shielded(|| self.commit_batch(&ops)) {
             Ok(results) => {
                 bump(&self.counters.commits);
                 add(&self.counters.committed_ops, ops.len() as u64);

@@ -37,7 +37,30 @@ pub(crate) const FORMAT_VERSION: u64 = 1;
 const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 
+/// Runs `f`, turning a panic inside the storage engine into
+/// `Error::Corrupted`. redb trusts the structure of pages it reads back and
+/// panics on some impossible values (a page type byte it does not know, for
+/// one); a damaged file must be an error for the caller, never a crash of
+/// the caller's thread. Everything idemkv itself does returns errors, so a
+/// panic here can only come from redb meeting damaged data.
+pub(crate) fn shielded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::corrupted(format!(
+            "the storage engine met damaged data and stopped ({detail})"
+        )))
+    })
+}
+
 pub(crate) fn open_file(path: &Path, cache_bytes: usize) -> Result<Database> {
+    shielded(|| open_file_unshielded(path, cache_bytes))
+}
+
+fn open_file_unshielded(path: &Path, cache_bytes: usize) -> Result<Database> {
     Database::builder()
         .set_cache_size(cache_bytes)
         .create(path)
@@ -75,6 +98,10 @@ pub(crate) struct Opened {
 /// tables of a new one, applies the recovery policy, and reports what it
 /// found.
 pub(crate) fn prepare(db: &Database, path: &Path, release_in_flight: bool) -> Result<Opened> {
+    shielded(|| prepare_unshielded(db, path, release_in_flight))
+}
+
+fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Result<Opened> {
     let txn = db.begin_write()?;
     let ours = [RECORDS.name(), INFLIGHT.name(), EXPIRY.name(), META.name()];
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
@@ -128,6 +155,10 @@ pub(crate) fn prepare(db: &Database, path: &Path, release_in_flight: bool) -> Re
 
 /// Reads and verifies one key's record in a fresh read transaction.
 pub(crate) fn read_record(db: &Database, key: &Key) -> Result<Option<StoredRecord>> {
+    shielded(|| read_record_unshielded(db, key))
+}
+
+fn read_record_unshielded(db: &Database, key: &Key) -> Result<Option<StoredRecord>> {
     let txn = db.begin_read()?;
     for table in [RECORDS, INFLIGHT] {
         if let Some(bytes) = txn.open_table(table)?.get(key.hash())? {

@@ -607,7 +607,10 @@ impl Store {
         let bytes_before = size(path)?;
         let mut db = storage::open_file(path, Config::default().storage_cache_bytes)?;
         storage::prepare(&db, path, false)?;
-        while db.compact()? {}
+        storage::shielded(|| {
+            while db.compact()? {}
+            Ok(())
+        })?;
         drop(db);
         Ok(Compaction {
             bytes_before,

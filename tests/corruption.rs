@@ -1,0 +1,170 @@
+//! Damaged files: bytes flipped or zeroed anywhere in a closed store file must
+//! lead to an error (at open or on the affected records), never a panic, and
+//! never a replay of wrong bytes.
+//!
+//! `IDEMKV_DAMAGE_PATTERNS=N` runs N patterns instead of the default 150.
+
+mod common;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use common::*;
+use idemkv::{Begin, Config, Error, Key, Store, StoredResponse};
+
+const COMPLETED: usize = 150;
+const IN_FLIGHT: usize = 10;
+
+/// xorshift64*, so every run damages the same places.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    patterns: usize,
+    refused_at_open: usize,
+    exact_replays: usize,
+    record_errors: usize,
+    /// Completed records the damaged index no longer finds: answered as a
+    /// fresh key, never as wrong bytes.
+    unreachable: usize,
+}
+
+fn pristine(
+    dir: &std::path::Path,
+) -> Result<(Vec<u8>, HashMap<String, StoredResponse>), Box<dyn std::error::Error>> {
+    let path = dir.join("pristine.redb");
+    let mut expected = HashMap::new();
+    {
+        let store = Store::open(&path, Config::default())?;
+        for i in 0..COMPLETED {
+            let k = key(&format!("done-{i}"));
+            let body = StoredResponse::new(200, format!("response body number {i} ").repeat(8))
+                .with_header("x-n", i.to_string());
+            store.complete(claimed(store.begin(&k, fp("p"))?), body.clone())?;
+            expected.insert(format!("done-{i}"), body);
+        }
+        for i in 0..IN_FLIGHT {
+            std::mem::forget(claimed(store.begin(&key(&format!("flying-{i}")), fp("p"))?));
+        }
+    }
+    Ok((std::fs::read(&path)?, expected))
+}
+
+fn damage(bytes: &mut [u8], rng: &mut Rng) -> &'static str {
+    match rng.below(4) {
+        0 => {
+            let i = rng.below(bytes.len());
+            bytes[i] ^= 1 << rng.below(8);
+            "one bit flipped"
+        }
+        1 => {
+            for _ in 0..8 {
+                let i = rng.below(bytes.len());
+                bytes[i] = rng.next() as u8;
+            }
+            "eight random bytes"
+        }
+        2 => {
+            let page = rng.below(bytes.len() / 4096) * 4096;
+            bytes[page..page + 4096].fill(0);
+            "a 4 KiB page zeroed"
+        }
+        _ => {
+            let start = rng.below(bytes.len() - 64);
+            for b in &mut bytes[start..start + 64] {
+                *b = rng.next() as u8;
+            }
+            "a 64-byte burst"
+        }
+    }
+}
+
+fn check_damaged(
+    path: &std::path::Path,
+    expected: &HashMap<String, StoredResponse>,
+    outcomes: &mut Outcomes,
+) {
+    let store = match Store::open(path, Config::default().sweep_interval(None)) {
+        Ok(store) => store,
+        Err(err) => {
+            assert!(
+                matches!(
+                    err,
+                    Error::Corrupted { .. }
+                        | Error::Storage(_)
+                        | Error::NotAStore { .. }
+                        | Error::UnsupportedVersion { .. }
+                ),
+                "unexpected open error {err:?}"
+            );
+            outcomes.refused_at_open += 1;
+            return;
+        }
+    };
+    for (name, body) in expected {
+        let k: Key = key(name);
+        match store.begin(&k, fp("p")) {
+            Ok(Begin::Replay(stored)) => {
+                assert_eq!(&stored, body, "{name}: a damaged file replayed wrong bytes");
+                outcomes.exact_replays += 1;
+            }
+            Ok(Begin::Claimed(claim)) => {
+                outcomes.unreachable += 1;
+                drop(claim);
+            }
+            Ok(other) => panic!("{name}: a completed record answered {other:?}"),
+            Err(err) => {
+                assert!(
+                    matches!(
+                        err,
+                        Error::Corrupted { .. } | Error::Storage(_) | Error::Poisoned { .. }
+                    ),
+                    "{name}: unexpected {err:?}"
+                );
+                outcomes.record_errors += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn damaged_files_never_panic_and_never_replay_wrong_bytes() -> TestResult {
+    let patterns: usize = std::env::var("IDEMKV_DAMAGE_PATTERNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let dir = tempfile::tempdir()?;
+    let (bytes, expected) = pristine(dir.path())?;
+    let mut rng = Rng(0x5EED_1DE4_4B1E_u64);
+    let mut outcomes = Outcomes::default();
+    let mut kinds: HashMap<&str, usize> = HashMap::new();
+    for n in 0..patterns {
+        let mut damaged = bytes.clone();
+        *kinds.entry(damage(&mut damaged, &mut rng)).or_default() += 1;
+        let path = dir.path().join(format!("damaged-{n}.redb"));
+        std::fs::write(&path, &damaged)?;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            check_damaged(&path, &expected, &mut outcomes)
+        }));
+        assert!(result.is_ok(), "pattern {n} panicked");
+        outcomes.patterns += 1;
+        std::fs::remove_file(&path)?;
+    }
+    println!("damage patterns: {kinds:?}");
+    println!("outcomes: {outcomes:?}");
+    assert_eq!(outcomes.patterns, patterns);
+    Ok(())
+}
