@@ -1,0 +1,202 @@
+//! Kill tests: a child process claims and completes keys from 16 threads while
+//! its sweeper deletes the previous rounds' expired records, printing every
+//! step the store acknowledged; the parent kills it with SIGKILL at a random
+//! moment, reopens the file and checks that every acknowledged claim exists
+//! and every acknowledged completion replays byte for byte. Many rounds run
+//! on the same file.
+//!
+//! This file has its own `main` (no test harness): the same binary is the
+//! parent and, with `IDEMKV_CRASH_CHILD` set, the child.
+//! `IDEMKV_CRASH_ROUNDS=N` sets the number of rounds (default 25).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
+
+type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+const CHILD_ENV: &str = "IDEMKV_CRASH_CHILD";
+const THREADS: usize = 16;
+/// Each round's clock starts ten days after the previous one, so a one-day
+/// retention makes every earlier round's records expired: the child's
+/// sweeper is deleting them while it is killed.
+const ROUND_SPACING: Duration = Duration::from_secs(10 * 24 * 3600);
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+fn config(round: u64, sweeping: bool) -> Config {
+    let start = UNIX_EPOCH + Duration::from_secs(1_767_225_600) + ROUND_SPACING * round as u32;
+    Config::default()
+        .clock(ManualClock::new(start))
+        .retention(RETENTION)
+        .sweep_batch(5)
+        .sweep_interval(sweeping.then_some(Duration::from_millis(1)))
+}
+
+fn key(round: u64, thread: usize, i: u64) -> Result<Key> {
+    Ok(Key::new("crash", &format!("r{round}-t{thread}-{i}"))?)
+}
+
+fn fingerprint(key: &Key) -> Fingerprint {
+    Fingerprint::of(key.idempotency_key().as_bytes())
+}
+
+fn body(key: &Key) -> StoredResponse {
+    StoredResponse::new(
+        201,
+        format!("the one answer for {}", key.idempotency_key()).repeat(4),
+    )
+    .with_header("x-key", key.idempotency_key())
+}
+
+/// The child: works until it is killed. Prints `C <key> <token>` after each
+/// acknowledged claim and `D <key>` after each acknowledged completion.
+fn child(path: &Path, round: u64) -> Result<()> {
+    let store = Store::open(path, config(round, true))?;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let store = &store;
+            scope.spawn(move || -> Result<()> {
+                for i in 0.. {
+                    let k = key(round, t, i)?;
+                    let Begin::Claimed(claim) = store.begin(&k, fingerprint(&k))? else {
+                        return Err(format!("{k}: fresh key not claimed").into());
+                    };
+                    let line = format!("C {} {}\n", k.idempotency_key(), claim.token());
+                    emit(&line)?;
+                    store.complete(claim, body(&k))?;
+                    emit(&format!("D {}\n", k.idempotency_key()))?;
+                }
+                Ok(())
+            });
+        }
+    });
+    Ok(())
+}
+
+fn emit(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Small deterministic generator for kill times.
+fn kill_after(round: u64) -> Duration {
+    let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 31;
+    Duration::from_millis(5 + x % 400)
+}
+
+struct Round {
+    claims: usize,
+    completions: usize,
+}
+
+fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
+    let mut child = Command::new(exe)
+        .env(CHILD_ENV, format!("{}\n{round}", path.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no child stdout")?;
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(|line| line.ok())
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(kill_after(round));
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    let lines = reader.join().map_err(|_| "reader panicked")?;
+
+    let mut claimed: HashMap<String, u64> = HashMap::new();
+    let mut completed: Vec<String> = Vec::new();
+    for line in &lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["C", name, token] => {
+                claimed.insert(name.to_string(), token.parse()?);
+            }
+            ["D", name] => completed.push(name.to_string()),
+            // A line cut by the kill was never fully acknowledged.
+            _ => {}
+        }
+    }
+
+    let store = Store::open(path, config(round, false))?;
+    for name in &completed {
+        let k = Key::new("crash", name)?;
+        match store.begin(&k, fingerprint(&k))? {
+            Begin::Replay(stored) if stored == body(&k) => {}
+            other => {
+                return Err(format!(
+                    "round {round}: acknowledged completion {name} lost: {other:?}"
+                )
+                .into());
+            }
+        }
+    }
+    for (name, token) in &claimed {
+        let k = Key::new("crash", name)?;
+        let record = store
+            .get(&k)?
+            .ok_or_else(|| format!("round {round}: acknowledged claim {name} lost"))?;
+        if record.token() != *token {
+            return Err(format!(
+                "round {round}: {name} has token {} not {token}",
+                record.token()
+            )
+            .into());
+        }
+    }
+    Ok(Round {
+        claims: claimed.len(),
+        completions: completed.len(),
+    })
+}
+
+fn main() -> Result<()> {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        let (path, round) = spec.split_once('\n').ok_or("bad child spec")?;
+        return child(Path::new(path), round.parse()?);
+    }
+    let rounds: u64 = std::env::var("IDEMKV_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let path: PathBuf = dir.path().join("crash.redb");
+    let started = SystemTime::now();
+    let (mut claims, mut completions, mut passed, mut failed) = (0, 0, 0, 0);
+    for round in 0..rounds {
+        match parent_round(&exe, &path, round) {
+            Ok(r) => {
+                claims += r.claims;
+                completions += r.completions;
+                passed += 1;
+            }
+            Err(err) => {
+                eprintln!("FAILED: {err}");
+                failed += 1;
+            }
+        }
+    }
+    let store = Store::open(&path, config(rounds, false))?;
+    println!(
+        "kill rounds: {rounds}, acknowledged claims verified: {claims}, acknowledged completions verified: {completions}, \
+         records in the file at the end: {}, {:?}",
+        store.metrics().live_records,
+        started.elapsed().unwrap_or_default()
+    );
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
