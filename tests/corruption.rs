@@ -13,6 +13,9 @@ use common::*;
 use idemkv::{Begin, Config, Error, Key, Store, StoredResponse};
 
 const COMPLETED: usize = 150;
+
+/// Each completed key's name and the response it must replay.
+type Expected = HashMap<String, StoredResponse>;
 const IN_FLIGHT: usize = 10;
 
 /// xorshift64*, so every run damages the same places.
@@ -44,7 +47,7 @@ struct Outcomes {
 
 fn pristine(
     dir: &std::path::Path,
-) -> Result<(Vec<u8>, HashMap<String, StoredResponse>), Box<dyn std::error::Error>> {
+) -> Result<(Vec<u8>, Expected), Box<dyn std::error::Error>> {
     let path = dir.join("pristine.redb");
     let mut expected = HashMap::new();
     {
