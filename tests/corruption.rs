@@ -45,9 +45,7 @@ struct Outcomes {
     unreachable: usize,
 }
 
-fn pristine(
-    dir: &std::path::Path,
-) -> Result<(Vec<u8>, Expected), Box<dyn std::error::Error>> {
+fn pristine(dir: &std::path::Path) -> Result<(Vec<u8>, Expected), Box<dyn std::error::Error>> {
     let path = dir.join("pristine.redb");
     let mut expected = HashMap::new();
     {
