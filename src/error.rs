@@ -80,6 +80,20 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The store file could not be opened or created at all: the path is a
+    /// directory, its directory does not exist, or permissions forbid it.
+    #[error(
+        "cannot open {path}: {source}; pass the path of a file (existing or new) in a directory \
+         this process can write to"
+    )]
+    CannotOpen {
+        /// The path that was opened.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Another `Store` (in this or another process) has the file open.
     #[error(
         "the store file is already open by another Store or process; \

@@ -73,6 +73,22 @@ fn open_file_unshielded(path: &Path, cache_bytes: usize) -> Result<Database> {
                     path: path.to_path_buf(),
                 }
             }
+            // Opening the file itself failed (nothing was read yet).
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::IsADirectory
+                        | std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Error::CannotOpen {
+                    path: path.to_path_buf(),
+                    source: io,
+                }
+            }
             other => other.into(),
         })
 }

@@ -152,3 +152,64 @@ fn takeover_races_have_one_winner() -> TestResult {
     }
     Ok(())
 }
+
+/// Many threads on few keys: per key exactly one winner, and every other
+/// caller (waiting or retrying) ends with the winner's response.
+/// `IDEMKV_STRESS_ROUNDS=N` runs more rounds (default 40).
+#[test]
+fn stress_few_keys_one_winner_each() -> TestResult {
+    const KEYS: usize = 4;
+    const CALLERS: usize = 32;
+    let rounds: usize = std::env::var("IDEMKV_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("stress.redb"), Config::default())?;
+    for round in 0..rounds {
+        let barrier = Arc::new(Barrier::new(CALLERS));
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|t| {
+                let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+                thread::spawn(
+                    move || -> Result<(usize, bool, StoredResponse), idemkv::Error> {
+                        let k = key(&format!("stress-{round}-{}", t % KEYS));
+                        barrier.wait();
+                        // Half the callers wait, half poll like an impatient client.
+                        let answer = if t % 2 == 0 {
+                            store.begin_wait(&k, fp("same"), Duration::from_secs(60))?
+                        } else {
+                            loop {
+                                match store.begin(&k, fp("same"))? {
+                                    Begin::InProgress { .. } => thread::yield_now(),
+                                    other => break other,
+                                }
+                            }
+                        };
+                        match answer {
+                            Begin::Claimed(claim) => {
+                                let body =
+                                    response(&format!("round {round} key {} won by {t}", t % KEYS));
+                                store.complete(claim, body.clone())?;
+                                Ok((t % KEYS, true, body))
+                            }
+                            Begin::Replay(body) => Ok((t % KEYS, false, body)),
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for handle in handles {
+            results.push(handle.join().map_err(|_| "caller panicked")??);
+        }
+        for k in 0..KEYS {
+            let of_key: Vec<_> = results.iter().filter(|(key, _, _)| *key == k).collect();
+            let winners: Vec<_> = of_key.iter().filter(|(_, won, _)| *won).collect();
+            assert_eq!(winners.len(), 1, "round {round} key {k}");
+            assert!(of_key.iter().all(|(_, _, body)| body == &winners[0].2));
+        }
+    }
+    Ok(())
+}

@@ -148,9 +148,17 @@ fn a_file_that_is_not_redb_is_an_error_not_a_panic() -> TestResult {
 }
 
 #[test]
-fn a_directory_path_is_an_error() -> TestResult {
+fn a_directory_or_missing_directory_is_a_clear_error() -> TestResult {
     let dir = tempfile::tempdir()?;
-    assert!(Store::open(dir.path(), Config::default()).is_err());
+    let err = Store::open(dir.path(), Config::default()).expect_err("a directory");
+    assert!(matches!(err, Error::CannotOpen { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("directory this process can write to")
+    );
+    let err = Store::open(dir.path().join("no/such/dir/x.redb"), Config::default())
+        .expect_err("a missing directory");
+    assert!(matches!(err, Error::CannotOpen { .. }), "{err:?}");
     Ok(())
 }
 
