@@ -15,8 +15,10 @@
 //!
 //! Part 2, sweep impact: 200,000 records expire at once (manual clock,
 //! sweeper off); 8 threads claim and complete fresh keys for 3 s without a
-//! sweep, then again while `sweep_expired` deletes the 200,000. It prints the
-//! claim latency percentiles of both phases, their ratio, and the sweep rate.
+//! sweep, then again while `sweep_expired` deletes the 200,000, for sweep
+//! batches of 1,000, 250 (the default) and 100. It prints the claim latency
+//! percentiles of both phases, their ratio, and the sweep rate.
+//! `--seconds 0` skips part 1.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,14 +156,15 @@ fn claim_latencies(
     Ok((at(0.5), at(0.99), sorted.len()))
 }
 
-fn sweep_impact(dir: &std::path::Path) -> Result<()> {
+fn sweep_impact(dir: &std::path::Path, sweep_batch: usize) -> Result<()> {
     const EXPIRED: usize = 200_000;
     let clock = ManualClock::default();
     let config = Config::default()
         .clock(clock.clone())
         .retention(Duration::from_secs(3600))
-        .sweep_interval(None);
-    let store = Store::open(dir.join("sweep.redb"), config)?;
+        .sweep_interval(None)
+        .sweep_batch(sweep_batch);
+    let store = Store::open(dir.join(format!("sweep-{sweep_batch}.redb")), config)?;
     thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..64)
             .map(|t| {
@@ -180,7 +183,7 @@ fn sweep_impact(dir: &std::path::Path) -> Result<()> {
         Ok(())
     })?;
     println!(
-        "\n## Sweep impact: 8 threads of fresh claims, with and without a sweep of {EXPIRED} records\n"
+        "\n## Sweep impact, batches of {sweep_batch}: 8 threads of fresh claims, with and without a sweep of {EXPIRED} records\n"
     );
 
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -209,7 +212,7 @@ fn sweep_impact(dir: &std::path::Path) -> Result<()> {
     println!("| no sweep | {base_n} | {base50:.2?} | {base99:.2?} |");
     println!("| during the sweep | {during_n} | {during50:.2?} | {during99:.2?} |");
     println!(
-        "\nswept {swept} records in {sweep_time:.2?} ({:.0} records/s) in batches of 1,000; \
+        "\nswept {swept} records in {sweep_time:.2?} ({:.0} records/s) in batches of {sweep_batch}; \
          claim p99 during the sweep = {:.2}× without",
         swept as f64 / sweep_time.as_secs_f64(),
         during99.as_secs_f64() / base99.as_secs_f64()
@@ -223,7 +226,11 @@ fn main() -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("idemkv-soak")
         .tempdir_in(std::env::current_dir()?)?;
-    churn(dir.path(), seconds, retention)?;
-    sweep_impact(dir.path())?;
+    if seconds > 0 {
+        churn(dir.path(), seconds, retention)?;
+    }
+    for sweep_batch in [1000, 250, 100] {
+        sweep_impact(dir.path(), sweep_batch)?;
+    }
     Ok(())
 }

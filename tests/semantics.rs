@@ -249,7 +249,7 @@ fn abandoned_claims_expire_one_retention_after_their_lease() -> TestResult {
 #[test]
 fn sweep_handles_more_than_one_batch() -> TestResult {
     let (config, clock) = manual_config();
-    let store = Store::in_memory(config)?;
+    let store = Store::in_memory(config.sweep_batch(1000))?;
     for i in 0..2500 {
         let k = key(&format!("bulk-{i}"));
         store.complete(claimed(store.begin(&k, fp("a"))?), response("x"))?;
