@@ -1,5 +1,5 @@
 //! Deleting expired records: `sweep_expired` over N records, in batches of
-//! `Config::sweep_batch` (250 by default) per write transaction.
+//! `Config::sweep_batch` (100 by default) per write transaction.
 //!
 //! `cargo bench --bench sweep`
 

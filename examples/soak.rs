@@ -16,7 +16,7 @@
 //! Part 2, sweep impact: 200,000 records expire at once (manual clock,
 //! sweeper off); 8 threads claim and complete fresh keys for 3 s without a
 //! sweep, then again while `sweep_expired` deletes the 200,000, for sweep
-//! batches of 1,000, 250 (the default) and 100. It prints the claim latency
+//! batches of 1,000, 250 and 100 (the default). It prints the claim latency
 //! percentiles of both phases, their ratio, and the sweep rate.
 //! `--seconds 0` skips part 1.
 

@@ -75,7 +75,7 @@ impl Default for Config {
             storage_cache_bytes: 128 * 1024 * 1024,
             recovery: Recovery::KeepLeases,
             sweep_interval: Some(Duration::from_secs(1)),
-            sweep_batch: 250,
+            sweep_batch: 100,
         }
     }
 }
@@ -148,13 +148,13 @@ impl Config {
         self
     }
 
-    /// Records deleted per write transaction by a sweep (default 250).
+    /// Records deleted per write transaction by a sweep (default 100).
     /// Claims share the commit of the sweep batch they queue behind, so the
     /// batch size bounds what a large sweep adds to claim latency. Measured on
     /// a 2-core machine with 8 claiming threads during a 200k-record sweep:
-    /// batches of 1,000 raised claim p99 5.2× (sweeping 294k records/s),
-    /// batches of 200 raised it 1.8× (159k records/s); see
-    /// docs/benchmarks.md.
+    /// batches of 1,000 raised claim p99 4.5× (sweeping 284k records/s), of
+    /// 250 2.4× (159k/s), of 100 1.5× (106k/s, still several times the
+    /// fastest claim rate of that disk); see docs/benchmarks.md.
     pub fn sweep_batch(mut self, records: usize) -> Self {
         self.sweep_batch = records;
         self
@@ -219,7 +219,7 @@ impl Config {
         }
         if self.sweep_batch == 0 {
             return Err(Error::InvalidConfig(
-                "sweep_batch must be at least 1; the default is 250 records".into(),
+                "sweep_batch must be at least 1; the default is 100 records".into(),
             ));
         }
         if self.sweep_interval.is_some_and(|i| i.is_zero()) {
