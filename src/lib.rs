@@ -74,6 +74,8 @@ mod fingerprint;
 mod key;
 mod lock_table;
 mod metrics;
+#[cfg(feature = "tower")]
+pub mod middleware;
 mod outcome;
 mod record;
 mod response;

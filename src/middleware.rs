@@ -1,0 +1,738 @@
+//! HTTP middleware (feature `tower`): the `Idempotency-Key` header of the
+//! IETF httpapi draft, backed by a [`Store`], for axum, hyper and any tower
+//! service.
+//!
+//! ```no_run
+//! # async fn charge() -> &'static str { "charged" }
+//! use axum::{Router, routing::post};
+//! use idemkv::{Config, Store, middleware::IdempotencyLayer};
+//!
+//! let store = Store::open("payments.redb", Config::default())?;
+//! let app: Router = Router::new()
+//!     .route("/v1/charges", post(charge))
+//!     .layer(IdempotencyLayer::new(store));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What the layer answers by itself (every answer is an HTTP response; the
+//! inner service's error type is never changed):
+//!
+//! | case | status |
+//! |---|---|
+//! | key required but missing, or malformed | 400 |
+//! | request body over the configured limit | 413 |
+//! | same key, different payload | 422 |
+//! | same key while the first request runs | 409 with `Retry-After` (or wait, if configured) |
+//! | same key and payload, completed | the stored response, plus `Idempotent-Replayed: true` |
+//! | the store failed | 503 |
+//!
+//! Error bodies are `application/problem+json` (RFC 9457). See `docs/http.md`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use ::http::{Method, Request, Response, StatusCode, request};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+
+use crate::{Begin, Claim, Fingerprint, Key, Store, StoredResponse};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the layer needs from a store. [`Store`] implements it; a shared
+/// backend (a SQL database for services that outgrow one node) can implement
+/// it too without touching the layer. The methods block; the layer calls them
+/// on tokio's blocking pool.
+pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
+    /// Ownership of a key while its request runs.
+    type Claim: Send + Sync + 'static;
+
+    /// `begin`, or `begin_wait` when `wait` is given.
+    fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        wait: Option<Duration>,
+    ) -> crate::Result<Answer<Self::Claim>>;
+
+    /// Stores the response of a claimed request.
+    fn complete(&self, claim: Self::Claim, response: StoredResponse) -> crate::Result<()>;
+
+    /// Gives the key up without storing anything.
+    fn release(&self, claim: Self::Claim) -> crate::Result<()>;
+
+    /// Keeps a long request's lease alive.
+    fn renew(&self, claim: &Self::Claim) -> crate::Result<()>;
+
+    /// The lease length, to pace renewals.
+    fn lease(&self) -> Duration;
+
+    /// The largest response the backend stores.
+    fn max_response_bytes(&self) -> usize;
+}
+
+/// [`Begin`], generic over the backend's claim type.
+#[derive(Debug)]
+pub enum Answer<C> {
+    /// Run the request.
+    Claimed(C),
+    /// Answer with the stored response.
+    Replay(StoredResponse),
+    /// Another request holds the key.
+    InProgress {
+        /// Time left on its lease.
+        retry_after: Duration,
+    },
+    /// The key was used with a different payload.
+    Mismatch,
+}
+
+impl IdempotencyBackend for Store {
+    type Claim = Claim;
+
+    fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        wait: Option<Duration>,
+    ) -> crate::Result<Answer<Claim>> {
+        let begin = match wait {
+            Some(timeout) => self.begin_wait(key, fingerprint, timeout)?,
+            None => Store::begin(self, key, fingerprint)?,
+        };
+        Ok(match begin {
+            Begin::Claimed(claim) => Answer::Claimed(claim),
+            Begin::Replay(response) => Answer::Replay(response),
+            Begin::InProgress { retry_after } => Answer::InProgress { retry_after },
+            Begin::Mismatch => Answer::Mismatch,
+        })
+    }
+
+    fn complete(&self, claim: Claim, response: StoredResponse) -> crate::Result<()> {
+        Store::complete(self, claim, response)
+    }
+
+    fn release(&self, claim: Claim) -> crate::Result<()> {
+        Store::release(self, claim)
+    }
+
+    fn renew(&self, claim: &Claim) -> crate::Result<()> {
+        Store::renew(self, claim)
+    }
+
+    fn lease(&self) -> Duration {
+        self.config().get_lease()
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        self.config().get_max_response_bytes()
+    }
+}
+
+type PartsFn<T> = Arc<dyn Fn(&request::Parts) -> T + Send + Sync>;
+type FingerprintFn = Arc<dyn Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync>;
+type StatusFn = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
+
+/// Headers never stored or replayed: hop-by-hop headers (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+#[derive(Clone)]
+struct Settings {
+    header: HeaderName,
+    methods: Vec<Method>,
+    applies: Option<PartsFn<bool>>,
+    require_key: bool,
+    scope: PartsFn<String>,
+    fingerprint: FingerprintFn,
+    max_request_bytes: usize,
+    wait: Option<Duration>,
+    store_status: StatusFn,
+    deny_headers: Vec<HeaderName>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            header: HeaderName::from_static("idempotency-key"),
+            methods: vec![Method::POST, Method::PATCH],
+            applies: None,
+            require_key: false,
+            scope: Arc::new(|parts| format!("{} {}", parts.method, parts.uri.path())),
+            fingerprint: Arc::new(|parts, body| {
+                Fingerprint::builder()
+                    .part(parts.method.as_str().as_bytes())
+                    .part(parts.uri.path().as_bytes())
+                    .part(parts.uri.query().unwrap_or("").as_bytes())
+                    .part(body)
+                    .finish()
+            }),
+            max_request_bytes: 1024 * 1024,
+            wait: None,
+            store_status: Arc::new(|status| {
+                !(status.is_server_error()
+                    || status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::TOO_MANY_REQUESTS)
+            }),
+            deny_headers: vec![
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("date"),
+            ],
+        }
+    }
+}
+
+/// A [`tower::Layer`] that makes the requests it wraps idempotent by their
+/// `Idempotency-Key` header. Build it with [`IdempotencyLayer::new`] and the
+/// chained setters; every setter documents its default.
+#[derive(Clone)]
+pub struct IdempotencyLayer<B = Store> {
+    backend: B,
+    settings: Arc<Settings>,
+}
+
+impl IdempotencyLayer<Store> {
+    /// A layer over `store` with the default settings.
+    pub fn new(store: Store) -> Self {
+        IdempotencyLayer::with_backend(store)
+    }
+}
+
+impl<B> IdempotencyLayer<B> {
+    /// A layer over any [`IdempotencyBackend`].
+    pub fn with_backend(backend: B) -> Self {
+        IdempotencyLayer {
+            backend,
+            settings: Arc::new(Settings::default()),
+        }
+    }
+
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
+    /// The header carrying the key (default `Idempotency-Key`).
+    pub fn header_name(mut self, name: HeaderName) -> Self {
+        self.settings().header = name;
+        self
+    }
+
+    /// The methods the layer applies to (default POST and PATCH); requests
+    /// with other methods pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.settings().methods = methods.into_iter().collect();
+        self
+    }
+
+    /// A further condition on the request (default none): the layer applies
+    /// only when it returns true.
+    pub fn applies_when(
+        mut self,
+        f: impl Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().applies = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether a request the layer applies to must carry the header (default
+    /// false: requests without it pass through, not deduplicated). When true,
+    /// a missing header is a 400.
+    pub fn require_key(mut self, required: bool) -> Self {
+        self.settings().require_key = required;
+        self
+    }
+
+    /// The scope a key lives in (default: method and path). Scope by tenant,
+    /// API key or authenticated principal so that one client's key can never
+    /// reach another client's stored response.
+    pub fn scope_with(
+        mut self,
+        f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().scope = Arc::new(f);
+        self
+    }
+
+    /// What a retry must repeat exactly (default: blake3 over method, path,
+    /// query and body, each length-prefixed).
+    pub fn fingerprint_with(
+        mut self,
+        f: impl Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().fingerprint = Arc::new(f);
+        self
+    }
+
+    /// The largest request body buffered to fingerprint it (default 1 MiB);
+    /// larger bodies are answered 413.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.settings().max_request_bytes = bytes;
+        self
+    }
+
+    /// Wait up to `timeout` for a request holding the same key, and answer
+    /// with its response, instead of a 409 (default: no waiting).
+    pub fn wait_for_in_flight(mut self, timeout: Option<Duration>) -> Self {
+        self.settings().wait = timeout;
+        self
+    }
+
+    /// Which response statuses are stored (default: all but 5xx, 408 and
+    /// 429). A response that is not stored releases the claim, so a retry
+    /// runs the request again.
+    pub fn store_status_when(
+        mut self,
+        f: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().store_status = Arc::new(f);
+        self
+    }
+
+    /// Response headers that are neither stored nor replayed, besides the
+    /// hop-by-hop ones (default `set-cookie` and `date`).
+    pub fn deny_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.settings().deny_headers = names.into_iter().collect();
+        self
+    }
+}
+
+impl<S, B: Clone> tower::Layer<S> for IdempotencyLayer<B> {
+    type Service = Idempotency<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency {
+            inner,
+            backend: self.backend.clone(),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<B> fmt::Debug for IdempotencyLayer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("header", &self.settings.header)
+            .field("methods", &self.settings.methods)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service [`IdempotencyLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct Idempotency<S, B = Store> {
+    inner: S,
+    backend: B,
+    settings: Arc<Settings>,
+}
+
+impl<S, B> Idempotency<S, B> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, B> fmt::Debug for Idempotency<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response future of [`Idempotency`].
+pub struct ResponseFuture<T> {
+    inner: Pin<Box<dyn Future<Output = T> + Send>>,
+}
+
+impl<T> Future for ResponseFuture<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T> fmt::Debug for ResponseFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Idempotency<S, B>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: IdempotencyBackend,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The clone takes the readiness of `self.inner` along (tower's
+        // documented pattern for services that call their inner service from
+        // an async block).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let backend = self.backend.clone();
+        let settings = Arc::clone(&self.settings);
+        ResponseFuture {
+            inner: Box::pin(handle(inner, backend, settings, request)),
+        }
+    }
+}
+
+async fn handle<S, B, ReqBody, ResBody>(
+    mut inner: S,
+    backend: B,
+    settings: Arc<Settings>,
+    request: Request<ReqBody>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    B: IdempotencyBackend,
+    ReqBody: http_body::Body + From<Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body + From<Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let applies = settings.methods.contains(&parts.method)
+        && settings.applies.as_ref().is_none_or(|f| f(&parts));
+    if !applies {
+        return inner.call(Request::from_parts(parts, body)).await;
+    }
+    let raw_key = match parts.headers.get(&settings.header) {
+        Some(value) => value,
+        None if settings.require_key => {
+            return Ok(problem(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key is missing",
+                &format!("this endpoint requires the {} header", settings.header),
+            ));
+        }
+        None => return inner.call(Request::from_parts(parts, body)).await,
+    };
+    let key = match parse_key(raw_key)
+        .and_then(|k| Key::new(&(settings.scope)(&parts), &k).map_err(|e| e.to_string()))
+    {
+        Ok(key) => key,
+        Err(why) => {
+            return Ok(problem(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key is malformed",
+                &why,
+            ));
+        }
+    };
+    let body = match Limited::new(body, settings.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return Ok(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                &format!(
+                    "requests with an idempotency key are buffered up to {} bytes",
+                    settings.max_request_bytes
+                ),
+            ));
+        }
+        Err(err) => {
+            return Ok(problem(
+                StatusCode::BAD_REQUEST,
+                "Request body could not be read",
+                &err.to_string(),
+            ));
+        }
+    };
+    let fingerprint = (settings.fingerprint)(&parts, &body);
+
+    let answer = {
+        let (backend, key, wait) = (backend.clone(), key.clone(), settings.wait);
+        tokio::task::spawn_blocking(move || backend.begin(&key, fingerprint, wait)).await
+    };
+    let claim = match answer {
+        Ok(Ok(Answer::Claimed(claim))) => claim,
+        Ok(Ok(Answer::Replay(stored))) => return Ok(replay(stored)),
+        Ok(Ok(Answer::InProgress { retry_after })) => {
+            let mut response = problem(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is in progress",
+                "retry after the time in Retry-After; the first request's response will be replayed",
+            );
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            return Ok(response);
+        }
+        Ok(Ok(Answer::Mismatch)) => {
+            return Ok(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key reused with a different request",
+                "this key was first used with another payload; use a new key for a new request",
+            ));
+        }
+        Ok(Err(err)) => return Ok(unavailable(&err.to_string())),
+        Err(join) => return Ok(unavailable(&join.to_string())),
+    };
+
+    // Claimed: run the request, renewing the lease while it runs. A panic or
+    // a dropped future drops the claim, which stays in flight until its
+    // lease runs out: never released blindly.
+    let claim = Arc::new(claim);
+    let result = run_renewing(
+        &mut inner,
+        Request::from_parts(parts, ReqBody::from(body)),
+        &backend,
+        &claim,
+    )
+    .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            finish(&backend, claim, None).await;
+            return Err(err);
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            // The handler ran; its body failed. Leave the claim in flight.
+            drop(claim);
+            return Ok(problem(
+                StatusCode::BAD_GATEWAY,
+                "The response body failed",
+                &err.into().to_string(),
+            ));
+        }
+    };
+    let stored = stored_response(&parts, &body, &settings);
+    let keep = (settings.store_status)(parts.status)
+        && stored.stored_len() <= backend.max_response_bytes();
+    finish(&backend, claim, keep.then_some(stored)).await;
+    Ok(Response::from_parts(parts, ResBody::from(body)))
+}
+
+/// Calls the inner service; every third of a lease, renews the claim.
+async fn run_renewing<S, B, ReqBody>(
+    inner: &mut S,
+    request: Request<ReqBody>,
+    backend: &B,
+    claim: &Arc<B::Claim>,
+) -> Result<S::Response, S::Error>
+where
+    S: tower::Service<Request<ReqBody>>,
+    B: IdempotencyBackend,
+{
+    let period = (backend.lease() / 3).max(Duration::from_millis(10));
+    let call = inner.call(request);
+    tokio::pin!(call);
+    let mut renewing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                if let Some(handle) = renewing.take() {
+                    // Let a renewal in flight finish, so the claim is ours again.
+                    let _ = handle.await;
+                }
+                return result;
+            }
+            _ = ticks.tick(), if renewing.is_none() => {
+                let (backend, claim) = (backend.clone(), Arc::clone(claim));
+                renewing = Some(tokio::task::spawn_blocking(move || {
+                    // A lost lease surfaces when the request completes.
+                    let _ = backend.renew(&claim);
+                }));
+            }
+            _ = async { if let Some(handle) = renewing.as_mut() { let _ = handle.await; } }, if renewing.is_some() => {
+                renewing = None;
+            }
+        }
+    }
+}
+
+/// Completes the claim with `stored`, or releases it. Errors are not the
+/// client's concern: the response it gets is the handler's either way, and a
+/// claim that could not be finished stays in flight until its lease ends.
+async fn finish<B: IdempotencyBackend>(
+    backend: &B,
+    claim: Arc<B::Claim>,
+    stored: Option<StoredResponse>,
+) {
+    let Ok(claim) = Arc::try_unwrap(claim) else {
+        return;
+    };
+    let backend = backend.clone();
+    let _ = tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => backend.complete(claim, stored),
+        None => backend.release(claim),
+    })
+    .await;
+}
+
+/// The stored form of a response: status, the headers worth replaying, body.
+fn stored_response(
+    parts: &::http::response::Parts,
+    body: &Bytes,
+    settings: &Settings,
+) -> StoredResponse {
+    let mut stored = StoredResponse::new(parts.status.as_u16(), body.to_vec());
+    for (name, value) in &parts.headers {
+        let skip = HOP_BY_HOP.contains(&name.as_str()) || settings.deny_headers.contains(name);
+        if !skip {
+            stored = stored.with_header(name.as_str(), value.as_bytes());
+        }
+    }
+    stored
+}
+
+fn replay<ResBody: From<Bytes>>(stored: StoredResponse) -> Response<ResBody> {
+    let mut response = Response::new(ResBody::from(Bytes::from(stored.body().to_vec())));
+    *response.status_mut() = StatusCode::from_u16(stored.status()).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers.insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// Parses the header: the draft's structured-field string (`"abc"`) or the
+/// bare token clients send in practice.
+fn parse_key(value: &HeaderValue) -> Result<String, String> {
+    let text = value
+        .to_str()
+        .map_err(|_| "the header is not visible ASCII".to_string())?
+        .trim();
+    let Some(quoted) = text.strip_prefix('"') else {
+        return Ok(text.to_string());
+    };
+    let mut key = String::new();
+    let mut chars = quoted.chars();
+    loop {
+        match chars.next() {
+            Some('"') if chars.as_str().is_empty() => return Ok(key),
+            Some('"') => return Err("text after the closing quote".into()),
+            Some('\\') => match chars.next() {
+                Some(c @ ('"' | '\\')) => key.push(c),
+                _ => return Err("a backslash may only escape \" or \\".into()),
+            },
+            Some(c) => key.push(c),
+            None => return Err("the quoted string is not closed".into()),
+        }
+    }
+}
+
+fn unavailable<ResBody: From<Bytes>>(detail: &str) -> Response<ResBody> {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The idempotency store is unavailable",
+        detail,
+    )
+}
+
+/// An RFC 9457 problem response.
+fn problem<ResBody: From<Bytes>>(
+    status: StatusCode,
+    title: &str,
+    detail: &str,
+) -> Response<ResBody> {
+    let body = format!(
+        r#"{{"type":"about:blank","title":{},"status":{},"detail":{}}}"#,
+        json_string(title),
+        status.as_u16(),
+        json_string(detail)
+    );
+    let mut response = Response::new(ResBody::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        ::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_header_forms() {
+        let parse = |s: &str| parse_key(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(parse("abc-123").unwrap(), "abc-123");
+        assert_eq!(parse("\"abc-123\"").unwrap(), "abc-123");
+        assert_eq!(parse(r#""a\"b\\c""#).unwrap(), r#"a"b\c"#);
+        assert!(parse("\"open").is_err());
+        assert!(parse("\"a\"b").is_err());
+        assert!(parse(r#""a\x""#).is_err());
+    }
+
+    #[test]
+    fn problem_json_escapes() {
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+    }
+}

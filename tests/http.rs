@@ -1,0 +1,448 @@
+//! The tower layer over real HTTP: an axum server on an ephemeral port of
+//! 127.0.0.1 and a real HTTP client (feature `tower`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use idemkv::middleware::IdempotencyLayer;
+use idemkv::{Config, Store};
+use reqwest::Client;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// How many times the side effect ran.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+/// A charge: sleeps `?ms=` milliseconds (default 50), counts, answers 201
+/// with a body that names the execution, or the status in `?status=`, or a
+/// body of `?bytes=` bytes.
+async fn charge(
+    State(counter): State<Counter>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    body: String,
+) -> (StatusCode, HeaderMap, String) {
+    let ms = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let n = counter.0.fetch_add(1, Ordering::SeqCst) + 1;
+    if q.contains_key("panic") {
+        panic!("the handler crashed after charging");
+    }
+    let status = q
+        .get("status")
+        .and_then(|v| v.parse().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::CREATED);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-charge", n.to_string().parse().expect("header"));
+    headers.insert("set-cookie", "session=secret".parse().expect("header"));
+    let body = match q.get("bytes").and_then(|v| v.parse().ok()) {
+        Some(len) => "x".repeat(len),
+        None => format!("charge #{n} for {body}"),
+    };
+    (status, headers, body)
+}
+
+struct Server {
+    url: String,
+    counter: Counter,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(store: Store, layer: impl Fn(IdempotencyLayer) -> IdempotencyLayer) -> Server {
+        let counter = Counter::default();
+        let router = Router::new()
+            .route("/v1/charges", post(charge))
+            .layer(layer(IdempotencyLayer::new(store)))
+            .with_state(counter.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/v1/charges", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Server { url, counter, task }
+    }
+
+    fn executions(&self) -> u64 {
+        self.counter.0.load(Ordering::SeqCst)
+    }
+
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+fn store() -> Store {
+    Store::in_memory(Config::default()).expect("store")
+}
+
+async fn post_with(client: &Client, url: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+    let mut request = client.post(url).body(body.to_string());
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_replays_the_same_bytes_with_the_replay_header() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let first = post_with(&client, &server.url, Some("k-1"), r#"{"amount":100}"#).await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_charge = first.headers()["x-charge"].clone();
+    let first_body = first.bytes().await?;
+
+    let retry = post_with(&client, &server.url, Some("\"k-1\""), r#"{"amount":100}"#).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["x-charge"], first_charge);
+    assert!(
+        retry.headers().get("set-cookie").is_none(),
+        "set-cookie is not replayed"
+    );
+    assert_eq!(retry.bytes().await?, first_body);
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_different_payload_is_422_and_runs_nothing() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    assert_eq!(
+        post_with(&client, &server.url, Some("k-2"), "a")
+            .await
+            .status(),
+        201
+    );
+    let other = post_with(&client, &server.url, Some("k-2"), "b").await;
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = other.json().await?;
+    assert_eq!(problem["status"], 422);
+    assert!(
+        problem["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("different request"))
+    );
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let slow = {
+        let (client, url) = (client.clone(), format!("{}?ms=500", server.url));
+        tokio::spawn(async move { post_with(&client, &url, Some("k-3"), "x").await.status() })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let busy = post_with(&client, &format!("{}?ms=500", server.url), Some("k-3"), "x").await;
+    assert_eq!(busy.status(), 409);
+    let retry_after: u64 = busy.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(slow.await?, 201);
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_and_malformed_keys_are_400() -> TestResult {
+    let server = Server::start(store(), |l| l.require_key(true)).await;
+    let client = Client::new();
+    let missing = post_with(&client, &server.url, None, "x").await;
+    assert_eq!(missing.status(), 400);
+    let problem: serde_json::Value = missing.json().await?;
+    assert!(
+        problem["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("missing"))
+    );
+    for bad in ["\"unclosed", "has space", &"k".repeat(256)] {
+        let response = post_with(&client, &server.url, Some(bad), "x").await;
+        assert_eq!(response.status(), 400, "{bad:?}");
+    }
+    assert_eq!(server.executions(), 0);
+    server.stop().await;
+
+    // Not required: a request without a key passes through, every time.
+    let server = Server::start(store(), |l| l).await;
+    for _ in 0..2 {
+        assert_eq!(
+            post_with(&client, &server.url, None, "x").await.status(),
+            201
+        );
+    }
+    assert_eq!(server.executions(), 2);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wait_mode_answers_a_concurrent_retry_with_the_first_response() -> TestResult {
+    let server = Server::start(store(), |l| {
+        l.wait_for_in_flight(Some(Duration::from_secs(10)))
+    })
+    .await;
+    let client = Client::new();
+    let url = format!("{}?ms=300", server.url);
+    let first = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = post_with(&client, &url, Some("k-4"), "x").await;
+            (r.status(), r.bytes().await.expect("body"))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waited = post_with(&client, &url, Some("k-4"), "x").await;
+    assert_eq!(waited.status(), 201);
+    assert_eq!(waited.headers()["idempotent-replayed"], "true");
+    let waited_body = waited.bytes().await?;
+    let (status, body) = first.await?;
+    assert_eq!((status, body), (StatusCode::CREATED, waited_body));
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_identical_requests_run_the_side_effect_once() -> TestResult {
+    let server = Server::start(store(), |l| {
+        l.wait_for_in_flight(Some(Duration::from_secs(30)))
+    })
+    .await;
+    let client = Client::new();
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url.clone());
+            tokio::spawn(async move {
+                let r = post_with(&client, &url, Some("k-5"), "same").await;
+                (r.status(), r.bytes().await.expect("body"))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await?);
+    }
+    assert_eq!(server.executions(), 1);
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "every caller got the one response"
+    );
+    assert_eq!(answers[0].0, StatusCode::CREATED);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_too_large_to_store_passes_through_and_is_not_kept() -> TestResult {
+    let store = Store::in_memory(Config::default().max_response_bytes(1000))?;
+    let server = Server::start(store, |l| l).await;
+    let client = Client::new();
+    let url = format!("{}?bytes=5000", server.url);
+    let first = post_with(&client, &url, Some("k-6"), "x").await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(first.bytes().await?.len(), 5000);
+    // Not stored, and the claim was released: the retry runs again.
+    let retry = post_with(&client, &url, Some("k-6"), "x").await;
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(server.executions(), 2);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_errors_are_not_stored_so_a_retry_runs_again() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let url = format!("{}?status=503", server.url);
+    assert_eq!(
+        post_with(&client, &url, Some("k-7"), "x").await.status(),
+        503
+    );
+    assert_eq!(
+        post_with(&client, &server.url, Some("k-7"), "x")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(server.executions(), 2);
+    // A 4xx is an answer like any other: stored and replayed.
+    let url = format!("{}?status=402", server.url);
+    assert_eq!(
+        post_with(&client, &url, Some("k-8"), "x").await.status(),
+        402
+    );
+    let replay = post_with(&client, &url, Some("k-8"), "x").await;
+    assert_eq!(replay.status(), 402);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(server.executions(), 3);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scopes_keep_clients_apart() -> TestResult {
+    let server = Server::start(store(), |l| {
+        l.scope_with(|parts| {
+            let who = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("anonymous");
+            format!("{who} {}", parts.uri.path())
+        })
+    })
+    .await;
+    let client = Client::new();
+    let send = |who: &'static str| {
+        client
+            .post(&server.url)
+            .header("authorization", who)
+            .header("idempotency-key", "shared-key")
+            .body("x")
+            .send()
+    };
+    let alice = send("alice").await?;
+    let bob = send("bob").await?;
+    assert!(
+        bob.headers().get("idempotent-replayed").is_none(),
+        "bob never sees alice's response"
+    );
+    assert_ne!(alice.bytes().await?, bob.bytes().await?);
+    assert_eq!(server.executions(), 2);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_survives_a_server_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("http.redb");
+    let client = Client::new();
+    let first_body = {
+        let server = Server::start(Store::open(&path, Config::default())?, |l| l).await;
+        let first = post_with(&client, &server.url, Some("k-9"), "durable").await;
+        assert_eq!(first.status(), 201);
+        let body = first.bytes().await?;
+        server.stop().await;
+        body
+    };
+    // The router (and with it the store) is gone once the server task ends;
+    // the file can be opened again.
+    let store = reopen(&path).await?;
+    let server = Server::start(store, |l| l).await;
+    let retry = post_with(&client, &server.url, Some("k-9"), "durable").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.bytes().await?, first_body);
+    assert_eq!(
+        server.executions(),
+        0,
+        "the new process never ran the charge"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// Opens the store again once the previous server released it.
+async fn reopen(path: &std::path::Path) -> Result<Store, idemkv::Error> {
+    for _ in 0..200 {
+        match Store::open(path, Config::default()) {
+            Err(idemkv::Error::AlreadyOpen) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other,
+        }
+    }
+    Store::open(path, Config::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_methods_pass_through() -> TestResult {
+    let counter = Counter::default();
+    let router = Router::new()
+        .route("/v1/charges", axum::routing::put(charge))
+        .layer(IdempotencyLayer::new(store()))
+        .with_state(counter.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/charges", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let client = Client::new();
+    for _ in 0..2 {
+        let response = client
+            .put(&url)
+            .header("idempotency-key", "k-10")
+            .body("x")
+            .send()
+            .await?;
+        assert!(response.headers().get("idempotent-replayed").is_none());
+    }
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        2,
+        "PUT is not deduplicated by default"
+    );
+    task.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_handler_leaves_the_key_in_flight() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let url = format!("{}?panic=1", server.url);
+    // The connection dies with the handler: no response at all.
+    assert!(
+        client
+            .post(&url)
+            .header("idempotency-key", "k-11")
+            .body("x")
+            .send()
+            .await
+            .is_err()
+    );
+    // The charge may have happened: a retry is told to wait, not run again.
+    let retry = post_with(&client, &url, Some("k-11"), "x").await;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_handler_keeps_its_lease_alive() -> TestResult {
+    let store = Store::in_memory(Config::default().lease(Duration::from_millis(300)))?;
+    let server = Server::start(store, |l| l).await;
+    let client = Client::new();
+    let url = format!("{}?ms=1200", server.url);
+    let slow = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { post_with(&client, &url, Some("k-12"), "x").await.status() })
+    };
+    // Well past the 300 ms lease: without renewals this retry would take over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        post_with(&client, &url, Some("k-12"), "x").await.status(),
+        409
+    );
+    assert_eq!(slow.await?, 201);
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
