@@ -22,7 +22,7 @@
 //! | key required but missing, or malformed | 400 |
 //! | request body over the configured limit | 413 |
 //! | same key, different payload | 422 |
-//! | same key while the first request runs | 409 with `Retry-After` (or wait, if configured) |
+//! | same key while the first request runs | 409 with `Retry-After: 1` (or wait, if configured) |
 //! | same key and payload, completed | the stored response, plus `Idempotent-Replayed: true` |
 //! | the store failed | 503 |
 //!
@@ -498,7 +498,14 @@ where
                 "A request with this Idempotency-Key is in progress",
                 "retry after the time in Retry-After; the first request's response will be replayed",
             );
-            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            // The lease left is only an upper bound on how long the first
+            // request runs (a 60 s lease for a 50 ms handler); one second is
+            // the header's smallest unit and the usual advice.
+            let seconds = retry_after
+                .min(Duration::from_secs(1))
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(RETRY_AFTER, value);
             }
