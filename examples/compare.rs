@@ -198,14 +198,22 @@ fn row(state: u8, fp: &[u8; 32], body: &[u8]) -> Vec<u8> {
     row
 }
 
-fn judge_row(row: &[u8], fp: &[u8; 32]) -> Answer {
-    if row.len() < 33 || &row[1..33] != fp {
+/// The answer for a row of the SQL systems' idempotency table.
+fn judge_columns(stored_fp: &[u8], done: bool, body: Option<Vec<u8>>, fp: &[u8; 32]) -> Answer {
+    if stored_fp != fp {
         Answer::Mismatch
-    } else if row[0] == 0 {
+    } else if !done {
         Answer::Busy
     } else {
-        Answer::Replayed(row[33..].to_vec())
+        Answer::Replayed(body.unwrap_or_default())
     }
+}
+
+fn judge_row(row: &[u8], fp: &[u8; 32]) -> Answer {
+    if row.len() < 33 {
+        return Answer::Mismatch;
+    }
+    judge_columns(&row[1..33], row[0] != 0, Some(row[33..].to_vec()), fp)
 }
 
 impl Client for RawRedbClient {
@@ -314,13 +322,7 @@ impl SqliteClient {
             .prepare_cached("SELECT fp, state, body FROM idem WHERE k = ?1")?;
         let (stored_fp, state, stored_body): (Vec<u8>, i64, Option<Vec<u8>>) =
             select.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(if stored_fp != fp {
-            Answer::Mismatch
-        } else if state == 0 {
-            Answer::Busy
-        } else {
-            Answer::Replayed(stored_body.unwrap_or_default())
-        })
+        Ok(judge_columns(&stored_fp, state != 0, stored_body, fp))
     }
 }
 
@@ -385,16 +387,13 @@ impl Client for PostgresClient {
             "SELECT fp, state, body FROM idemkv_compare WHERE k = $1",
             &[&key],
         )?;
-        let stored_fp: Vec<u8> = row.get(0);
         let state: i16 = row.get(1);
-        let stored_body: Option<Vec<u8>> = row.get(2);
-        Ok(if stored_fp != fp {
-            Answer::Mismatch
-        } else if state == 0 {
-            Answer::Busy
-        } else {
-            Answer::Replayed(stored_body.unwrap_or_default())
-        })
+        Ok(judge_columns(
+            &row.get::<_, Vec<u8>>(0),
+            state != 0,
+            row.get(2),
+            fp,
+        ))
     }
 }
 
