@@ -53,6 +53,10 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
     type Claim: Send + Sync + 'static;
 
     /// `begin`, or `begin_wait` when `wait` is given.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the backend cannot do; the layer answers 503.
     fn begin(
         &self,
         key: &Key,
@@ -61,12 +65,26 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
     ) -> crate::Result<Answer<Self::Claim>>;
 
     /// Stores the response of a claimed request.
+    ///
+    /// # Errors
+    ///
+    /// A lost lease or a failed write; the client still gets the handler's
+    /// response, and the claim stays in flight until its lease runs out.
     fn complete(&self, claim: Self::Claim, response: StoredResponse) -> crate::Result<()>;
 
     /// Gives the key up without storing anything.
+    ///
+    /// # Errors
+    ///
+    /// As for `complete`.
     fn release(&self, claim: Self::Claim) -> crate::Result<()>;
 
     /// Keeps a long request's lease alive.
+    ///
+    /// # Errors
+    ///
+    /// A lost lease or a failed write; the layer lets the request finish,
+    /// and the outcome shows when it completes.
     fn renew(&self, claim: &Self::Claim) -> crate::Result<()>;
 
     /// The lease length, to pace renewals.
