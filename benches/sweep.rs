@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
 
-const N: usize = 10_000;
+const N: usize = 100_000;
 
 fn sweep(c: &mut Criterion) {
     let mut group = c.benchmark_group("sweep");

@@ -86,7 +86,15 @@ impl FaultyDisk {
         {
             self.tripped.store(true, Ordering::SeqCst);
             self.counts.injected.fetch_add(1, Ordering::Relaxed);
-            return Err(io::Error::other(format!("injected {kind:?} fault")));
+            // Write faults look like a full disk (ENOSPC); the others like EIO.
+            let error_kind = match kind {
+                Fault::Write => io::ErrorKind::StorageFull,
+                _ => io::ErrorKind::Other,
+            };
+            return Err(io::Error::new(
+                error_kind,
+                format!("injected {kind:?} fault"),
+            ));
         }
         Ok(())
     }
