@@ -58,8 +58,20 @@
 //! Concurrent callers share fsyncs: one committer thread applies everything
 //! queued in one write transaction (group commit).
 //!
-//! See `docs/design.md` in the repository for the states, the file format and
-//! the threads.
+//! # Retention
+//!
+//! Completed records are replayed for `Config::retention` (24 h by default)
+//! and read as absent afterwards; a background sweeper thread deletes them in
+//! small batches. Memory is bounded by `Config::cache_bytes` and
+//! `Config::storage_cache_bytes`, whatever the number of records.
+//!
+//! # HTTP
+//!
+//! With the `tower` feature, `middleware::IdempotencyLayer` puts all of
+//! this behind the `Idempotency-Key` header of an axum or hyper service.
+//!
+//! The repository's `docs/` explain the design (states, file format,
+//! threads), the benchmarks and the reliability testing.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

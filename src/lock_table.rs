@@ -6,7 +6,11 @@
 //! - An entry exists from the moment `begin` decides to claim a key until the
 //!   claim ends: its `complete`/`release` is durable, or it fails, or the
 //!   `Claim` is dropped. While it exists, no other `begin` for the key reaches
-//!   the disk; they are answered from the entry.
+//!   the disk; they are answered from the entry (once the holder's lease has
+//!   run out, the record decides between takeover, mismatch and a fresh
+//!   claim, read under the shard lock).
+//! - Each shard also holds its keys' part of the replay cache
+//!   ([`crate::cache`]), so `begin` decides in one critical section.
 //! - A `Held` entry with `busy == 0` has the same token and lease as the
 //!   durable record, so a takeover decided from it is the one the committer
 //!   will confirm.
