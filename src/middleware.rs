@@ -554,7 +554,10 @@ where
     let response = match result {
         Ok(response) => response,
         Err(err) => {
-            finish(&backend, claim, None).await;
+            // The inner service failed without a response: whether its side
+            // effect happened is unknown, so the claim is not released; it
+            // stays in flight until its lease runs out, as for a panic.
+            drop(claim);
             return Err(err);
         }
     };

@@ -446,3 +446,38 @@ async fn a_long_handler_keeps_its_lease_alive() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+/// A plain tower service (no axum, no socket) whose call fails: the error
+/// passes through unchanged and the key stays in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inner_error_passes_through_and_keeps_the_key_in_flight() -> TestResult {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{Layer, Service};
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let failing = {
+        let calls = Arc::clone(&calls);
+        tower::service_fn(move |_request: axum::http::Request<Full<Bytes>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<axum::http::Response<Full<Bytes>>, &'static str>("the upstream failed") }
+        })
+    };
+    let mut service = IdempotencyLayer::new(store()).layer(failing);
+    let request = || {
+        axum::http::Request::post("/v1/charges")
+            .header("idempotency-key", "k-13")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .expect("request")
+    };
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    assert_eq!(
+        service.call(request()).await.err(),
+        Some("the upstream failed")
+    );
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    let retry = service.call(request()).await?;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    Ok(())
+}
