@@ -12,25 +12,42 @@ use idemkv::{Begin, Config, Store, StoredResponse};
 
 const THREADS: usize = 16;
 
+/// Runs `f(thread index)` on `n` threads released together by a barrier and
+/// returns their results in thread order.
+fn race<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Result<Vec<T>, Box<dyn std::error::Error>> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|t| {
+            let (f, barrier) = (Arc::clone(&f), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                f(t)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "thread panicked".into()))
+        .collect()
+}
+
 #[test]
 fn one_key_many_threads_exactly_one_claim() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path().join("one-key.redb"), Config::default())?;
     for round in 0..20 {
         let k = key(&format!("contended-{round}"));
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
-                thread::spawn(move || {
-                    barrier.wait();
-                    store.begin(&k, fp("same"))
-                })
-            })
-            .collect();
+        let answers = race(THREADS, {
+            let (store, k) = (store.clone(), k.clone());
+            move |_| store.begin(&k, fp("same"))
+        })?;
         let mut claims = Vec::new();
-        for handle in handles {
-            match handle.join().map_err(|_| "thread panicked")?? {
+        for answer in answers {
+            match answer? {
                 Begin::Claimed(claim) => claims.push(claim),
                 Begin::InProgress { .. } => {}
                 other => panic!("round {round}: unexpected {other:?}"),
@@ -87,29 +104,25 @@ fn every_waiter_gets_the_winners_response() -> TestResult {
     let store = Store::in_memory(Config::default())?;
     for round in 0..10 {
         let k = key(&format!("hot-{round}"));
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
-                thread::spawn(move || -> Result<(bool, StoredResponse), idemkv::Error> {
-                    barrier.wait();
-                    match store.begin_wait(&k, fp("hot"), Duration::from_secs(60))? {
-                        Begin::Claimed(claim) => {
-                            // Give the others time to park behind the claim.
-                            thread::sleep(Duration::from_millis(5));
-                            let body = response(&format!("round {round} won by {t}"));
-                            store.complete(claim, body.clone())?;
-                            Ok((true, body))
-                        }
-                        Begin::Replay(body) => Ok((false, body)),
-                        other => panic!("unexpected {other:?}"),
+        let answers = race(THREADS, {
+            let store = store.clone();
+            move |t| -> Result<(bool, StoredResponse), idemkv::Error> {
+                match store.begin_wait(&k, fp("hot"), Duration::from_secs(60))? {
+                    Begin::Claimed(claim) => {
+                        // Give the others time to park behind the claim.
+                        thread::sleep(Duration::from_millis(5));
+                        let body = response(&format!("round {round} won by {t}"));
+                        store.complete(claim, body.clone())?;
+                        Ok((true, body))
                     }
-                })
-            })
-            .collect();
+                    Begin::Replay(body) => Ok((false, body)),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })?;
         let mut results = Vec::new();
-        for handle in handles {
-            results.push(handle.join().map_err(|_| "thread panicked")??);
+        for answer in answers {
+            results.push(answer?);
         }
         let winners: Vec<_> = results.iter().filter(|(won, _)| *won).collect();
         assert_eq!(winners.len(), 1, "round {round}");
@@ -127,19 +140,13 @@ fn takeover_races_have_one_winner() -> TestResult {
         let k = key(&format!("takeover-{round}"));
         let original = claimed(store.begin(&k, fp("a"))?);
         clock.advance(LEASE);
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (store, k, barrier) = (store.clone(), k.clone(), Arc::clone(&barrier));
-                thread::spawn(move || {
-                    barrier.wait();
-                    store.begin(&k, fp("a"))
-                })
-            })
-            .collect();
+        let answers = race(THREADS, {
+            let (store, k) = (store.clone(), k.clone());
+            move |_| store.begin(&k, fp("a"))
+        })?;
         let mut claims = Vec::new();
-        for handle in handles {
-            if let Begin::Claimed(claim) = handle.join().map_err(|_| "thread panicked")?? {
+        for answer in answers {
+            if let Begin::Claimed(claim) = answer? {
                 claims.push(claim);
             }
         }
