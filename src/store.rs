@@ -127,8 +127,13 @@ impl Store {
             opened.live_records,
         )?;
         let sweeper = match committer.submitter() {
-            Some(submitter) => Sweeper::start(submitter, config.clone(), Arc::clone(&counters))
-                .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?,
+            Some(submitter) => Sweeper::start(
+                submitter,
+                Arc::clone(&db),
+                config.clone(),
+                Arc::clone(&counters),
+            )
+            .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?,
             None => return Err(Error::Closed),
         };
         Ok(Store {
@@ -582,7 +587,13 @@ impl Store {
     pub fn sweep_expired(&self) -> Result<u64> {
         let inner = &*self.inner;
         let submitter = inner.committer.submitter().ok_or(Error::Closed)?;
-        sweeper::sweep(&submitter, &inner.config, &inner.counters, || false)
+        sweeper::sweep(
+            &submitter,
+            &inner.db,
+            &inner.config,
+            &inner.counters,
+            || false,
+        )
     }
 
     /// Compacts the store file at `path` in place, returning freed space to the

@@ -12,17 +12,24 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redb::Database;
 
 use crate::committer::{Op, Outcome, Submitter};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::{Counters, add, bump};
+use crate::storage;
 
 /// Deletes every record expired by the store's clock, `batch` records per
 /// write transaction; stops early (between batches) once `stop` says so.
 /// Returns how many records were deleted.
+///
+/// A sweep first reads the oldest entry of the expiry index; when nothing is
+/// due it submits nothing, so an idle store makes no write (no commit, no
+/// fsync) however often the sweeper wakes.
 pub(crate) fn sweep(
     submitter: &Submitter,
+    db: &Database,
     config: &Config,
     counters: &Counters,
     stop: impl Fn() -> bool,
@@ -30,6 +37,11 @@ pub(crate) fn sweep(
     let started = Instant::now();
     let mut total = 0;
     let result = loop {
+        match storage::anything_due(db, config.now_ms()) {
+            Ok(true) => {}
+            Ok(false) => break Ok(total),
+            Err(err) => break Err(err),
+        }
         match submitter.submit(Op::Sweep {
             limit: config.sweep_batch,
         }) {
@@ -70,6 +82,7 @@ impl Sweeper {
     /// Starts the thread, or nothing if `config` turns it off.
     pub fn start(
         submitter: Submitter,
+        db: Arc<Database>,
         config: Config,
         counters: Arc<Counters>,
     ) -> std::io::Result<Sweeper> {
@@ -82,7 +95,7 @@ impl Sweeper {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("idemkv-sweeper".into())
-            .spawn(move || run(submitter, config, counters, interval, stopped))?;
+            .spawn(move || run(submitter, &db, config, counters, interval, stopped))?;
         Ok(Sweeper {
             stop: Some(stop),
             thread: Some(thread),
@@ -92,6 +105,7 @@ impl Sweeper {
 
 fn run(
     submitter: Submitter,
+    db: &Database,
     config: Config,
     counters: Arc<Counters>,
     interval: Duration,
@@ -111,7 +125,7 @@ fn run(
         }
         // A failed sweep (the store is poisoned or closing) is retried at the
         // next tick; the error itself reaches callers of the write path.
-        let _ = sweep(&submitter, &config, &counters, should_stop);
+        let _ = sweep(&submitter, db, &config, &counters, should_stop);
     }
 }
 

@@ -47,11 +47,17 @@ fn the_sweeper_deletes_expired_records_by_itself_and_not_earlier() -> TestResult
     assert_eq!(store.metrics().live_records, 50);
 
     clock.advance(RETENTION - Duration::from_millis(1));
-    // Several sweeps run; none may delete a record that has not expired.
-    let before = store.metrics().sweeps;
-    wait_for(&store, "three sweeps", |m| m.sweeps >= before + 3);
-    assert_eq!(store.metrics().expired, 0);
-    assert_eq!(store.metrics().live_records, 50);
+    // Several sweeps run; none may delete a record that has not expired, and
+    // with nothing due none of them writes.
+    let before = store.metrics();
+    wait_for(&store, "three sweeps", |m| m.sweeps >= before.sweeps + 3);
+    let after = store.metrics();
+    assert_eq!(after.expired, 0);
+    assert_eq!(after.live_records, 50);
+    assert_eq!(
+        after.commits, before.commits,
+        "a sweep with nothing due wrote"
+    );
     replayed(store.begin(&key("bg-0"), fp("a"))?);
 
     clock.advance(Duration::from_millis(1));
@@ -59,6 +65,30 @@ fn the_sweeper_deletes_expired_records_by_itself_and_not_earlier() -> TestResult
     assert_eq!(m.live_records, 0);
     assert!(m.last_sweep_unix_ms > 0);
     assert!(store.get(&key("bg-0"))?.is_none());
+    Ok(())
+}
+
+#[test]
+fn an_idle_store_makes_no_write() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (config, _clock) = sweeping_config();
+    let store = Store::open(dir.path().join("idle.redb"), config)?;
+    let empty = store.metrics();
+    wait_for(&store, "three sweeps of an empty store", |m| {
+        m.sweeps >= empty.sweeps + 3
+    });
+    assert_eq!(store.metrics().commits, empty.commits);
+
+    // With records that are not due yet, still nothing is written.
+    complete_n(&store, "idle", 10)?;
+    let busy = store.metrics();
+    wait_for(&store, "three more sweeps", |m| m.sweeps >= busy.sweeps + 3);
+    let idle = store.metrics();
+    assert_eq!(
+        idle.commits, busy.commits,
+        "the sweeper wrote to an idle store"
+    );
+    assert_eq!(idle.committed_ops, busy.committed_ops);
     Ok(())
 }
 
@@ -266,7 +296,7 @@ fn compact_shrinks_a_file_whose_records_are_gone() -> TestResult {
         assert_eq!(store.sweep_expired()?, 5_001);
         assert!(matches!(
             Store::compact(&path),
-            Err(idemkv::Error::AlreadyOpen)
+            Err(idemkv::Error::AlreadyOpen { .. })
         ));
     }
     let report = Store::compact(&path)?;
