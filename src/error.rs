@@ -96,10 +96,14 @@ pub enum Error {
 
     /// Another `Store` (in this or another process) has the file open.
     #[error(
-        "the store file is already open by another Store or process; \
-         share one Store handle (it is Clone) instead of opening the file twice"
+        "{path} is already open by another Store or process; \
+         share one Store handle (it is Clone) instead of opening the file twice, \
+         or stop the process that has it open"
     )]
-    AlreadyOpen,
+    AlreadyOpen {
+        /// The path that was opened.
+        path: PathBuf,
+    },
 
     /// A `Config` value is out of range.
     #[error("invalid configuration: {0}")]
@@ -164,7 +168,9 @@ from_redb!(
 
 fn storage(err: redb::Error) -> Error {
     match err {
-        redb::Error::DatabaseAlreadyOpen => Error::AlreadyOpen,
+        redb::Error::DatabaseAlreadyOpen => Error::AlreadyOpen {
+            path: PathBuf::from("<unknown path>"),
+        },
         redb::Error::Corrupted(detail) => Error::Corrupted { detail },
         other => Error::Storage(Box::new(other)),
     }

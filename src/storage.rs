@@ -89,6 +89,9 @@ fn open_file_unshielded(path: &Path, cache_bytes: usize) -> Result<Database> {
                     source: io,
                 }
             }
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+                path: path.to_path_buf(),
+            },
             other => other.into(),
         })
 }
@@ -182,6 +185,19 @@ fn read_record_unshielded(db: &Database, key: &Key) -> Result<Option<StoredRecor
         }
     }
     Ok(None)
+}
+
+/// Whether any record's expiry time has come: one read of the first entry of
+/// the `expiry` index, so a sweeper with nothing to do writes nothing.
+pub(crate) fn anything_due(db: &Database, now_ms: u64) -> Result<bool> {
+    shielded(|| {
+        let txn = db.begin_read()?;
+        let expiry = txn.open_table(EXPIRY)?;
+        Ok(match expiry.first()? {
+            Some((index, _)) => index.value().0 <= now_ms,
+            None => false,
+        })
+    })
 }
 
 /// Where a stored record lives and when it expires: what rewriting or

@@ -70,14 +70,18 @@ fn a_second_open_of_the_same_file_is_refused() -> TestResult {
     let path = dir.path().join("once.redb");
     let store = Store::open(&path, Config::default())?;
     let err = Store::open(&path, Config::default()).expect_err("second open");
-    assert!(matches!(err, Error::AlreadyOpen), "{err:?}");
+    assert!(
+        matches!(&err, Error::AlreadyOpen { path: p } if *p == path),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("Clone"));
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     // Dropping the last handle closes the file (the committer is joined).
     let clone = store.clone();
     drop(store);
     assert!(matches!(
         Store::open(&path, Config::default()),
-        Err(Error::AlreadyOpen)
+        Err(Error::AlreadyOpen { .. })
     ));
     drop(clone);
     Store::open(&path, Config::default())?;
