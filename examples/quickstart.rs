@@ -8,11 +8,23 @@
 //! Run it twice: the second run finds the first run's completed request in
 //! the file and replays it instead of charging again.
 
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // Errors are printed with Display: idemkv's messages say what to do.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "idem.redb".into());

@@ -67,8 +67,9 @@
 //!
 //! # HTTP
 //!
-//! With the `tower` feature, `middleware::IdempotencyLayer` puts all of
-//! this behind the `Idempotency-Key` header of an axum or hyper service.
+//! The `idemkv-http` crate (the `http/` member of this repository) puts all
+//! of this behind the `Idempotency-Key` header of an axum, hyper or tower
+//! service with one `IdempotencyLayer`.
 //!
 //! The repository's `docs/` explain the design (states, file format,
 //! threads), the benchmarks and the reliability testing.
@@ -86,8 +87,6 @@ mod fingerprint;
 mod key;
 mod lock_table;
 mod metrics;
-#[cfg(feature = "tower")]
-pub mod middleware;
 mod outcome;
 mod record;
 mod response;

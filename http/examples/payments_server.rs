@@ -1,7 +1,7 @@
 //! A payments API made idempotent with one `.layer(...)`.
 //!
 //! ```text
-//! cargo run --release --example payments_server --features tower -- --listen 127.0.0.1:3000 --db ./payments.redb
+//! cargo run --release -p idemkv-http --example payments_server -- --listen 127.0.0.1:3000 --db ./payments.redb
 //! ```
 //!
 //! - `POST /v1/charges` with `{"amount": 1200, "currency": "eur"}` performs a
@@ -21,8 +21,8 @@ use axum::extract::{MatchedPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idemkv::middleware::IdempotencyLayer;
 use idemkv::{Config, Store};
+use idemkv_http::{IdempotencyLayer, credential_scope};
 use serde::Deserialize;
 
 #[derive(Clone)]
@@ -103,7 +103,18 @@ fn arg(name: &str, default: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    // Errors are printed with Display: idemkv's messages say what to do.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listen = arg("--listen", "127.0.0.1:3000");
     let db = arg("--db", "./payments.redb");
     let store = Store::open(&db, Config::default())?;
@@ -115,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Hashed: the scope is stored in every record, a credential should not be.
         let principal = parts.headers.get("authorization").map_or_else(
             || "anonymous".to_string(),
-            |v| blake3::hash(v.as_bytes()).to_hex()[..32].to_string(),
+            |v| credential_scope(v.as_bytes()),
         );
         let route = parts
             .extensions

@@ -1,8 +1,8 @@
 //! How replay latency, file size and memory behave as the store grows.
 //!
 //! ```text
-//! cargo run --release --example scale                          # up to 10M records
-//! cargo run --release --example scale -- --records 1000000
+//! cargo run --release -p idemkv-bench --bin scale   # up to 10M records
+//! cargo run --release -p idemkv-bench --bin scale -- --records 1000000
 //! ```
 //!
 //! Fills a store with completed records (256-byte bodies) through the public
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 
-type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
 
 const THREADS: u64 = 64;
 const SAMPLES: usize = 200_000;
@@ -89,7 +89,11 @@ fn micros(d: Duration) -> String {
     format!("{:.2} µs", d.as_secs_f64() * 1e6)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(run)
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let records: u64 = args
         .iter()

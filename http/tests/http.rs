@@ -1,5 +1,5 @@
 //! The tower layer over real HTTP: an axum server on an ephemeral port of
-//! 127.0.0.1 and a real HTTP client (feature `tower`).
+//! 127.0.0.1 and a real HTTP client .
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,8 +9,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use idemkv::middleware::IdempotencyLayer;
 use idemkv::{Config, Store};
+use idemkv_http::IdempotencyLayer;
 use reqwest::Client;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -155,6 +155,14 @@ async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResul
     assert_eq!(busy.status(), 409);
     let retry_after: u64 = busy.headers()["retry-after"].to_str()?.parse()?;
     assert!((1..=60).contains(&retry_after));
+    // The detail says what is known (another attempt holds the key), and
+    // promises no replay: that attempt may have died.
+    let problem: serde_json::Value = busy.json().await?;
+    let detail = problem["detail"].as_str().ok_or("no detail")?;
+    assert_eq!(
+        detail,
+        format!("another attempt holds this key; retry after {retry_after} s")
+    );
     assert_eq!(slow.await?, 201);
     assert_eq!(server.executions(), 1);
     server.stop().await;
@@ -364,7 +372,9 @@ async fn a_replay_survives_a_server_restart() -> TestResult {
 async fn reopen(path: &std::path::Path) -> Result<Store, idemkv::Error> {
     for _ in 0..200 {
         match Store::open(path, Config::default()) {
-            Err(idemkv::Error::AlreadyOpen) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(idemkv::Error::AlreadyOpen { .. }) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
             other => return other,
         }
     }

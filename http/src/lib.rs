@@ -1,11 +1,12 @@
-//! HTTP middleware (feature `tower`): the `Idempotency-Key` header of the
-//! IETF httpapi draft, backed by a [`Store`], for axum, hyper and any tower
-//! service.
+//! HTTP middleware for idemkv: the `Idempotency-Key` header of the IETF
+//! httpapi draft, backed by an idemkv [`Store`], for axum, hyper and any
+//! tower service.
 //!
 //! ```no_run
 //! # async fn charge() -> &'static str { "charged" }
 //! use axum::{Router, routing::post};
-//! use idemkv::{Config, Store, middleware::IdempotencyLayer};
+//! use idemkv::{Config, Store};
+//! use idemkv_http::IdempotencyLayer;
 //!
 //! let store = Store::open("payments.redb", Config::default())?;
 //! let app: Router = Router::new()
@@ -27,6 +28,30 @@
 //! | the store failed | 503 |
 //!
 //! Error bodies are `application/problem+json` (RFC 9457). See `docs/http.md`.
+//!
+//! # Scopes
+//!
+//! Every key lives in a scope, so equal keys sent to different endpoints (or
+//! by different tenants) name different records. The default scope is
+//! [`default_scope`]: the method and the path, `"POST /v1/charges"`. An
+//! operator who wants to inspect or remove a key with
+//! [`Store::get`]/[`Store::remove`] builds the same [`Key`]:
+//!
+//! ```
+//! let request = http::Request::post("/v1/charges?expand=fee").body(())?;
+//! let (parts, ()) = request.into_parts();
+//! let scope = idemkv_http::default_scope(&parts);
+//! assert_eq!(scope, "POST /v1/charges");
+//! let key = idemkv::Key::new(&scope, "order-1001")?;
+//! # let _ = key;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Scope by the caller's identity with [`IdempotencyLayer::scope_with`];
+//! [`credential_scope`] turns a credential into a digest fit to be stored.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::fmt;
 use std::future::Future;
@@ -40,7 +65,7 @@ use ::http::{Method, Request, Response, StatusCode, request};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use crate::{Begin, Claim, Fingerprint, Key, Store, StoredResponse};
+use idemkv::{Begin, Claim, Fingerprint, Key, Store, StoredResponse};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,7 +87,7 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
         key: &Key,
         fingerprint: Fingerprint,
         wait: Option<Duration>,
-    ) -> crate::Result<Answer<Self::Claim>>;
+    ) -> idemkv::Result<Answer<Self::Claim>>;
 
     /// Stores the response of a claimed request.
     ///
@@ -70,14 +95,14 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
     ///
     /// A lost lease or a failed write; the client still gets the handler's
     /// response, and the claim stays in flight until its lease runs out.
-    fn complete(&self, claim: Self::Claim, response: StoredResponse) -> crate::Result<()>;
+    fn complete(&self, claim: Self::Claim, response: StoredResponse) -> idemkv::Result<()>;
 
     /// Gives the key up without storing anything.
     ///
     /// # Errors
     ///
     /// As for `complete`.
-    fn release(&self, claim: Self::Claim) -> crate::Result<()>;
+    fn release(&self, claim: Self::Claim) -> idemkv::Result<()>;
 
     /// Keeps a long request's lease alive.
     ///
@@ -85,7 +110,7 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
     ///
     /// A lost lease or a failed write; the layer lets the request finish,
     /// and the outcome shows when it completes.
-    fn renew(&self, claim: &Self::Claim) -> crate::Result<()>;
+    fn renew(&self, claim: &Self::Claim) -> idemkv::Result<()>;
 
     /// The lease length, to pace renewals.
     fn lease(&self) -> Duration;
@@ -118,7 +143,7 @@ impl IdempotencyBackend for Store {
         key: &Key,
         fingerprint: Fingerprint,
         wait: Option<Duration>,
-    ) -> crate::Result<Answer<Claim>> {
+    ) -> idemkv::Result<Answer<Claim>> {
         let begin = match wait {
             Some(timeout) => self.begin_wait(key, fingerprint, timeout)?,
             None => Store::begin(self, key, fingerprint)?,
@@ -131,15 +156,15 @@ impl IdempotencyBackend for Store {
         })
     }
 
-    fn complete(&self, claim: Claim, response: StoredResponse) -> crate::Result<()> {
+    fn complete(&self, claim: Claim, response: StoredResponse) -> idemkv::Result<()> {
         Store::complete(self, claim, response)
     }
 
-    fn release(&self, claim: Claim) -> crate::Result<()> {
+    fn release(&self, claim: Claim) -> idemkv::Result<()> {
         Store::release(self, claim)
     }
 
-    fn renew(&self, claim: &Claim) -> crate::Result<()> {
+    fn renew(&self, claim: &Claim) -> idemkv::Result<()> {
         Store::renew(self, claim)
     }
 
@@ -168,6 +193,30 @@ const HOP_BY_HOP: [&str; 8] = [
     "content-length",
 ];
 
+/// The layer's default scope: the request's method and path, as in
+/// `"POST /v1/charges"` (no query string, no host). Build a [`Key`] with it
+/// to look up or remove a key the layer stored under the default settings.
+pub fn default_scope(parts: &request::Parts) -> String {
+    format!("{} {}", parts.method, parts.uri.path())
+}
+
+/// A digest of a credential (an `Authorization` header value, an API key)
+/// fit to be part of a scope: 32 hex characters of a keyed blake3 hash. The
+/// scope is stored in every record, the raw credential never should be.
+///
+/// ```
+/// let alice = idemkv_http::credential_scope(b"Bearer sk_test_alice");
+/// assert_eq!(alice.len(), 32);
+/// assert_ne!(alice, idemkv_http::credential_scope(b"Bearer sk_test_bob"));
+/// ```
+pub fn credential_scope(credential: &[u8]) -> String {
+    const CONTEXT: &str = "idemkv-http 2026 credential scope v1";
+    let digest = blake3::Hasher::new_derive_key(CONTEXT)
+        .update(credential)
+        .finalize();
+    digest.to_hex()[..32].to_string()
+}
+
 #[derive(Clone)]
 struct Settings {
     header: HeaderName,
@@ -189,7 +238,7 @@ impl Default for Settings {
             methods: vec![Method::POST, Method::PATCH],
             applies: None,
             require_key: false,
-            scope: Arc::new(|parts| format!("{} {}", parts.method, parts.uri.path())),
+            scope: Arc::new(default_scope),
             fingerprint: Arc::new(|parts, body| {
                 Fingerprint::builder()
                     .part(parts.method.as_str().as_bytes())
@@ -273,9 +322,10 @@ impl<B> IdempotencyLayer<B> {
         self
     }
 
-    /// The scope a key lives in (default: method and path). Scope by tenant,
-    /// API key or authenticated principal so that one client's key can never
-    /// reach another client's stored response.
+    /// The scope a key lives in (default: [`default_scope`], the method and
+    /// path). Scope by tenant, API key or authenticated principal so that one
+    /// client's key can never reach another client's stored response;
+    /// [`credential_scope`] digests a credential for that.
     pub fn scope_with(
         mut self,
         f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,
@@ -511,11 +561,6 @@ where
         Ok(Ok(Answer::Claimed(claim))) => claim,
         Ok(Ok(Answer::Replay(stored))) => return Ok(replay(stored)),
         Ok(Ok(Answer::InProgress { retry_after })) => {
-            let mut response = problem(
-                StatusCode::CONFLICT,
-                "A request with this Idempotency-Key is in progress",
-                "retry after the time in Retry-After; the first request's response will be replayed",
-            );
             // The lease left is only an upper bound on how long the first
             // request runs (a 60 s lease for a 50 ms handler); one second is
             // the header's smallest unit and the usual advice.
@@ -524,6 +569,14 @@ where
                 .as_secs_f64()
                 .ceil()
                 .max(1.0) as u64;
+            // Only this is known: another attempt holds the key. It may
+            // finish (a retry then gets its response) or may have died (a
+            // retry after its lease runs it again).
+            let mut response = problem(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is in progress",
+                &format!("another attempt holds this key; retry after {seconds} s"),
+            );
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(RETRY_AFTER, value);
             }

@@ -2,8 +2,8 @@
 //! sweep cost the claims running beside it?
 //!
 //! ```text
-//! cargo run --release --example soak                        # about 3 minutes
-//! cargo run --release --example soak -- --seconds 30 --retention 2
+//! cargo run --release -p idemkv-bench --bin soak   # about 3 minutes
+//! cargo run --release -p idemkv-bench --bin soak -- --seconds 30 --retention 2
 //! ```
 //!
 //! Part 1, churn: 64 threads claim and complete fresh keys for `--seconds`
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
 
-type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
 
 fn arg(name: &str, default: u64) -> Result<u64> {
     let args: Vec<String> = std::env::args().collect();
@@ -220,7 +220,11 @@ fn sweep_impact(dir: &std::path::Path, sweep_batch: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(run)
+}
+
+fn run() -> Result<()> {
     let seconds = arg("--seconds", 150)?;
     let retention = arg("--retention", 10)?;
     let dir = tempfile::Builder::new()

@@ -1,8 +1,8 @@
 //! Side-by-side comparison: idemkv against what a user would build instead.
 //!
 //! ```text
-//! cargo run --release --example compare                 # everything, default sizes
-//! cargo run --release --example compare -- --quick      # smaller runs (CI smoke)
+//! cargo run --release -p idemkv-bench --bin compare   # everything, default sizes
+//! cargo run --release -p idemkv-bench --bin compare -- --quick   # smaller runs (CI smoke)
 //! ```
 //!
 //! Every system runs the same workloads with the same 256-byte responses:
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use idemkv_bench::BoxError;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const CLIENTS: usize = 64;
@@ -780,7 +780,11 @@ fn fill(system: &Idemkv, keys: &[String], body: &[u8]) -> Result<()> {
 
 // ---------------------------------------------------------------- main
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(run)
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only_probes = args.iter().any(|a| a == "--probes");

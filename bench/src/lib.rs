@@ -1,0 +1,21 @@
+//! Shared by the comparison programs in `src/bin/`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::process::ExitCode;
+
+/// Any error a comparison program stops on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a program's body and prints its error with `Display` (idemkv's
+/// messages say what to do; `Debug` would hide that), exiting non-zero.
+pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
