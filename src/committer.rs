@@ -1,14 +1,21 @@
 //! The committer: the one thread that writes to the redb file.
 //!
-//! Callers send [`Op`]s over a channel and block on a reply. The committer
-//! takes everything queued (up to [`MAX_BATCH`]), applies the batch in one
-//! write transaction, commits once (one fsync under `Durability::Immediate`)
-//! and only then answers every caller in the batch. Under load N concurrent
-//! claims share one fsync.
+//! Callers send a [`Request`] over a channel and block on its reply. The
+//! committer takes everything queued (up to [`MAX_BATCH`]), applies the batch
+//! in one write transaction, commits once (one fsync under
+//! `Durability::Immediate`) and only then answers every caller in the batch.
+//! Under load N concurrent claims share one fsync.
+//!
+//! Every operation has its own reply type ([`Granted`], [`Completed`],
+//! [`Renewed`], [`Swept`], ...), carried in its own request variant, so a
+//! caller gets exactly the answer its operation can give.
 //!
 //! Invariants:
 //! - No caller is answered before the commit that covers its operation
 //!   returned; if the commit fails, every caller in the batch gets the error.
+//! - Holder operations (complete, release, renew) are judged here, against
+//!   the record read inside the write transaction: a token that no longer
+//!   holds the key is `LeaseLost`, and nothing else refuses a holder.
 //! - After any storage failure the committer is poisoned: it answers
 //!   `Error::Poisoned` to every later write instead of writing into a database
 //!   in an unknown state. Reopening the store clears it.
@@ -26,13 +33,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use redb::Database;
 
+use crate::clock::StoreTime;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
-use crate::record::{Decision, StoredRecord, StoredState, decide};
+use crate::record::{StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
 use crate::storage::{self, META, META_TOKEN_CEILING, WriteTables};
 
@@ -45,53 +53,115 @@ const LINGER: Duration = Duration::from_micros(200);
 /// Fencing tokens reserved (and persisted) at a time.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
 
-/// One write, as a caller asks for it.
-#[derive(Debug)]
-pub(crate) enum Op {
+/// A claim the committer wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Granted {
+    pub token: u64,
+    pub lease_until_ms: u64,
+    pub takeover: bool,
+}
+
+/// A completion the committer wrote; the record expires at `expires_at_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Completed {
+    pub expires_at_ms: u64,
+}
+
+/// A renewal the committer wrote: the new lease end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Renewed {
+    pub lease_until_ms: u64,
+}
+
+/// One sweep batch: records deleted, and whether more may be due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub deleted: u64,
+    pub more: bool,
+}
+
+/// Where one operation's answer goes once the commit that covers it returned.
+struct Reply<T> {
+    sender: Sender<Result<T>>,
+    /// Set while the batch is applied; sent after the commit.
+    answer: Option<Result<T>>,
+}
+
+impl<T> Reply<T> {
+    fn new(sender: Sender<Result<T>>) -> Reply<T> {
+        Reply {
+            sender,
+            answer: None,
+        }
+    }
+
+    fn send(self) {
+        // A caller that gave up waiting has dropped its receiver.
+        let answer = self.answer.unwrap_or(Err(Error::Closed));
+        let _ = self.sender.send(answer);
+    }
+
+    fn fail(self, err: Error) {
+        let _ = self.sender.send(Err(err));
+    }
+}
+
+/// One write, as a caller asks for it, with its reply.
+enum Request {
     /// Claim `key` if the decision rule still says so inside the transaction.
-    Claim { key: Key, fingerprint: Fingerprint },
+    Claim {
+        key: Key,
+        fingerprint: Fingerprint,
+        reply: Reply<Begin<Granted>>,
+    },
     /// Store the response of the claim with `token`.
     Complete {
         key: Key,
         token: u64,
         response: StoredResponse,
+        reply: Reply<Completed>,
     },
     /// Delete the in-flight record of the claim with `token`.
-    Release { key: Key, token: u64 },
-    /// Extend the lease of the claim with `token`.
-    Renew { key: Key, token: u64 },
-    /// Delete whatever is stored for `key`.
-    Remove { key: Key },
-    /// Delete up to `limit` expired records.
-    Sweep { limit: usize },
-}
-
-/// What a successful operation did.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// A claim was written.
-    Claimed {
+    Release {
+        key: Key,
         token: u64,
-        lease_until_ms: u64,
-        takeover: bool,
+        reply: Reply<()>,
     },
-    /// A `Claim` op found the key not claimable after all.
-    Answer(Begin),
-    /// Complete applied; the record expires at `expires_at_ms`.
-    Completed { expires_at_ms: u64 },
-    /// Release applied.
-    Released,
-    /// Renew applied; the new lease end.
-    Renewed { lease_until_ms: u64 },
-    /// Remove applied; whether a live record was deleted.
-    Removed(bool),
-    /// Sweep applied: records deleted, and whether more may be due.
-    Swept { deleted: u64, more: bool },
+    /// Extend the lease of the claim with `token`.
+    Renew {
+        key: Key,
+        token: u64,
+        reply: Reply<Renewed>,
+    },
+    /// Delete whatever is stored for `key`; answers whether a live record
+    /// was deleted.
+    Remove { key: Key, reply: Reply<bool> },
+    /// Delete up to `limit` expired records.
+    Sweep { limit: usize, reply: Reply<Swept> },
 }
 
-struct Request {
-    op: Op,
-    reply: Sender<Result<Outcome>>,
+impl Request {
+    fn send(self) {
+        match self {
+            Request::Claim { reply, .. } => reply.send(),
+            Request::Complete { reply, .. } => reply.send(),
+            Request::Release { reply, .. } => reply.send(),
+            Request::Renew { reply, .. } => reply.send(),
+            Request::Remove { reply, .. } => reply.send(),
+            Request::Sweep { reply, .. } => reply.send(),
+        }
+    }
+
+    fn fail(self, err: Error) {
+        match self {
+            Request::Claim { reply, .. } => reply.fail(err),
+            Request::Complete { reply, .. } => reply.fail(err),
+            Request::Release { reply, .. } => reply.fail(err),
+            Request::Renew { reply, .. } => reply.fail(err),
+            Request::Remove { reply, .. } => reply.fail(err),
+            Request::Sweep { reply, .. } => reply.fail(err),
+        }
+    }
 }
 
 /// The caller's side: a handle that submits operations and, when dropped,
@@ -102,19 +172,63 @@ pub(crate) struct Committer {
 }
 
 /// A cloneable way to submit operations, for other threads (the sweeper).
+/// Every method blocks until the commit that covers its operation returned.
 #[derive(Clone)]
 pub(crate) struct Submitter {
     sender: Sender<Request>,
 }
 
 impl Submitter {
-    /// Sends `op` and blocks until the commit that covers it returned.
-    pub fn submit(&self, op: Op) -> Result<Outcome> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
+    fn submit<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (sender, answer) = crossbeam_channel::bounded(1);
         self.sender
-            .send(Request { op, reply })
+            .send(request(Reply::new(sender)))
             .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    pub fn claim(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin<Granted>> {
+        self.submit(|reply| Request::Claim {
+            key: key.clone(),
+            fingerprint,
+            reply,
+        })
+    }
+
+    pub fn complete(&self, key: &Key, token: u64, response: StoredResponse) -> Result<Completed> {
+        self.submit(|reply| Request::Complete {
+            key: key.clone(),
+            token,
+            response,
+            reply,
+        })
+    }
+
+    pub fn release(&self, key: &Key, token: u64) -> Result<()> {
+        self.submit(|reply| Request::Release {
+            key: key.clone(),
+            token,
+            reply,
+        })
+    }
+
+    pub fn renew(&self, key: &Key, token: u64) -> Result<Renewed> {
+        self.submit(|reply| Request::Renew {
+            key: key.clone(),
+            token,
+            reply,
+        })
+    }
+
+    pub fn remove(&self, key: &Key) -> Result<bool> {
+        self.submit(|reply| Request::Remove {
+            key: key.clone(),
+            reply,
+        })
+    }
+
+    pub fn sweep(&self, limit: usize) -> Result<Swept> {
+        self.submit(|reply| Request::Sweep { limit, reply })
     }
 }
 
@@ -122,6 +236,7 @@ impl Committer {
     pub fn start(
         db: Arc<Database>,
         config: Config,
+        time: Arc<StoreTime>,
         counters: Arc<Counters>,
         token_ceiling: u64,
         live_records: u64,
@@ -131,6 +246,7 @@ impl Committer {
         let worker = Worker {
             db,
             config,
+            time,
             counters,
             token_seq: token_ceiling,
             token_ceiling,
@@ -141,22 +257,16 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("idemkv-committer".into())
             .spawn(move || worker.run(receiver))
-            .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?;
+            .map_err(Error::io)?;
         Ok(Committer {
             submitter: Some(Submitter { sender }),
             thread: Some(thread),
         })
     }
 
-    /// Sends `op` and blocks until the commit that covers it returned.
-    pub fn submit(&self, op: Op) -> Result<Outcome> {
-        self.submitter.as_ref().ok_or(Error::Closed)?.submit(op)
-    }
-
-    /// A submitter for another thread. It must be dropped before the
-    /// `Committer`, or the drop waits for it.
-    pub fn submitter(&self) -> Option<Submitter> {
-        self.submitter.clone()
+    /// The submitter of this committer, or `Closed` once it is shutting down.
+    pub fn submitter(&self) -> Result<&Submitter> {
+        self.submitter.as_ref().ok_or(Error::Closed)
     }
 }
 
@@ -173,6 +283,7 @@ impl Drop for Committer {
 struct Worker {
     db: Arc<Database>,
     config: Config,
+    time: Arc<StoreTime>,
     counters: Arc<Counters>,
     /// The last fencing token issued.
     token_seq: u64,
@@ -216,143 +327,156 @@ impl Worker {
         self.sync_on_shutdown();
     }
 
-    fn run_batch(&mut self, batch: Vec<Request>) {
+    fn run_batch(&mut self, mut batch: Vec<Request>) {
         if let Some(cause) = &self.poisoned {
             for request in batch {
-                let _ = request.reply.send(Err(Error::Poisoned {
+                request.fail(Error::Poisoned {
                     cause: cause.clone(),
-                }));
+                });
             }
             return;
         }
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
         // A panic inside redb (damaged pages) fails the batch like any
         // storage error, and poisons the store.
-        match storage::shielded(|| self.commit_batch(&ops)) {
-            Ok(results) => {
+        match storage::shielded(|| self.commit_batch(&mut batch)) {
+            Ok(()) => {
                 bump(&self.counters.commits);
-                add(&self.counters.committed_ops, ops.len() as u64);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                add(&self.counters.committed_ops, batch.len() as u64);
+                for request in batch {
+                    request.send();
                 }
             }
             Err(err) => {
                 let cause = err.to_string();
                 self.poisoned = Some(cause.clone());
                 let mut err = Some(err);
-                for reply in replies {
+                for request in batch {
                     // The first caller gets the original error, the others
                     // the same cause as `Poisoned`.
                     let answer = err.take().unwrap_or_else(|| Error::Poisoned {
                         cause: cause.clone(),
                     });
-                    let _ = reply.send(Err(answer));
+                    request.fail(answer);
                 }
             }
         }
     }
 
-    /// Applies `ops` in one write transaction and commits it. The outer error
-    /// fails the whole batch; inner errors belong to single operations, which
-    /// then changed nothing.
-    fn commit_batch(&mut self, ops: &[Op]) -> Result<Vec<Result<Outcome>>> {
+    /// Applies `batch` in one write transaction and commits it, leaving each
+    /// operation's answer in its reply. An error fails the whole batch;
+    /// answers that are errors belong to single operations, which then
+    /// changed nothing.
+    fn commit_batch(&mut self, batch: &mut [Request]) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         if self.config.durability == Durability::None {
             txn.set_durability(redb::Durability::None)?;
         }
-        let now_ms = self.config.now_ms();
+        let now_ms = self.time.now_ms();
         let token_ceiling_before = self.token_ceiling;
-        let (results, added, deleted) = {
+        let (added, deleted) = {
             let mut tables = WriteTables::open(&txn)?;
-            let mut results = Vec::with_capacity(ops.len());
-            for op in ops {
-                results.push(self.apply(&mut tables, op, now_ms)?);
+            for request in batch.iter_mut() {
+                self.apply(&mut tables, request, now_ms)?;
             }
-            let (added, deleted) = tables.record_count_changes();
             if self.token_ceiling != token_ceiling_before {
                 txn.open_table(META)?
                     .insert(META_TOKEN_CEILING, self.token_ceiling)?;
             }
-            (results, added, deleted)
+            tables.record_count_changes()
         };
         txn.commit()?;
         self.live_records = (self.live_records + added).saturating_sub(deleted);
         self.counters.set_live_records(self.live_records);
         self.unsynced = self.config.durability == Durability::None;
-        Ok(results)
+        Ok(())
     }
 
     fn apply(
         &mut self,
         tables: &mut WriteTables<'_>,
-        op: &Op,
+        request: &mut Request,
         now_ms: u64,
-    ) -> Result<Result<Outcome>> {
-        match op {
-            Op::Claim { key, fingerprint } => self.claim(tables, key, fingerprint, now_ms),
-            Op::Complete {
+    ) -> Result<()> {
+        match request {
+            Request::Claim {
+                key,
+                fingerprint,
+                reply,
+            } => reply.answer = Some(self.claim(tables, key, fingerprint, now_ms)?),
+            Request::Complete {
                 key,
                 token,
                 response,
+                reply,
             } => {
-                let Some(mut record) = held_record(tables, key, *token, now_ms)? else {
-                    return Ok(Err(Error::LeaseLost));
-                };
-                let old = record.slot();
-                record.state = StoredState::Completed {
-                    response: response.clone(),
-                };
-                record.updated_at_ms = now_ms;
-                record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
-                tables.put(key, Some(old), &record)?;
-                Ok(Ok(Outcome::Completed {
-                    expires_at_ms: record.expires_at_ms,
-                }))
+                reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
+                    None => Err(Error::LeaseLost),
+                    Some(mut record) => {
+                        let old = record.slot();
+                        record.state = StoredState::Completed {
+                            response: response.clone(),
+                        };
+                        record.updated_at_ms = now_ms;
+                        record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
+                        tables.put(key, Some(old), &record)?;
+                        Ok(Completed {
+                            expires_at_ms: record.expires_at_ms,
+                        })
+                    }
+                });
             }
-            Op::Release { key, token } => {
-                let Some(record) = held_record(tables, key, *token, now_ms)? else {
-                    return Ok(Err(Error::LeaseLost));
-                };
-                tables.delete(key, Some(record.slot()))?;
-                Ok(Ok(Outcome::Released))
+            Request::Release { key, token, reply } => {
+                reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
+                    None => Err(Error::LeaseLost),
+                    Some(record) => tables.delete(key, Some(record.slot())),
+                });
             }
-            Op::Renew { key, token } => {
-                let Some(mut record) = held_record(tables, key, *token, now_ms)? else {
-                    return Ok(Err(Error::LeaseLost));
-                };
-                let old = record.slot();
-                let lease_until_ms = self.lease_from(&mut record, now_ms);
-                tables.put(key, Some(old), &record)?;
-                Ok(Ok(Outcome::Renewed { lease_until_ms }))
+            Request::Renew { key, token, reply } => {
+                reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
+                    None => Err(Error::LeaseLost),
+                    Some(mut record) => {
+                        let old = record.slot();
+                        let lease_until_ms = self.lease_from(&mut record, now_ms);
+                        tables.put(key, Some(old), &record)?;
+                        Ok(Renewed { lease_until_ms })
+                    }
+                });
             }
-            Op::Remove { key } => {
-                let Some(existing) = tables.read(key)? else {
-                    return Ok(Ok(Outcome::Removed(false)));
-                };
-                // A record that fails verification is removed too (that is
-                // how a damaged record is cleared); its expiry entry, if it
-                // cannot be found, is dropped by the next sweep.
-                let (old, live) = match existing {
-                    Ok(record) => (Some(record.slot()), !record.is_expired(now_ms)),
-                    Err(_) => (None, true),
-                };
-                tables.delete(key, old)?;
-                Ok(Ok(Outcome::Removed(live)))
+            Request::Remove { key, reply } => {
+                reply.answer = Some(Ok(match tables.read(key)? {
+                    None => false,
+                    Some(existing) => {
+                        // A record that fails verification is removed too
+                        // (that is how a damaged record is cleared); its
+                        // expiry entry, if it cannot be found, is dropped by
+                        // the next sweep.
+                        let (old, live) = match existing {
+                            Ok(record) => (Some(record.slot()), !record.is_expired(now_ms)),
+                            Err(_) => (None, true),
+                        };
+                        tables.delete(key, old)?;
+                        live
+                    }
+                }));
             }
-            Op::Sweep { limit } => {
+            Request::Sweep { limit, reply } => {
                 let (deleted, more) = tables.sweep(*limit, now_ms)?;
-                Ok(Ok(Outcome::Swept { deleted, more }))
+                reply.answer = Some(Ok(Swept { deleted, more }));
             }
         }
+        Ok(())
     }
 
+    /// Claims `key` if the decision rule says so against the record as it is
+    /// inside this transaction. The outer error fails the batch; the inner
+    /// one (a damaged record) fails this claim only.
     fn claim(
         &mut self,
         tables: &mut WriteTables<'_>,
         key: &Key,
         fingerprint: &Fingerprint,
         now_ms: u64,
-    ) -> Result<Result<Outcome>> {
+    ) -> Result<Result<Begin<Granted>>> {
         let stored = match tables.read(key)? {
             Some(Err(corrupted)) => return Ok(Err(corrupted)),
             Some(Ok(record)) => Some(record),
@@ -361,14 +485,14 @@ impl Worker {
         let old = stored
             .as_ref()
             .map(|r| (r.slot(), r.created_at_ms, r.is_expired(now_ms)));
-        let takeover = match decide(stored, fingerprint, now_ms) {
-            Decision::Answer(answer) => return Ok(Ok(Outcome::Answer(answer))),
-            Decision::Claim { takeover } => takeover,
+        let intent = match decide(stored, fingerprint, now_ms).claim_or_answer() {
+            Ok(intent) => intent,
+            Err(answer) => return Ok(Ok(answer)),
         };
         let token = self.next_token();
         let created_at_ms = match old {
             // A takeover continues the same logical request.
-            Some((_, created, false)) if takeover => created,
+            Some((_, created, false)) if intent.takeover => created,
             _ => now_ms,
         };
         let mut record = StoredRecord {
@@ -383,11 +507,11 @@ impl Worker {
         };
         let lease_until_ms = self.lease_from(&mut record, now_ms);
         tables.put(key, old.map(|(slot, _, _)| slot), &record)?;
-        Ok(Ok(Outcome::Claimed {
+        Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
-            takeover,
-        }))
+            takeover: intent.takeover,
+        })))
     }
 
     /// The next fencing token, reserving a new block when the current one is
@@ -416,9 +540,10 @@ impl Worker {
         if !self.unsynced || self.poisoned.is_some() {
             return;
         }
-        if let Ok(txn) = self.db.begin_write() {
-            let _ = txn.commit();
-        }
+        let _ = storage::shielded(|| {
+            self.db.begin_write()?.commit()?;
+            Ok(())
+        });
     }
 }
 
@@ -432,7 +557,8 @@ fn drain_into(receiver: &Receiver<Request>, batch: &mut Vec<Request>, limit: usi
     }
 }
 
-/// The record of the claim with `token`, if it still holds the key.
+/// The record of the claim with `token`, if it still holds the key: the one
+/// test every holder operation passes or fails with `LeaseLost`.
 fn held_record(
     tables: &WriteTables<'_>,
     key: &Key,

@@ -47,9 +47,10 @@ pub enum Recovery {
 ///     .retention(Duration::from_secs(7 * 24 * 3600))
 ///     .lease(Duration::from_secs(30))
 ///     .max_response_bytes(64 * 1024);
-/// assert_eq!(config.get_lease(), Duration::from_secs(30));
+/// assert_eq!(config.settings().lease(), Duration::from_secs(30));
 /// ```
 #[derive(Clone)]
+#[must_use = "a Config does nothing until a store is opened with it"]
 pub struct Config {
     pub(crate) retention: Duration,
     pub(crate) lease: Duration,
@@ -160,49 +161,19 @@ impl Config {
         self
     }
 
-    /// The configured recovery policy.
-    pub fn get_recovery(&self) -> Recovery {
-        self.recovery
-    }
-
-    /// The configured sweep interval.
-    pub fn get_sweep_interval(&self) -> Option<Duration> {
-        self.sweep_interval
-    }
-
-    /// The configured sweep batch size.
-    pub fn get_sweep_batch(&self) -> usize {
-        self.sweep_batch
-    }
-
-    /// The configured storage page cache size.
-    pub fn get_storage_cache_bytes(&self) -> usize {
-        self.storage_cache_bytes
-    }
-
-    /// The configured replay cache size.
-    pub fn get_cache_bytes(&self) -> usize {
-        self.cache_bytes
-    }
-
-    /// The configured retention.
-    pub fn get_retention(&self) -> Duration {
-        self.retention
-    }
-
-    /// The configured lease.
-    pub fn get_lease(&self) -> Duration {
-        self.lease
-    }
-
-    /// The configured durability.
-    pub fn get_durability(&self) -> Durability {
-        self.durability
-    }
-
-    /// The configured response limit.
-    pub fn get_max_response_bytes(&self) -> usize {
-        self.max_response_bytes
+    /// A read view of these settings (the clock aside).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            retention: self.retention,
+            lease: self.lease,
+            durability: self.durability,
+            max_response_bytes: self.max_response_bytes,
+            cache_bytes: self.cache_bytes,
+            storage_cache_bytes: self.storage_cache_bytes,
+            recovery: self.recovery,
+            sweep_interval: self.sweep_interval,
+            sweep_batch: self.sweep_batch,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -237,10 +208,6 @@ impl Config {
     pub(crate) fn retention_ms(&self) -> u64 {
         duration_millis(self.retention)
     }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        crate::clock::to_millis(self.clock.now())
-    }
 }
 
 impl fmt::Debug for Config {
@@ -256,5 +223,68 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("sweep_batch", &self.sweep_batch)
             .finish_non_exhaustive()
+    }
+}
+
+/// The settings of a [`Config`] or of an open store, read back
+/// ([`Config::settings`], [`Store::settings`](crate::Store::settings)).
+/// Each accessor documents its setter's default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    retention: Duration,
+    lease: Duration,
+    durability: Durability,
+    max_response_bytes: usize,
+    cache_bytes: usize,
+    storage_cache_bytes: usize,
+    recovery: Recovery,
+    sweep_interval: Option<Duration>,
+    sweep_batch: usize,
+}
+
+impl Settings {
+    /// [`Config::retention`].
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// [`Config::lease`].
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// [`Config::durability`].
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// [`Config::max_response_bytes`].
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
+    /// [`Config::cache_bytes`].
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// [`Config::storage_cache_bytes`].
+    pub fn storage_cache_bytes(&self) -> usize {
+        self.storage_cache_bytes
+    }
+
+    /// [`Config::recovery`].
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// [`Config::sweep_interval`].
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        self.sweep_interval
+    }
+
+    /// [`Config::sweep_batch`].
+    pub fn sweep_batch(&self) -> usize {
+        self.sweep_batch
     }
 }

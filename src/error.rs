@@ -111,7 +111,7 @@ pub enum Error {
 
     /// The storage engine or the disk failed.
     #[error("storage error: {0}; check the disk and the file's permissions, then reopen the store")]
-    Storage(#[source] Box<redb::Error>),
+    Storage(#[source] StorageError),
 
     /// An earlier commit failed, so the store refuses writes until it is
     /// reopened. Reads still work; acknowledged data is intact on disk.
@@ -129,7 +129,51 @@ pub enum Error {
     Closed,
 }
 
+/// A failure of the storage engine or of the disk under it, as carried by
+/// [`Error::Storage`]. Its [`source`](std::error::Error::source) is the
+/// engine's own error, so no engine type is part of idemkv's API.
+pub struct StorageError {
+    /// The engine's error, or an I/O error of idemkv's own.
+    cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+    io_kind: Option<std::io::ErrorKind>,
+}
+
+impl StorageError {
+    /// The kind of the operating system error underneath, when there is one
+    /// (`StorageFull` for a full disk, for example).
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        self.io_kind
+    }
+}
+
+impl std::fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.cause, f)
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.cause, f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
 impl Error {
+    /// An I/O failure of idemkv's own (spawning a thread, reading a file's
+    /// size), reported like a storage failure.
+    pub(crate) fn io(err: std::io::Error) -> Self {
+        Error::Storage(StorageError {
+            io_kind: Some(err.kind()),
+            cause: Box::new(err),
+        })
+    }
+
     pub(crate) fn invalid_key(reason: impl Into<String>) -> Self {
         Error::InvalidKey {
             reason: reason.into(),
@@ -172,6 +216,15 @@ fn storage(err: redb::Error) -> Error {
             path: PathBuf::from("<unknown path>"),
         },
         redb::Error::Corrupted(detail) => Error::Corrupted { detail },
-        other => Error::Storage(Box::new(other)),
+        other => {
+            let io_kind = match &other {
+                redb::Error::Io(io) => Some(io.kind()),
+                _ => None,
+            };
+            Error::Storage(StorageError {
+                cause: Box::new(other),
+                io_kind,
+            })
+        }
     }
 }

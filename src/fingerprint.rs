@@ -64,6 +64,7 @@ impl fmt::Display for Fingerprint {
 /// Builds a [`Fingerprint`] from several parts; each part is hashed with its
 /// length in front, so part boundaries are part of the digest.
 #[derive(Clone)]
+#[must_use = "a FingerprintBuilder does nothing until finish() is called"]
 pub struct FingerprintBuilder {
     hasher: blake3::Hasher,
 }

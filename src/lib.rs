@@ -91,18 +91,20 @@ mod outcome;
 mod record;
 mod response;
 mod storage;
+mod storage_backend;
 mod store;
 mod sweeper;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Durability, Recovery};
-pub use error::{Error, Result};
+pub use config::{Config, Durability, Recovery, Settings};
+pub use error::{Error, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::Metrics;
-pub use outcome::{Begin, Claim};
+pub use outcome::{Begin, Claim, CompleteError};
 pub use record::{Record, RecordState};
 pub use response::StoredResponse;
+pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
 
 /// Entry points for the fuzz targets and their corpus replay tests. Not part

@@ -1,124 +1,102 @@
 //! The sharded in-memory lock table: which keys have a claim being committed
 //! or held by a live [`Claim`](crate::Claim) of this process, and who waits
-//! for them.
+//! for them. Every state change of an entry is a method of this module; the
+//! store asks, it never edits an entry itself.
 //!
 //! Invariants:
-//! - An entry exists from the moment `begin` decides to claim a key until the
-//!   claim ends: its `complete`/`release` is durable, or it fails, or the
-//!   `Claim` is dropped. While it exists, no other `begin` for the key reaches
-//!   the disk; they are answered from the entry (once the holder's lease has
-//!   run out, the record decides between takeover, mismatch and a fresh
-//!   claim, read under the shard lock).
+//! - An entry exists from the moment `begin` decides to claim a key
+//!   ([`ShardGuard::start_claim`]) until the claim ends: its
+//!   `complete`/`release` is durable or fails, the `Claim` is dropped, or the
+//!   claim was not granted. While it exists, no other `begin` for the key
+//!   reaches the disk; they are answered from the entry (once the holder's
+//!   lease has run out, the record decides between takeover, mismatch and a
+//!   fresh claim, read under the shard lock).
+//! - The table is an optimisation, never the authority: it answers `begin`
+//!   from memory, but it never refuses a holder's `complete`, `release` or
+//!   `renew`. Those are judged by the committer against the record.
+//! - A `Held` entry's `busy` counts the holder operations in flight; it is
+//!   only changed through a [`BusyGuard`], which gives back exactly what it
+//!   took. No takeover starts from the table while `busy` is non-zero.
+//! - A waiter is registered at most once per entry, and is deregistered when
+//!   it is woken, when its entry goes away, or when its [`Waiter`] drops: the
+//!   `waiters` gauge counts exactly the registered ones.
 //! - Each shard also holds its keys' part of the replay cache
 //!   ([`crate::cache`]), so `begin` decides in one critical section.
-//! - A `Held` entry with `busy == 0` has the same token and lease as the
-//!   durable record, so a takeover decided from it is the one the committer
-//!   will confirm.
 //! - The committer never takes a shard lock, so holding one while waiting for
 //!   a commit cannot deadlock.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use crossbeam_utils::CachePadded;
 
-use crate::cache::ShardCache;
+use crate::cache::{CachedCompletion, ShardCache};
 use crate::fingerprint::Fingerprint;
+use crate::outcome::Begin;
+use crate::record::in_progress;
 
 /// Number of shards; a power of two so the shard is picked with a mask.
 const SHARDS: usize = 64;
 
+type Hash = [u8; 32];
+
 /// One shard: the claims of its keys and the replay cache of its keys, both
 /// guarded by the same lock so `begin` decides in one critical section.
 #[derive(Debug)]
-pub(crate) struct Shard {
-    pub claims: HashMap<[u8; 32], Entry>,
-    pub cache: ShardCache,
+struct Shard {
+    claims: HashMap<Hash, Entry>,
+    cache: ShardCache,
 }
 
 /// A claim this process holds: its token and its lease as last made durable.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Holder {
     pub token: u64,
     pub lease_until_ms: u64,
 }
 
 #[derive(Debug)]
-pub(crate) enum EntryState {
+enum EntryState {
     /// A claim is being committed; `ticket` names the `begin` that owns it.
-    /// `previous` is the holder being taken over, restored if the claim does
-    /// not go through.
-    Claiming {
-        ticket: u64,
-        previous: Option<(Holder, Fingerprint)>,
-    },
-    /// Durably claimed. `busy` counts holder operations (complete, release,
-    /// renew) in flight; no takeover starts while it is non-zero.
+    Claiming { ticket: u64 },
+    /// Durably claimed. `busy` counts holder operations in flight.
     Held { holder: Holder, busy: u32 },
 }
 
 #[derive(Debug)]
-pub(crate) struct Entry {
-    pub fingerprint: Fingerprint,
-    pub state: EntryState,
-    /// `begin_wait` callers to wake when the entry changes or goes away.
-    waiters: Vec<Sender<()>>,
+struct Entry {
+    fingerprint: Fingerprint,
+    state: EntryState,
+    /// `begin_wait` callers to wake when the entry changes or goes away, by
+    /// waiter id.
+    waiters: HashMap<u64, Sender<()>>,
 }
 
 impl Entry {
-    pub fn claiming(
-        fingerprint: Fingerprint,
-        ticket: u64,
-        previous: Option<(Holder, Fingerprint)>,
-    ) -> Entry {
-        Entry {
-            fingerprint,
-            state: EntryState::Claiming { ticket, previous },
-            waiters: Vec::new(),
-        }
-    }
-
-    pub fn held(fingerprint: Fingerprint, holder: Holder) -> Entry {
-        Entry {
-            fingerprint,
-            state: EntryState::Held { holder, busy: 0 },
-            waiters: Vec::new(),
-        }
-    }
-
-    /// Turns this entry into `claiming`, keeping the waiters.
-    pub fn become_claiming(&mut self, claiming: Entry) {
-        self.fingerprint = claiming.fingerprint;
-        self.state = claiming.state;
-        self.wake_all();
-    }
-
-    pub fn add_waiter(&mut self, waiter: &Sender<()>) {
-        self.waiters.push(waiter.clone());
-    }
-
-    /// Wakes every waiter; each re-examines the key.
-    pub fn wake_all(&mut self) {
-        for waiter in self.waiters.drain(..) {
-            // A full channel already holds a wake-up; a closed one has no reader.
-            let _ = waiter.try_send(());
-        }
-    }
-
-    pub fn is_claimed_by(&self, ticket: u64) -> bool {
-        matches!(self.state, EntryState::Claiming { ticket: t, .. } if t == ticket)
-    }
-
-    pub fn is_held_by(&self, token: u64) -> bool {
+    fn is_held_by(&self, token: u64) -> bool {
         matches!(self.state, EntryState::Held { holder, .. } if holder.token == token)
     }
 }
 
+/// What the table knows about a key, for `begin`.
+pub(crate) enum Lookup {
+    /// Answered from memory: a claim of this process, or the replay cache.
+    /// Never `Claimed`: a claim needs the disk.
+    Answered(Begin<Infallible>),
+    /// Nothing in memory decides: read the record, under the same shard lock.
+    ReadDisk,
+}
+
 pub(crate) struct LockTable {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
-    next_ticket: AtomicU64,
+    /// Tickets of claims being committed and ids of waiters.
+    next_id: AtomicU64,
+    /// Registered waiters, over every entry.
+    waiters: AtomicU64,
 }
 
 impl LockTable {
@@ -133,62 +111,101 @@ impl LockTable {
                     }))
                 })
                 .collect(),
-            next_ticket: AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+            waiters: AtomicU64::new(0),
         }
     }
 
     /// Locks the shard that owns `hash`. The table keys are blake3 output, so
     /// their first bytes spread evenly over the shards.
-    pub fn shard(&self, hash: &[u8; 32]) -> MutexGuard<'_, Shard> {
+    pub fn lock(&self, hash: &Hash) -> ShardGuard<'_> {
         let index = usize::from(u16::from_le_bytes([hash[0], hash[1]])) & (SHARDS - 1);
         // No code panics while holding a shard lock, and the map stays
         // consistent even if one did: reading through poison is safe.
-        self.shards[index]
+        let shard = self.shards[index]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        ShardGuard {
+            table: self,
+            shard,
+            hash: *hash,
+        }
     }
 
-    pub fn ticket(&self) -> u64 {
-        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waiters registered right now, over every key.
+    pub fn waiters(&self) -> u64 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// A new waiter for `hash`, registered on the key's entry by
+    /// [`ShardGuard::lookup`] and deregistered when dropped.
+    pub fn waiter(self: &Arc<Self>, hash: &Hash) -> Waiter {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        Waiter {
+            id: self.next_id(),
+            hash: *hash,
+            sender,
+            receiver,
+            table: Arc::clone(self),
+        }
+    }
+
+    /// Marks the claim with `token` busy while one of its operations is in
+    /// flight, if this table holds it (a claim whose entry went away is
+    /// judged by the committer alone).
+    pub fn mark_busy(&self, hash: &Hash, token: u64) -> BusyGuard<'_> {
+        let mut guard = self.lock(hash);
+        let active = match guard.shard.claims.get_mut(hash) {
+            Some(Entry {
+                state: EntryState::Held { holder, busy },
+                ..
+            }) if holder.token == token => {
+                *busy += 1;
+                true
+            }
+            _ => false,
+        };
+        BusyGuard {
+            table: self,
+            hash: *hash,
+            token,
+            active,
+        }
     }
 
     /// A `Claim` was dropped without `complete`/`release`: forget it here. The
     /// durable record stays in flight until its lease runs out, so a retry is
     /// told `InProgress` rather than running the side effect again.
-    pub fn abandon(&self, hash: &[u8; 32], token: u64) {
-        let mut shard = self.shard(hash);
+    pub fn abandon(&self, hash: &Hash, token: u64) {
+        let mut guard = self.lock(hash);
         let idle_and_mine = matches!(
-            shard.claims.get(hash),
+            guard.shard.claims.get(hash),
             Some(Entry { state: EntryState::Held { holder, busy: 0 }, .. }) if holder.token == token
         );
         if idle_and_mine {
-            LockTable::remove_and_wake(&mut shard, hash);
+            guard.remove_entry();
         }
     }
 
-    /// A claim that did not go through: give the key back to the holder it was
-    /// taking over from, if any, else forget it. Wakes the waiters either way.
-    pub fn restore_or_remove(shard: &mut Shard, hash: &[u8; 32]) {
-        let Some(entry) = shard.claims.get_mut(hash) else {
-            return;
-        };
-        match entry.state {
-            EntryState::Claiming {
-                previous: Some((holder, fingerprint)),
+    /// `remove` deleted the key durably: drop its cached completion and the
+    /// entry of a claim this process held on it (whose holder now gets
+    /// `LeaseLost` from the committer). A claim being committed keeps its
+    /// entry; the committer's answer settles it.
+    pub fn forget(&self, hash: &Hash) {
+        let mut guard = self.lock(hash);
+        guard.shard.cache.invalidate(hash);
+        if matches!(
+            guard.shard.claims.get(hash),
+            Some(Entry {
+                state: EntryState::Held { .. },
                 ..
-            } => {
-                entry.fingerprint = fingerprint;
-                entry.state = EntryState::Held { holder, busy: 0 };
-                entry.wake_all();
-            }
-            _ => LockTable::remove_and_wake(shard, hash),
-        }
-    }
-
-    /// Removes the entry (whatever its state) and wakes its waiters.
-    pub fn remove_and_wake(shard: &mut Shard, hash: &[u8; 32]) {
-        if let Some(mut entry) = shard.claims.remove(hash) {
-            entry.wake_all();
+            })
+        ) {
+            guard.remove_entry();
         }
     }
 }
@@ -197,6 +214,379 @@ impl std::fmt::Debug for LockTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockTable")
             .field("shards", &self.shards.len())
+            .field("waiters", &self.waiters())
             .finish_non_exhaustive()
+    }
+}
+
+/// One locked shard, for one key.
+pub(crate) struct ShardGuard<'t> {
+    table: &'t LockTable,
+    shard: MutexGuard<'t, Shard>,
+    hash: Hash,
+}
+
+impl ShardGuard<'_> {
+    /// Answers `begin` from memory if this process knows enough: a live
+    /// claim (in progress, or a mismatch), or a cached completion (replay or
+    /// mismatch). An `InProgress` answer registers `waiter`, if given.
+    /// `claiming_retry_after` is the answer's `retry_after` while a claim is
+    /// still being committed (its lease has not started yet).
+    pub fn lookup(
+        &mut self,
+        fingerprint: Fingerprint,
+        now_ms: u64,
+        claiming_retry_after: Duration,
+        waiter: Option<&Waiter>,
+    ) -> Lookup {
+        let hash = self.hash;
+        if let Some(entry) = self.shard.claims.get_mut(&hash) {
+            let answer = match entry.state {
+                // The holder's lease ran out and it has nothing in flight: the
+                // record decides (takeover, mismatch, or claim afresh if it
+                // expired altogether), as for a claim of a dead process.
+                EntryState::Held { holder, busy: 0 } if holder.lease_until_ms <= now_ms => {
+                    return Lookup::ReadDisk;
+                }
+                _ if entry.fingerprint != fingerprint => Begin::Mismatch,
+                EntryState::Held { holder, .. } => in_progress(holder.lease_until_ms, now_ms),
+                EntryState::Claiming { .. } => Begin::InProgress {
+                    retry_after: claiming_retry_after,
+                },
+            };
+            if let (Some(waiter), Begin::InProgress { .. }) = (waiter, &answer)
+                && let std::collections::hash_map::Entry::Vacant(slot) =
+                    entry.waiters.entry(waiter.id)
+            {
+                slot.insert(waiter.sender.clone());
+                self.table.waiters.fetch_add(1, Ordering::Relaxed);
+            }
+            return Lookup::Answered(answer);
+        }
+        // The common retry: a completed record in the replay cache.
+        if let Some(cached) = self.shard.cache.get(&hash, now_ms) {
+            return Lookup::Answered(if cached.fingerprint == fingerprint {
+                Begin::Replay(cached.response.clone())
+            } else {
+                Begin::Mismatch
+            });
+        }
+        Lookup::ReadDisk
+    }
+
+    /// Records that this `begin` is claiming the key (its claim is about to
+    /// be committed). A holder whose lease ran out is replaced; its waiters
+    /// stay and are woken. The returned ticket settles the entry.
+    pub fn start_claim(mut self, locks: &Arc<LockTable>, fingerprint: Fingerprint) -> ClaimTicket {
+        let ticket = self.table.next_id();
+        let hash = self.hash;
+        match self.shard.claims.get_mut(&hash) {
+            Some(entry) => {
+                entry.fingerprint = fingerprint;
+                entry.state = EntryState::Claiming { ticket };
+                self.wake_all();
+            }
+            None => {
+                self.shard.claims.insert(
+                    hash,
+                    Entry {
+                        fingerprint,
+                        state: EntryState::Claiming { ticket },
+                        waiters: HashMap::new(),
+                    },
+                );
+            }
+        }
+        ClaimTicket {
+            table: Arc::clone(locks),
+            hash,
+            ticket,
+            fingerprint,
+            settled: false,
+        }
+    }
+
+    /// Wakes every waiter of the key's entry (each re-examines the key) and
+    /// deregisters them.
+    fn wake_all(&mut self) {
+        if let Some(entry) = self.shard.claims.get_mut(&self.hash) {
+            let woken = entry.waiters.len() as u64;
+            for (_, waiter) in entry.waiters.drain() {
+                // A full channel already holds a wake-up; a closed one has no
+                // reader.
+                let _ = waiter.try_send(());
+            }
+            self.table.waiters.fetch_sub(woken, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the key's entry, waking its waiters.
+    fn remove_entry(&mut self) {
+        self.wake_all();
+        self.shard.claims.remove(&self.hash);
+    }
+}
+
+/// A claim being committed. Settle it with [`grant`](Self::grant) once the
+/// committer wrote it; dropped unsettled (the committer answered something
+/// else, or failed) it removes the entry, and the disk decides the next
+/// `begin`.
+pub(crate) struct ClaimTicket {
+    table: Arc<LockTable>,
+    hash: Hash,
+    ticket: u64,
+    fingerprint: Fingerprint,
+    settled: bool,
+}
+
+impl ClaimTicket {
+    /// The claim is durable: the entry becomes `Held` by `holder`.
+    pub fn grant(mut self, holder: Holder) {
+        self.settled = true;
+        let mut guard = self.table.lock(&self.hash);
+        match guard.shard.claims.get_mut(&self.hash) {
+            Some(entry) if matches!(entry.state, EntryState::Claiming { ticket } if ticket == self.ticket) =>
+            {
+                entry.state = EntryState::Held { holder, busy: 0 };
+                guard.wake_all();
+            }
+            // `remove` dropped the entry while the claim was queued behind
+            // it; the disk says this claim holds the key.
+            None => {
+                guard.shard.claims.insert(
+                    self.hash,
+                    Entry {
+                        fingerprint: self.fingerprint,
+                        state: EntryState::Held { holder, busy: 0 },
+                        waiters: HashMap::new(),
+                    },
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+impl Drop for ClaimTicket {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut guard = self.table.lock(&self.hash);
+        let mine = matches!(
+            guard.shard.claims.get(&self.hash),
+            Some(Entry { state: EntryState::Claiming { ticket }, .. }) if *ticket == self.ticket
+        );
+        if mine {
+            guard.remove_entry();
+        }
+    }
+}
+
+/// A holder operation in flight. Gives back the `busy` count it took exactly
+/// once: through [`renewed`](Self::renewed), [`end_claim`](Self::end_claim)
+/// or its drop.
+pub(crate) struct BusyGuard<'t> {
+    table: &'t LockTable,
+    hash: Hash,
+    token: u64,
+    /// Whether this guard added to `busy` (the entry was held by `token`).
+    active: bool,
+}
+
+impl BusyGuard<'_> {
+    /// The renewal is durable: the entry's lease becomes `lease_until_ms`.
+    pub fn renewed(mut self, lease_until_ms: u64) {
+        let mut guard = self.table.lock(&self.hash);
+        if let Some(Entry {
+            state: EntryState::Held { holder, busy },
+            ..
+        }) = guard.shard.claims.get_mut(&self.hash)
+            && holder.token == self.token
+        {
+            holder.lease_until_ms = lease_until_ms;
+            if self.active {
+                *busy -= 1;
+            }
+        }
+        self.active = false;
+    }
+
+    /// The claim is over (completed, released, or found lost): if the entry
+    /// is still this claim's, `on_held` runs on the shard's cache under the
+    /// lock, then the entry goes and its waiters are woken. A `remove` that
+    /// revoked the claim meanwhile took the entry, and `on_held` does not
+    /// run, so a stale completion is never cached.
+    pub fn end_claim(mut self, on_held: impl FnOnce(&mut ShardCacheHandle<'_>)) {
+        let mut guard = self.table.lock(&self.hash);
+        if guard
+            .shard
+            .claims
+            .get(&self.hash)
+            .is_some_and(|e| e.is_held_by(self.token))
+        {
+            on_held(&mut ShardCacheHandle {
+                cache: &mut guard.shard.cache,
+                hash: self.hash,
+            });
+            guard.remove_entry();
+        }
+        self.active = false;
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let mut guard = self.table.lock(&self.hash);
+        if let Some(Entry {
+            state: EntryState::Held { holder, busy },
+            ..
+        }) = guard.shard.claims.get_mut(&self.hash)
+            && holder.token == self.token
+        {
+            *busy -= 1;
+        }
+    }
+}
+
+/// The replay cache of one key, reached under its shard lock.
+pub(crate) struct ShardCacheHandle<'s> {
+    cache: &'s mut ShardCache,
+    hash: Hash,
+}
+
+impl ShardCacheHandle<'_> {
+    /// Caches the key's completion (write-through, after it is durable).
+    pub fn insert(&mut self, completion: CachedCompletion) {
+        self.cache.insert(self.hash, completion);
+    }
+}
+
+/// One `begin_wait` caller's registration: woken when the key's entry
+/// changes or goes away, deregistered when dropped.
+pub(crate) struct Waiter {
+    id: u64,
+    hash: Hash,
+    sender: Sender<()>,
+    receiver: Receiver<()>,
+    table: Arc<LockTable>,
+}
+
+impl Waiter {
+    /// Blocks until woken or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let _ = self.receiver.recv_timeout(timeout);
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut guard = self.table.lock(&self.hash);
+        if let Some(entry) = guard.shard.claims.get_mut(&self.hash)
+            && entry.waiters.remove(&self.id).is_some()
+        {
+            self.table.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(n: u8) -> Hash {
+        [n; 32]
+    }
+
+    fn held(table: &Arc<LockTable>, h: &Hash, token: u64) {
+        let guard = table.lock(h);
+        guard
+            .start_claim(table, Fingerprint::of(b"f"))
+            .grant(Holder {
+                token,
+                lease_until_ms: 1_000,
+            });
+    }
+
+    #[test]
+    fn a_dropped_ticket_removes_its_entry_and_wakes_waiters() {
+        let table = Arc::new(LockTable::new(0));
+        let h = hash(1);
+        let ticket = table.lock(&h).start_claim(&table, Fingerprint::of(b"f"));
+        let waiter = table.waiter(&h);
+        let answer = table.lock(&h).lookup(
+            Fingerprint::of(b"f"),
+            0,
+            Duration::from_secs(1),
+            Some(&waiter),
+        );
+        assert!(matches!(answer, Lookup::Answered(Begin::InProgress { .. })));
+        assert_eq!(table.waiters(), 1);
+        drop(ticket);
+        assert_eq!(table.waiters(), 0, "woken waiters are deregistered");
+        assert!(waiter.receiver.try_recv().is_ok(), "the waiter was woken");
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 0, Duration::ZERO, None),
+            Lookup::ReadDisk
+        ));
+    }
+
+    #[test]
+    fn a_waiter_registers_once_and_deregisters_on_drop() {
+        let table = Arc::new(LockTable::new(0));
+        let h = hash(2);
+        held(&table, &h, 7);
+        let waiter = table.waiter(&h);
+        for _ in 0..5 {
+            let _ = table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 0, Duration::ZERO, Some(&waiter));
+        }
+        assert_eq!(table.waiters(), 1);
+        drop(waiter);
+        assert_eq!(table.waiters(), 0);
+    }
+
+    #[test]
+    fn busy_guards_give_back_exactly_what_they_took() {
+        let table = Arc::new(LockTable::new(0));
+        let h = hash(3);
+        held(&table, &h, 7);
+        let busy = table.mark_busy(&h, 7);
+        // While busy, an expired lease is still answered from memory.
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::Answered(Begin::InProgress { .. })
+        ));
+        let other = table.mark_busy(&h, 8);
+        drop(other);
+        drop(busy);
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::ReadDisk
+        ));
+        table.mark_busy(&h, 7).renewed(9_000);
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::Answered(Begin::InProgress { .. })
+        ));
+        table.mark_busy(&h, 7).end_claim(|_| {});
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::ReadDisk
+        ));
     }
 }

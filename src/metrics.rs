@@ -56,6 +56,10 @@ pub struct Metrics {
     pub last_sweep_unix_ms: u64,
     /// How long the last sweep took, in microseconds.
     pub last_sweep_micros: u64,
+    /// `begin_wait` calls registered for a wake-up right now (a gauge). A
+    /// wait deregisters when it ends, however it ends, so this is bounded by
+    /// the callers waiting at this moment.
+    pub waiters: u64,
 }
 
 /// The live counters behind [`Metrics`].
@@ -114,6 +118,7 @@ impl Counters {
             sweeps: get(&self.sweeps),
             last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
             last_sweep_micros: get(&self.last_sweep_micros),
+            waiters: 0,
         }
     }
 

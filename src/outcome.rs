@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::lock_table::LockTable;
@@ -12,14 +13,18 @@ use crate::response::StoredResponse;
 
 /// The answer of [`Store::begin`](crate::Store::begin): exactly one of four.
 ///
+/// The claim type is a parameter so that every layer speaks this one answer
+/// type: a [`Store`](crate::Store) answers `Begin<Claim>` (the default), and
+/// a backend with claims of its own answers `Begin<ItsClaim>`.
+///
 /// The enum is deliberately exhaustive: every caller must handle every answer.
 #[derive(Debug)]
 #[must_use = "a Begin says whether to run the side effect; ignoring it risks a duplicate"]
-pub enum Begin {
+pub enum Begin<C = Claim> {
     /// This caller owns the key: run the side effect, then
     /// [`complete`](crate::Store::complete) or
     /// [`release`](crate::Store::release). The claim is durable on disk.
-    Claimed(Claim),
+    Claimed(C),
     /// An earlier attempt with the same fingerprint completed: answer with
     /// this stored response and do not run the side effect.
     Replay(StoredResponse),
@@ -33,6 +38,30 @@ pub enum Begin {
     /// The key was used with a different fingerprint: the client reused a key
     /// for a different request (HTTP answers 422).
     Mismatch,
+}
+
+impl<C> Begin<C> {
+    /// The same answer with the claim turned into another type (the other
+    /// three answers carry no claim and pass through unchanged).
+    pub fn map_claim<D>(self, f: impl FnOnce(C) -> D) -> Begin<D> {
+        match self {
+            Begin::Claimed(claim) => Begin::Claimed(f(claim)),
+            Begin::Replay(response) => Begin::Replay(response),
+            Begin::InProgress { retry_after } => Begin::InProgress { retry_after },
+            Begin::Mismatch => Begin::Mismatch,
+        }
+    }
+
+    /// The claim, or the answer that carries none, re-typed for any claim
+    /// type.
+    pub(crate) fn claim_or_answer<D>(self) -> Result<C, Begin<D>> {
+        match self {
+            Begin::Claimed(claim) => Ok(claim),
+            Begin::Replay(response) => Err(Begin::Replay(response)),
+            Begin::InProgress { retry_after } => Err(Begin::InProgress { retry_after }),
+            Begin::Mismatch => Err(Begin::Mismatch),
+        }
+    }
 }
 
 /// Ownership of one key, from a `Claimed` answer until
@@ -88,5 +117,78 @@ impl fmt::Debug for Claim {
             .field("token", &self.token)
             .field("takeover", &self.takeover)
             .finish()
+    }
+}
+
+/// The error of [`Store::complete`](crate::Store::complete): the cause, and
+/// the claim itself when the store refused the call before writing anything
+/// (as [`std::sync::mpsc::SendError`] hands back what it could not send).
+///
+/// With the claim back a caller can still [`release`](crate::Store::release)
+/// it, or complete it with a smaller response. `?` turns it into an
+/// [`Error`] (dropping the claim, which keeps the key in flight until its
+/// lease runs out).
+#[must_use = "the claim inside must be completed, released or dropped on purpose"]
+pub struct CompleteError(Box<CompleteErrorParts>);
+
+struct CompleteErrorParts {
+    error: Error,
+    claim: Option<Claim>,
+}
+
+impl CompleteError {
+    pub(crate) fn refused(error: Error, claim: Claim) -> CompleteError {
+        CompleteError(Box::new(CompleteErrorParts {
+            error,
+            claim: Some(claim),
+        }))
+    }
+
+    pub(crate) fn failed(error: Error) -> CompleteError {
+        CompleteError(Box::new(CompleteErrorParts { error, claim: None }))
+    }
+
+    /// What went wrong.
+    pub fn error(&self) -> &Error {
+        &self.0.error
+    }
+
+    /// The claim, if the store refused the call before writing anything
+    /// ([`Error::ResponseTooLarge`], [`Error::WrongStore`]); `None` when the
+    /// write was attempted.
+    pub fn into_claim(self) -> Option<Claim> {
+        self.0.claim
+    }
+
+    /// Both parts.
+    pub fn into_parts(self) -> (Error, Option<Claim>) {
+        (self.0.error, self.0.claim)
+    }
+}
+
+impl From<CompleteError> for Error {
+    fn from(err: CompleteError) -> Error {
+        err.0.error
+    }
+}
+
+impl fmt::Debug for CompleteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompleteError")
+            .field("error", &self.0.error)
+            .field("claim", &self.0.claim)
+            .finish()
+    }
+}
+
+impl fmt::Display for CompleteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.error, f)
+    }
+}
+
+impl std::error::Error for CompleteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0.error)
     }
 }

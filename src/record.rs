@@ -63,41 +63,40 @@ impl StoredRecord {
     }
 }
 
-/// What a `begin` should do, given what is stored for its key.
-#[derive(Debug)]
-pub(crate) enum Decision {
-    /// Nothing live is stored (or a lease ran out): write a new claim.
-    Claim { takeover: bool },
-    /// Answer without writing anything (never `Begin::Claimed`).
-    Answer(Begin),
+/// What `decide` asks for instead of a claim: a new claim, and whether it
+/// takes over from an attempt whose lease ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimIntent {
+    pub takeover: bool,
 }
 
 /// The whole answer rule of `begin`, in one place. It is applied twice: on the
 /// read path to decide whether a write is needed, and again by the committer
 /// inside the write transaction, whose answer is the one that counts.
+/// `Claimed` means "write a new claim"; every other answer needs no write.
 pub(crate) fn decide(
     stored: Option<StoredRecord>,
     fingerprint: &Fingerprint,
     now_ms: u64,
-) -> Decision {
+) -> Begin<ClaimIntent> {
     let Some(record) = stored.filter(|r| !r.is_expired(now_ms)) else {
-        return Decision::Claim { takeover: false };
+        return Begin::Claimed(ClaimIntent { takeover: false });
     };
     if record.fingerprint != *fingerprint.as_bytes() {
-        return Decision::Answer(Begin::Mismatch);
+        return Begin::Mismatch;
     }
     match record.state {
-        StoredState::Completed { response } => Decision::Answer(Begin::Replay(response)),
+        StoredState::Completed { response } => Begin::Replay(response),
         StoredState::InFlight { lease_until_ms } if lease_until_ms > now_ms => {
-            Decision::Answer(in_progress(lease_until_ms, now_ms))
+            in_progress(lease_until_ms, now_ms)
         }
-        StoredState::InFlight { .. } => Decision::Claim { takeover: true },
+        StoredState::InFlight { .. } => Begin::Claimed(ClaimIntent { takeover: true }),
     }
 }
 
 /// `InProgress` with the time left on a lease, at least 1 ms so callers never
 /// spin on zero.
-pub(crate) fn in_progress(lease_until_ms: u64, now_ms: u64) -> Begin {
+pub(crate) fn in_progress<C>(lease_until_ms: u64, now_ms: u64) -> Begin<C> {
     Begin::InProgress {
         retry_after: Duration::from_millis(lease_until_ms.saturating_sub(now_ms).max(1)),
     }
@@ -206,12 +205,8 @@ mod tests {
         }
     }
 
-    fn answer(decision: Decision) -> Begin {
-        match decision {
-            Decision::Answer(begin) => begin,
-            Decision::Claim { takeover } => panic!("expected an answer, got a claim ({takeover})"),
-        }
-    }
+    const FRESH: ClaimIntent = ClaimIntent { takeover: false };
+    const TAKEOVER: ClaimIntent = ClaimIntent { takeover: true };
 
     #[test]
     fn decide_covers_every_answer() {
@@ -225,44 +220,41 @@ mod tests {
         };
         let rec = |fp: &Fingerprint, state| Some(record(fp, state, 500));
 
+        assert!(matches!(decide(None, &fp, 0), Begin::Claimed(FRESH)));
         assert!(matches!(
-            decide(None, &fp, 0),
-            Decision::Claim { takeover: false }
-        ));
-        assert!(matches!(
-            answer(decide(rec(&fp, done()), &fp, 10)),
+            decide(rec(&fp, done()), &fp, 10),
             Begin::Replay(_)
         ));
         assert!(matches!(
-            answer(decide(rec(&fp, done()), &other, 10)),
+            decide(rec(&fp, done()), &other, 10),
             Begin::Mismatch
         ));
         // Expired at exactly expires_at, not a millisecond before.
         assert!(matches!(
-            answer(decide(rec(&fp, done()), &fp, 499)),
+            decide(rec(&fp, done()), &fp, 499),
             Begin::Replay(_)
         ));
         assert!(matches!(
             decide(rec(&fp, done()), &other, 500),
-            Decision::Claim { takeover: false }
+            Begin::Claimed(FRESH)
         ));
-        match answer(decide(rec(&fp, flying()), &fp, 40)) {
+        match decide(rec(&fp, flying()), &fp, 40) {
             Begin::InProgress { retry_after } => assert_eq!(retry_after, Duration::from_millis(60)),
             other => panic!("expected InProgress, got {other:?}"),
         }
         assert!(matches!(
             decide(rec(&fp, flying()), &fp, 100),
-            Decision::Claim { takeover: true }
+            Begin::Claimed(TAKEOVER)
         ));
         assert!(matches!(
-            answer(decide(rec(&fp, flying()), &other, 100)),
+            decide(rec(&fp, flying()), &other, 100),
             Begin::Mismatch
         ));
     }
 
     #[test]
     fn retry_after_is_never_zero() {
-        let ms = |b: Begin| match b {
+        let ms = |b: Begin<ClaimIntent>| match b {
             Begin::InProgress { retry_after } => retry_after.as_millis(),
             other => panic!("expected InProgress, got {other:?}"),
         };

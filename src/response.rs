@@ -35,6 +35,7 @@ impl StoredResponse {
     }
 
     /// Appends a header.
+    #[must_use = "with_header returns the changed response"]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push((name.into(), value.into()));
         self

@@ -8,17 +8,19 @@ use std::time::{Duration, Instant};
 use redb::Database;
 
 use crate::cache::CachedCompletion;
-use crate::committer::{Committer, Op, Outcome};
-use crate::config::{Config, Recovery};
+use crate::clock::StoreTime;
+use crate::committer::{Committer, Submitter};
+use crate::config::{Config, Recovery, Settings};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
-use crate::lock_table::{Entry, EntryState, Holder, LockTable, Shard};
+use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::metrics::{Counters, Metrics, add, bump};
-use crate::outcome::{Begin, Claim};
-use crate::record::{Decision, Record, decide, in_progress};
+use crate::outcome::{Begin, Claim, CompleteError};
+use crate::record::{Record, decide};
 use crate::response::StoredResponse;
 use crate::storage;
+use crate::storage_backend::{EngineBackend, StorageBackend};
 use crate::sweeper::{self, Sweeper};
 
 /// An idempotency-key store over one redb file.
@@ -54,16 +56,50 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+// A `Store` and its claims move between threads and tasks freely.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Store>();
+    send_sync::<Claim>();
+    send_sync::<CompleteError>();
+};
+
 struct Inner {
-    // Dropped in declaration order: the sweeper stops first (it submits to
-    // the committer), then the committer drains its queue and stops.
-    /// Held for its `Drop`, which stops and joins the sweeper thread.
-    _sweeper: Sweeper,
-    committer: Committer,
-    db: Arc<Database>,
+    // Dropped in this order by `Drop for Inner`: the sweeper stops first (it
+    // submits to the committer), then the committer drains its queue and
+    // stops, then the database closes.
+    sweeper: Option<Sweeper>,
+    committer: Option<Committer>,
+    db: Option<Arc<Database>>,
     config: Config,
+    time: Arc<StoreTime>,
     locks: Arc<LockTable>,
     counters: Arc<Counters>,
+}
+
+impl Inner {
+    fn db(&self) -> Result<&Database> {
+        self.db.as_deref().ok_or(Error::Closed)
+    }
+
+    fn committer(&self) -> Result<&Submitter> {
+        self.committer.as_ref().ok_or(Error::Closed)?.submitter()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.sweeper.take());
+        drop(self.committer.take());
+        // Closing the database may commit; a panic of the storage engine on
+        // damaged data must not escape into the thread dropping the store.
+        if let Some(db) = self.db.take() {
+            let _ = storage::shielded(move || {
+                drop(db);
+                Ok(())
+            });
+        }
+    }
 }
 
 impl Store {
@@ -98,51 +134,53 @@ impl Store {
         Store::start(db, Path::new(":memory:"), config)
     }
 
-    /// Opens (or creates) a store over a custom redb storage backend instead
+    /// Opens (or creates) a store over a custom [`StorageBackend`] instead
     /// of a file: for fault-injection tests, or storage that is not a plain
-    /// file. The backend must behave like a file (reads see earlier writes;
-    /// `sync_data` makes them durable).
+    /// file.
     ///
     /// # Errors
     ///
     /// As [`Store::open`].
-    pub fn with_backend(backend: impl redb::StorageBackend, config: Config) -> Result<Store> {
+    pub fn with_backend(backend: impl StorageBackend, config: Config) -> Result<Store> {
         config.validate()?;
-        let db = Database::builder()
-            .set_cache_size(config.storage_cache_bytes)
-            .create_with_backend(backend)?;
+        let db = storage::shielded(|| {
+            Ok(Database::builder()
+                .set_cache_size(config.storage_cache_bytes)
+                .create_with_backend(EngineBackend(backend))?)
+        })?;
         Store::start(db, Path::new("<custom storage backend>"), config)
     }
 
     fn start(db: Database, path: &Path, config: Config) -> Result<Store> {
         let opened = storage::prepare(&db, path, config.recovery == Recovery::ReleaseAtOpen)?;
         let db = Arc::new(db);
+        let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
         let counters = Arc::new(Counters::default());
         add(&counters.recovered_claims, opened.released);
         let committer = Committer::start(
             Arc::clone(&db),
             config.clone(),
+            Arc::clone(&time),
             Arc::clone(&counters),
             opened.token_ceiling,
             opened.live_records,
         )?;
-        let sweeper = match committer.submitter() {
-            Some(submitter) => Sweeper::start(
-                submitter,
-                Arc::clone(&db),
-                config.clone(),
-                Arc::clone(&counters),
-            )
-            .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))?,
-            None => return Err(Error::Closed),
-        };
+        let sweeper = Sweeper::start(
+            committer.submitter()?.clone(),
+            Arc::clone(&db),
+            config.clone(),
+            Arc::clone(&time),
+            Arc::clone(&counters),
+        )
+        .map_err(Error::io)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                _sweeper: sweeper,
-                committer,
-                db,
+                sweeper: Some(sweeper),
+                committer: Some(committer),
+                db: Some(db),
                 locks: Arc::new(LockTable::new(config.cache_bytes)),
                 config,
+                time,
                 counters,
             }),
         })
@@ -160,7 +198,9 @@ impl Store {
     ///
     /// [`Error::Corrupted`] if the stored record fails verification,
     /// [`Error::Storage`] or [`Error::Poisoned`] if the claim cannot be
-    /// committed. No error leaves a claim behind.
+    /// committed. After such an error the claim may or may not have reached
+    /// the disk (a failed sync can leave it there): retrying `begin` then
+    /// answers `InProgress` until its lease runs out, never a second claim.
     pub fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
         let answer = self.begin_step(key, fingerprint, None)?;
         self.count(&answer);
@@ -168,13 +208,14 @@ impl Store {
     }
 
     /// Like [`begin`](Self::begin), but if another attempt holds the key,
-    /// waits up to `timeout` for it to finish: its completion answers
-    /// `Replay`, its release lets this caller claim. When the time runs out
-    /// the answer is `InProgress`.
+    /// waits up to `timeout` (any `Duration`, `Duration::MAX` for no limit)
+    /// for it to finish: its completion answers `Replay`, its release lets
+    /// this caller claim. When the time runs out the answer is `InProgress`.
     ///
     /// The wait parks the thread: it is woken when the holder in this process
     /// completes, releases or drops its claim, and otherwise when the holder's
-    /// lease would run out.
+    /// lease would run out. A wait that ends, however it ends, leaves nothing
+    /// registered (`Metrics::waiters` counts the waits in progress).
     ///
     /// # Errors
     ///
@@ -185,17 +226,21 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Begin> {
-        let deadline = Instant::now() + timeout;
-        let (wake, woken) = crossbeam_channel::bounded(1);
+        // No deadline when `timeout` reaches past what `Instant` can hold.
+        let deadline = Instant::now().checked_add(timeout);
+        let waiter = self.inner.locks.waiter(key.hash());
         let mut parked = false;
         loop {
-            let answer = self.begin_step(key, fingerprint, Some(&wake))?;
+            let answer = self.begin_step(key, fingerprint, Some(&waiter))?;
             let Begin::InProgress { retry_after } = answer else {
                 self.count(&answer);
                 return Ok(answer);
             };
-            let now = Instant::now();
-            if now >= deadline {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
                 self.count(&answer);
                 return Ok(answer);
             }
@@ -205,7 +250,7 @@ impl Store {
             }
             // Woken early by the holder; otherwise re-check when its lease
             // would end (a holder in another process cannot wake us).
-            let _ = woken.recv_timeout(retry_after.min(deadline - now));
+            waiter.wait(retry_after.min(left));
         }
     }
 
@@ -216,117 +261,58 @@ impl Store {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
-        waiter: Option<&crossbeam_channel::Sender<()>>,
+        waiter: Option<&Waiter>,
     ) -> Result<Begin> {
         let inner = &*self.inner;
-        let hash = key.hash();
-        let now_ms = inner.config.now_ms();
-        let mut shard = inner.locks.shard(hash);
-        let mut previous = None;
-        if let Some(entry) = shard.claims.get_mut(hash) {
-            let answer = match entry.state {
-                // The holder's lease ran out and it has nothing in flight: the
-                // record decides (takeover, mismatch, or claim afresh if it
-                // expired altogether), as for a claim of a dead process.
-                EntryState::Held { holder, busy: 0 } if holder.lease_until_ms <= now_ms => {
-                    previous = Some((holder, entry.fingerprint));
-                    None
-                }
-                _ if entry.fingerprint != fingerprint => Some(Begin::Mismatch),
-                EntryState::Held { holder, .. } => Some(in_progress(holder.lease_until_ms, now_ms)),
-                EntryState::Claiming { .. } => Some(Begin::InProgress {
-                    retry_after: inner.config.lease,
-                }),
-            };
-            if let Some(answer) = answer {
-                if let (Some(waiter), Begin::InProgress { .. }) = (waiter, &answer) {
-                    entry.add_waiter(waiter);
-                }
-                return Ok(answer);
-            }
-        }
-        // The common retry: a completed record in the replay cache.
-        if let Some(cached) = shard.cache.get(hash, now_ms) {
-            return Ok(if cached.fingerprint == fingerprint {
-                Begin::Replay(cached.response.clone())
-            } else {
-                Begin::Mismatch
-            });
+        let now_ms = inner.time.now_ms();
+        let mut shard = inner.locks.lock(key.hash());
+        if let Lookup::Answered(answer) =
+            shard.lookup(fingerprint, now_ms, inner.config.lease, waiter)
+        {
+            return Ok(answer.map_claim(|never| match never {}));
         }
         // No claim of this process is live: the disk decides. The shard lock
         // is held across the read so no other `begin` can claim in between.
-        let stored = storage::read_record(&inner.db, key)?;
-        match decide(stored, &fingerprint, now_ms) {
-            Decision::Answer(answer) => Ok(answer),
-            Decision::Claim { .. } => {
-                let ticket = inner.locks.ticket();
-                let claiming = Entry::claiming(fingerprint, ticket, previous);
-                match shard.claims.get_mut(hash) {
-                    // Keep the waiters of the holder being taken over.
-                    Some(entry) => entry.become_claiming(claiming),
-                    None => {
-                        shard.claims.insert(*hash, claiming);
-                    }
-                }
-                drop(shard);
+        let stored = storage::read_record(inner.db()?, key)?;
+        match decide(stored, &fingerprint, now_ms).claim_or_answer() {
+            Err(answer) => Ok(answer),
+            Ok(_) => {
+                let ticket = shard.start_claim(&inner.locks, fingerprint);
                 self.commit_claim(key, fingerprint, ticket)
             }
         }
     }
 
-    /// Commits the claim `begin_step` decided on, then settles its lock-table
-    /// entry: held on success, restored to the previous holder (or removed)
-    /// otherwise.
-    fn commit_claim(&self, key: &Key, fingerprint: Fingerprint, ticket: u64) -> Result<Begin> {
+    /// Commits the claim `begin_step` decided on. The committer decides
+    /// again against the record inside its transaction; only its answer
+    /// counts. The ticket settles the lock-table entry: held on success,
+    /// removed otherwise.
+    fn commit_claim(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        ticket: ClaimTicket,
+    ) -> Result<Begin> {
         let inner = &*self.inner;
-        let hash = key.hash();
-        let result = inner.committer.submit(Op::Claim {
+        let granted = match inner
+            .committer()?
+            .claim(key, fingerprint)?
+            .claim_or_answer()
+        {
+            Ok(granted) => granted,
+            Err(answer) => return Ok(answer),
+        };
+        ticket.grant(Holder {
+            token: granted.token,
+            lease_until_ms: granted.lease_until_ms,
+        });
+        Ok(Begin::Claimed(Claim {
             key: key.clone(),
             fingerprint,
-        });
-        let mut shard = inner.locks.shard(hash);
-        let mine = shard
-            .claims
-            .get(hash)
-            .is_some_and(|e| e.is_claimed_by(ticket));
-        match result {
-            Ok(Outcome::Claimed {
-                token,
-                lease_until_ms,
-                takeover,
-            }) => {
-                let holder = Holder {
-                    token,
-                    lease_until_ms,
-                };
-                if mine {
-                    if let Some(entry) = shard.claims.get_mut(hash) {
-                        entry.state = EntryState::Held { holder, busy: 0 };
-                        entry.wake_all();
-                    }
-                } else if !shard.claims.contains_key(hash) {
-                    // `remove` dropped the entry while the claim was queued
-                    // behind it; the disk says this claim holds the key.
-                    shard.claims.insert(*hash, Entry::held(fingerprint, holder));
-                }
-                Ok(Begin::Claimed(Claim {
-                    key: key.clone(),
-                    fingerprint,
-                    token,
-                    takeover,
-                    locks: Arc::clone(&inner.locks),
-                }))
-            }
-            other => {
-                if mine {
-                    LockTable::restore_or_remove(&mut shard, hash);
-                }
-                match other? {
-                    Outcome::Answer(answer) => Ok(answer),
-                    unexpected => unreachable!("claim answered with {unexpected:?}"),
-                }
-            }
-        }
+            token: granted.token,
+            takeover: granted.takeover,
+            locks: Arc::clone(&inner.locks),
+        }))
     }
 
     fn count(&self, answer: &Begin) {
@@ -353,37 +339,56 @@ impl Store {
     ///
     /// # Errors
     ///
+    /// A [`CompleteError`]. Refused before anything is written, with the
+    /// claim handed back ([`CompleteError::into_claim`]):
     /// [`Error::ResponseTooLarge`] if the response exceeds
-    /// `Config::max_response_bytes` (check first with
-    /// [`check_response`](Self::check_response) to release instead);
-    /// [`Error::LeaseLost`] if another attempt took the key over or it was
-    /// removed; [`Error::WrongStore`]; [`Error::Storage`] or
-    /// [`Error::Poisoned`] if the commit failed. On every error nothing is
-    /// stored and the record stays in flight until its lease runs out.
-    pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<()> {
-        self.check_claim(&claim)?;
-        self.check_response(&response)?;
+    /// `Config::max_response_bytes`, [`Error::WrongStore`]. With the claim
+    /// consumed: [`Error::LeaseLost`] if another attempt took the key over or
+    /// it was removed (nothing changed); [`Error::Storage`] or
+    /// [`Error::Poisoned`] if the commit failed. A failed commit may still
+    /// have reached the disk: the key then reads as completed; otherwise it
+    /// stays in flight until its lease runs out. Either way no retry runs
+    /// the side effect before the lease ends.
+    pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<(), CompleteError> {
+        if let Err(err) = self.check_claim(&claim) {
+            return Err(CompleteError::refused(err, claim));
+        }
+        let (size, limit) = (response.stored_len(), self.inner.config.max_response_bytes);
+        if size > limit {
+            return Err(CompleteError::refused(
+                Error::ResponseTooLarge { size, limit },
+                claim,
+            ));
+        }
         let cached = (self.inner.config.cache_bytes > 0).then(|| response.clone());
-        let op = Op::Complete {
-            key: claim.key.clone(),
-            token: claim.token,
-            response,
-        };
-        let outcome = self.finish(&claim, op, |shard, outcome| {
-            if let (Outcome::Completed { expires_at_ms }, Some(response)) = (outcome, cached) {
-                shard.cache.insert(
-                    *claim.key.hash(),
-                    CachedCompletion {
-                        fingerprint: claim.fingerprint,
-                        expires_at_ms: *expires_at_ms,
-                        response,
-                    },
-                );
+        let locks = &self.inner.locks;
+        let busy = locks.mark_busy(claim.key.hash(), claim.token);
+        let result = self
+            .inner
+            .committer()
+            .and_then(|committer| committer.complete(&claim.key, claim.token, response));
+        match result {
+            Ok(completed) => {
+                busy.end_claim(|cache| {
+                    if let Some(response) = cached {
+                        cache.insert(CachedCompletion {
+                            fingerprint: claim.fingerprint,
+                            expires_at_ms: completed.expires_at_ms,
+                            response,
+                        });
+                    }
+                });
+                bump(&self.inner.counters.completions);
+                Ok(())
             }
-        })?;
-        debug_assert!(matches!(outcome, Outcome::Completed { .. }));
-        bump(&self.inner.counters.completions);
-        Ok(())
+            Err(err) => {
+                busy.end_claim(|_| {});
+                if matches!(err, Error::LeaseLost) {
+                    bump(&self.inner.counters.leases_lost);
+                }
+                Err(CompleteError::failed(err))
+            }
+        }
     }
 
     /// Gives the key up without storing a result: the record is deleted and
@@ -396,11 +401,13 @@ impl Store {
     /// [`Error::Poisoned`], as for [`complete`](Self::complete).
     pub fn release(&self, claim: Claim) -> Result<()> {
         self.check_claim(&claim)?;
-        let op = Op::Release {
-            key: claim.key.clone(),
-            token: claim.token,
-        };
-        self.finish(&claim, op, |_, _| {})?;
+        let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
+        let result = self
+            .inner
+            .committer()
+            .and_then(|committer| committer.release(&claim.key, claim.token));
+        busy.end_claim(|_| {});
+        self.note_lease_lost(result)?;
         bump(&self.inner.counters.releases);
         Ok(())
     }
@@ -414,86 +421,24 @@ impl Store {
     /// [`Error::Poisoned`].
     pub fn renew(&self, claim: &Claim) -> Result<()> {
         self.check_claim(claim)?;
-        let op = Op::Renew {
-            key: claim.key.clone(),
-            token: claim.token,
-        };
-        let result = self.holder_op(claim, op);
-        let hash = claim.key.hash();
-        let mut shard = self.inner.locks.shard(hash);
-        match (&result, shard.claims.get_mut(hash)) {
-            (Ok(Outcome::Renewed { lease_until_ms }), Some(entry))
-                if entry.is_held_by(claim.token) =>
-            {
-                if let EntryState::Held { holder, busy } = &mut entry.state {
-                    holder.lease_until_ms = *lease_until_ms;
-                    *busy -= 1;
-                }
-            }
-            (Err(Error::LeaseLost), Some(entry)) if entry.is_held_by(claim.token) => {
-                LockTable::remove_and_wake(&mut shard, hash);
-            }
-            (Err(_), Some(entry)) if entry.is_held_by(claim.token) => {
-                if let EntryState::Held { busy, .. } = &mut entry.state {
-                    *busy = busy.saturating_sub(1);
-                }
-            }
-            _ => {}
+        let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
+        let result = self
+            .inner
+            .committer()
+            .and_then(|committer| committer.renew(&claim.key, claim.token));
+        match &result {
+            Ok(renewed) => busy.renewed(renewed.lease_until_ms),
+            // The record says this claim is over: so is its entry.
+            Err(Error::LeaseLost) => busy.end_claim(|_| {}),
+            Err(_) => drop(busy),
         }
-        drop(shard);
-        result?;
+        self.note_lease_lost(result)?;
         bump(&self.inner.counters.renewals);
         Ok(())
     }
 
-    /// Runs `complete` or `release`, then ends the claim in the lock table
-    /// whatever the outcome, waking waiters. `on_success` runs under the
-    /// shard lock, only if the claim still held the key there: a `remove`
-    /// that revoked it in the meantime must not be undone by a cache insert.
-    fn finish(
-        &self,
-        claim: &Claim,
-        op: Op,
-        on_success: impl FnOnce(&mut Shard, &Outcome),
-    ) -> Result<Outcome> {
-        let result = self.holder_op(claim, op);
-        let hash = claim.key.hash();
-        let mut shard = self.inner.locks.shard(hash);
-        if shard
-            .claims
-            .get(hash)
-            .is_some_and(|e| e.is_held_by(claim.token))
-        {
-            if let Ok(outcome) = &result {
-                on_success(&mut shard, outcome);
-            }
-            LockTable::remove_and_wake(&mut shard, hash);
-        }
-        drop(shard);
-        result
-    }
-
-    /// Marks the claim busy (no takeover may start while its write is in
-    /// flight) and submits `op`. A claim another `begin` is taking over, or
-    /// has taken over, fails at once without touching the disk; a claim
-    /// absent from the lock table is judged by the committer from the record.
-    fn holder_op(&self, claim: &Claim, op: Op) -> Result<Outcome> {
-        let hash = claim.key.hash();
-        {
-            let mut shard = self.inner.locks.shard(hash);
-            match shard.claims.get_mut(hash) {
-                Some(Entry {
-                    state: EntryState::Held { holder, busy },
-                    ..
-                }) if holder.token == claim.token => *busy += 1,
-                Some(_) => {
-                    bump(&self.inner.counters.leases_lost);
-                    return Err(Error::LeaseLost);
-                }
-                None => {}
-            }
-        }
-        let result = self.inner.committer.submit(op);
+    /// Counts a `LeaseLost` answer of a holder operation.
+    fn note_lease_lost<T>(&self, result: Result<T>) -> Result<T> {
         if matches!(result, Err(Error::LeaseLost)) {
             bump(&self.inner.counters.leases_lost);
         }
@@ -508,21 +453,6 @@ impl Store {
         }
     }
 
-    /// Checks that `response` fits `Config::max_response_bytes`, so a caller
-    /// can release its claim instead of losing it to a failed `complete`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ResponseTooLarge`].
-    pub fn check_response(&self, response: &StoredResponse) -> Result<()> {
-        let size = response.stored_len();
-        let limit = self.inner.config.max_response_bytes;
-        if size > limit {
-            return Err(Error::ResponseTooLarge { size, limit });
-        }
-        Ok(())
-    }
-
     /// The live record of `key`, if any. Expired records read as `None` even
     /// before a sweep deletes them.
     ///
@@ -531,8 +461,8 @@ impl Store {
     /// [`Error::Corrupted`] if the record fails verification,
     /// [`Error::Storage`] if it cannot be read.
     pub fn get(&self, key: &Key) -> Result<Option<Record>> {
-        let now_ms = self.inner.config.now_ms();
-        Ok(storage::read_record(&self.inner.db, key)?
+        let now_ms = self.inner.time.now_ms();
+        Ok(storage::read_record(self.inner.db()?, key)?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }
@@ -546,32 +476,12 @@ impl Store {
     ///
     /// [`Error::Storage`] or [`Error::Poisoned`] if the commit failed.
     pub fn remove(&self, key: &Key) -> Result<bool> {
-        let outcome = self
-            .inner
-            .committer
-            .submit(Op::Remove { key: key.clone() })?;
-        let hash = key.hash();
-        let mut shard = self.inner.locks.shard(hash);
-        shard.cache.invalidate(hash);
-        if matches!(
-            shard.claims.get(hash),
-            Some(Entry {
-                state: EntryState::Held { .. },
-                ..
-            })
-        ) {
-            LockTable::remove_and_wake(&mut shard, hash);
+        let live = self.inner.committer()?.remove(key)?;
+        self.inner.locks.forget(key.hash());
+        if live {
+            bump(&self.inner.counters.removed);
         }
-        drop(shard);
-        match outcome {
-            Outcome::Removed(live) => {
-                if live {
-                    bump(&self.inner.counters.removed);
-                }
-                Ok(live)
-            }
-            unexpected => unreachable!("remove answered with {unexpected:?}"),
-        }
+        Ok(live)
     }
 
     /// Deletes every expired record now, in write transactions of at most
@@ -586,11 +496,11 @@ impl Store {
     /// deleted by earlier batches stay deleted.
     pub fn sweep_expired(&self) -> Result<u64> {
         let inner = &*self.inner;
-        let submitter = inner.committer.submitter().ok_or(Error::Closed)?;
         sweeper::sweep(
-            &submitter,
-            &inner.db,
+            inner.committer()?,
+            inner.db()?,
             &inner.config,
+            &inner.time,
             &inner.counters,
             || false,
         )
@@ -610,33 +520,32 @@ impl Store {
     /// or partly compacted, never inconsistent: redb compacts transactionally).
     pub fn compact(path: impl AsRef<Path>) -> Result<Compaction> {
         let path = path.as_ref();
-        let size = |path: &Path| {
-            std::fs::metadata(path)
-                .map(|m| m.len())
-                .map_err(|e| Error::Storage(Box::new(redb::Error::Io(e))))
-        };
+        let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).map_err(Error::io);
         let bytes_before = size(path)?;
         let mut db = storage::open_file(path, Config::default().storage_cache_bytes)?;
         storage::prepare(&db, path, false)?;
-        storage::shielded(|| {
+        storage::shielded(move || {
             while db.compact()? {}
+            drop(db);
             Ok(())
         })?;
-        drop(db);
         Ok(Compaction {
             bytes_before,
             bytes_after: size(path)?,
         })
     }
 
-    /// A snapshot of the outcome counters since the store was opened.
+    /// A snapshot of the outcome counters since the store was opened, and of
+    /// its gauges now.
     pub fn metrics(&self) -> Metrics {
-        self.inner.counters.snapshot()
+        let mut metrics = self.inner.counters.snapshot();
+        metrics.waiters = self.inner.locks.waiters();
+        metrics
     }
 
-    /// The configuration the store was opened with.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The settings the store was opened with.
+    pub fn settings(&self) -> Settings {
+        self.inner.config.settings()
     }
 }
 

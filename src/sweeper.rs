@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::Database;
 
-use crate::committer::{Op, Outcome, Submitter};
+use crate::clock::StoreTime;
+use crate::committer::{Submitter, Swept};
 use crate::config::Config;
 use crate::error::Result;
 use crate::metrics::{Counters, add, bump};
@@ -31,28 +32,26 @@ pub(crate) fn sweep(
     submitter: &Submitter,
     db: &Database,
     config: &Config,
+    time: &StoreTime,
     counters: &Counters,
     stop: impl Fn() -> bool,
 ) -> Result<u64> {
     let started = Instant::now();
     let mut total = 0;
     let result = loop {
-        match storage::anything_due(db, config.now_ms()) {
+        match storage::anything_due(db, time.now_ms()) {
             Ok(true) => {}
             Ok(false) => break Ok(total),
             Err(err) => break Err(err),
         }
-        match submitter.submit(Op::Sweep {
-            limit: config.sweep_batch,
-        }) {
-            Ok(Outcome::Swept { deleted, more }) => {
+        match submitter.sweep(config.sweep_batch) {
+            Ok(Swept { deleted, more }) => {
                 add(&counters.expired, deleted);
                 total += deleted;
                 if !more || stop() {
                     break Ok(total);
                 }
             }
-            Ok(unexpected) => unreachable!("sweep answered with {unexpected:?}"),
             Err(err) => break Err(err),
         }
     };
@@ -63,7 +62,7 @@ pub(crate) fn sweep(
     );
     counters
         .last_sweep_unix_ms
-        .store(config.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        .store(time.now_ms(), std::sync::atomic::Ordering::Relaxed);
     result
 }
 
@@ -84,6 +83,7 @@ impl Sweeper {
         submitter: Submitter,
         db: Arc<Database>,
         config: Config,
+        time: Arc<StoreTime>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Sweeper> {
         let Some(interval) = config.sweep_interval else {
@@ -95,7 +95,11 @@ impl Sweeper {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("idemkv-sweeper".into())
-            .spawn(move || run(submitter, &db, config, counters, interval, stopped))?;
+            .spawn(move || {
+                run(
+                    &submitter, &db, &config, &time, &counters, interval, stopped,
+                )
+            })?;
         Ok(Sweeper {
             stop: Some(stop),
             thread: Some(thread),
@@ -104,10 +108,11 @@ impl Sweeper {
 }
 
 fn run(
-    submitter: Submitter,
+    submitter: &Submitter,
     db: &Database,
-    config: Config,
-    counters: Arc<Counters>,
+    config: &Config,
+    time: &StoreTime,
+    counters: &Counters,
     interval: Duration,
     stopped: Receiver<()>,
 ) {
@@ -125,7 +130,7 @@ fn run(
         }
         // A failed sweep (the store is poisoned or closing) is retried at the
         // next tick; the error itself reaches callers of the write path.
-        let _ = sweep(&submitter, db, &config, &counters, should_stop);
+        let _ = sweep(submitter, db, config, time, counters, should_stop);
     }
 }
 

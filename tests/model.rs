@@ -4,8 +4,9 @@
 //! The model is a map from key to record with the states of the design:
 //! in flight (token, lease end) or completed (response), each with an expiry
 //! time. Every answer of the store is checked against it, including exact
-//! `retry_after` values and replayed bytes, across clock jumps, sweeps and
-//! reopening the file.
+//! `retry_after` values and replayed bytes, across time passing, wall-clock
+//! steps forward and back (which an open store ignores and a reopened one
+//! takes up), sweeps and reopening the file.
 
 #[path = "support/model.rs"]
 mod harness;
@@ -26,6 +27,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..KEYS).prop_map(|key| Step::Remove { key }),
         1 => Just(Step::Sweep),
         1 => Just(Step::Reopen),
+        1 => (any::<bool>(), prop::sample::select(harness::CLOCK_STEPS_MS.to_vec()))
+            .prop_map(|(back, ms)| Step::WallClockJump { back, ms }),
     ]
 }
 

@@ -107,10 +107,11 @@ fn expired_lease_is_taken_over_and_the_old_holder_is_fenced() -> TestResult {
     // Every holder call of the old claim fails and changes nothing.
     assert!(matches!(store.renew(&old), Err(Error::LeaseLost)));
     let before = store.get(&k)?;
-    assert!(matches!(
-        store.complete(old, response("old")),
-        Err(Error::LeaseLost)
-    ));
+    let err = store
+        .complete(old, response("old"))
+        .expect_err("lease lost");
+    assert!(matches!(err.error(), Error::LeaseLost), "{err:?}");
+    assert!(err.into_claim().is_none(), "the write was attempted");
     assert_eq!(store.get(&k)?, before);
     let record = before.ok_or("record missing")?;
     assert_eq!(record.token(), new.token());
@@ -310,10 +311,8 @@ fn remove_deletes_and_revokes() -> TestResult {
     assert!(store.remove(&flying)?);
     let next = claimed(store.begin(&flying, fp("b"))?);
     assert!(next.token() > claim.token());
-    assert!(matches!(
-        store.complete(claim, response("old")),
-        Err(Error::LeaseLost)
-    ));
+    let err = store.complete(claim, response("old")).expect_err("revoked");
+    assert!(matches!(err.error(), Error::LeaseLost), "{err:?}");
     store.complete(next, response("new"))?;
     assert_eq!(replayed(store.begin(&flying, fp("b"))?), response("new"));
     assert_eq!(store.metrics().removed, 2);
@@ -321,27 +320,34 @@ fn remove_deletes_and_revokes() -> TestResult {
 }
 
 #[test]
-fn oversized_responses_are_refused_and_change_nothing() -> TestResult {
+fn oversized_responses_are_refused_and_hand_the_claim_back() -> TestResult {
     let store = Store::in_memory(Config::default().max_response_bytes(100))?;
     let k = key("big");
     let claim = claimed(store.begin(&k, fp("a"))?);
-    let exact = StoredResponse::new(200, vec![b'x'; 90]).with_header("abcde", "12345");
-    assert_eq!(exact.stored_len(), 100);
-    store.check_response(&exact)?;
-    let big = StoredResponse::new(200, vec![b'x'; 101]);
-    assert!(matches!(
-        store.check_response(&big),
-        Err(Error::ResponseTooLarge {
-            size: 101,
-            limit: 100
-        })
-    ));
     let before = store.get(&k)?;
+    let big = StoredResponse::new(200, vec![b'x'; 101]);
     let err = store.complete(claim, big).expect_err("too large");
-    assert!(matches!(err, Error::ResponseTooLarge { .. }));
+    assert!(
+        matches!(
+            err.error(),
+            Error::ResponseTooLarge {
+                size: 101,
+                limit: 100
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("max_response_bytes"));
     assert_eq!(store.get(&k)?, before, "still in flight, nothing stored");
     assert_eq!(store.metrics().completions, 0);
+    // The claim comes back whole: it still holds the key and can complete
+    // with a response that fits (body and headers count).
+    let claim = err.into_claim().ok_or("the claim was not handed back")?;
+    in_progress(store.begin(&k, fp("a"))?);
+    let exact = StoredResponse::new(200, vec![b'x'; 90]).with_header("abcde", "12345");
+    assert_eq!(exact.stored_len(), 100);
+    store.complete(claim, exact.clone())?;
+    assert_eq!(replayed(store.begin(&k, fp("a"))?), exact);
     Ok(())
 }
 
@@ -380,10 +386,12 @@ fn a_claim_belongs_to_its_store() -> TestResult {
     let k = key("wrong-store");
     let claim = claimed(a.begin(&k, fp("a"))?);
     assert!(matches!(b.renew(&claim), Err(Error::WrongStore)));
-    assert!(matches!(
-        b.complete(claim, response("x")),
-        Err(Error::WrongStore)
-    ));
+    let err = b.complete(claim, response("x")).expect_err("wrong store");
+    assert!(matches!(err.error(), Error::WrongStore), "{err:?}");
+    // Handed back, the claim completes on its own store.
+    let claim = err.into_claim().ok_or("the claim was not handed back")?;
+    a.complete(claim, response("x"))?;
+    assert_eq!(replayed(a.begin(&k, fp("a"))?), response("x"));
     Ok(())
 }
 

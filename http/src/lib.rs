@@ -157,7 +157,7 @@ impl IdempotencyBackend for Store {
     }
 
     fn complete(&self, claim: Claim, response: StoredResponse) -> idemkv::Result<()> {
-        Store::complete(self, claim, response)
+        Ok(Store::complete(self, claim, response)?)
     }
 
     fn release(&self, claim: Claim) -> idemkv::Result<()> {
@@ -169,11 +169,11 @@ impl IdempotencyBackend for Store {
     }
 
     fn lease(&self) -> Duration {
-        self.config().get_lease()
+        self.settings().lease()
     }
 
     fn max_response_bytes(&self) -> usize {
-        self.config().get_max_response_bytes()
+        self.settings().max_response_bytes()
     }
 }
 

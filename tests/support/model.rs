@@ -13,6 +13,8 @@ use idemkv::{Begin, Claim, Config, Error, Fingerprint, Key, ManualClock, Store, 
 pub const KEYS: usize = 3;
 pub const LEASE_MS: u64 = 1_000;
 pub const RETENTION_MS: u64 = 5_000;
+/// Wall-clock steps: within a lease, past a lease, past retention.
+pub const CLOCK_STEPS_MS: [u64; 4] = [500, 1_500, 6_000, 3_600_000];
 
 pub fn key(name: &str) -> Key {
     Key::new("model", name).expect("model keys are valid")
@@ -41,6 +43,10 @@ pub fn step_from_bytes(op: u8, arg: u8) -> Step {
         15 => Step::Get { key },
         16 => Step::Remove { key },
         17 => Step::Sweep,
+        18 => Step::WallClockJump {
+            back: arg & 1 == 1,
+            ms: CLOCK_STEPS_MS[usize::from(arg / 2) % CLOCK_STEPS_MS.len()],
+        },
         _ => Step::Reopen,
     }
 }
@@ -50,7 +56,7 @@ pub fn step_from_bytes(op: u8, arg: u8) -> Step {
 #[derive(Clone, Debug, Default)]
 pub struct SharedMemory(Arc<RwLock<Vec<u8>>>);
 
-impl redb::StorageBackend for SharedMemory {
+impl idemkv::StorageBackend for SharedMemory {
     fn len(&self) -> std::io::Result<u64> {
         Ok(self.0.read().unwrap_or_else(PoisonError::into_inner).len() as u64)
     }
@@ -98,16 +104,38 @@ pub enum Backing {
 
 #[derive(Clone, Debug)]
 pub enum Step {
-    Begin { key: usize, payload: usize },
-    Complete { claim: usize },
-    Release { claim: usize },
-    Renew { claim: usize },
-    DropClaim { claim: usize },
-    Advance { ms: u64 },
-    Get { key: usize },
-    Remove { key: usize },
+    Begin {
+        key: usize,
+        payload: usize,
+    },
+    Complete {
+        claim: usize,
+    },
+    Release {
+        claim: usize,
+    },
+    Renew {
+        claim: usize,
+    },
+    DropClaim {
+        claim: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    Get {
+        key: usize,
+    },
+    Remove {
+        key: usize,
+    },
     Sweep,
     Reopen,
+    /// The wall clock is stepped (NTP, an operator) without time passing.
+    WallClockJump {
+        back: bool,
+        ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -248,7 +276,13 @@ impl Harness {
                         },
                     );
                 } else {
-                    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+                    assert!(
+                        matches!(
+                            result.as_ref().map_err(|e| e.error()),
+                            Err(Error::LeaseLost)
+                        ),
+                        "{result:?}"
+                    );
                 }
             }
             Step::Release { claim } => {
@@ -329,6 +363,17 @@ impl Harness {
                 self.claims.clear();
                 self.store = None;
                 self.store = Some(open(&self.backing, &self.config));
+                // A new process takes its time from the wall clock, steps
+                // included; an open store never does.
+                self.model.now = clock_ms(&self.clock);
+            }
+            Step::WallClockJump { back, ms } => {
+                let by = Duration::from_millis(ms);
+                if back {
+                    self.clock.step_back(by);
+                } else {
+                    self.clock.step_forward(by);
+                }
             }
         }
     }

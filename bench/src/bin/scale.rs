@@ -109,8 +109,8 @@ fn run() -> Result<()> {
     let config = Config::default();
     println!(
         "replay cache {} MiB, storage cache {} MiB, 256-byte bodies, {SAMPLES} random replays per point\n",
-        config.get_cache_bytes() >> 20,
-        config.get_storage_cache_bytes() >> 20
+        config.settings().cache_bytes() >> 20,
+        config.settings().storage_cache_bytes() >> 20
     );
     println!(
         "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 | RSS | peak RSS |"
