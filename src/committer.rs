@@ -18,7 +18,11 @@
 //!   holds the key is `LeaseLost`, and nothing else refuses a holder.
 //! - After any storage failure the committer is poisoned: it answers
 //!   `Error::Poisoned` to every later write instead of writing into a database
-//!   in an unknown state. Reopening the store clears it.
+//!   in an unknown state. It heals by itself: with backoff, it closes the
+//!   database and opens it again from its file (the engine's crash recovery
+//!   keeps exactly what was committed durably), reads the token ceiling and
+//!   record count back, and takes writes again. An in-memory store cannot
+//!   reopen and stays poisoned.
 //! - Fencing tokens only grow: tokens are handed out from blocks of
 //!   [`TOKEN_BLOCK`]; a block's ceiling is persisted in `meta` in the same
 //!   transaction as the first claim that uses it, and a reopened store starts
@@ -30,19 +34,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::Database;
 
 use crate::clock::StoreTime;
 use crate::config::{Config, Durability};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
+use crate::health::{Health, HealthCell};
 use crate::key::Key;
 use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{self, META, META_TOKEN_CEILING, WriteTables};
+use crate::storage::{META, META_TOKEN_CEILING, WriteTables};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -52,6 +58,10 @@ const LINGER: Duration = Duration::from_micros(200);
 
 /// Fencing tokens reserved (and persisted) at a time.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
+
+/// The longest wait between reopen attempts after a failed commit (unless
+/// `Config::reopen_backoff` is longer); each failed attempt doubles the wait.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A claim the committer wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +178,7 @@ impl Request {
 /// stops and joins the thread (once every [`Submitter`] is gone too).
 pub(crate) struct Committer {
     submitter: Option<Submitter>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 /// A cloneable way to submit operations, for other threads (the sweeper).
@@ -234,20 +244,22 @@ impl Submitter {
 
 impl Committer {
     pub fn start(
-        db: Arc<Database>,
+        engine: Arc<Engine>,
         config: Config,
         time: Arc<StoreTime>,
         counters: Arc<Counters>,
+        health: Arc<HealthCell>,
         token_ceiling: u64,
         live_records: u64,
     ) -> Result<Committer> {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
         counters.set_live_records(live_records);
         let worker = Worker {
-            db,
+            engine,
             config,
             time,
             counters,
+            health,
             token_seq: token_ceiling,
             token_ceiling,
             live_records,
@@ -268,23 +280,44 @@ impl Committer {
     pub fn submitter(&self) -> Result<&Submitter> {
         self.submitter.as_ref().ok_or(Error::Closed)
     }
-}
 
-impl Drop for Committer {
-    fn drop(&mut self) {
+    /// Stops the thread once it has answered everything queued, and reports
+    /// its final sync (a store with unsynced commits syncs at shutdown). Every
+    /// other [`Submitter`] must be gone, or this waits for them.
+    pub fn shut_down(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
         // Closing the channel lets the worker finish what is queued and exit.
         drop(self.submitter.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(Error::Closed)),
+            None => Ok(()),
         }
     }
 }
 
+impl Drop for Committer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A failed commit the committer is recovering from.
+struct Poison {
+    cause: String,
+    next_attempt: Instant,
+    backoff: Duration,
+    attempts: u64,
+}
+
 struct Worker {
-    db: Arc<Database>,
+    engine: Arc<Engine>,
     config: Config,
     time: Arc<StoreTime>,
     counters: Arc<Counters>,
+    health: Arc<HealthCell>,
     /// The last fencing token issued.
     token_seq: u64,
     /// The highest token the file allows; `token_seq <= token_ceiling`.
@@ -292,16 +325,32 @@ struct Worker {
     /// Records in the file (expired ones included until they are deleted),
     /// as of the last successful commit.
     live_records: u64,
-    /// Set by the first storage failure; refuses every later write.
-    poisoned: Option<String>,
+    /// Set by a storage failure; refuses every write until a reopen heals it.
+    poisoned: Option<Poison>,
     /// A commit with `Durability::None` happened since the last synced one.
     unsynced: bool,
 }
 
 impl Worker {
-    fn run(mut self, receiver: Receiver<Request>) {
+    fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
         let mut last_batch = 1;
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match self.next_attempt() {
+                // Poisoned: wake up for the next reopen attempt even when no
+                // request comes.
+                Some(at) => match receiver.recv_deadline(at) {
+                    Ok(request) => request,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.heal();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match receiver.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
             let mut batch = vec![first];
             drain_into(&receiver, &mut batch, MAX_BATCH);
             // The callers answered by the last commit are likely to come back
@@ -322,23 +371,91 @@ impl Worker {
                 }
             }
             last_batch = batch.len();
+            if self.next_attempt().is_some_and(|at| Instant::now() >= at) {
+                self.heal();
+            }
             self.run_batch(batch);
         }
-        self.sync_on_shutdown();
+        self.sync_on_shutdown()
+    }
+
+    /// When the next reopen is due, while poisoned and able to reopen.
+    fn next_attempt(&self) -> Option<Instant> {
+        let poison = self.poisoned.as_ref()?;
+        self.engine.can_reopen().then_some(poison.next_attempt)
+    }
+
+    /// Marks the store poisoned by `cause` and schedules the first reopen.
+    fn poison(&mut self, cause: String) {
+        bump(&self.counters.failed_commits);
+        let health = if self.engine.can_reopen() {
+            Health::Recovering {
+                cause: cause.clone(),
+                attempts: 0,
+            }
+        } else {
+            Health::Failed {
+                cause: cause.clone(),
+            }
+        };
+        self.health.set(health, &self.counters);
+        let first = self.config.reopen_backoff;
+        self.poisoned = Some(Poison {
+            cause,
+            next_attempt: Instant::now().checked_add(first).unwrap_or_else(far_future),
+            backoff: first,
+            attempts: 0,
+        });
+    }
+
+    /// Reopens the database; on success writes resume, on failure the next
+    /// attempt waits twice as long.
+    fn heal(&mut self) {
+        let Some(poison) = self.poisoned.as_mut() else {
+            return;
+        };
+        poison.attempts += 1;
+        match self.engine.reopen() {
+            Ok(opened) => {
+                // Tokens issued before the failure may have landed: never
+                // reissue one. The file's ceiling covers every durable token.
+                self.token_seq = self.token_seq.max(opened.token_ceiling);
+                self.token_ceiling = opened.token_ceiling;
+                self.live_records = opened.live_records;
+                self.counters.set_live_records(opened.live_records);
+                self.unsynced = false;
+                self.poisoned = None;
+                bump(&self.counters.recoveries);
+                self.health.set(Health::Ok, &self.counters);
+            }
+            Err(err) => {
+                let longest = MAX_BACKOFF.max(self.config.reopen_backoff);
+                poison.backoff = poison.backoff.saturating_mul(2).min(longest);
+                poison.next_attempt = Instant::now()
+                    .checked_add(poison.backoff)
+                    .unwrap_or_else(far_future);
+                let health = Health::Recovering {
+                    cause: format!("{}; reopening failed: {err}", poison.cause),
+                    attempts: poison.attempts,
+                };
+                self.health.set(health, &self.counters);
+            }
+        }
     }
 
     fn run_batch(&mut self, mut batch: Vec<Request>) {
-        if let Some(cause) = &self.poisoned {
+        if let Some(poison) = &self.poisoned {
             for request in batch {
                 request.fail(Error::Poisoned {
-                    cause: cause.clone(),
+                    cause: poison.cause.clone(),
                 });
             }
             return;
         }
         // A panic inside redb (damaged pages) fails the batch like any
         // storage error, and poisons the store.
-        match storage::shielded(|| self.commit_batch(&mut batch)) {
+        let engine = Arc::clone(&self.engine);
+        match engine.read(|db| self.commit_batch(db, &mut batch)) {
             Ok(()) => {
                 bump(&self.counters.commits);
                 add(&self.counters.committed_ops, batch.len() as u64);
@@ -348,7 +465,7 @@ impl Worker {
             }
             Err(err) => {
                 let cause = err.to_string();
-                self.poisoned = Some(cause.clone());
+                self.poison(cause.clone());
                 let mut err = Some(err);
                 for request in batch {
                     // The first caller gets the original error, the others
@@ -366,8 +483,8 @@ impl Worker {
     /// operation's answer in its reply. An error fails the whole batch;
     /// answers that are errors belong to single operations, which then
     /// changed nothing.
-    fn commit_batch(&mut self, batch: &mut [Request]) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
+    fn commit_batch(&mut self, db: &Database, batch: &mut [Request]) -> Result<()> {
+        let mut txn = db.begin_write()?;
         if self.config.durability == Durability::None {
             txn.set_durability(redb::Durability::None)?;
         }
@@ -517,8 +634,8 @@ impl Worker {
     /// The next fencing token, reserving a new block when the current one is
     /// used up (the batch then persists the new ceiling).
     fn next_token(&mut self) -> u64 {
-        if self.token_seq == self.token_ceiling {
-            self.token_ceiling = self.token_ceiling.saturating_add(TOKEN_BLOCK);
+        if self.token_seq >= self.token_ceiling {
+            self.token_ceiling = self.token_seq.saturating_add(TOKEN_BLOCK);
         }
         self.token_seq += 1;
         self.token_seq
@@ -535,16 +652,27 @@ impl Worker {
     }
 
     /// A store opened with `Durability::None` syncs once on a clean shutdown,
-    /// so only a crash can lose its commits.
-    fn sync_on_shutdown(&mut self) {
-        if !self.unsynced || self.poisoned.is_some() {
-            return;
+    /// so only a crash can lose its commits; the outcome is reported to
+    /// `Store::close`.
+    fn sync_on_shutdown(&mut self) -> Result<()> {
+        if let Some(poison) = &self.poisoned {
+            return Err(Error::Poisoned {
+                cause: poison.cause.clone(),
+            });
         }
-        let _ = storage::shielded(|| {
-            self.db.begin_write()?.commit()?;
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.engine.read(|db| {
+            db.begin_write()?.commit()?;
             Ok(())
-        });
+        })
     }
+}
+
+/// An instant no reopen waits for: a backoff too long to add to now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Moves queued requests into `batch` until it holds `limit`.

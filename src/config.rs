@@ -62,6 +62,8 @@ pub struct Config {
     pub(crate) recovery: Recovery,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) sweep_batch: usize,
+    pub(crate) verify_on_open: bool,
+    pub(crate) reopen_backoff: Duration,
 }
 
 impl Default for Config {
@@ -77,6 +79,8 @@ impl Default for Config {
             recovery: Recovery::KeepLeases,
             sweep_interval: Some(Duration::from_secs(1)),
             sweep_batch: 100,
+            verify_on_open: false,
+            reopen_backoff: Duration::from_millis(50),
         }
     }
 }
@@ -161,6 +165,24 @@ impl Config {
         self
     }
 
+    /// Whether `Store::open` checks the whole file first, as
+    /// [`Store::verify`](crate::Store::verify) does, and refuses a damaged
+    /// file with `Error::Corrupted` (default false). It reads the whole
+    /// file: an open takes about as long as a full scan.
+    pub fn verify_on_open(mut self, enabled: bool) -> Self {
+        self.verify_on_open = enabled;
+        self
+    }
+
+    /// How long the store waits after a failed commit before it reopens its
+    /// file to heal (default 50 ms). Each failed reopen doubles the wait, up
+    /// to 5 s or this value if larger. While it waits writes are refused;
+    /// reads go on with the database as it was.
+    pub fn reopen_backoff(mut self, first: Duration) -> Self {
+        self.reopen_backoff = first;
+        self
+    }
+
     /// A read view of these settings (the clock aside).
     pub fn settings(&self) -> Settings {
         Settings {
@@ -173,6 +195,8 @@ impl Config {
             recovery: self.recovery,
             sweep_interval: self.sweep_interval,
             sweep_batch: self.sweep_batch,
+            verify_on_open: self.verify_on_open,
+            reopen_backoff: self.reopen_backoff,
         }
     }
 
@@ -222,6 +246,8 @@ impl fmt::Debug for Config {
             .field("recovery", &self.recovery)
             .field("sweep_interval", &self.sweep_interval)
             .field("sweep_batch", &self.sweep_batch)
+            .field("verify_on_open", &self.verify_on_open)
+            .field("reopen_backoff", &self.reopen_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -240,9 +266,21 @@ pub struct Settings {
     recovery: Recovery,
     sweep_interval: Option<Duration>,
     sweep_batch: usize,
+    verify_on_open: bool,
+    reopen_backoff: Duration,
 }
 
 impl Settings {
+    /// [`Config::reopen_backoff`].
+    pub fn reopen_backoff(&self) -> Duration {
+        self.reopen_backoff
+    }
+
+    /// [`Config::verify_on_open`].
+    pub fn verify_on_open(&self) -> bool {
+        self.verify_on_open
+    }
+
     /// [`Config::retention`].
     pub fn retention(&self) -> Duration {
         self.retention

@@ -105,6 +105,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// `Store::close` was called while other handles (clones) of the store
+    /// are alive.
+    #[error(
+        "the store cannot close while {handles} other handle(s) of it are alive; \
+         drop the clones first (the last handle closes the store)"
+    )]
+    InUse {
+        /// Other handles alive.
+        handles: usize,
+    },
+
     /// A `Config` value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -113,11 +124,13 @@ pub enum Error {
     #[error("storage error: {0}; check the disk and the file's permissions, then reopen the store")]
     Storage(#[source] StorageError),
 
-    /// An earlier commit failed, so the store refuses writes until it is
-    /// reopened. Reads still work; acknowledged data is intact on disk.
+    /// A commit failed, so the store refuses writes while it reopens its
+    /// file to heal (see [`Store::health`](crate::Store::health)). Reads keep
+    /// working; acknowledged data is intact on disk.
     #[error(
-        "the store stopped accepting writes after a failed commit ({cause}); \
-         drop every Store handle and open the file again"
+        "the store refuses writes after a failed commit ({cause}) while it reopens its file; \
+         retry shortly (Store::health says when writes are back), and check the disk \
+         (free space, I/O errors)"
     )]
     Poisoned {
         /// The error that poisoned the store.

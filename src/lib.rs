@@ -82,8 +82,10 @@ mod clock;
 mod codec;
 mod committer;
 mod config;
+mod engine;
 mod error;
 mod fingerprint;
+mod health;
 mod key;
 mod lock_table;
 mod metrics;
@@ -94,11 +96,13 @@ mod storage;
 mod storage_backend;
 mod store;
 mod sweeper;
+mod verify;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Recovery, Settings};
 pub use error::{Error, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
+pub use health::Health;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::Metrics;
 pub use outcome::{Begin, Claim, CompleteError};
@@ -106,6 +110,7 @@ pub use record::{Record, RecordState};
 pub use response::StoredResponse;
 pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
+pub use verify::{EngineCheck, VerifyReport};
 
 /// Entry points for the fuzz targets and their corpus replay tests. Not part
 /// of the stable API.

@@ -60,6 +60,17 @@ pub struct Metrics {
     /// wait deregisters when it ends, however it ends, so this is bounded by
     /// the callers waiting at this moment.
     pub waiters: u64,
+    /// The write path's state ([`Health::code`](crate::Health::code)): 0 ok,
+    /// 1 recovering after a failed commit, 2 failed for good.
+    pub health: u64,
+    /// Commits that failed (each refused its batch and started a recovery).
+    pub failed_commits: u64,
+    /// Successful reopens after a failed commit.
+    pub recoveries: u64,
+    /// Sweeps that stopped on an error; the background sweeper retries at
+    /// its next interval. A sweep whose commit failed also shows in
+    /// `health`, like any failed commit.
+    pub sweep_errors: u64,
 }
 
 /// The live counters behind [`Metrics`].
@@ -84,6 +95,10 @@ pub(crate) struct Counters {
     pub sweeps: AtomicU64,
     pub last_sweep_unix_ms: AtomicU64,
     pub last_sweep_micros: AtomicU64,
+    pub health: AtomicU64,
+    pub failed_commits: AtomicU64,
+    pub recoveries: AtomicU64,
+    pub sweep_errors: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -119,6 +134,10 @@ impl Counters {
             last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
             last_sweep_micros: get(&self.last_sweep_micros),
             waiters: 0,
+            health: get(&self.health),
+            failed_commits: get(&self.failed_commits),
+            recoveries: get(&self.recoveries),
+            sweep_errors: get(&self.sweep_errors),
         }
     }
 

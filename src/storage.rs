@@ -16,7 +16,6 @@
 
 use std::path::Path;
 
-use redb::backends::InMemoryBackend;
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     TableHandle, WriteTransaction,
@@ -56,50 +55,44 @@ pub(crate) fn shielded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-pub(crate) fn open_file(path: &Path, cache_bytes: usize) -> Result<Database> {
-    shielded(|| open_file_unshielded(path, cache_bytes))
+/// Opens or creates the database file at `path` (behind the caller's
+/// shield).
+pub(crate) fn create_file(builder: &redb::Builder, path: &Path) -> Result<Database> {
+    builder.create(path).map_err(|err| open_error(err, path))
 }
 
-fn open_file_unshielded(path: &Path, cache_bytes: usize) -> Result<Database> {
-    Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(path)
-        .map_err(|err| match err {
-            // redb checks the magic number first: anything else is not a store.
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                Error::NotAStore {
-                    path: path.to_path_buf(),
-                }
-            }
-            // Opening the file itself failed (nothing was read yet).
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::IsADirectory
-                        | std::io::ErrorKind::NotFound
-                        | std::io::ErrorKind::PermissionDenied
-                        | std::io::ErrorKind::ReadOnlyFilesystem
-                        | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Error::CannotOpen {
-                    path: path.to_path_buf(),
-                    source: io,
-                }
-            }
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+/// The error for a database that could not be opened from `path`.
+pub(crate) fn open_error(err: redb::DatabaseError, path: &Path) -> Error {
+    match err {
+        // redb checks the magic number first: anything else is not a store.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::NotAStore {
                 path: path.to_path_buf(),
-            },
-            other => other.into(),
-        })
-}
-
-pub(crate) fn open_in_memory(cache_bytes: usize) -> Result<Database> {
-    Ok(Database::builder()
-        .set_cache_size(cache_bytes)
-        .create_with_backend(InMemoryBackend::new())?)
+            }
+        }
+        // Opening the file itself failed (nothing was read yet).
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Error::CannotOpen {
+                path: path.to_path_buf(),
+                source: io,
+            }
+        }
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+            path: path.to_path_buf(),
+        },
+        other => other.into(),
+    }
 }
 
 /// What opening found in the file.
@@ -288,8 +281,8 @@ impl<'t> WriteTables<'t> {
     }
 
     /// Deletes `key`'s record. With `old` unknown (a record that failed
-    /// verification) both tables are cleared and the expiry entry is left for
-    /// the sweep, which drops entries that match no record.
+    /// verification) both tables are cleared and the expiry index is walked
+    /// for the key's entries.
     pub fn delete(&mut self, key: &Key, old: Option<Slot>) -> Result<()> {
         let hash = key.hash();
         match old {
@@ -309,6 +302,20 @@ impl<'t> WriteTables<'t> {
                     if table.remove(hash)?.is_some() {
                         self.deleted += 1;
                     }
+                }
+                // The record could not be read, so its expiry time is
+                // unknown: find its index entries by walking the index. Only
+                // the removal of a damaged record pays for this.
+                let mut stale = Vec::new();
+                for entry in self.expiry.iter()? {
+                    let (index, _) = entry?;
+                    let (expires_at_ms, entry_hash) = index.value();
+                    if entry_hash == hash {
+                        stale.push(expires_at_ms);
+                    }
+                }
+                for expires_at_ms in stale {
+                    self.expiry.remove((expires_at_ms, hash))?;
                 }
             }
         }

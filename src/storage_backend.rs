@@ -4,6 +4,7 @@
 
 use std::fmt::Debug;
 use std::io;
+use std::sync::Arc;
 
 /// A byte store that behaves like a file, for [`Store::with_backend`]
 /// (fault-injection tests, storage that is not a plain file).
@@ -54,11 +55,12 @@ pub trait StorageBackend: Debug + Send + Sync + 'static {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
 }
 
-/// Adapts a [`StorageBackend`] to the storage engine's own trait.
+/// Adapts a [`StorageBackend`] to the storage engine's own trait. The
+/// backend is shared, so that the store can open it again after a failure.
 #[derive(Debug)]
-pub(crate) struct EngineBackend<B>(pub B);
+pub(crate) struct EngineBackend(pub Arc<dyn StorageBackend>);
 
-impl<B: StorageBackend> redb::StorageBackend for EngineBackend<B> {
+impl redb::StorageBackend for EngineBackend {
     fn len(&self) -> io::Result<u64> {
         self.0.len()
     }

@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::Database;
-
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Submitter};
 use crate::config::{Config, Recovery, Settings};
+use crate::engine::{Engine, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
+use crate::health::{Health, HealthCell};
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::metrics::{Counters, Metrics, add, bump};
@@ -20,8 +20,9 @@ use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
 use crate::response::StoredResponse;
 use crate::storage;
-use crate::storage_backend::{EngineBackend, StorageBackend};
+use crate::storage_backend::StorageBackend;
 use crate::sweeper::{self, Sweeper};
+use crate::verify::{self, EngineCheck, VerifyReport};
 
 /// An idempotency-key store over one redb file.
 ///
@@ -65,23 +66,20 @@ const _: () = {
 };
 
 struct Inner {
-    // Dropped in this order by `Drop for Inner`: the sweeper stops first (it
-    // submits to the committer), then the committer drains its queue and
-    // stops, then the database closes.
+    // Stopped in this order by `Drop for Inner` and `Store::close`: the
+    // sweeper first (it submits to the committer), then the committer drains
+    // its queue and stops, then the engine closes the database.
     sweeper: Option<Sweeper>,
     committer: Option<Committer>,
-    db: Option<Arc<Database>>,
+    engine: Arc<Engine>,
     config: Config,
     time: Arc<StoreTime>,
     locks: Arc<LockTable>,
     counters: Arc<Counters>,
+    health: Arc<HealthCell>,
 }
 
 impl Inner {
-    fn db(&self) -> Result<&Database> {
-        self.db.as_deref().ok_or(Error::Closed)
-    }
-
     fn committer(&self) -> Result<&Submitter> {
         self.committer.as_ref().ok_or(Error::Closed)?.submitter()
     }
@@ -91,14 +89,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.sweeper.take());
         drop(self.committer.take());
-        // Closing the database may commit; a panic of the storage engine on
-        // damaged data must not escape into the thread dropping the store.
-        if let Some(db) = self.db.take() {
-            let _ = storage::shielded(move || {
-                drop(db);
-                Ok(())
-            });
-        }
+        // The engine closes the database when its last reference (this one)
+        // goes, behind the panic shield.
     }
 }
 
@@ -117,10 +109,7 @@ impl Store {
     /// [`Error::UnsupportedVersion`] for a file from a newer idemkv,
     /// [`Error::Corrupted`] or [`Error::Storage`] if the file cannot be read.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
-        config.validate()?;
-        let path = path.as_ref();
-        let db = storage::open_file(path, config.storage_cache_bytes)?;
-        Store::start(db, path, config)
+        Store::start(Source::File(path.as_ref().to_path_buf()), config)
     }
 
     /// A store that lives in memory only, for tests and throwaway use.
@@ -129,45 +118,56 @@ impl Store {
     ///
     /// [`Error::InvalidConfig`] for a zero lease or retention.
     pub fn in_memory(config: Config) -> Result<Store> {
-        config.validate()?;
-        let db = storage::open_in_memory(config.storage_cache_bytes)?;
-        Store::start(db, Path::new(":memory:"), config)
+        Store::start(Source::Memory, config)
     }
 
     /// Opens (or creates) a store over a custom [`StorageBackend`] instead
     /// of a file: for fault-injection tests, or storage that is not a plain
-    /// file.
+    /// file. The store keeps the backend, and opens it again to heal after a
+    /// failed commit.
     ///
     /// # Errors
     ///
     /// As [`Store::open`].
     pub fn with_backend(backend: impl StorageBackend, config: Config) -> Result<Store> {
-        config.validate()?;
-        let db = storage::shielded(|| {
-            Ok(Database::builder()
-                .set_cache_size(config.storage_cache_bytes)
-                .create_with_backend(EngineBackend(backend))?)
-        })?;
-        Store::start(db, Path::new("<custom storage backend>"), config)
+        Store::start(Source::Backend(Arc::new(backend)), config)
     }
 
-    fn start(db: Database, path: &Path, config: Config) -> Result<Store> {
-        let opened = storage::prepare(&db, path, config.recovery == Recovery::ReleaseAtOpen)?;
-        let db = Arc::new(db);
+    fn start(source: Source, config: Config) -> Result<Store> {
+        config.validate()?;
+        let (engine, opened) = Engine::open(
+            source,
+            config.storage_cache_bytes,
+            config.verify_on_open,
+            config.recovery == Recovery::ReleaseAtOpen,
+        )?;
+        let engine = Arc::new(engine);
+        if config.verify_on_open {
+            let report = engine.read(verify::verify_tables)?;
+            if !report.is_ok() {
+                return Err(Error::corrupted(format!(
+                    "the check at open found {} problem(s): {}",
+                    report.problems,
+                    report.details.join("; ")
+                )));
+            }
+        }
         let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
         let counters = Arc::new(Counters::default());
+        let health = Arc::new(HealthCell::new());
         add(&counters.recovered_claims, opened.released);
         let committer = Committer::start(
-            Arc::clone(&db),
+            Arc::clone(&engine),
             config.clone(),
             Arc::clone(&time),
             Arc::clone(&counters),
+            Arc::clone(&health),
             opened.token_ceiling,
             opened.live_records,
         )?;
         let sweeper = Sweeper::start(
             committer.submitter()?.clone(),
-            Arc::clone(&db),
+            Arc::clone(&engine),
             config.clone(),
             Arc::clone(&time),
             Arc::clone(&counters),
@@ -177,11 +177,12 @@ impl Store {
             inner: Arc::new(Inner {
                 sweeper: Some(sweeper),
                 committer: Some(committer),
-                db: Some(db),
+                engine,
                 locks: Arc::new(LockTable::new(config.cache_bytes)),
                 config,
                 time,
                 counters,
+                health,
             }),
         })
     }
@@ -273,7 +274,7 @@ impl Store {
         }
         // No claim of this process is live: the disk decides. The shard lock
         // is held across the read so no other `begin` can claim in between.
-        let stored = storage::read_record(inner.db()?, key)?;
+        let stored = inner.engine.read(|db| storage::read_record(db, key))?;
         match decide(stored, &fingerprint, now_ms).claim_or_answer() {
             Err(answer) => Ok(answer),
             Ok(_) => {
@@ -462,7 +463,10 @@ impl Store {
     /// [`Error::Storage`] if it cannot be read.
     pub fn get(&self, key: &Key) -> Result<Option<Record>> {
         let now_ms = self.inner.time.now_ms();
-        Ok(storage::read_record(self.inner.db()?, key)?
+        Ok(self
+            .inner
+            .engine
+            .read(|db| storage::read_record(db, key))?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }
@@ -498,7 +502,7 @@ impl Store {
         let inner = &*self.inner;
         sweeper::sweep(
             inner.committer()?,
-            inner.db()?,
+            &inner.engine,
             &inner.config,
             &inner.time,
             &inner.counters,
@@ -514,25 +518,102 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyOpen`] if a `Store` has the file open, the errors of
-    /// [`Store::open`] for a file that is missing or not an idemkv store, and
+    /// [`Error::AlreadyOpen`] if a `Store` has the file open,
+    /// [`Error::CannotOpen`] for a missing file, the errors of
+    /// [`Store::open`] for a file that is not an idemkv store, and
     /// [`Error::Storage`] if compaction fails (the file then stays as it was
     /// or partly compacted, never inconsistent: redb compacts transactionally).
     pub fn compact(path: impl AsRef<Path>) -> Result<Compaction> {
         let path = path.as_ref();
-        let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).map_err(Error::io);
+        let size = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|source| Error::CannotOpen {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
         let bytes_before = size(path)?;
-        let mut db = storage::open_file(path, Config::default().storage_cache_bytes)?;
-        storage::prepare(&db, path, false)?;
-        storage::shielded(move || {
+        let (engine, _) = Engine::open(
+            Source::File(path.to_path_buf()),
+            Config::default().storage_cache_bytes,
+            false,
+            false,
+        )?;
+        engine.exclusive(|db| {
             while db.compact()? {}
-            drop(db);
             Ok(())
         })?;
+        engine.close(false)?;
         Ok(Compaction {
             bytes_before,
             bytes_after: size(path)?,
         })
+    }
+
+    /// Checks the whole store: the storage engine's own integrity check (the
+    /// checksum of every page), then every record decoded and checked
+    /// against the key it is stored under, and the expiry and in-flight
+    /// indexes cross-checked against the records. Reads and writes wait
+    /// while it runs (it reads the whole file).
+    ///
+    /// The report lists what is wrong; [`VerifyReport::is_ok`] says whether
+    /// anything is. `Config::verify_on_open` runs the same checks at open
+    /// and refuses a damaged file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read at all, or the store is
+    /// recovering from a failed commit ([`Error::Poisoned`]).
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.inner.engine.exclusive(|db| {
+            let engine = match db.check_integrity() {
+                Ok(true) => EngineCheck::Passed,
+                Ok(false) => EngineCheck::Repaired,
+                Err(err) => EngineCheck::Failed(Error::from(err).to_string()),
+            };
+            let mut report = match &engine {
+                // The engine's state is not to be trusted for a table walk.
+                EngineCheck::Failed(_) => VerifyReport::default(),
+                _ => verify::verify_tables(db)?,
+            };
+            report.note_engine(engine);
+            Ok(report)
+        })
+    }
+
+    /// Closes the store: stops the sweeper, lets the committer answer what is
+    /// queued, and closes the file with a last durable commit, reporting its
+    /// outcome (dropping the last handle does the same but cannot report).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`] if other handles (clones) of this store are alive:
+    /// drop them first; this handle is dropped either way. Otherwise the
+    /// error of the final sync ([`Error::Storage`]), or [`Error::Poisoned`]
+    /// when the store was recovering from a failed commit.
+    pub fn close(self) -> Result<()> {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => {
+                return Err(Error::InUse {
+                    handles: Arc::strong_count(&shared) - 1,
+                });
+            }
+        };
+        drop(inner.sweeper.take());
+        let committed = match inner.committer.take() {
+            Some(committer) => committer.shut_down(),
+            None => Ok(()),
+        };
+        let closed = inner.engine.close(true);
+        committed.and(closed)
+    }
+
+    /// The state of the write path: ok, or recovering from a failed commit
+    /// (with the cause), or failed for good (an in-memory store).
+    pub fn health(&self) -> Health {
+        self.inner.health.get()
     }
 
     /// A snapshot of the outcome counters since the store was opened, and of

@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use redb::Database;
 
 use crate::clock::StoreTime;
 use crate::committer::{Submitter, Swept};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::metrics::{Counters, add, bump};
 use crate::storage;
@@ -30,7 +30,7 @@ use crate::storage;
 /// fsync) however often the sweeper wakes.
 pub(crate) fn sweep(
     submitter: &Submitter,
-    db: &Database,
+    engine: &Engine,
     config: &Config,
     time: &StoreTime,
     counters: &Counters,
@@ -39,7 +39,7 @@ pub(crate) fn sweep(
     let started = Instant::now();
     let mut total = 0;
     let result = loop {
-        match storage::anything_due(db, time.now_ms()) {
+        match engine.read(|db| storage::anything_due(db, time.now_ms())) {
             Ok(true) => {}
             Ok(false) => break Ok(total),
             Err(err) => break Err(err),
@@ -56,6 +56,9 @@ pub(crate) fn sweep(
         }
     };
     bump(&counters.sweeps);
+    if result.is_err() {
+        bump(&counters.sweep_errors);
+    }
     counters.last_sweep_micros.store(
         duration_micros(started.elapsed()),
         std::sync::atomic::Ordering::Relaxed,
@@ -81,7 +84,7 @@ impl Sweeper {
     /// Starts the thread, or nothing if `config` turns it off.
     pub fn start(
         submitter: Submitter,
-        db: Arc<Database>,
+        engine: Arc<Engine>,
         config: Config,
         time: Arc<StoreTime>,
         counters: Arc<Counters>,
@@ -97,7 +100,7 @@ impl Sweeper {
             .name("idemkv-sweeper".into())
             .spawn(move || {
                 run(
-                    &submitter, &db, &config, &time, &counters, interval, stopped,
+                    &submitter, &engine, &config, &time, &counters, interval, stopped,
                 )
             })?;
         Ok(Sweeper {
@@ -109,7 +112,7 @@ impl Sweeper {
 
 fn run(
     submitter: &Submitter,
-    db: &Database,
+    engine: &Engine,
     config: &Config,
     time: &StoreTime,
     counters: &Counters,
@@ -128,9 +131,10 @@ fn run(
             // The sender is only ever dropped, never used: that is the signal.
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        // A failed sweep (the store is poisoned or closing) is retried at the
-        // next tick; the error itself reaches callers of the write path.
-        let _ = sweep(submitter, db, config, time, counters, should_stop);
+        // A failed sweep (the store is recovering from a failed commit, or
+        // closing) is counted in `sweep_errors` and retried at the next
+        // tick; a failed commit also shows in the store's health.
+        let _ = sweep(submitter, engine, config, time, counters, should_stop);
     }
 }
 

@@ -163,7 +163,10 @@ fn takeover_races_have_one_winner() -> TestResult {
         assert_eq!(claims.len(), 1, "round {round}: one takeover");
         let winner = claims.pop().ok_or("no winner")?;
         assert!(winner.is_takeover() && winner.token() > original.token());
-        assert!(store.complete(original, response("stale")).is_err());
+        let err = store
+            .complete(original, response("stale"))
+            .expect_err("fenced");
+        assert!(matches!(err.error(), idemkv::Error::LeaseLost), "{err:?}");
         store.complete(winner, response("fresh"))?;
         assert_eq!(replayed(store.begin(&k, fp("a"))?), response("fresh"));
     }

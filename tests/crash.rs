@@ -5,15 +5,21 @@
 //! and every acknowledged completion replays byte for byte. Many rounds run
 //! on the same file.
 //!
+//! Every round must prove something: the parent kills the child only after it
+//! acknowledged at least [`MIN_ACKS`] completions (and so as many claims),
+//! and the child must die by the SIGKILL, not by an error of its own.
+//!
 //! This file has its own `main` (no test harness): the same binary is the
 //! parent and, with `IDEMKV_CRASH_CHILD` set, the child.
 //! `IDEMKV_CRASH_ROUNDS=N` sets the number of rounds (default 25).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
 
@@ -26,6 +32,11 @@ const THREADS: usize = 16;
 /// sweeper is deleting them while it is killed.
 const ROUND_SPACING: Duration = Duration::from_secs(10 * 24 * 3600);
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Completions the child must acknowledge before it may be killed.
+const MIN_ACKS: usize = 20;
+/// How long the child may take to acknowledge them.
+const ACK_DEADLINE: Duration = Duration::from_secs(120);
+const SIGKILL: i32 = 9;
 
 fn config(round: u64, sweeping: bool) -> Config {
     let start = UNIX_EPOCH + Duration::from_secs(1_767_225_600) + ROUND_SPACING * round as u32;
@@ -84,11 +95,12 @@ fn emit(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// Small deterministic generator for kill times.
+/// Small deterministic generator for kill times, counted from the child's
+/// [`MIN_ACKS`]th acknowledged completion.
 fn kill_after(round: u64) -> Duration {
     let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     x ^= x >> 31;
-    Duration::from_millis(5 + x % 400)
+    Duration::from_millis(x % 300)
 }
 
 struct Round {
@@ -103,16 +115,49 @@ fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no child stdout")?;
+    let (line_tx, line_rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(|line| line.ok())
-            .collect::<Vec<String>>()
+        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
+    // Wait for the child to acknowledge enough, then let it run a little
+    // longer before the kill.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + ACK_DEADLINE;
+    while lines
+        .iter()
+        .filter(|l: &&String| l.starts_with("D "))
+        .count()
+        < MIN_ACKS
+    {
+        match line_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => lines.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                return Err(format!(
+                    "round {round}: the child acknowledged {} lines, fewer than {MIN_ACKS} \
+                     completions, before it stopped or the deadline ({status})",
+                    lines.len()
+                )
+                .into());
+            }
+        }
+    }
     std::thread::sleep(kill_after(round));
     child.kill()?; // SIGKILL
-    child.wait()?;
-    let lines = reader.join().map_err(|_| "reader panicked")?;
+    let status = child.wait()?;
+    reader.join().map_err(|_| "reader panicked")?;
+    lines.extend(line_rx.try_iter());
+    if status.signal() != Some(SIGKILL) {
+        return Err(format!(
+            "round {round}: the child ended by itself ({status}), not by the kill"
+        )
+        .into());
+    }
 
     let mut claimed: HashMap<String, u64> = HashMap::new();
     let mut completed: Vec<String> = Vec::new();
@@ -153,6 +198,14 @@ fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
             )
             .into());
         }
+    }
+    if completed.len() < MIN_ACKS || claimed.len() < MIN_ACKS {
+        return Err(format!(
+            "round {round}: only {} claims and {} completions were acknowledged",
+            claimed.len(),
+            completed.len()
+        )
+        .into());
     }
     Ok(Round {
         claims: claimed.len(),

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use common::*;
 use idemkv::StorageBackend;
-use idemkv::{Begin, Config, Error, Key, ManualClock, Store, StoredResponse};
+use idemkv::{Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -43,10 +44,29 @@ struct Counts {
 struct FaultyDisk {
     image: Arc<Mutex<Image>>,
     fault: Fault,
+    control: Arc<Control>,
+    counts: Arc<Counts>,
+}
+
+/// The fault's switch, shared with the test while the store owns the disk.
+#[derive(Debug)]
+struct Control {
     /// Operations of the faulty kind still allowed to succeed.
     countdown: AtomicI64,
     tripped: AtomicBool,
-    counts: Arc<Counts>,
+}
+
+impl Control {
+    /// The disk heals (space was freed): every operation succeeds again.
+    fn cure(&self) {
+        self.countdown.store(i64::MAX, Ordering::SeqCst);
+        self.tripped.store(false, Ordering::SeqCst);
+    }
+
+    /// The next operation of the faulty kind fails, and every one after it.
+    fn fail_from_now(&self) {
+        self.countdown.store(0, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for FaultyDisk {
@@ -62,8 +82,10 @@ impl FaultyDisk {
         FaultyDisk {
             image,
             fault,
-            countdown: AtomicI64::new(countdown),
-            tripped: AtomicBool::new(false),
+            control: Arc::new(Control {
+                countdown: AtomicI64::new(countdown),
+                tripped: AtomicBool::new(false),
+            }),
             counts,
         }
     }
@@ -82,9 +104,11 @@ impl FaultyDisk {
             return Ok(());
         }
         self.counts.ops.fetch_add(1, Ordering::Relaxed);
-        if self.tripped.load(Ordering::SeqCst) || self.countdown.fetch_sub(1, Ordering::SeqCst) <= 0
+        let control = &self.control;
+        if control.tripped.load(Ordering::SeqCst)
+            || control.countdown.fetch_sub(1, Ordering::SeqCst) <= 0
         {
-            self.tripped.store(true, Ordering::SeqCst);
+            control.tripped.store(true, Ordering::SeqCst);
             self.counts.injected.fetch_add(1, Ordering::Relaxed);
             // Write faults look like a full disk (ENOSPC); the others like EIO.
             let error_kind = match kind {
@@ -157,12 +181,16 @@ struct Acked {
     uncertain_completions: HashMap<String, StoredResponse>,
 }
 
+/// No reopen attempt during a workload: a fault stays as injected, and what
+/// the store answered under it is what the images are checked against.
+/// (`a_full_disk_heals_on_the_same_handle` checks the healing.)
 fn config(clock: &ManualClock) -> Config {
     Config::default()
         .clock(clock.clone())
         .lease(LEASE)
         .retention(RETENTION)
         .sweep_interval(None)
+        .reopen_backoff(Duration::from_secs(3600))
 }
 
 /// Every error the store may answer with while its disk fails.
@@ -382,6 +410,22 @@ fn acknowledged_operations_survive_every_injected_fault() {
     assert!(rounds > 100 && injected > 100 && checked > 0);
 }
 
+/// A store over what the disk made durable, as after a power loss.
+fn reopen_synced(image: &Mutex<Image>, clock: &ManualClock) -> idemkv::Result<Store> {
+    let synced = image
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .synced
+        .clone();
+    Store::with_backend(
+        FaultyDisk::healthy(Image {
+            current: synced.clone(),
+            synced,
+        }),
+        config(clock),
+    )
+}
+
 #[test]
 fn a_failed_commit_poisons_writes_but_reads_go_on() -> TestResult {
     let clock = ManualClock::default();
@@ -405,7 +449,8 @@ fn a_failed_commit_poisons_writes_but_reads_go_on() -> TestResult {
     assert!(matches!(err, Error::Storage(_)), "{err:?}");
     let err = store.begin(&key("second"), fp("a")).expect_err("poisoned");
     assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
-    assert!(err.to_string().contains("open the file again"));
+    assert!(err.to_string().contains("reopens its file"), "{err}");
+    assert!(matches!(store.health(), Health::Recovering { .. }));
     // The failed claim is not visible to this process (a reopened file may
     // hold it: see the images checked above), and reads still work.
     assert!(store.get(&key("first"))?.is_none());
@@ -416,19 +461,102 @@ fn a_failed_commit_poisons_writes_but_reads_go_on() -> TestResult {
     ));
     assert_eq!(store.sweep_expired()?, 0);
     drop(store);
-    let synced = image
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .synced
-        .clone();
-    let reopened = Store::with_backend(
-        FaultyDisk::healthy(Image {
-            current: synced.clone(),
-            synced,
-        }),
-        config(&clock),
-    )?;
+    let reopened = reopen_synced(&image, &clock)?;
     let claim = claimed(reopened.begin(&key("first"), fp("a"))?);
     reopened.complete(claim, response("after reopen"))?;
+    Ok(())
+}
+
+/// A full disk: writes fail with ENOSPC, the store refuses writes and
+/// reports it, space is freed, and the store reopens its file by itself and
+/// takes writes again on the same handle, with every acknowledged operation
+/// intact.
+#[test]
+fn a_full_disk_heals_on_the_same_handle() -> TestResult {
+    let clock = ManualClock::default();
+    let image = Arc::new(Mutex::new(Image::default()));
+    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Write, i64::MAX, Arc::default());
+    let control = Arc::clone(&disk.control);
+    let store = Store::with_backend(
+        disk,
+        config(&clock).reopen_backoff(Duration::from_millis(5)),
+    )?;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let k = key(&format!("before-{i}"));
+        store.complete(
+            claimed(store.begin(&k, fp("a"))?),
+            response(&format!("{i}")),
+        )?;
+        acked.push((k, response(&format!("{i}"))));
+    }
+    let held = claimed(store.begin(&key("held"), fp("a"))?);
+
+    // The disk fills up.
+    control.fail_from_now();
+    let err = store.begin(&key("full"), fp("a")).expect_err("disk full");
+    assert!(
+        matches!(&err, Error::Storage(e) if e.io_kind() == Some(std::io::ErrorKind::StorageFull)),
+        "{err:?}"
+    );
+    assert!(matches!(store.health(), Health::Recovering { .. }));
+    assert_eq!(store.metrics().failed_commits, 1);
+    // While the disk is full, reopening fails and writes stay refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(store.health(), Health::Recovering { attempts, .. } if attempts >= 2) {
+        assert!(
+            Instant::now() < deadline,
+            "no reopen attempt: {:?}",
+            store.health()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(
+        store.begin(&key("still-full"), fp("a")),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(store.metrics().recoveries, 0);
+
+    // Space is freed: the store heals by itself.
+    control.cure();
+    while store.health() != Health::Ok {
+        assert!(
+            Instant::now() < deadline,
+            "not healed: {:?}",
+            store.health()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(store.metrics().recoveries, 1);
+    assert_eq!(store.metrics().health, 0);
+    // Writes resume on the same handle, and nothing acknowledged was lost.
+    let after = key("after");
+    store.complete(claimed(store.begin(&after, fp("a"))?), response("after"))?;
+    for (k, body) in &acked {
+        assert_eq!(&replayed(store.begin(k, fp("a"))?), body);
+    }
+    // The claim held across the outage is still held, and still completes.
+    in_progress(store.begin(&key("held"), fp("a"))?);
+    store.complete(held, response("held"))?;
+    // A failed write may have landed or not; either way it is not a replay.
+    match store.begin(&key("full"), fp("a"))? {
+        Begin::Claimed(_) | Begin::InProgress { .. } => {}
+        other => panic!("the failed claim reads as {other:?}"),
+    }
+    store.close()?;
+
+    // What the disk made durable holds all of it.
+    let reopened = reopen_synced(&image, &clock)?;
+    for (k, body) in &acked {
+        assert_eq!(&replayed(reopened.begin(k, fp("a"))?), body);
+    }
+    assert_eq!(
+        replayed(reopened.begin(&after, fp("a"))?),
+        response("after")
+    );
+    assert_eq!(
+        replayed(reopened.begin(&key("held"), fp("a"))?),
+        response("held")
+    );
     Ok(())
 }

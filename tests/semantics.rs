@@ -549,3 +549,26 @@ fn replays_are_identical_with_and_without_the_cache() -> TestResult {
     }
     Ok(())
 }
+
+/// The minimal sequence that shows fencing at the commit layer, pinned from
+/// the model test: a takeover whose claim is dropped still fences the old
+/// holder (the lock table no longer knows either claim; only the committer's
+/// check of the token against the record stands between them).
+#[test]
+fn a_dropped_takeover_still_fences_the_old_holder() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config)?;
+    let k = key("fenced");
+    let old = claimed(store.begin(&k, fp("a"))?);
+    clock.advance(LEASE);
+    let new = claimed(store.begin(&k, fp("a"))?);
+    assert!(new.is_takeover());
+    let new_token = new.token();
+    drop(new);
+    let err = store.complete(old, response("stale")).expect_err("fenced");
+    assert!(matches!(err.error(), Error::LeaseLost), "{err:?}");
+    let record = store.get(&k)?.ok_or("the takeover's record")?;
+    assert_eq!(record.token(), new_token);
+    assert!(matches!(record.state(), RecordState::InFlight { .. }));
+    Ok(())
+}

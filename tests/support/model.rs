@@ -356,6 +356,7 @@ impl Harness {
                 let now = self.model.now;
                 self.model.records.retain(|_, r| r.expires_at > now);
                 assert_eq!(swept, (before - self.model.records.len()) as u64);
+                self.check_file();
             }
             Step::Reopen => {
                 // The process "dies": claims vanish without completing, their
@@ -366,6 +367,7 @@ impl Harness {
                 // A new process takes its time from the wall clock, steps
                 // included; an open store never does.
                 self.model.now = clock_ms(&self.clock);
+                self.check_file();
             }
             Step::WallClockJump { back, ms } => {
                 let by = Duration::from_millis(ms);
@@ -376,6 +378,27 @@ impl Harness {
                 }
             }
         }
+    }
+
+    /// Compares the file with the model: exactly the model's records are
+    /// stored (expired ones included until a sweep deletes them), in flight
+    /// or completed as the model says, and the file is consistent.
+    fn check_file(&self) {
+        let report = self.store().verify().expect("verify");
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(
+            report.records,
+            self.model.records.len() as u64,
+            "{report:?}"
+        );
+        let in_flight = self
+            .model
+            .records
+            .values()
+            .filter(|r| matches!(r.state, State::InFlight { .. }))
+            .count();
+        assert_eq!(report.in_flight, in_flight as u64, "{report:?}");
+        assert_eq!(self.store().metrics().live_records, report.records);
     }
 
     /// Adds a claim the store just granted to the model; returns its token.

@@ -1,0 +1,65 @@
+//! How the store is doing: what [`Store::health`](crate::Store::health)
+//! reports and the `health` gauge of [`Metrics`](crate::Metrics) mirrors.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
+
+use crate::metrics::Counters;
+
+/// The state of a store's write path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Reads and writes work.
+    Ok,
+    /// A commit failed (a full disk, an I/O error). Writes are refused with
+    /// `Error::Poisoned` while the store reopens its file by itself, with
+    /// backoff; once a reopen succeeds, writes resume on the same handles.
+    /// Reads keep working, except while a reopen attempt has failed.
+    Recovering {
+        /// The failure that started the recovery, or the last reopen error.
+        cause: String,
+        /// Reopen attempts so far.
+        attempts: u64,
+    },
+    /// A commit failed and the store cannot reopen its storage (an
+    /// in-memory store): writes are refused until it is dropped.
+    Failed {
+        /// The failure.
+        cause: String,
+    },
+}
+
+impl Health {
+    /// The gauge value of this state: 0 ok, 1 recovering, 2 failed.
+    pub fn code(&self) -> u64 {
+        match self {
+            Health::Ok => 0,
+            Health::Recovering { .. } => 1,
+            Health::Failed { .. } => 2,
+        }
+    }
+}
+
+/// The current health, shared by the committer (which changes it) and the
+/// store (which reports it).
+#[derive(Debug)]
+pub(crate) struct HealthCell(Mutex<Health>);
+
+impl HealthCell {
+    pub fn new() -> HealthCell {
+        HealthCell(Mutex::new(Health::Ok))
+    }
+
+    pub fn get(&self) -> Health {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, health: Health, counters: &Counters) {
+        counters.health.store(health.code(), Ordering::Relaxed);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = health;
+    }
+}
