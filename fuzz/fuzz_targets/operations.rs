@@ -1,5 +1,6 @@
-//! Operation sequences (begin, complete, release, renew, drop, clock jumps,
-//! get, remove, sweep, reopen) checked against the reference model.
+//! Operation sequences (begin, complete, release, renew, drop, time passing,
+//! wall-clock steps both ways, get, remove, sweep, reopen) checked against
+//! the reference model, on one store reset in place between inputs.
 #![no_main]
 
 #[path = "../../tests/support/targets.rs"]

@@ -87,7 +87,7 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
         key: &Key,
         fingerprint: Fingerprint,
         wait: Option<Duration>,
-    ) -> idemkv::Result<Answer<Self::Claim>>;
+    ) -> idemkv::Result<Begin<Self::Claim>>;
 
     /// Stores the response of a claimed request.
     ///
@@ -119,22 +119,6 @@ pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
     fn max_response_bytes(&self) -> usize;
 }
 
-/// [`Begin`], generic over the backend's claim type.
-#[derive(Debug)]
-pub enum Answer<C> {
-    /// Run the request.
-    Claimed(C),
-    /// Answer with the stored response.
-    Replay(StoredResponse),
-    /// Another request holds the key.
-    InProgress {
-        /// Time left on its lease.
-        retry_after: Duration,
-    },
-    /// The key was used with a different payload.
-    Mismatch,
-}
-
 impl IdempotencyBackend for Store {
     type Claim = Claim;
 
@@ -143,17 +127,11 @@ impl IdempotencyBackend for Store {
         key: &Key,
         fingerprint: Fingerprint,
         wait: Option<Duration>,
-    ) -> idemkv::Result<Answer<Claim>> {
-        let begin = match wait {
-            Some(timeout) => self.begin_wait(key, fingerprint, timeout)?,
-            None => Store::begin(self, key, fingerprint)?,
-        };
-        Ok(match begin {
-            Begin::Claimed(claim) => Answer::Claimed(claim),
-            Begin::Replay(response) => Answer::Replay(response),
-            Begin::InProgress { retry_after } => Answer::InProgress { retry_after },
-            Begin::Mismatch => Answer::Mismatch,
-        })
+    ) -> idemkv::Result<Begin<Claim>> {
+        match wait {
+            Some(timeout) => self.begin_wait(key, fingerprint, timeout),
+            None => Store::begin(self, key, fingerprint),
+        }
     }
 
     fn complete(&self, claim: Claim, response: StoredResponse) -> idemkv::Result<()> {
@@ -558,9 +536,9 @@ where
         tokio::task::spawn_blocking(move || backend.begin(&key, fingerprint, wait)).await
     };
     let claim = match answer {
-        Ok(Ok(Answer::Claimed(claim))) => claim,
-        Ok(Ok(Answer::Replay(stored))) => return Ok(replay(stored)),
-        Ok(Ok(Answer::InProgress { retry_after })) => {
+        Ok(Ok(Begin::Claimed(claim))) => claim,
+        Ok(Ok(Begin::Replay(stored))) => return Ok(replay(stored)),
+        Ok(Ok(Begin::InProgress { retry_after })) => {
             // The lease left is only an upper bound on how long the first
             // request runs (a 60 s lease for a 50 ms handler); one second is
             // the header's smallest unit and the usual advice.
@@ -582,7 +560,7 @@ where
             }
             return Ok(response);
         }
-        Ok(Ok(Answer::Mismatch)) => {
+        Ok(Ok(Begin::Mismatch)) => {
             return Ok(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Idempotency-Key reused with a different request",

@@ -212,6 +212,19 @@ impl Harness {
         }
     }
 
+    /// Brings the store back to an empty one, as a new harness would have:
+    /// every claim dropped and every key removed (the clock and the token
+    /// sequence go on, which the model follows).
+    pub fn reset(&mut self) {
+        self.claims.clear();
+        for k in 0..KEYS {
+            self.store()
+                .remove(&key(&format!("k{k}")))
+                .expect("remove during reset");
+        }
+        self.model.records.clear();
+    }
+
     fn store(&self) -> &Store {
         self.store.as_ref().expect("store is open between steps")
     }

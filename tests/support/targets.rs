@@ -48,14 +48,26 @@ pub fn key_validation(data: &[u8]) {
 
 /// Up to 200 operations, two bytes each, against the reference model; the
 /// first byte also picks the replay cache size (off or on).
+///
+/// One harness per cache size lives for the whole fuzzing process and is
+/// reset in place between inputs (every key removed, every claim dropped),
+/// so an input costs its operations, not the opening of a store.
 pub fn operations(data: &[u8]) {
-    let cache_bytes = if data.first().is_some_and(|b| b & 1 == 1) {
-        0
-    } else {
-        64 << 20
-    };
-    let mut harness = model::Harness::new(cache_bytes, true);
-    for pair in data.chunks_exact(2).take(200) {
-        harness.run(&model::step_from_bytes(pair[0], pair[1]));
-    }
+    let cache_off = data.first().is_some_and(|b| b & 1 == 1);
+    HARNESSES.with(|harnesses| {
+        let mut harnesses = harnesses.borrow_mut();
+        let slot = &mut harnesses[usize::from(cache_off)];
+        let harness = slot
+            .get_or_insert_with(|| model::Harness::new(if cache_off { 0 } else { 64 << 20 }, true));
+        harness.reset();
+        for pair in data.chunks_exact(2).take(200) {
+            harness.run(&model::step_from_bytes(pair[0], pair[1]));
+        }
+    });
+}
+
+thread_local! {
+    /// The harnesses with the replay cache on (0) and off (1).
+    static HARNESSES: std::cell::RefCell<[Option<model::Harness>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
 }
