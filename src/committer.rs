@@ -1,6 +1,7 @@
 //! The committer: the one thread that writes to the redb file.
 //!
-//! Callers send a [`Request`] over a channel and block on its reply. The
+//! Callers send a [`Request`] over a channel and wait for its reply, a
+//! oneshot that a thread blocks on and a task awaits alike. The
 //! committer takes everything queued (up to [`MAX_BATCH`]), applies the batch
 //! in one write transaction, commits once (one fsync under
 //! `Durability::Immediate`) and only then answers every caller in the batch.
@@ -30,11 +31,15 @@
 //!   issued before it, across restarts, at the cost of one `meta` write per
 //!   block instead of one per commit.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use futures_channel::oneshot;
 use redb::Database;
 
 use crate::clock::StoreTime;
@@ -92,13 +97,13 @@ pub(crate) struct Swept {
 
 /// Where one operation's answer goes once the commit that covers it returned.
 struct Reply<T> {
-    sender: Sender<Result<T>>,
+    sender: oneshot::Sender<Result<T>>,
     /// Set while the batch is applied; sent after the commit.
     answer: Option<Result<T>>,
 }
 
 impl<T> Reply<T> {
-    fn new(sender: Sender<Result<T>>) -> Reply<T> {
+    fn new(sender: oneshot::Sender<Result<T>>) -> Reply<T> {
         Reply {
             sender,
             answer: None,
@@ -106,7 +111,8 @@ impl<T> Reply<T> {
     }
 
     fn send(self) {
-        // A caller that gave up waiting has dropped its receiver.
+        // A caller that gave up waiting (a dropped future) has dropped its
+        // receiver; what was committed stays committed.
         let answer = self.answer.unwrap_or(Err(Error::Closed));
         let _ = self.sender.send(answer);
     }
@@ -182,22 +188,51 @@ pub(crate) struct Committer {
 }
 
 /// A cloneable way to submit operations, for other threads (the sweeper).
-/// Every method blocks until the commit that covers its operation returned.
+/// Every method sends its operation at once and returns the reply to wait
+/// for: it resolves once the commit that covers the operation returned.
 #[derive(Clone)]
 pub(crate) struct Submitter {
     sender: Sender<Request>,
 }
 
+/// The answer to one submitted operation.
+pub(crate) struct Pending<T>(Result<oneshot::Receiver<Result<T>>>);
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        match &mut self.0 {
+            // The committer stopped without answering: the store is closing.
+            Ok(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|answer| answer.unwrap_or(Err(Error::Closed))),
+            Err(err) => Poll::Ready(Err(std::mem::replace(err, Error::Closed))),
+        }
+    }
+}
+
+impl<T> Pending<T> {
+    /// Blocks the thread until the answer is there.
+    pub fn wait(self) -> Result<T> {
+        pollster::block_on(self)
+    }
+}
+
 impl Submitter {
-    fn submit<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
-        let (sender, answer) = crossbeam_channel::bounded(1);
-        self.sender
-            .send(request(Reply::new(sender)))
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+    fn submit<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
+        let (sender, answer) = oneshot::channel();
+        // The queue holds 4,096 operations; a sender beyond that waits for
+        // room (backpressure), a thread or a runtime worker alike.
+        Pending(
+            self.sender
+                .send(request(Reply::new(sender)))
+                .map(|()| answer)
+                .map_err(|_| Error::Closed),
+        )
     }
 
-    pub fn claim(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin<Granted>> {
+    pub fn claim(&self, key: &Key, fingerprint: Fingerprint) -> Pending<Begin<Granted>> {
         self.submit(|reply| Request::Claim {
             key: key.clone(),
             fingerprint,
@@ -205,7 +240,7 @@ impl Submitter {
         })
     }
 
-    pub fn complete(&self, key: &Key, token: u64, response: StoredResponse) -> Result<Completed> {
+    pub fn complete(&self, key: &Key, token: u64, response: StoredResponse) -> Pending<Completed> {
         self.submit(|reply| Request::Complete {
             key: key.clone(),
             token,
@@ -214,7 +249,7 @@ impl Submitter {
         })
     }
 
-    pub fn release(&self, key: &Key, token: u64) -> Result<()> {
+    pub fn release(&self, key: &Key, token: u64) -> Pending<()> {
         self.submit(|reply| Request::Release {
             key: key.clone(),
             token,
@@ -222,7 +257,7 @@ impl Submitter {
         })
     }
 
-    pub fn renew(&self, key: &Key, token: u64) -> Result<Renewed> {
+    pub fn renew(&self, key: &Key, token: u64) -> Pending<Renewed> {
         self.submit(|reply| Request::Renew {
             key: key.clone(),
             token,
@@ -230,14 +265,14 @@ impl Submitter {
         })
     }
 
-    pub fn remove(&self, key: &Key) -> Result<bool> {
+    pub fn remove(&self, key: &Key) -> Pending<bool> {
         self.submit(|reply| Request::Remove {
             key: key.clone(),
             reply,
         })
     }
 
-    pub fn sweep(&self, limit: usize) -> Result<Swept> {
+    pub fn sweep(&self, limit: usize) -> Pending<Swept> {
         self.submit(|reply| Request::Sweep { limit, reply })
     }
 }

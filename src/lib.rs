@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod async_store;
 mod cache;
 mod clock;
 mod codec;
@@ -98,6 +99,7 @@ mod store;
 mod sweeper;
 mod verify;
 
+pub use async_store::AsyncStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Recovery, Settings};
 pub use error::{Error, Result, StorageError};

@@ -27,12 +27,13 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use crossbeam_utils::CachePadded;
+use futures_channel::oneshot;
 
 use crate::cache::{CachedCompletion, ShardCache};
 use crate::fingerprint::Fingerprint;
@@ -73,7 +74,7 @@ struct Entry {
     state: EntryState,
     /// `begin_wait` callers to wake when the entry changes or goes away, by
     /// waiter id.
-    waiters: HashMap<u64, Sender<()>>,
+    waiters: HashMap<u64, oneshot::Sender<()>>,
 }
 
 impl Entry {
@@ -144,12 +145,10 @@ impl LockTable {
     /// A new waiter for `hash`, registered on the key's entry by
     /// [`ShardGuard::lookup`] and deregistered when dropped.
     pub fn waiter(self: &Arc<Self>, hash: &Hash) -> Waiter {
-        let (sender, receiver) = crossbeam_channel::bounded(1);
         Waiter {
             id: self.next_id(),
             hash: *hash,
-            sender,
-            receiver,
+            woken: Mutex::new(None),
             table: Arc::clone(self),
         }
     }
@@ -258,7 +257,9 @@ impl ShardGuard<'_> {
                 && let std::collections::hash_map::Entry::Vacant(slot) =
                     entry.waiters.entry(waiter.id)
             {
-                slot.insert(waiter.sender.clone());
+                let (wake, woken) = oneshot::channel();
+                slot.insert(wake);
+                *waiter.woken.lock().unwrap_or_else(PoisonError::into_inner) = Some(woken);
                 self.table.waiters.fetch_add(1, Ordering::Relaxed);
             }
             return Lookup::Answered(answer);
@@ -312,9 +313,8 @@ impl ShardGuard<'_> {
         if let Some(entry) = self.shard.claims.get_mut(&self.hash) {
             let woken = entry.waiters.len() as u64;
             for (_, waiter) in entry.waiters.drain() {
-                // A full channel already holds a wake-up; a closed one has no
-                // reader.
-                let _ = waiter.try_send(());
+                // A waiter that is gone has nobody to wake.
+                let _ = waiter.send(());
             }
             self.table.waiters.fetch_sub(woken, Ordering::Relaxed);
         }
@@ -466,19 +466,42 @@ impl ShardCacheHandle<'_> {
 }
 
 /// One `begin_wait` caller's registration: woken when the key's entry
-/// changes or goes away, deregistered when dropped.
+/// changes or goes away, deregistered when dropped. Each registration is a
+/// oneshot, which a blocked thread and an awaiting task wait on alike.
 pub(crate) struct Waiter {
     id: u64,
     hash: Hash,
-    sender: Sender<()>,
-    receiver: Receiver<()>,
+    /// The wake-up of the current registration, while registered.
+    woken: Mutex<Option<oneshot::Receiver<()>>>,
     table: Arc<LockTable>,
 }
 
+/// The longest single wait; a longer one is several (each re-checks the key).
+const MAX_PARK: Duration = Duration::from_secs(24 * 3600);
+
 impl Waiter {
-    /// Blocks until woken or `timeout` passes.
-    pub fn wait(&self, timeout: Duration) {
-        let _ = self.receiver.recv_timeout(timeout);
+    /// Waits until woken or `timeout` passes (without blocking a thread when
+    /// awaited by a task).
+    pub async fn wait(&self, timeout: Duration) {
+        let mut woken = self
+            .woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut delay = futures_timer::Delay::new(timeout.min(MAX_PARK));
+        let was_woken = std::future::poll_fn(|cx| {
+            if let Some(receiver) = woken.as_mut()
+                && std::pin::Pin::new(receiver).poll(cx).is_ready()
+            {
+                return std::task::Poll::Ready(true);
+            }
+            std::pin::Pin::new(&mut delay).poll(cx).map(|()| false)
+        })
+        .await;
+        if !was_woken {
+            // Still registered: keep the wake-up for the next wait.
+            *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = woken;
+        }
     }
 }
 
@@ -527,7 +550,13 @@ mod tests {
         assert_eq!(table.waiters(), 1);
         drop(ticket);
         assert_eq!(table.waiters(), 0, "woken waiters are deregistered");
-        assert!(waiter.receiver.try_recv().is_ok(), "the waiter was woken");
+        let woken = waiter
+            .woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|mut receiver| receiver.try_recv());
+        assert!(matches!(woken, Some(Ok(Some(())))), "the waiter was woken");
         assert!(matches!(
             table
                 .lock(&h)

@@ -203,7 +203,14 @@ impl Store {
     /// the disk (a failed sync can leave it there): retrying `begin` then
     /// answers `InProgress` until its lease runs out, never a second claim.
     pub fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
-        let answer = self.begin_step(key, fingerprint, None)?;
+        pollster::block_on(self.begin_async(key, fingerprint))
+    }
+
+    /// The one implementation of `begin`, for threads (through `block_on`)
+    /// and tasks ([`AsyncStore::begin`](crate::AsyncStore::begin)). Only a
+    /// claim waits for anything: the commit.
+    pub(crate) async fn begin_async(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
+        let answer = self.begin_step(key, fingerprint, None).await?;
         self.count(&answer);
         Ok(answer)
     }
@@ -227,12 +234,23 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Begin> {
+        pollster::block_on(self.begin_wait_async(key, fingerprint, timeout))
+    }
+
+    /// The one implementation of `begin_wait`. A task awaiting it holds no
+    /// thread while it waits.
+    pub(crate) async fn begin_wait_async(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Begin> {
         // No deadline when `timeout` reaches past what `Instant` can hold.
         let deadline = Instant::now().checked_add(timeout);
         let waiter = self.inner.locks.waiter(key.hash());
         let mut parked = false;
         loop {
-            let answer = self.begin_step(key, fingerprint, Some(&waiter))?;
+            let answer = self.begin_step(key, fingerprint, Some(&waiter)).await?;
             let Begin::InProgress { retry_after } = answer else {
                 self.count(&answer);
                 return Ok(answer);
@@ -251,44 +269,48 @@ impl Store {
             }
             // Woken early by the holder; otherwise re-check when its lease
             // would end (a holder in another process cannot wake us).
-            waiter.wait(retry_after.min(left));
+            waiter.wait(retry_after.min(left)).await;
         }
     }
 
     /// One attempt at `begin`, without counting the answer. With `waiter`,
     /// an `InProgress` answer taken from the lock table registers it for a
-    /// wake-up.
-    fn begin_step(
+    /// wake-up. Everything but the commit of a claim is answered at once
+    /// (the lock table, the replay cache, a read of the record).
+    async fn begin_step(
         &self,
         key: &Key,
         fingerprint: Fingerprint,
         waiter: Option<&Waiter>,
     ) -> Result<Begin> {
         let inner = &*self.inner;
-        let now_ms = inner.time.now_ms();
-        let mut shard = inner.locks.lock(key.hash());
-        if let Lookup::Answered(answer) =
-            shard.lookup(fingerprint, now_ms, inner.config.lease, waiter)
-        {
-            return Ok(answer.map_claim(|never| match never {}));
-        }
-        // No claim of this process is live: the disk decides. The shard lock
-        // is held across the read so no other `begin` can claim in between.
-        let stored = inner.engine.read(|db| storage::read_record(db, key))?;
-        match decide(stored, &fingerprint, now_ms).claim_or_answer() {
-            Err(answer) => Ok(answer),
-            Ok(_) => {
-                let ticket = shard.start_claim(&inner.locks, fingerprint);
-                self.commit_claim(key, fingerprint, ticket)
+        let ticket = {
+            let now_ms = inner.time.now_ms();
+            let mut shard = inner.locks.lock(key.hash());
+            if let Lookup::Answered(answer) =
+                shard.lookup(fingerprint, now_ms, inner.config.lease, waiter)
+            {
+                return Ok(answer.map_claim(|never| match never {}));
             }
-        }
+            // No claim of this process is live: the disk decides. The shard
+            // lock is held across the read so no other `begin` can claim in
+            // between.
+            let stored = inner.engine.read(|db| storage::read_record(db, key))?;
+            match decide(stored, &fingerprint, now_ms).claim_or_answer() {
+                Err(answer) => return Ok(answer),
+                Ok(_) => shard.start_claim(&inner.locks, fingerprint),
+            }
+        };
+        self.commit_claim(key, fingerprint, ticket).await
     }
 
     /// Commits the claim `begin_step` decided on. The committer decides
     /// again against the record inside its transaction; only its answer
     /// counts. The ticket settles the lock-table entry: held on success,
-    /// removed otherwise.
-    fn commit_claim(
+    /// removed otherwise, and removed too if this future is dropped before
+    /// the answer arrives (the claim, if committed, then stays in flight
+    /// until its lease runs out: never released blindly).
+    async fn commit_claim(
         &self,
         key: &Key,
         fingerprint: Fingerprint,
@@ -297,7 +319,8 @@ impl Store {
         let inner = &*self.inner;
         let granted = match inner
             .committer()?
-            .claim(key, fingerprint)?
+            .claim(key, fingerprint)
+            .await?
             .claim_or_answer()
         {
             Ok(granted) => granted,
@@ -351,6 +374,15 @@ impl Store {
     /// stays in flight until its lease runs out. Either way no retry runs
     /// the side effect before the lease ends.
     pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<(), CompleteError> {
+        pollster::block_on(self.complete_async(claim, response))
+    }
+
+    /// The one implementation of `complete`.
+    pub(crate) async fn complete_async(
+        &self,
+        claim: Claim,
+        response: StoredResponse,
+    ) -> Result<(), CompleteError> {
         if let Err(err) = self.check_claim(&claim) {
             return Err(CompleteError::refused(err, claim));
         }
@@ -364,10 +396,10 @@ impl Store {
         let cached = (self.inner.config.cache_bytes > 0).then(|| response.clone());
         let locks = &self.inner.locks;
         let busy = locks.mark_busy(claim.key.hash(), claim.token);
-        let result = self
-            .inner
-            .committer()
-            .and_then(|committer| committer.complete(&claim.key, claim.token, response));
+        let result = match self.inner.committer() {
+            Ok(committer) => committer.complete(&claim.key, claim.token, response).await,
+            Err(err) => Err(err),
+        };
         match result {
             Ok(completed) => {
                 busy.end_claim(|cache| {
@@ -401,12 +433,17 @@ impl Store {
     /// [`Error::LeaseLost`], [`Error::WrongStore`], [`Error::Storage`] or
     /// [`Error::Poisoned`], as for [`complete`](Self::complete).
     pub fn release(&self, claim: Claim) -> Result<()> {
+        pollster::block_on(self.release_async(claim))
+    }
+
+    /// The one implementation of `release`.
+    pub(crate) async fn release_async(&self, claim: Claim) -> Result<()> {
         self.check_claim(&claim)?;
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
-        let result = self
-            .inner
-            .committer()
-            .and_then(|committer| committer.release(&claim.key, claim.token));
+        let result = match self.inner.committer() {
+            Ok(committer) => committer.release(&claim.key, claim.token).await,
+            Err(err) => Err(err),
+        };
         busy.end_claim(|_| {});
         self.note_lease_lost(result)?;
         bump(&self.inner.counters.releases);
@@ -421,12 +458,17 @@ impl Store {
     /// [`Error::LeaseLost`], [`Error::WrongStore`], [`Error::Storage`] or
     /// [`Error::Poisoned`].
     pub fn renew(&self, claim: &Claim) -> Result<()> {
+        pollster::block_on(self.renew_async(claim))
+    }
+
+    /// The one implementation of `renew`.
+    pub(crate) async fn renew_async(&self, claim: &Claim) -> Result<()> {
         self.check_claim(claim)?;
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
-        let result = self
-            .inner
-            .committer()
-            .and_then(|committer| committer.renew(&claim.key, claim.token));
+        let result = match self.inner.committer() {
+            Ok(committer) => committer.renew(&claim.key, claim.token).await,
+            Err(err) => Err(err),
+        };
         match &result {
             Ok(renewed) => busy.renewed(renewed.lease_until_ms),
             // The record says this claim is over: so is its entry.
@@ -480,7 +522,12 @@ impl Store {
     ///
     /// [`Error::Storage`] or [`Error::Poisoned`] if the commit failed.
     pub fn remove(&self, key: &Key) -> Result<bool> {
-        let live = self.inner.committer()?.remove(key)?;
+        pollster::block_on(self.remove_async(key))
+    }
+
+    /// The one implementation of `remove`.
+    pub(crate) async fn remove_async(&self, key: &Key) -> Result<bool> {
+        let live = self.inner.committer()?.remove(key).await?;
         self.inner.locks.forget(key.hash());
         if live {
             bump(&self.inner.counters.removed);

@@ -44,7 +44,7 @@ pub(crate) fn sweep(
             Ok(false) => break Ok(total),
             Err(err) => break Err(err),
         }
-        match submitter.sweep(config.sweep_batch) {
+        match submitter.sweep(config.sweep_batch).wait() {
             Ok(Swept { deleted, more }) => {
                 add(&counters.expired, deleted);
                 total += deleted;

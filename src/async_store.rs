@@ -1,0 +1,177 @@
+//! The async face of a store: [`AsyncStore`].
+
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::error::Result;
+use crate::fingerprint::Fingerprint;
+use crate::health::Health;
+use crate::key::Key;
+use crate::metrics::Metrics;
+use crate::outcome::{Begin, Claim, CompleteError};
+use crate::record::Record;
+use crate::response::StoredResponse;
+use crate::store::Store;
+
+/// A [`Store`] for async code: the same store and the same methods, as
+/// futures that never block a runtime worker while they wait.
+///
+/// - Answers that need no write (replay, mismatch, in progress) are ready
+///   at once, without a thread hop: a lock-table lookup, the replay cache,
+///   or a read of the record (a page-cache read, microseconds).
+/// - A claim, completion, release or renewal waits for its group commit
+///   through a oneshot the committer answers; the task is woken then.
+/// - [`begin_wait`](Self::begin_wait) parks no thread: the task is woken by
+///   the holder's completion, release or dropped claim, or by a timer when
+///   the holder's lease would end.
+///
+/// It needs no particular runtime (tokio, async-std, smol, a plain
+/// `block_on` all work): wake-ups are futures-channel oneshots and timers are
+/// futures-timer's. Cloning is cheap; [`AsyncStore::blocking`] gives the
+/// blocking [`Store`] back, and both share one file, one committer and one
+/// lock table.
+///
+/// A future dropped before it finishes (a cancelled request) changes nothing
+/// it had not already committed: a claim that was committed stays in flight
+/// until its lease runs out, and is never released blindly.
+///
+/// ```
+/// use idemkv::{AsyncStore, Begin, Config, Fingerprint, Key, Store, StoredResponse};
+///
+/// # pollster::block_on(async {
+/// let store = AsyncStore::from(Store::in_memory(Config::default())?);
+/// let key = Key::new("acct_42 POST /v1/charges", "charge-1")?;
+/// let fingerprint = Fingerprint::of(b"{\"amount\":1200}");
+/// if let Begin::Claimed(claim) = store.begin(&key, fingerprint).await? {
+///     store.complete(claim, StoredResponse::new(201, "charged")).await?;
+/// }
+/// assert!(matches!(store.begin(&key, fingerprint).await?, Begin::Replay(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct AsyncStore {
+    store: Store,
+}
+
+impl From<Store> for AsyncStore {
+    fn from(store: Store) -> AsyncStore {
+        AsyncStore { store }
+    }
+}
+
+impl AsyncStore {
+    /// The blocking handle of the same store.
+    pub fn blocking(&self) -> &Store {
+        &self.store
+    }
+
+    /// [`Store::begin`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::begin`].
+    pub async fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
+        self.store.begin_async(key, fingerprint).await
+    }
+
+    /// [`Store::begin_wait`], without blocking: the task waits, no thread
+    /// does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::begin`].
+    pub async fn begin_wait(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Begin> {
+        self.store.begin_wait_async(key, fingerprint, timeout).await
+    }
+
+    /// [`Store::complete`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::complete`].
+    pub async fn complete(
+        &self,
+        claim: Claim,
+        response: StoredResponse,
+    ) -> Result<(), CompleteError> {
+        self.store.complete_async(claim, response).await
+    }
+
+    /// [`Store::release`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::release`].
+    pub async fn release(&self, claim: Claim) -> Result<()> {
+        self.store.release_async(claim).await
+    }
+
+    /// [`Store::renew`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::renew`].
+    pub async fn renew(&self, claim: &Claim) -> Result<()> {
+        self.store.renew_async(claim).await
+    }
+
+    /// [`Store::remove`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::remove`].
+    pub async fn remove(&self, key: &Key) -> Result<bool> {
+        self.store.remove_async(key).await
+    }
+
+    /// [`Store::get`]: a read of the record, ready at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::get`].
+    pub fn get(&self, key: &Key) -> Result<Option<Record>> {
+        self.store.get(key)
+    }
+
+    /// [`Store::metrics`].
+    pub fn metrics(&self) -> Metrics {
+        self.store.metrics()
+    }
+
+    /// [`Store::health`].
+    pub fn health(&self) -> Health {
+        self.store.health()
+    }
+
+    /// [`Store::settings`].
+    pub fn settings(&self) -> Settings {
+        self.store.settings()
+    }
+}
+
+impl Store {
+    /// This store as an [`AsyncStore`] (the same store, cloned handle).
+    pub fn to_async(&self) -> AsyncStore {
+        AsyncStore::from(self.clone())
+    }
+}
+
+// The futures of an `AsyncStore` can move between a runtime's workers.
+const _: () = {
+    fn assert_send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(store: &AsyncStore, key: &Key, claim: Claim, response: StoredResponse) {
+        let fp = Fingerprint::of(b"");
+        assert_send(&store.begin(key, fp));
+        assert_send(&store.begin_wait(key, fp, Duration::ZERO));
+        assert_send(&store.renew(&claim));
+        assert_send(&store.complete(claim, response));
+    }
+};
