@@ -78,6 +78,7 @@
 #![deny(missing_docs)]
 
 mod async_store;
+mod backend;
 mod cache;
 mod clock;
 mod codec;
@@ -100,6 +101,7 @@ mod sweeper;
 mod verify;
 
 pub use async_store::AsyncStore;
+pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Recovery, Settings};
 pub use error::{Error, Result, StorageError};

@@ -120,31 +120,34 @@ impl fmt::Debug for Claim {
     }
 }
 
-/// The error of [`Store::complete`](crate::Store::complete): the cause, and
-/// the claim itself when the store refused the call before writing anything
-/// (as [`std::sync::mpsc::SendError`] hands back what it could not send).
+/// The error of [`Store::complete`](crate::Store::complete) (and of any
+/// [`Backend`](crate::Backend)'s): the cause, and the claim itself when the
+/// store refused the call before writing anything (as
+/// [`std::sync::mpsc::SendError`] hands back what it could not send).
 ///
 /// With the claim back a caller can still [`release`](crate::Store::release)
 /// it, or complete it with a smaller response. `?` turns it into an
 /// [`Error`] (dropping the claim, which keeps the key in flight until its
 /// lease runs out).
 #[must_use = "the claim inside must be completed, released or dropped on purpose"]
-pub struct CompleteError(Box<CompleteErrorParts>);
+pub struct CompleteError<C = Claim>(Box<CompleteErrorParts<C>>);
 
-struct CompleteErrorParts {
+struct CompleteErrorParts<C> {
     error: Error,
-    claim: Option<Claim>,
+    claim: Option<C>,
 }
 
-impl CompleteError {
-    pub(crate) fn refused(error: Error, claim: Claim) -> CompleteError {
+impl<C> CompleteError<C> {
+    /// Refused before anything was written: the claim comes back.
+    pub fn refused(error: Error, claim: C) -> CompleteError<C> {
         CompleteError(Box::new(CompleteErrorParts {
             error,
             claim: Some(claim),
         }))
     }
 
-    pub(crate) fn failed(error: Error) -> CompleteError {
+    /// The write was attempted (or the claim is gone): no claim to give back.
+    pub fn failed(error: Error) -> CompleteError<C> {
         CompleteError(Box::new(CompleteErrorParts { error, claim: None }))
     }
 
@@ -156,23 +159,23 @@ impl CompleteError {
     /// The claim, if the store refused the call before writing anything
     /// ([`Error::ResponseTooLarge`], [`Error::WrongStore`]); `None` when the
     /// write was attempted.
-    pub fn into_claim(self) -> Option<Claim> {
+    pub fn into_claim(self) -> Option<C> {
         self.0.claim
     }
 
     /// Both parts.
-    pub fn into_parts(self) -> (Error, Option<Claim>) {
+    pub fn into_parts(self) -> (Error, Option<C>) {
         (self.0.error, self.0.claim)
     }
 }
 
-impl From<CompleteError> for Error {
-    fn from(err: CompleteError) -> Error {
+impl<C> From<CompleteError<C>> for Error {
+    fn from(err: CompleteError<C>) -> Error {
         err.0.error
     }
 }
 
-impl fmt::Debug for CompleteError {
+impl<C: fmt::Debug> fmt::Debug for CompleteError<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompleteError")
             .field("error", &self.0.error)
@@ -181,13 +184,13 @@ impl fmt::Debug for CompleteError {
     }
 }
 
-impl fmt::Display for CompleteError {
+impl<C> fmt::Display for CompleteError<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0.error, f)
     }
 }
 
-impl std::error::Error for CompleteError {
+impl<C: fmt::Debug> std::error::Error for CompleteError<C> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&self.0.error)
     }

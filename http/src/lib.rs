@@ -65,95 +65,9 @@ use ::http::{Method, Request, Response, StatusCode, request};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use idemkv::{Begin, Claim, Fingerprint, Key, Store, StoredResponse};
+use idemkv::{AsyncStore, Backend, Begin, Fingerprint, Key, Store, StoredResponse};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What the layer needs from a store. [`Store`] implements it; a shared
-/// backend (a SQL database for services that outgrow one node) can implement
-/// it too without touching the layer. The methods block; the layer calls them
-/// on tokio's blocking pool.
-pub trait IdempotencyBackend: Clone + Send + Sync + 'static {
-    /// Ownership of a key while its request runs.
-    type Claim: Send + Sync + 'static;
-
-    /// `begin`, or `begin_wait` when `wait` is given.
-    ///
-    /// # Errors
-    ///
-    /// Whatever the backend cannot do; the layer answers 503.
-    fn begin(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        wait: Option<Duration>,
-    ) -> idemkv::Result<Begin<Self::Claim>>;
-
-    /// Stores the response of a claimed request.
-    ///
-    /// # Errors
-    ///
-    /// A lost lease or a failed write; the client still gets the handler's
-    /// response, and the claim stays in flight until its lease runs out.
-    fn complete(&self, claim: Self::Claim, response: StoredResponse) -> idemkv::Result<()>;
-
-    /// Gives the key up without storing anything.
-    ///
-    /// # Errors
-    ///
-    /// As for `complete`.
-    fn release(&self, claim: Self::Claim) -> idemkv::Result<()>;
-
-    /// Keeps a long request's lease alive.
-    ///
-    /// # Errors
-    ///
-    /// A lost lease or a failed write; the layer lets the request finish,
-    /// and the outcome shows when it completes.
-    fn renew(&self, claim: &Self::Claim) -> idemkv::Result<()>;
-
-    /// The lease length, to pace renewals.
-    fn lease(&self) -> Duration;
-
-    /// The largest response the backend stores.
-    fn max_response_bytes(&self) -> usize;
-}
-
-impl IdempotencyBackend for Store {
-    type Claim = Claim;
-
-    fn begin(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        wait: Option<Duration>,
-    ) -> idemkv::Result<Begin<Claim>> {
-        match wait {
-            Some(timeout) => self.begin_wait(key, fingerprint, timeout),
-            None => Store::begin(self, key, fingerprint),
-        }
-    }
-
-    fn complete(&self, claim: Claim, response: StoredResponse) -> idemkv::Result<()> {
-        Ok(Store::complete(self, claim, response)?)
-    }
-
-    fn release(&self, claim: Claim) -> idemkv::Result<()> {
-        Store::release(self, claim)
-    }
-
-    fn renew(&self, claim: &Claim) -> idemkv::Result<()> {
-        Store::renew(self, claim)
-    }
-
-    fn lease(&self) -> Duration {
-        self.settings().lease()
-    }
-
-    fn max_response_bytes(&self) -> usize {
-        self.settings().max_response_bytes()
-    }
-}
 
 type PartsFn<T> = Arc<dyn Fn(&request::Parts) -> T + Send + Sync>;
 type FingerprintFn = Arc<dyn Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync>;
@@ -244,20 +158,22 @@ impl Default for Settings {
 /// `Idempotency-Key` header. Build it with [`IdempotencyLayer::new`] and the
 /// chained setters; every setter documents its default.
 #[derive(Clone)]
-pub struct IdempotencyLayer<B = Store> {
+pub struct IdempotencyLayer<B = AsyncStore> {
     backend: B,
     settings: Arc<Settings>,
 }
 
-impl IdempotencyLayer<Store> {
-    /// A layer over `store` with the default settings.
+impl IdempotencyLayer<AsyncStore> {
+    /// A layer over `store` with the default settings. The layer uses the
+    /// store's async API: no store call blocks a runtime worker, and waiting
+    /// requests park no thread.
     pub fn new(store: Store) -> Self {
-        IdempotencyLayer::with_backend(store)
+        IdempotencyLayer::with_backend(store.to_async())
     }
 }
 
 impl<B> IdempotencyLayer<B> {
-    /// A layer over any [`IdempotencyBackend`].
+    /// A layer over any [`Backend`].
     pub fn with_backend(backend: B) -> Self {
         IdempotencyLayer {
             backend,
@@ -378,7 +294,7 @@ impl<B> fmt::Debug for IdempotencyLayer<B> {
 
 /// The service [`IdempotencyLayer`] wraps around an inner service.
 #[derive(Clone)]
-pub struct Idempotency<S, B = Store> {
+pub struct Idempotency<S, B = AsyncStore> {
     inner: S,
     backend: B,
     settings: Arc<Settings>,
@@ -433,7 +349,7 @@ where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: IdempotencyBackend,
+    B: Backend,
     ReqBody: http_body::Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
@@ -471,7 +387,7 @@ async fn handle<S, B, ReqBody, ResBody>(
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
-    B: IdempotencyBackend,
+    B: Backend,
     ReqBody: http_body::Body + From<Bytes>,
     ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body + From<Bytes>,
@@ -531,14 +447,14 @@ where
     };
     let fingerprint = (settings.fingerprint)(&parts, &body);
 
-    let answer = {
-        let (backend, key, wait) = (backend.clone(), key.clone(), settings.wait);
-        tokio::task::spawn_blocking(move || backend.begin(&key, fingerprint, wait)).await
+    let answer = match settings.wait {
+        Some(timeout) => backend.begin_wait(&key, fingerprint, timeout).await,
+        None => backend.begin(&key, fingerprint).await,
     };
     let claim = match answer {
-        Ok(Ok(Begin::Claimed(claim))) => claim,
-        Ok(Ok(Begin::Replay(stored))) => return Ok(replay(stored)),
-        Ok(Ok(Begin::InProgress { retry_after })) => {
+        Ok(Begin::Claimed(claim)) => claim,
+        Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
+        Ok(Begin::InProgress { retry_after }) => {
             // The lease left is only an upper bound on how long the first
             // request runs (a 60 s lease for a 50 ms handler); one second is
             // the header's smallest unit and the usual advice.
@@ -560,15 +476,14 @@ where
             }
             return Ok(response);
         }
-        Ok(Ok(Begin::Mismatch)) => {
+        Ok(Begin::Mismatch) => {
             return Ok(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Idempotency-Key reused with a different request",
                 "this key was first used with another payload; use a new key for a new request",
             ));
         }
-        Ok(Err(err)) => return Ok(unavailable(&err.to_string())),
-        Err(join) => return Ok(unavailable(&join.to_string())),
+        Err(err) => return Ok(unavailable(&err.to_string())),
     };
 
     // Claimed: run the request, renewing the lease while it runs. A panic or
@@ -621,7 +536,7 @@ async fn run_renewing<S, B, ReqBody>(
 ) -> Result<S::Response, S::Error>
 where
     S: tower::Service<Request<ReqBody>>,
-    B: IdempotencyBackend,
+    B: Backend,
 {
     let period = (backend.lease() / 3).max(Duration::from_millis(10));
     let call = inner.call(request);
@@ -639,9 +554,10 @@ where
             }
             _ = ticks.tick(), if renewing.is_none() => {
                 let (backend, claim) = (backend.clone(), Arc::clone(claim));
-                renewing = Some(tokio::task::spawn_blocking(move || {
+                // Renewals run beside the handler, not in its way.
+                renewing = Some(tokio::spawn(async move {
                     // A lost lease surfaces when the request completes.
-                    let _ = backend.renew(&claim);
+                    let _ = backend.renew(&claim).await;
                 }));
             }
             _ = async { if let Some(handle) = renewing.as_mut() { let _ = handle.await; } }, if renewing.is_some() => {
@@ -654,20 +570,16 @@ where
 /// Completes the claim with `stored`, or releases it. Errors are not the
 /// client's concern: the response it gets is the handler's either way, and a
 /// claim that could not be finished stays in flight until its lease ends.
-async fn finish<B: IdempotencyBackend>(
-    backend: &B,
-    claim: Arc<B::Claim>,
-    stored: Option<StoredResponse>,
-) {
+async fn finish<B: Backend>(backend: &B, claim: Arc<B::Claim>, stored: Option<StoredResponse>) {
     let Ok(claim) = Arc::try_unwrap(claim) else {
         return;
     };
-    let backend = backend.clone();
-    let _ = tokio::task::spawn_blocking(move || match stored {
-        Some(stored) => backend.complete(claim, stored),
-        None => backend.release(claim),
-    })
-    .await;
+    // Once polled, the operation is queued with the committer, so it is
+    // committed even if this future is dropped afterwards.
+    let _ = match stored {
+        Some(stored) => backend.complete(claim, stored).await.map_err(drop),
+        None => backend.release(claim).await.map_err(drop),
+    };
 }
 
 /// The stored form of a response: status, the headers worth replaying, body.

@@ -491,3 +491,88 @@ async fn an_inner_error_passes_through_and_keeps_the_key_in_flight() -> TestResu
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     Ok(())
 }
+
+/// Five thousand duplicates wait on one key (wait mode) on a default tokio
+/// runtime: no thread is parked per waiter, so requests for other keys are
+/// served meanwhile, and every duplicate gets the winner's response.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_thousand_waiting_duplicates_starve_nobody() -> TestResult {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt};
+
+    const DUPLICATES: usize = 5_000;
+    let store = Store::in_memory(Config::default())?;
+    let executions = Arc::new(AtomicU64::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let handler = {
+        let executions = Arc::clone(&executions);
+        tower::service_fn(move |request: axum::http::Request<Full<Bytes>>| {
+            let executions = Arc::clone(&executions);
+            let mut released = released.clone();
+            async move {
+                let n = executions.fetch_add(1, Ordering::SeqCst) + 1;
+                if request.uri().path() == "/hot" {
+                    // The winner holds the key until the test lets it go.
+                    let _ = released.wait_for(|go| *go).await;
+                }
+                let mut response =
+                    axum::http::Response::new(Full::new(Bytes::from(format!("execution {n}"))));
+                *response.status_mut() = axum::http::StatusCode::CREATED;
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let service = IdempotencyLayer::new(store.clone())
+        .wait_for_in_flight(Some(Duration::from_secs(120)))
+        .layer(handler);
+    let request = |path: &str, key: &str| {
+        axum::http::Request::post(path)
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from_static(b"{}")))
+    };
+    let duplicates: Vec<_> = (0..DUPLICATES)
+        .map(|_| {
+            let (service, request) = (service.clone(), request("/hot", "hot-key"));
+            tokio::spawn(async move {
+                let request = request.map_err(|e| e.to_string())?;
+                service.oneshot(request).await.map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.metrics().waiters < (DUPLICATES - 1) as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            store.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every duplicate but the winner is waiting. Other keys are served now.
+    for i in 0..50 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            service
+                .clone()
+                .oneshot(request("/cold", &format!("cold-{i}"))?),
+        )
+        .await??;
+        assert_eq!(response.status(), 201);
+    }
+    release.send(true)?;
+    let mut bodies = std::collections::HashSet::new();
+    for duplicate in duplicates {
+        let response = duplicate.await??;
+        assert_eq!(response.status(), 201);
+        bodies.insert(response.into_body().collect().await?.to_bytes());
+    }
+    assert_eq!(bodies.len(), 1, "every duplicate got the one response");
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        51,
+        "one hot execution, 50 cold"
+    );
+    assert_eq!(store.metrics().waiters, 0);
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! What every idempotency backend offers: the operations the integrations
+//! (the HTTP layer, message consumers) are written against, so that any
+//! backend can sit under them. [`AsyncStore`] implements it over the
+//! embedded store; a shared SQL database can implement it for services that
+//! run on several machines.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::async_store::AsyncStore;
+use crate::error::Result;
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::outcome::{Begin, Claim, CompleteError};
+use crate::record::Record;
+use crate::response::StoredResponse;
+
+/// An idempotency backend: claim a key, wait for it, complete, release or
+/// renew a claim, read a record, with the semantics of [`crate::Store`]
+/// (docs/design.md): at most one live claim per key, fencing tokens, a
+/// durable claim before `begin` answers `Claimed`, and no answer that needs
+/// no write ever writing.
+///
+/// Every method returns a future that must not block the runtime worker that
+/// polls it.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Ownership of a key while its operation runs.
+    type Claim: Send + Sync + 'static;
+
+    /// Starts an attempt ([`crate::Store::begin`]).
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors; no error leaves a second live claim.
+    fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
+
+    /// Starts an attempt, waiting up to `timeout` for a running one
+    /// ([`crate::Store::begin_wait`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin).
+    fn begin_wait(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
+
+    /// Stores the response of a claim ([`crate::Store::complete`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`CompleteError`], with the claim back when nothing was written.
+    fn complete(
+        &self,
+        claim: Self::Claim,
+        response: StoredResponse,
+    ) -> impl Future<Output = Result<(), CompleteError<Self::Claim>>> + Send;
+
+    /// Gives a key up without storing anything ([`crate::Store::release`]).
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` for a stale holder, or the backend's errors.
+    fn release(&self, claim: Self::Claim) -> impl Future<Output = Result<()>> + Send;
+
+    /// Restarts a claim's lease ([`crate::Store::renew`]).
+    ///
+    /// # Errors
+    ///
+    /// `LeaseLost` for a stale holder, or the backend's errors.
+    fn renew(&self, claim: &Self::Claim) -> impl Future<Output = Result<()>> + Send;
+
+    /// The live record of a key ([`crate::Store::get`]).
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send;
+
+    /// How long a claim is exclusive without a renewal.
+    fn lease(&self) -> Duration;
+
+    /// The largest response `complete` stores.
+    fn max_response_bytes(&self) -> usize;
+}
+
+impl Backend for AsyncStore {
+    type Claim = Claim;
+
+    fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Begin>> + Send {
+        AsyncStore::begin(self, key, fingerprint)
+    }
+
+    fn begin_wait(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Begin>> + Send {
+        AsyncStore::begin_wait(self, key, fingerprint, timeout)
+    }
+
+    fn complete(
+        &self,
+        claim: Claim,
+        response: StoredResponse,
+    ) -> impl Future<Output = Result<(), CompleteError>> + Send {
+        AsyncStore::complete(self, claim, response)
+    }
+
+    fn release(&self, claim: Claim) -> impl Future<Output = Result<()>> + Send {
+        AsyncStore::release(self, claim)
+    }
+
+    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<()>> + Send {
+        AsyncStore::renew(self, claim)
+    }
+
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
+        std::future::ready(AsyncStore::get(self, key))
+    }
+
+    fn lease(&self) -> Duration {
+        self.settings().lease()
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        self.settings().max_response_bytes()
+    }
+}
