@@ -23,7 +23,8 @@
 //! | key required but missing, or malformed | 400 |
 //! | request body over the configured limit | 413 |
 //! | same key, different payload | 422 |
-//! | same key while the first request runs | 409 with `Retry-After: 1` (or wait, if configured) |
+//! | same key while the first request runs | 409 with `Retry-After` (or wait, if configured) |
+//! | same key and payload, completed, response too large to keep | 409 with the original status |
 //! | same key and payload, completed | the stored response, plus `Idempotent-Replayed: true` |
 //! | the store failed | 503 |
 //!
@@ -73,8 +74,10 @@ type PartsFn<T> = Arc<dyn Fn(&request::Parts) -> T + Send + Sync>;
 type FingerprintFn = Arc<dyn Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync>;
 type StatusFn = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
-/// Headers never stored or replayed: hop-by-hop headers (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers never stored or replayed: hop-by-hop headers (RFC 9110 §7.6.1),
+/// and the layer's own marker. `content-length` is not one of them: it
+/// describes the stored body, which a replay sends whole.
+const NEVER_STORED: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -82,14 +85,33 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "content-length",
+    NOT_KEPT,
 ];
 
-/// The layer's default scope: the request's method and path, as in
-/// `"POST /v1/charges"` (no query string, no host). Build a [`Key`] with it
-/// to look up or remove a key the layer stored under the default settings.
+/// The layer's default scope: who is calling, the method and the path.
+///
+/// - With an `Authorization` header: its [`credential_scope`] digest, a
+///   space, the method and the path, as in
+///   `"1f3e…(32 hex) POST /v1/charges"`. Two clients that send the same key
+///   and payload to the same endpoint never share a record, so a client that
+///   learns another's key (keys end up in logs) cannot read its response.
+/// - Without one: the method and the path, `"POST /v1/charges"` (no query
+///   string, no host); the layer cannot tell callers apart, so services with
+///   more than one client should scope by their own notion of the caller
+///   with [`IdempotencyLayer::scope_with`].
+///
+/// Build a [`Key`] with it to look up or remove a key the layer stored
+/// under the default settings.
 pub fn default_scope(parts: &request::Parts) -> String {
-    format!("{} {}", parts.method, parts.uri.path())
+    match parts.headers.get(::http::header::AUTHORIZATION) {
+        Some(credential) => format!(
+            "{} {} {}",
+            credential_scope(credential.as_bytes()),
+            parts.method,
+            parts.uri.path()
+        ),
+        None => format!("{} {}", parts.method, parts.uri.path()),
+    }
 }
 
 /// A digest of a credential (an `Authorization` header value, an API key)
@@ -422,21 +444,32 @@ where
             ));
         }
     };
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+            &format!(
+                "requests with an idempotency key are buffered up to {} bytes",
+                settings.max_request_bytes
+            ),
+        )
+    };
+    // A declared length over the limit is refused before reading anything;
+    // otherwise the limit is enforced as the body streams in, so an
+    // oversized body is never read whole.
+    let declared = parts
+        .headers
+        .get(::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > settings.max_request_bytes as u64) {
+        return Ok(too_large());
+    }
     let body = match Limited::new(body, settings.max_request_bytes)
         .collect()
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            return Ok(problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-                &format!(
-                    "requests with an idempotency key are buffered up to {} bytes",
-                    settings.max_request_bytes
-                ),
-            ));
-        }
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
         Err(err) => {
             return Ok(problem(
                 StatusCode::BAD_REQUEST,
@@ -455,14 +488,9 @@ where
         Ok(Begin::Claimed(claim)) => claim,
         Ok(Begin::Replay(stored)) => return Ok(replay(stored)),
         Ok(Begin::InProgress { retry_after }) => {
-            // The lease left is only an upper bound on how long the first
-            // request runs (a 60 s lease for a 50 ms handler); one second is
-            // the header's smallest unit and the usual advice.
-            let seconds = retry_after
-                .min(Duration::from_secs(1))
-                .as_secs_f64()
-                .ceil()
-                .max(1.0) as u64;
+            // The holder's lease left, in whole seconds (at least 1): an
+            // upper bound on how long the first request can still run.
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             // Only this is known: another attempt holds the key. It may
             // finish (a retry then gets its response) or may have died (a
             // retry after its lease runs it again).
@@ -520,10 +548,18 @@ where
             ));
         }
     };
-    let stored = stored_response(&parts, &body, &settings);
-    let keep = (settings.store_status)(parts.status)
-        && stored.stored_len() <= backend.max_response_bytes();
-    finish(&backend, claim, keep.then_some(stored)).await;
+    // What to keep: the response; for one too large to store, its status
+    // and a marker, so that the handler never runs a second time; nothing
+    // for a status the settings do not store (the claim is released).
+    let stored = (settings.store_status)(parts.status).then(|| {
+        let stored = stored_response(&parts, &body, &settings);
+        if stored.stored_len() <= backend.max_response_bytes() {
+            stored
+        } else {
+            not_kept(parts.status, stored.stored_len())
+        }
+    });
+    finish(&backend, claim, stored).await;
     Ok(Response::from_parts(parts, ResBody::from(body)))
 }
 
@@ -590,7 +626,7 @@ fn stored_response(
 ) -> StoredResponse {
     let mut stored = StoredResponse::new(parts.status.as_u16(), body.to_vec());
     for (name, value) in &parts.headers {
-        let skip = HOP_BY_HOP.contains(&name.as_str()) || settings.deny_headers.contains(name);
+        let skip = NEVER_STORED.contains(&name.as_str()) || settings.deny_headers.contains(name);
         if !skip {
             stored = stored.with_header(name.as_str(), value.as_bytes());
         }
@@ -598,7 +634,42 @@ fn stored_response(
     stored
 }
 
+/// Marks a completed record whose response was too large to keep; its value
+/// is the size of what was not kept.
+const NOT_KEPT: &str = "idemkv-response-not-kept";
+
+/// The record of a completed request whose response exceeded the store's
+/// limit: the original status and the size, no headers and no body.
+fn not_kept(status: StatusCode, size: usize) -> StoredResponse {
+    StoredResponse::new(status.as_u16(), Vec::new()).with_header(NOT_KEPT, size.to_string())
+}
+
 fn replay<ResBody: From<Bytes>>(stored: StoredResponse) -> Response<ResBody> {
+    if let Some((_, size)) = stored.headers().iter().find(|(name, _)| name == NOT_KEPT) {
+        let size = String::from_utf8_lossy(size);
+        let mut response = problem(
+            StatusCode::CONFLICT,
+            "The response to this request was not kept",
+            &format!(
+                "the first request with this key completed with status {}, but its response \
+                 ({size} bytes) was larger than the store keeps, so it cannot be replayed; \
+                 the request is not run again",
+                stored.status()
+            ),
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+        if let Ok(status) = HeaderValue::from_str(&stored.status().to_string()) {
+            headers.insert(
+                HeaderName::from_static("idempotency-original-status"),
+                status,
+            );
+        }
+        return response;
+    }
     let mut response = Response::new(ResBody::from(Bytes::from(stored.body().to_vec())));
     *response.status_mut() = StatusCode::from_u16(stored.status()).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();

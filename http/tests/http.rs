@@ -144,7 +144,8 @@ async fn a_different_payload_is_422_and_runs_nothing() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResult {
-    let server = Server::start(store(), |l| l).await;
+    let store = Store::in_memory(Config::default().lease(Duration::from_secs(10)))?;
+    let server = Server::start(store, |l| l).await;
     let client = Client::new();
     let slow = {
         let (client, url) = (client.clone(), format!("{}?ms=500", server.url));
@@ -154,7 +155,9 @@ async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResul
     let busy = post_with(&client, &format!("{}?ms=500", server.url), Some("k-3"), "x").await;
     assert_eq!(busy.status(), 409);
     let retry_after: u64 = busy.headers()["retry-after"].to_str()?.parse()?;
-    assert!((1..=60).contains(&retry_after));
+    // The lease left, rounded up: 10 s less the time that passed (150 ms
+    // here; the range allows a slow machine), never the old constant 1.
+    assert!((2..=10).contains(&retry_after), "{retry_after}");
     // The detail says what is known (another attempt holds the key), and
     // promises no replay: that attempt may have died.
     let problem: serde_json::Value = busy.json().await?;
@@ -259,18 +262,24 @@ async fn fifty_concurrent_identical_requests_run_the_side_effect_once() -> TestR
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_response_too_large_to_store_passes_through_and_is_not_kept() -> TestResult {
+async fn a_response_too_large_to_store_is_never_run_twice() -> TestResult {
     let store = Store::in_memory(Config::default().max_response_bytes(1000))?;
     let server = Server::start(store, |l| l).await;
     let client = Client::new();
     let url = format!("{}?bytes=5000", server.url);
     let first = post_with(&client, &url, Some("k-6"), "x").await;
     assert_eq!(first.status(), 201);
-    assert_eq!(first.bytes().await?.len(), 5000);
-    // Not stored, and the claim was released: the retry runs again.
+    assert_eq!(first.bytes().await?.len(), 5000, "the client gets it whole");
+    // The record is completed without the body: the retry is told what
+    // happened, with the original status, and the handler does not run.
     let retry = post_with(&client, &url, Some("k-6"), "x").await;
-    assert!(retry.headers().get("idempotent-replayed").is_none());
-    assert_eq!(server.executions(), 2);
+    assert_eq!(retry.status(), 409);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["idempotency-original-status"], "201");
+    let problem: serde_json::Value = retry.json().await?;
+    let detail = problem["detail"].as_str().ok_or("no detail")?;
+    assert!(detail.contains("status 201"), "{detail}");
+    assert_eq!(server.executions(), 1);
     server.stop().await;
     Ok(())
 }
@@ -574,5 +583,111 @@ async fn five_thousand_waiting_duplicates_starve_nobody() -> TestResult {
         "one hot execution, 50 cold"
     );
     assert_eq!(store.metrics().waiters, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_carries_the_right_content_length() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let first = post_with(&client, &server.url, Some("k-len"), "some body").await;
+    let first_len = first.content_length();
+    let first_body = first.bytes().await?;
+    let replay = post_with(&client, &server.url, Some("k-len"), "some body").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.content_length(), Some(first_body.len() as u64));
+    assert_eq!(replay.content_length(), first_len);
+    assert_eq!(replay.bytes().await?, first_body);
+    server.stop().await;
+    Ok(())
+}
+
+/// Under the default settings two clients that send the same key and the
+/// same payload to the same endpoint never see each other's response: the
+/// scope holds a digest of their credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn by_default_two_clients_never_share_a_record() -> TestResult {
+    let server = Server::start(store(), |l| l).await;
+    let client = Client::new();
+    let send = |who: &'static str| {
+        client
+            .post(&server.url)
+            .header("idempotency-key", "leaked-key")
+            .header("authorization", format!("Bearer {who}"))
+            .body("same payload")
+            .send()
+    };
+    let alice = send("sk_alice").await?;
+    let alice_body = alice.text().await?;
+    let bob = send("sk_bob").await?;
+    assert!(bob.headers().get("idempotent-replayed").is_none());
+    assert_ne!(bob.text().await?, alice_body, "bob got alice's response");
+    assert_eq!(server.executions(), 2);
+    // Each one's own retry replays their own response.
+    let alice_again = send("sk_alice").await?;
+    assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
+    assert_eq!(alice_again.text().await?, alice_body);
+    server.stop().await;
+    Ok(())
+}
+
+/// A request body that streams 1 KiB chunks without end, counting how many
+/// were read.
+struct Endless(Arc<AtomicU64>);
+
+impl From<bytes::Bytes> for Endless {
+    fn from(_: bytes::Bytes) -> Endless {
+        Endless(Arc::default())
+    }
+}
+
+impl http_body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(
+            vec![b'x'; 1024],
+        )))))
+    }
+}
+
+/// An oversized request body is refused with 413 while it streams in, not
+/// after being read whole (this one never ends); a declared length over the
+/// limit is refused before any of it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_body_is_413_without_being_read_whole() -> TestResult {
+    use http_body_util::Full;
+    use tower::{Layer, ServiceExt};
+
+    let handler = tower::service_fn(|_: axum::http::Request<Endless>| async {
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(
+            bytes::Bytes::from_static(b"ran"),
+        )))
+    });
+    let service = IdempotencyLayer::new(store())
+        .max_request_bytes(10 * 1024)
+        .layer(handler);
+    let read = Arc::new(AtomicU64::new(0));
+    let request = axum::http::Request::post("/v1/charges")
+        .header("idempotency-key", "k-big")
+        .body(Endless(Arc::clone(&read)))?;
+    let response = service.clone().oneshot(request).await?;
+    assert_eq!(response.status(), 413);
+    let chunks = read.load(Ordering::SeqCst);
+    assert!(chunks <= 12, "{chunks} chunks read for a 10 KiB limit");
+
+    let read = Arc::new(AtomicU64::new(0));
+    let request = axum::http::Request::post("/v1/charges")
+        .header("idempotency-key", "k-big")
+        .header("content-length", "20480")
+        .body(Endless(Arc::clone(&read)))?;
+    let response = service.oneshot(request).await?;
+    assert_eq!(response.status(), 413);
+    assert_eq!(read.load(Ordering::SeqCst), 0, "nothing read");
     Ok(())
 }
