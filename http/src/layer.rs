@@ -1,0 +1,150 @@
+//! [`IdempotencyLayer`]: the layer and its settings' builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::header::HeaderName;
+use ::http::{Method, StatusCode, request};
+use idemkv::{AsyncStore, Fingerprint, Store};
+
+use crate::service::Idempotency;
+use crate::settings::Settings;
+
+/// A [`tower::Layer`] that makes the requests it wraps idempotent by their
+/// `Idempotency-Key` header. Build it with [`IdempotencyLayer::new`] and the
+/// chained setters; every setter documents its default.
+#[derive(Clone)]
+pub struct IdempotencyLayer<B = AsyncStore> {
+    backend: B,
+    settings: Arc<Settings>,
+}
+
+impl IdempotencyLayer<AsyncStore> {
+    /// A layer over `store` with the default settings. The layer uses the
+    /// store's async API: no store call blocks a runtime worker, and waiting
+    /// requests park no thread.
+    pub fn new(store: Store) -> Self {
+        IdempotencyLayer::with_backend(store.to_async())
+    }
+}
+
+impl<B> IdempotencyLayer<B> {
+    /// A layer over any [`Backend`](idemkv::Backend).
+    pub fn with_backend(backend: B) -> Self {
+        IdempotencyLayer {
+            backend,
+            settings: Arc::new(Settings::default()),
+        }
+    }
+
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
+    /// The header carrying the key (default `Idempotency-Key`).
+    pub fn header_name(mut self, name: HeaderName) -> Self {
+        self.settings().header = name;
+        self
+    }
+
+    /// The methods the layer applies to (default POST and PATCH); requests
+    /// with other methods pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.settings().methods = methods.into_iter().collect();
+        self
+    }
+
+    /// A further condition on the request (default none): the layer applies
+    /// only when it returns true.
+    pub fn applies_when(
+        mut self,
+        f: impl Fn(&request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().applies = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether a request the layer applies to must carry the header (default
+    /// false: requests without it pass through, not deduplicated). When true,
+    /// a missing header is a 400.
+    pub fn require_key(mut self, required: bool) -> Self {
+        self.settings().require_key = required;
+        self
+    }
+
+    /// The scope a key lives in (default: [`default_scope`], the method and
+    /// path). Scope by tenant, API key or authenticated principal so that one
+    /// client's key can never reach another client's stored response;
+    /// [`credential_scope`] digests a credential for that.
+    pub fn scope_with(
+        mut self,
+        f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().scope = Arc::new(f);
+        self
+    }
+
+    /// What a retry must repeat exactly (default: blake3 over method, path,
+    /// query and body, each length-prefixed).
+    pub fn fingerprint_with(
+        mut self,
+        f: impl Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().fingerprint = Arc::new(f);
+        self
+    }
+
+    /// The largest request body buffered to fingerprint it (default 1 MiB);
+    /// larger bodies are answered 413.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.settings().max_request_bytes = bytes;
+        self
+    }
+
+    /// Wait up to `timeout` for a request holding the same key, and answer
+    /// with its response, instead of a 409 (default: no waiting).
+    pub fn wait_for_in_flight(mut self, timeout: Option<Duration>) -> Self {
+        self.settings().wait = timeout;
+        self
+    }
+
+    /// Which response statuses are stored (default: all but 5xx, 408 and
+    /// 429). A response that is not stored releases the claim, so a retry
+    /// runs the request again.
+    pub fn store_status_when(
+        mut self,
+        f: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings().store_status = Arc::new(f);
+        self
+    }
+
+    /// Response headers that are neither stored nor replayed, besides the
+    /// hop-by-hop ones (default `set-cookie` and `date`).
+    pub fn deny_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.settings().deny_headers = names.into_iter().collect();
+        self
+    }
+}
+
+impl<S, B: Clone> tower::Layer<S> for IdempotencyLayer<B> {
+    type Service = Idempotency<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency {
+            inner,
+            backend: self.backend.clone(),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<B> fmt::Debug for IdempotencyLayer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("header", &self.settings.header)
+            .field("methods", &self.settings.methods)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,294 @@
+//! [`Idempotency`]: the service the layer wraps around an inner service.
+//!
+//! A request the layer does not apply to (another method, no key where none
+//! is required) goes straight to the inner service with its own future. One
+//! it applies to is handled in steps, each of which reads in one screen:
+//! read the key ([`key_of`]), buffer and fingerprint the body
+//! ([`buffer_body`]), ask the backend ([`answer`]), and for a claim, run the
+//! handler and keep its response ([`run_claimed`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ::http::header::{HeaderValue, RETRY_AFTER};
+use ::http::{Request, Response, StatusCode, request};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use idemkv::{AsyncStore, Backend, Begin, Key};
+
+use crate::claimed::{finish, run_renewing};
+use crate::future::ResponseFuture;
+use crate::key_header::parse_key;
+use crate::problem::{problem, unavailable};
+use crate::replay::{not_kept, replay, stored_response};
+use crate::settings::Settings;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The service [`IdempotencyLayer`](crate::IdempotencyLayer) wraps around an inner service.
+#[derive(Clone)]
+pub struct Idempotency<S, B = AsyncStore> {
+    pub(crate) inner: S,
+    pub(crate) backend: B,
+    pub(crate) settings: Arc<Settings>,
+}
+
+impl<S, B> Idempotency<S, B> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug, B> fmt::Debug for Idempotency<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Idempotency<S, B>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Backend,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        if !applies(&self.settings, &parts) {
+            // Untouched and unboxed: the inner service's own future.
+            return ResponseFuture::passthrough(self.inner.call(Request::from_parts(parts, body)));
+        }
+        // The clone takes the readiness of `self.inner` along (tower's
+        // documented pattern for services that call their inner service from
+        // an async block).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let backend = self.backend.clone();
+        let settings = Arc::clone(&self.settings);
+        ResponseFuture::handled(handle(inner, backend, settings, parts, body))
+    }
+}
+
+/// Whether the layer deduplicates this request: its method is covered, the
+/// `applies_when` condition holds, and it carries a key (or must).
+fn applies(settings: &Settings, parts: &request::Parts) -> bool {
+    settings.methods.contains(&parts.method)
+        && settings.applies.as_ref().is_none_or(|f| f(parts))
+        && (settings.require_key || parts.headers.contains_key(&settings.header))
+}
+
+/// A request the layer applies to, from its key to its response.
+async fn handle<S, B, ReqBody, ResBody>(
+    mut inner: S,
+    backend: B,
+    settings: Arc<Settings>,
+    parts: request::Parts,
+    body: ReqBody,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    B: Backend,
+    ReqBody: http_body::Body + From<Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body + From<Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let key = match key_of(&settings, &parts) {
+        Ok(key) => key,
+        Err(response) => return Ok(response),
+    };
+    let body = match buffer_body(&settings, &parts, body).await {
+        Ok(body) => body,
+        Err(response) => return Ok(response),
+    };
+    let fingerprint = (settings.fingerprint)(&parts, &body);
+    let claim = match answer(&backend, &settings, &key, fingerprint).await {
+        Ok(claim) => claim,
+        Err(response) => return Ok(response),
+    };
+    let request = Request::from_parts(parts, ReqBody::from(body));
+    run_claimed(&mut inner, &backend, &settings, claim, request).await
+}
+
+/// The request's key in its scope, or the 400 that says what is wrong.
+fn key_of<ResBody: From<Bytes>>(
+    settings: &Settings,
+    parts: &request::Parts,
+) -> Result<Key, Response<ResBody>> {
+    let Some(raw_key) = parts.headers.get(&settings.header) else {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key is missing",
+            &format!("this endpoint requires the {} header", settings.header),
+        ));
+    };
+    parse_key(raw_key)
+        .and_then(|k| Key::new(&(settings.scope)(parts), &k).map_err(|e| e.to_string()))
+        .map_err(|why| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key is malformed",
+                &why,
+            )
+        })
+}
+
+/// The request body, read once, within the limit: a declared length over it
+/// is refused before reading anything, and the limit is enforced as the body
+/// streams in, so an oversized body is never read whole.
+async fn buffer_body<ReqBody, ResBody>(
+    settings: &Settings,
+    parts: &request::Parts,
+    body: ReqBody,
+) -> Result<Bytes, Response<ResBody>>
+where
+    ReqBody: http_body::Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: From<Bytes>,
+{
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+            &format!(
+                "requests with an idempotency key are buffered up to {} bytes",
+                settings.max_request_bytes
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > settings.max_request_bytes as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, settings.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(problem(
+            StatusCode::BAD_REQUEST,
+            "Request body could not be read",
+            &err.to_string(),
+        )),
+    }
+}
+
+/// Asks the backend: the claim to run the request with, or the answer that
+/// needs no handler (a replay, a 409, a 422, a 503).
+async fn answer<B: Backend, ResBody: From<Bytes>>(
+    backend: &B,
+    settings: &Settings,
+    key: &Key,
+    fingerprint: idemkv::Fingerprint,
+) -> Result<B::Claim, Response<ResBody>> {
+    let answer = match settings.wait {
+        Some(timeout) => backend.begin_wait(key, fingerprint, timeout).await,
+        None => backend.begin(key, fingerprint).await,
+    };
+    match answer {
+        Ok(Begin::Claimed(claim)) => Ok(claim),
+        Ok(Begin::Replay(stored)) => Err(replay(stored)),
+        Ok(Begin::InProgress { retry_after }) => {
+            // The holder's lease left, in whole seconds (at least 1): an
+            // upper bound on how long the first request can still run.
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            // Only this is known: another attempt holds the key. It may
+            // finish (a retry then gets its response) or may have died (a
+            // retry after its lease runs it again).
+            let mut response = problem(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is in progress",
+                &format!("another attempt holds this key; retry after {seconds} s"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            Err(response)
+        }
+        Ok(Begin::Mismatch) => Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Idempotency-Key reused with a different request",
+            "this key was first used with another payload; use a new key for a new request",
+        )),
+        Err(err) => Err(unavailable(&err.to_string())),
+    }
+}
+
+/// Runs a claimed request, renewing the lease while it runs, and keeps its
+/// response. A panic or a dropped future drops the claim, which stays in
+/// flight until its lease runs out: never released blindly.
+async fn run_claimed<S, B, ReqBody, ResBody>(
+    inner: &mut S,
+    backend: &B,
+    settings: &Settings,
+    claim: B::Claim,
+    request: Request<ReqBody>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    B: Backend,
+    ResBody: http_body::Body + From<Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let claim = Arc::new(claim);
+    // An inner service that fails without a response, or a body that fails:
+    // whether the side effect happened is unknown, so the claim is not
+    // released; it stays in flight until its lease runs out.
+    let response = run_renewing(inner, request, backend, &claim).await?;
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return Ok(problem(
+                StatusCode::BAD_GATEWAY,
+                "The response body failed",
+                &err.into().to_string(),
+            ));
+        }
+    };
+    // What to keep: the response; for one too large to store, its status
+    // and a marker, so that the handler never runs a second time; nothing
+    // for a status the settings do not store (the claim is released).
+    let stored = (settings.store_status)(parts.status).then(|| {
+        let stored = stored_response(&parts, &body, settings);
+        if stored.stored_len() <= backend.max_response_bytes() {
+            stored
+        } else {
+            not_kept(parts.status, stored.stored_len())
+        }
+    });
+    finish(backend, claim, stored).await;
+    Ok(Response::from_parts(parts, ResBody::from(body)))
+}

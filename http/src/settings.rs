@@ -1,0 +1,59 @@
+//! What a layer is configured with; shared by its services behind an `Arc`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::header::HeaderName;
+use ::http::{Method, StatusCode, request};
+use idemkv::Fingerprint;
+
+use crate::scope::default_scope;
+
+pub(crate) type PartsFn<T> = Arc<dyn Fn(&request::Parts) -> T + Send + Sync>;
+pub(crate) type FingerprintFn = Arc<dyn Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync>;
+pub(crate) type StatusFn = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub header: HeaderName,
+    pub methods: Vec<Method>,
+    pub applies: Option<PartsFn<bool>>,
+    pub require_key: bool,
+    pub scope: PartsFn<String>,
+    pub fingerprint: FingerprintFn,
+    pub max_request_bytes: usize,
+    pub wait: Option<Duration>,
+    pub store_status: StatusFn,
+    pub deny_headers: Vec<HeaderName>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            header: HeaderName::from_static("idempotency-key"),
+            methods: vec![Method::POST, Method::PATCH],
+            applies: None,
+            require_key: false,
+            scope: Arc::new(default_scope),
+            fingerprint: Arc::new(|parts, body| {
+                Fingerprint::builder()
+                    .part(parts.method.as_str().as_bytes())
+                    .part(parts.uri.path().as_bytes())
+                    .part(parts.uri.query().unwrap_or("").as_bytes())
+                    .part(body)
+                    .finish()
+            }),
+            max_request_bytes: 1024 * 1024,
+            wait: None,
+            store_status: Arc::new(|status| {
+                !(status.is_server_error()
+                    || status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::TOO_MANY_REQUESTS)
+            }),
+            deny_headers: vec![
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("date"),
+            ],
+        }
+    }
+}
