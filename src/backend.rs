@@ -11,7 +11,7 @@ use crate::async_store::AsyncStore;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
-use crate::outcome::{Begin, Claim, CompleteError};
+use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError};
 use crate::record::Record;
 use crate::response::StoredResponse;
 
@@ -83,6 +83,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// The backend's errors.
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send;
 
+    /// A claim's key, fencing token and takeover flag.
+    fn claim_info(claim: &Self::Claim) -> ClaimInfo;
+
     /// How long a claim is exclusive without a renewal.
     fn lease(&self) -> Duration;
 
@@ -128,6 +131,10 @@ impl Backend for AsyncStore {
 
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
         std::future::ready(AsyncStore::get(self, key))
+    }
+
+    fn claim_info(claim: &Claim) -> ClaimInfo {
+        claim.info()
     }
 
     fn lease(&self) -> Duration {

@@ -109,7 +109,7 @@ pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::Metrics;
-pub use outcome::{Begin, Claim, CompleteError};
+pub use outcome::{Begin, Claim, ClaimInfo, CompleteError};
 pub use record::{Record, RecordState};
 pub use response::StoredResponse;
 pub use storage_backend::StorageBackend;

@@ -102,6 +102,44 @@ impl Claim {
     pub fn is_takeover(&self) -> bool {
         self.takeover
     }
+
+    /// What the claim's holder may want to know, as a value that can travel
+    /// apart from the claim (an HTTP handler gets it in its request's
+    /// extensions).
+    pub fn info(&self) -> ClaimInfo {
+        ClaimInfo {
+            key: self.key.clone(),
+            token: self.token,
+            takeover: self.takeover,
+        }
+    }
+}
+
+/// A claim's key, fencing token and takeover flag, apart from the claim: a
+/// handler fences its downstream writes with the token, and reconciles
+/// after a takeover (an earlier attempt may have done part of the work).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimInfo {
+    key: Key,
+    token: u64,
+    takeover: bool,
+}
+
+impl ClaimInfo {
+    /// The claimed key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The fencing token: larger than every earlier claim's token for this key.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Whether the claim took over from an attempt whose lease ran out.
+    pub fn is_takeover(&self) -> bool {
+        self.takeover
+    }
 }
 
 impl Drop for Claim {

@@ -134,7 +134,10 @@ where
         Ok(claim) => claim,
         Err(response) => return Ok(response),
     };
-    let request = Request::from_parts(parts, ReqBody::from(body));
+    let mut request = Request::from_parts(parts, ReqBody::from(body));
+    // The handler sees its claim: the key, the fencing token for its
+    // downstream writes, and whether an earlier attempt died holding it.
+    request.extensions_mut().insert(B::claim_info(&claim));
     run_claimed(&mut inner, &backend, &settings, claim, request).await
 }
 

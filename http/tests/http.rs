@@ -691,3 +691,40 @@ async fn an_oversized_request_body_is_413_without_being_read_whole() -> TestResu
     assert_eq!(read.load(Ordering::SeqCst), 0, "nothing read");
     Ok(())
 }
+
+/// A handler finds its claim in the request's extensions: the key, the
+/// fencing token and whether it took over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_see_their_claim_in_the_extensions() -> TestResult {
+    async fn echo_claim(
+        axum::Extension(claim): axum::Extension<idemkv::ClaimInfo>,
+    ) -> (StatusCode, String) {
+        (
+            StatusCode::CREATED,
+            format!(
+                "{} {} {}",
+                claim.key().idempotency_key(),
+                claim.token(),
+                claim.is_takeover()
+            ),
+        )
+    }
+    let router = Router::new()
+        .route("/v1/orders", post(echo_claim))
+        .layer(IdempotencyLayer::new(store()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/orders", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let client = Client::new();
+    let response = post_with(&client, &url, Some("k-ext"), "x").await;
+    assert_eq!(response.status(), 201);
+    let body = response.text().await?;
+    let parts: Vec<&str> = body.split(' ').collect();
+    assert_eq!(parts[0], "k-ext");
+    assert!(parts[1].parse::<u64>()? > 0);
+    assert_eq!(parts[2], "false");
+    task.abort();
+    Ok(())
+}
