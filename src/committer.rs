@@ -215,7 +215,7 @@ impl<T> Future for Pending<T> {
 impl<T> Pending<T> {
     /// Blocks the thread until the answer is there.
     pub fn wait(self) -> Result<T> {
-        pollster::block_on(self)
+        crate::blocking::block_on(self)
     }
 }
 

@@ -79,6 +79,7 @@
 
 mod async_store;
 mod backend;
+mod blocking;
 mod cache;
 mod clock;
 mod codec;

@@ -203,7 +203,7 @@ impl Store {
     /// the disk (a failed sync can leave it there): retrying `begin` then
     /// answers `InProgress` until its lease runs out, never a second claim.
     pub fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
-        pollster::block_on(self.begin_async(key, fingerprint))
+        crate::blocking::block_on(self.begin_async(key, fingerprint))
     }
 
     /// The one implementation of `begin`, for threads (through `block_on`)
@@ -234,7 +234,7 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Begin> {
-        pollster::block_on(self.begin_wait_async(key, fingerprint, timeout))
+        crate::blocking::block_on(self.begin_wait_async(key, fingerprint, timeout))
     }
 
     /// The one implementation of `begin_wait`. A task awaiting it holds no
@@ -374,7 +374,7 @@ impl Store {
     /// stays in flight until its lease runs out. Either way no retry runs
     /// the side effect before the lease ends.
     pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<(), CompleteError> {
-        pollster::block_on(self.complete_async(claim, response))
+        crate::blocking::block_on(self.complete_async(claim, response))
     }
 
     /// The one implementation of `complete`.
@@ -433,7 +433,7 @@ impl Store {
     /// [`Error::LeaseLost`], [`Error::WrongStore`], [`Error::Storage`] or
     /// [`Error::Poisoned`], as for [`complete`](Self::complete).
     pub fn release(&self, claim: Claim) -> Result<()> {
-        pollster::block_on(self.release_async(claim))
+        crate::blocking::block_on(self.release_async(claim))
     }
 
     /// The one implementation of `release`.
@@ -458,7 +458,7 @@ impl Store {
     /// [`Error::LeaseLost`], [`Error::WrongStore`], [`Error::Storage`] or
     /// [`Error::Poisoned`].
     pub fn renew(&self, claim: &Claim) -> Result<()> {
-        pollster::block_on(self.renew_async(claim))
+        crate::blocking::block_on(self.renew_async(claim))
     }
 
     /// The one implementation of `renew`.
@@ -522,7 +522,7 @@ impl Store {
     ///
     /// [`Error::Storage`] or [`Error::Poisoned`] if the commit failed.
     pub fn remove(&self, key: &Key) -> Result<bool> {
-        pollster::block_on(self.remove_async(key))
+        crate::blocking::block_on(self.remove_async(key))
     }
 
     /// The one implementation of `remove`.
