@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{Settings, Terms};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::health::Health;
@@ -73,7 +73,23 @@ impl AsyncStore {
     ///
     /// As [`Store::begin`].
     pub async fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
-        self.store.begin_async(key, fingerprint).await
+        self.store
+            .begin_async(key, fingerprint, Terms::default())
+            .await
+    }
+
+    /// [`Store::begin_with`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::begin_with`].
+    pub async fn begin_with(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: Terms,
+    ) -> Result<Begin> {
+        self.store.begin_async(key, fingerprint, terms).await
     }
 
     /// [`Store::begin_wait`], without blocking: the task waits, no thread
@@ -88,7 +104,26 @@ impl AsyncStore {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Begin> {
-        self.store.begin_wait_async(key, fingerprint, timeout).await
+        self.store
+            .begin_wait_async(key, fingerprint, timeout, Terms::default())
+            .await
+    }
+
+    /// [`Store::begin_wait_with`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::begin_with`].
+    pub async fn begin_wait_with(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+        terms: Terms,
+    ) -> Result<Begin> {
+        self.store
+            .begin_wait_async(key, fingerprint, timeout, terms)
+            .await
     }
 
     /// [`Store::complete`], without blocking.

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::async_store::AsyncStore;
+use crate::config::Terms;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -27,7 +28,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Ownership of a key while its operation runs.
     type Claim: Send + Sync + 'static;
 
-    /// Starts an attempt ([`crate::Store::begin`]).
+    /// Starts an attempt ([`crate::Store::begin_with`]); `terms` (a lease or
+    /// retention of the claim's own) default to the backend's.
     ///
     /// # Errors
     ///
@@ -36,6 +38,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
+        terms: Terms,
     ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
 
     /// Starts an attempt, waiting up to `timeout` for a running one
@@ -49,6 +52,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         key: &Key,
         fingerprint: Fingerprint,
         timeout: Duration,
+        terms: Terms,
     ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
 
     /// Stores the response of a claim ([`crate::Store::complete`]).
@@ -100,8 +104,9 @@ impl Backend for AsyncStore {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
+        terms: Terms,
     ) -> impl Future<Output = Result<Begin>> + Send {
-        AsyncStore::begin(self, key, fingerprint)
+        AsyncStore::begin_with(self, key, fingerprint, terms)
     }
 
     fn begin_wait(
@@ -109,8 +114,9 @@ impl Backend for AsyncStore {
         key: &Key,
         fingerprint: Fingerprint,
         timeout: Duration,
+        terms: Terms,
     ) -> impl Future<Output = Result<Begin>> + Send {
-        AsyncStore::begin_wait(self, key, fingerprint, timeout)
+        AsyncStore::begin_wait_with(self, key, fingerprint, timeout, terms)
     }
 
     fn complete(

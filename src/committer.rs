@@ -43,7 +43,7 @@ use futures_channel::oneshot;
 use redb::Database;
 
 use crate::clock::StoreTime;
-use crate::config::{Config, Durability};
+use crate::config::{ClaimTerms, Config, Durability};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -128,6 +128,7 @@ enum Request {
     Claim {
         key: Key,
         fingerprint: Fingerprint,
+        terms: ClaimTerms,
         reply: Reply<Begin<Granted>>,
     },
     /// Store the response of the claim with `token`.
@@ -135,6 +136,7 @@ enum Request {
         key: Key,
         token: u64,
         response: StoredResponse,
+        retention_ms: u64,
         reply: Reply<Completed>,
     },
     /// Delete the in-flight record of the claim with `token`.
@@ -147,6 +149,7 @@ enum Request {
     Renew {
         key: Key,
         token: u64,
+        terms: ClaimTerms,
         reply: Reply<Renewed>,
     },
     /// Delete whatever is stored for `key`; answers whether a live record
@@ -232,19 +235,32 @@ impl Submitter {
         )
     }
 
-    pub fn claim(&self, key: &Key, fingerprint: Fingerprint) -> Pending<Begin<Granted>> {
+    pub fn claim(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: ClaimTerms,
+    ) -> Pending<Begin<Granted>> {
         self.submit(|reply| Request::Claim {
             key: key.clone(),
             fingerprint,
+            terms,
             reply,
         })
     }
 
-    pub fn complete(&self, key: &Key, token: u64, response: StoredResponse) -> Pending<Completed> {
+    pub fn complete(
+        &self,
+        key: &Key,
+        token: u64,
+        response: StoredResponse,
+        retention_ms: u64,
+    ) -> Pending<Completed> {
         self.submit(|reply| Request::Complete {
             key: key.clone(),
             token,
             response,
+            retention_ms,
             reply,
         })
     }
@@ -257,10 +273,11 @@ impl Submitter {
         })
     }
 
-    pub fn renew(&self, key: &Key, token: u64) -> Pending<Renewed> {
+    pub fn renew(&self, key: &Key, token: u64, terms: ClaimTerms) -> Pending<Renewed> {
         self.submit(|reply| Request::Renew {
             key: key.clone(),
             token,
+            terms,
             reply,
         })
     }
@@ -553,12 +570,14 @@ impl Worker {
             Request::Claim {
                 key,
                 fingerprint,
+                terms,
                 reply,
-            } => reply.answer = Some(self.claim(tables, key, fingerprint, now_ms)?),
+            } => reply.answer = Some(self.claim(tables, key, fingerprint, *terms, now_ms)?),
             Request::Complete {
                 key,
                 token,
                 response,
+                retention_ms,
                 reply,
             } => {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
@@ -569,7 +588,7 @@ impl Worker {
                             response: response.clone(),
                         };
                         record.updated_at_ms = now_ms;
-                        record.expires_at_ms = now_ms.saturating_add(self.config.retention_ms());
+                        record.expires_at_ms = now_ms.saturating_add(*retention_ms);
                         tables.put(key, Some(old), &record)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
@@ -583,12 +602,17 @@ impl Worker {
                     Some(record) => tables.delete(key, Some(record.slot())),
                 });
             }
-            Request::Renew { key, token, reply } => {
+            Request::Renew {
+                key,
+                token,
+                terms,
+                reply,
+            } => {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
                     None => Err(Error::LeaseLost),
                     Some(mut record) => {
                         let old = record.slot();
-                        let lease_until_ms = self.lease_from(&mut record, now_ms);
+                        let lease_until_ms = lease_from(&mut record, now_ms, *terms);
                         tables.put(key, Some(old), &record)?;
                         Ok(Renewed { lease_until_ms })
                     }
@@ -627,6 +651,7 @@ impl Worker {
         tables: &mut WriteTables<'_>,
         key: &Key,
         fingerprint: &Fingerprint,
+        terms: ClaimTerms,
         now_ms: u64,
     ) -> Result<Result<Begin<Granted>>> {
         let stored = match tables.read(key)? {
@@ -657,7 +682,7 @@ impl Worker {
             expires_at_ms: 0,
             state: StoredState::InFlight { lease_until_ms: 0 },
         };
-        let lease_until_ms = self.lease_from(&mut record, now_ms);
+        let lease_until_ms = lease_from(&mut record, now_ms, terms);
         tables.put(key, old.map(|(slot, _, _)| slot), &record)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
@@ -674,16 +699,6 @@ impl Worker {
         }
         self.token_seq += 1;
         self.token_seq
-    }
-
-    /// Starts a fresh lease on an in-flight record; an abandoned claim expires
-    /// one retention period after its lease ends.
-    fn lease_from(&self, record: &mut StoredRecord, now_ms: u64) -> u64 {
-        let lease_until_ms = now_ms.saturating_add(self.config.lease_ms());
-        record.state = StoredState::InFlight { lease_until_ms };
-        record.updated_at_ms = now_ms;
-        record.expires_at_ms = lease_until_ms.saturating_add(self.config.retention_ms());
-        lease_until_ms
     }
 
     /// A store opened with `Durability::None` syncs once on a clean shutdown,
@@ -703,6 +718,16 @@ impl Worker {
             Ok(())
         })
     }
+}
+
+/// Starts a fresh lease on an in-flight record; an abandoned claim expires
+/// one retention period after its lease ends.
+fn lease_from(record: &mut StoredRecord, now_ms: u64, terms: ClaimTerms) -> u64 {
+    let lease_until_ms = now_ms.saturating_add(terms.lease_ms);
+    record.state = StoredState::InFlight { lease_until_ms };
+    record.updated_at_ms = now_ms;
+    record.expires_at_ms = lease_until_ms.saturating_add(terms.retention_ms);
+    lease_until_ms
 }
 
 /// An instant no reopen waits for: a backoff too long to add to now.

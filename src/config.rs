@@ -224,14 +224,6 @@ impl Config {
         }
         Ok(())
     }
-
-    pub(crate) fn lease_ms(&self) -> u64 {
-        duration_millis(self.lease)
-    }
-
-    pub(crate) fn retention_ms(&self) -> u64 {
-        duration_millis(self.retention)
-    }
 }
 
 impl fmt::Debug for Config {
@@ -324,5 +316,63 @@ impl Settings {
     /// [`Config::sweep_batch`].
     pub fn sweep_batch(&self) -> usize {
         self.sweep_batch
+    }
+}
+
+/// The lease and retention of one claim, where they should differ from the
+/// store's [`Config`]: an endpoint whose handler runs long, a route whose
+/// answers must be replayed for longer. Unset terms take the store's values.
+///
+/// ```
+/// use std::time::Duration;
+/// let terms = idemkv::Terms::default()
+///     .lease(Duration::from_secs(600))
+///     .retention(Duration::from_secs(7 * 24 * 3600));
+/// # let _ = terms;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "Terms do nothing until passed to begin_with"]
+pub struct Terms {
+    lease: Option<Duration>,
+    retention: Option<Duration>,
+}
+
+impl Terms {
+    /// This claim's lease instead of `Config::lease`.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// This claim's retention instead of `Config::retention`: a completed
+    /// record is kept this long after its completion.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+}
+
+/// A claim's lease and retention in milliseconds, resolved against the
+/// store's config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimTerms {
+    pub lease_ms: u64,
+    pub retention_ms: u64,
+}
+
+impl Config {
+    /// The terms of a claim: `terms` where set, the config's values otherwise.
+    pub(crate) fn claim_terms(&self, terms: Terms) -> Result<ClaimTerms> {
+        let lease_ms = duration_millis(terms.lease.unwrap_or(self.lease));
+        let retention_ms = duration_millis(terms.retention.unwrap_or(self.retention));
+        if lease_ms == 0 || retention_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "a claim's lease and retention must be at least 1 ms each".into(),
+            ));
+        }
+        Ok(ClaimTerms {
+            lease_ms,
+            retention_ms,
+        })
     }
 }

@@ -104,7 +104,7 @@ mod verify;
 pub use async_store::AsyncStore;
 pub use backend::Backend;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Durability, Recovery, Settings};
+pub use config::{Config, Durability, Recovery, Settings, Terms};
 pub use error::{Error, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;

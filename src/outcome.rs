@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::ClaimTerms;
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -78,6 +79,9 @@ pub struct Claim {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) token: u64,
     pub(crate) takeover: bool,
+    /// The lease and retention this claim was taken with; renewals and the
+    /// completion use them too.
+    pub(crate) terms: ClaimTerms,
     pub(crate) locks: Arc<LockTable>,
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Submitter};
-use crate::config::{Config, Recovery, Settings};
+use crate::config::{ClaimTerms, Config, Recovery, Settings, Terms};
 use crate::engine::{Engine, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -203,14 +203,32 @@ impl Store {
     /// the disk (a failed sync can leave it there): retrying `begin` then
     /// answers `InProgress` until its lease runs out, never a second claim.
     pub fn begin(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
-        crate::blocking::block_on(self.begin_async(key, fingerprint))
+        self.begin_with(key, fingerprint, Terms::default())
+    }
+
+    /// Like [`begin`](Self::begin), with a claim that takes `terms` (its own
+    /// lease or retention) instead of the store's. Renewals and the
+    /// completion of the claim keep them.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin), and [`Error::InvalidConfig`] for a zero
+    /// lease or retention.
+    pub fn begin_with(&self, key: &Key, fingerprint: Fingerprint, terms: Terms) -> Result<Begin> {
+        crate::blocking::block_on(self.begin_async(key, fingerprint, terms))
     }
 
     /// The one implementation of `begin`, for threads (through `block_on`)
     /// and tasks ([`AsyncStore::begin`](crate::AsyncStore::begin)). Only a
     /// claim waits for anything: the commit.
-    pub(crate) async fn begin_async(&self, key: &Key, fingerprint: Fingerprint) -> Result<Begin> {
-        let answer = self.begin_step(key, fingerprint, None).await?;
+    pub(crate) async fn begin_async(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: Terms,
+    ) -> Result<Begin> {
+        let terms = self.inner.config.claim_terms(terms)?;
+        let answer = self.begin_step(key, fingerprint, terms, None).await?;
         self.count(&answer);
         Ok(answer)
     }
@@ -234,7 +252,23 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Begin> {
-        crate::blocking::block_on(self.begin_wait_async(key, fingerprint, timeout))
+        self.begin_wait_with(key, fingerprint, timeout, Terms::default())
+    }
+
+    /// [`begin_wait`](Self::begin_wait) with a claim that takes `terms`, as
+    /// for [`begin_with`](Self::begin_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`begin_with`](Self::begin_with).
+    pub fn begin_wait_with(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+        terms: Terms,
+    ) -> Result<Begin> {
+        crate::blocking::block_on(self.begin_wait_async(key, fingerprint, timeout, terms))
     }
 
     /// The one implementation of `begin_wait`. A task awaiting it holds no
@@ -244,13 +278,17 @@ impl Store {
         key: &Key,
         fingerprint: Fingerprint,
         timeout: Duration,
+        terms: Terms,
     ) -> Result<Begin> {
+        let terms = self.inner.config.claim_terms(terms)?;
         // No deadline when `timeout` reaches past what `Instant` can hold.
         let deadline = Instant::now().checked_add(timeout);
         let waiter = self.inner.locks.waiter(key.hash());
         let mut parked = false;
         loop {
-            let answer = self.begin_step(key, fingerprint, Some(&waiter)).await?;
+            let answer = self
+                .begin_step(key, fingerprint, terms, Some(&waiter))
+                .await?;
             let Begin::InProgress { retry_after } = answer else {
                 self.count(&answer);
                 return Ok(answer);
@@ -281,15 +319,19 @@ impl Store {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
+        terms: ClaimTerms,
         waiter: Option<&Waiter>,
     ) -> Result<Begin> {
         let inner = &*self.inner;
         let ticket = {
             let now_ms = inner.time.now_ms();
             let mut shard = inner.locks.lock(key.hash());
-            if let Lookup::Answered(answer) =
-                shard.lookup(fingerprint, now_ms, inner.config.lease, waiter)
-            {
+            if let Lookup::Answered(answer) = shard.lookup(
+                fingerprint,
+                now_ms,
+                Duration::from_millis(terms.lease_ms),
+                waiter,
+            ) {
                 return Ok(answer.map_claim(|never| match never {}));
             }
             // No claim of this process is live: the disk decides. The shard
@@ -301,7 +343,7 @@ impl Store {
                 Ok(_) => shard.start_claim(&inner.locks, fingerprint),
             }
         };
-        self.commit_claim(key, fingerprint, ticket).await
+        self.commit_claim(key, fingerprint, terms, ticket).await
     }
 
     /// Commits the claim `begin_step` decided on. The committer decides
@@ -314,12 +356,13 @@ impl Store {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
+        terms: ClaimTerms,
         ticket: ClaimTicket,
     ) -> Result<Begin> {
         let inner = &*self.inner;
         let granted = match inner
             .committer()?
-            .claim(key, fingerprint)
+            .claim(key, fingerprint, terms)
             .await?
             .claim_or_answer()
         {
@@ -335,6 +378,7 @@ impl Store {
             fingerprint,
             token: granted.token,
             takeover: granted.takeover,
+            terms,
             locks: Arc::clone(&inner.locks),
         }))
     }
@@ -397,7 +441,11 @@ impl Store {
         let locks = &self.inner.locks;
         let busy = locks.mark_busy(claim.key.hash(), claim.token);
         let result = match self.inner.committer() {
-            Ok(committer) => committer.complete(&claim.key, claim.token, response).await,
+            Ok(committer) => {
+                committer
+                    .complete(&claim.key, claim.token, response, claim.terms.retention_ms)
+                    .await
+            }
             Err(err) => Err(err),
         };
         match result {
@@ -466,7 +514,7 @@ impl Store {
         self.check_claim(claim)?;
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
         let result = match self.inner.committer() {
-            Ok(committer) => committer.renew(&claim.key, claim.token).await,
+            Ok(committer) => committer.renew(&claim.key, claim.token, claim.terms).await,
             Err(err) => Err(err),
         };
         match &result {

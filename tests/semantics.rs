@@ -572,3 +572,53 @@ fn a_dropped_takeover_still_fences_the_old_holder() -> TestResult {
     assert!(matches!(record.state(), RecordState::InFlight { .. }));
     Ok(())
 }
+
+/// A claim's own terms: its lease and retention instead of the store's,
+/// kept by its renewals and its completion.
+#[test]
+fn a_claim_can_take_its_own_lease_and_retention() -> TestResult {
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config)?;
+    let terms = idemkv::Terms::default()
+        .lease(Duration::from_secs(5))
+        .retention(Duration::from_secs(30));
+    let k = key("own-terms");
+    let claim = claimed(store.begin_with(&k, fp("a"), terms)?);
+    assert_eq!(
+        in_progress(store.begin(&k, fp("a"))?),
+        Duration::from_secs(5)
+    );
+    clock.advance(Duration::from_secs(4));
+    store.renew(&claim)?;
+    // The renewal restarted the claim's 5 s lease, not the store's 60 s.
+    assert_eq!(
+        in_progress(store.begin(&k, fp("a"))?),
+        Duration::from_secs(5)
+    );
+    store.complete(claim, response("done"))?;
+    clock.advance(Duration::from_secs(29));
+    replayed(store.begin(&k, fp("a"))?);
+    clock.advance(Duration::from_secs(1));
+    // Retained 30 s, not the store's hour.
+    assert!(store.get(&k)?.is_none());
+    drop(claimed(store.begin(&k, fp("a"))?));
+
+    let other = key("short-lease");
+    drop(claimed(store.begin_with(
+        &other,
+        fp("a"),
+        idemkv::Terms::default().lease(Duration::from_secs(2)),
+    )?));
+    clock.advance(Duration::from_secs(2));
+    assert!(claimed(store.begin(&other, fp("a"))?).is_takeover());
+
+    assert!(matches!(
+        store.begin_with(
+            &key("zero"),
+            fp("a"),
+            idemkv::Terms::default().lease(Duration::ZERO)
+        ),
+        Err(Error::InvalidConfig(_))
+    ));
+    Ok(())
+}

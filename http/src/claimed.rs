@@ -7,18 +7,19 @@ use std::time::Duration;
 use ::http::Request;
 use idemkv::{Backend, StoredResponse};
 
-/// Calls the inner service; every third of a lease, renews the claim.
+/// Calls the inner service; every third of the claim's lease, renews it.
 pub(crate) async fn run_renewing<S, B, ReqBody>(
     inner: &mut S,
     request: Request<ReqBody>,
     backend: &B,
     claim: &Arc<B::Claim>,
+    lease: Duration,
 ) -> Result<S::Response, S::Error>
 where
     S: tower::Service<Request<ReqBody>>,
     B: Backend,
 {
-    let period = (backend.lease() / 3).max(Duration::from_millis(10));
+    let period = (lease / 3).max(Duration::from_millis(10));
     let call = inner.call(request);
     tokio::pin!(call);
     let mut renewing: Option<tokio::task::JoinHandle<()>> = None;

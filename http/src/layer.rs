@@ -109,6 +109,22 @@ impl<B> IdempotencyLayer<B> {
         self
     }
 
+    /// The lease of this layer's claims, instead of the store's (default:
+    /// the store's `Config::lease`). Layers are per route in axum
+    /// (`.route(..).layer(..)` or `route_layer`), so this is how one
+    /// endpoint gets a longer lease than the rest; renewals follow it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings().lease = Some(lease);
+        self
+    }
+
+    /// How long this layer's completed responses are replayed, instead of
+    /// the store's `Config::retention` (default: the store's).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.settings().retention = Some(retention);
+        self
+    }
+
     /// Which response statuses are stored (default: all but 5xx, 408 and
     /// 429). A response that is not stored releases the claim, so a retry
     /// runs the request again.

@@ -216,9 +216,10 @@ async fn answer<B: Backend, ResBody: From<Bytes>>(
     key: &Key,
     fingerprint: idemkv::Fingerprint,
 ) -> Result<B::Claim, Response<ResBody>> {
+    let terms = settings.terms();
     let answer = match settings.wait {
-        Some(timeout) => backend.begin_wait(key, fingerprint, timeout).await,
-        None => backend.begin(key, fingerprint).await,
+        Some(timeout) => backend.begin_wait(key, fingerprint, timeout, terms).await,
+        None => backend.begin(key, fingerprint, terms).await,
     };
     match answer {
         Ok(Begin::Claimed(claim)) => Ok(claim),
@@ -269,7 +270,8 @@ where
     // An inner service that fails without a response, or a body that fails:
     // whether the side effect happened is unknown, so the claim is not
     // released; it stays in flight until its lease runs out.
-    let response = run_renewing(inner, request, backend, &claim).await?;
+    let lease = settings.lease.unwrap_or_else(|| backend.lease());
+    let response = run_renewing(inner, request, backend, &claim, lease).await?;
     let (parts, body) = response.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),

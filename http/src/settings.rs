@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ::http::header::HeaderName;
 use ::http::{Method, StatusCode, request};
-use idemkv::Fingerprint;
+use idemkv::{Fingerprint, Terms};
 
 use crate::scope::default_scope;
 
@@ -23,6 +23,10 @@ pub(crate) struct Settings {
     pub fingerprint: FingerprintFn,
     pub max_request_bytes: usize,
     pub wait: Option<Duration>,
+    /// This layer's claims' lease and retention, when they differ from the
+    /// store's.
+    pub lease: Option<Duration>,
+    pub retention: Option<Duration>,
     pub store_status: StatusFn,
     pub deny_headers: Vec<HeaderName>,
 }
@@ -45,6 +49,8 @@ impl Default for Settings {
             }),
             max_request_bytes: 1024 * 1024,
             wait: None,
+            lease: None,
+            retention: None,
             store_status: Arc::new(|status| {
                 !(status.is_server_error()
                     || status == StatusCode::REQUEST_TIMEOUT
@@ -55,5 +61,19 @@ impl Default for Settings {
                 HeaderName::from_static("date"),
             ],
         }
+    }
+}
+
+impl Settings {
+    /// The terms of this layer's claims.
+    pub fn terms(&self) -> Terms {
+        let mut terms = Terms::default();
+        if let Some(lease) = self.lease {
+            terms = terms.lease(lease);
+        }
+        if let Some(retention) = self.retention {
+            terms = terms.retention(retention);
+        }
+        terms
     }
 }

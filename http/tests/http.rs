@@ -728,3 +728,51 @@ async fn handlers_see_their_claim_in_the_extensions() -> TestResult {
     task.abort();
     Ok(())
 }
+
+/// Per-route terms: one layer's claims take their own lease and retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_can_give_its_route_its_own_lease_and_retention() -> TestResult {
+    // The store keeps claims a minute and answers a day. This route's layer
+    // keeps claims 200 ms (the fingerprint ignores the query, so the crash
+    // below and its retry are the same request).
+    let short_lease = Server::start(store(), |l| {
+        l.lease(Duration::from_millis(200))
+            .fingerprint_with(|_, body| idemkv::Fingerprint::of(body))
+    })
+    .await;
+    let client = Client::new();
+    // A handler that dies after charging leaves its claim in flight: with
+    // the route's lease the next attempt takes over after 200 ms, not 60 s.
+    let crash = format!("{}?panic", short_lease.url);
+    assert!(
+        client
+            .post(&crash)
+            .header("idempotency-key", "k-lease")
+            .body("x")
+            .send()
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken_over = post_with(&client, &short_lease.url, Some("k-lease"), "x").await;
+    assert_eq!(taken_over.status(), 201);
+    assert_eq!(short_lease.executions(), 2);
+    short_lease.stop().await;
+
+    // This route's layer replays answers for 2 s, not a day (long enough
+    // for the replay below to come well within it on a slow machine).
+    let short_retention = Server::start(store(), |l| l.retention(Duration::from_secs(2))).await;
+    let url = format!("{}?ms=0", short_retention.url);
+    assert_eq!(
+        post_with(&client, &url, Some("k-keep"), "x").await.status(),
+        201
+    );
+    let replay = post_with(&client, &url, Some("k-keep"), "x").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let again = post_with(&client, &url, Some("k-keep"), "x").await;
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    assert_eq!(short_retention.executions(), 2);
+    short_retention.stop().await;
+    Ok(())
+}
