@@ -77,6 +77,15 @@ struct Inner {
     locks: Arc<LockTable>,
     counters: Arc<Counters>,
     health: Arc<HealthCell>,
+    /// The config's lease and retention, for claims without terms of their
+    /// own.
+    default_terms: ClaimTerms,
+}
+
+/// What `begin` decided without waiting.
+enum Step {
+    Answered(Begin),
+    Commit(ClaimTicket),
 }
 
 impl Inner {
@@ -173,8 +182,10 @@ impl Store {
             Arc::clone(&counters),
         )
         .map_err(Error::io)?;
+        let default_terms = config.claim_terms(Terms::default())?;
         Ok(Store {
             inner: Arc::new(Inner {
+                default_terms,
                 sweeper: Some(sweeper),
                 committer: Some(committer),
                 engine,
@@ -215,7 +226,24 @@ impl Store {
     /// As [`begin`](Self::begin), and [`Error::InvalidConfig`] for a zero
     /// lease or retention.
     pub fn begin_with(&self, key: &Key, fingerprint: Fingerprint, terms: Terms) -> Result<Begin> {
-        crate::blocking::block_on(self.begin_async(key, fingerprint, terms))
+        let terms = self.claim_terms(terms)?;
+        let answer = match self.decide_step(key, fingerprint, terms, None)? {
+            Step::Answered(answer) => answer,
+            Step::Commit(ticket) => {
+                crate::blocking::block_on(self.commit_claim(key, fingerprint, terms, ticket))?
+            }
+        };
+        self.count(&answer);
+        Ok(answer)
+    }
+
+    /// The terms of a claim; the store's own are resolved once, at open.
+    fn claim_terms(&self, terms: Terms) -> Result<ClaimTerms> {
+        if terms == Terms::default() {
+            Ok(self.inner.default_terms)
+        } else {
+            self.inner.config.claim_terms(terms)
+        }
     }
 
     /// The one implementation of `begin`, for threads (through `block_on`)
@@ -227,7 +255,7 @@ impl Store {
         fingerprint: Fingerprint,
         terms: Terms,
     ) -> Result<Begin> {
-        let terms = self.inner.config.claim_terms(terms)?;
+        let terms = self.claim_terms(terms)?;
         let answer = self.begin_step(key, fingerprint, terms, None).await?;
         self.count(&answer);
         Ok(answer)
@@ -280,7 +308,7 @@ impl Store {
         timeout: Duration,
         terms: Terms,
     ) -> Result<Begin> {
-        let terms = self.inner.config.claim_terms(terms)?;
+        let terms = self.claim_terms(terms)?;
         // No deadline when `timeout` reaches past what `Instant` can hold.
         let deadline = Instant::now().checked_add(timeout);
         let waiter = self.inner.locks.waiter(key.hash());
@@ -313,8 +341,7 @@ impl Store {
 
     /// One attempt at `begin`, without counting the answer. With `waiter`,
     /// an `InProgress` answer taken from the lock table registers it for a
-    /// wake-up. Everything but the commit of a claim is answered at once
-    /// (the lock table, the replay cache, a read of the record).
+    /// wake-up. Only the commit of a claim is awaited.
     async fn begin_step(
         &self,
         key: &Key,
@@ -322,28 +349,42 @@ impl Store {
         terms: ClaimTerms,
         waiter: Option<&Waiter>,
     ) -> Result<Begin> {
+        match self.decide_step(key, fingerprint, terms, waiter)? {
+            Step::Answered(answer) => Ok(answer),
+            Step::Commit(ticket) => self.commit_claim(key, fingerprint, terms, ticket).await,
+        }
+    }
+
+    /// What `begin` does, decided at once and without waiting: an answer from
+    /// the lock table, the replay cache or a read of the record, or a claim
+    /// to commit. The blocking `begin` calls it directly, so the common
+    /// answers never build the future of a commit.
+    fn decide_step(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: ClaimTerms,
+        waiter: Option<&Waiter>,
+    ) -> Result<Step> {
         let inner = &*self.inner;
-        let ticket = {
-            let now_ms = inner.time.now_ms();
-            let mut shard = inner.locks.lock(key.hash());
-            if let Lookup::Answered(answer) = shard.lookup(
-                fingerprint,
-                now_ms,
-                Duration::from_millis(terms.lease_ms),
-                waiter,
-            ) {
-                return Ok(answer.map_claim(|never| match never {}));
-            }
-            // No claim of this process is live: the disk decides. The shard
-            // lock is held across the read so no other `begin` can claim in
-            // between.
-            let stored = inner.engine.read(|db| storage::read_record(db, key))?;
-            match decide(stored, &fingerprint, now_ms).claim_or_answer() {
-                Err(answer) => return Ok(answer),
-                Ok(_) => shard.start_claim(&inner.locks, fingerprint),
-            }
-        };
-        self.commit_claim(key, fingerprint, terms, ticket).await
+        let now_ms = inner.time.now_ms();
+        let mut shard = inner.locks.lock(key.hash());
+        if let Lookup::Answered(answer) = shard.lookup(
+            fingerprint,
+            now_ms,
+            Duration::from_millis(terms.lease_ms),
+            waiter,
+        ) {
+            return Ok(Step::Answered(answer.map_claim(|never| match never {})));
+        }
+        // No claim of this process is live: the disk decides. The shard
+        // lock is held across the read so no other `begin` can claim in
+        // between.
+        let stored = inner.engine.read(|db| storage::read_record(db, key))?;
+        Ok(match decide(stored, &fingerprint, now_ms).claim_or_answer() {
+            Err(answer) => Step::Answered(answer),
+            Ok(_) => Step::Commit(shard.start_claim(&inner.locks, fingerprint)),
+        })
     }
 
     /// Commits the claim `begin_step` decided on. The committer decides
