@@ -381,10 +381,11 @@ impl Store {
         // lock is held across the read so no other `begin` can claim in
         // between.
         let stored = inner.engine.read(|db| storage::read_record(db, key))?;
-        Ok(match decide(stored, &fingerprint, now_ms).claim_or_answer() {
+        let step = match decide(stored, &fingerprint, now_ms).claim_or_answer() {
             Err(answer) => Step::Answered(answer),
             Ok(_) => Step::Commit(shard.start_claim(&inner.locks, fingerprint)),
-        })
+        };
+        Ok(step)
     }
 
     /// Commits the claim `begin_step` decided on. The committer decides
