@@ -73,10 +73,12 @@ impl<B> IdempotencyLayer<B> {
         self
     }
 
-    /// The scope a key lives in (default: [`default_scope`], the method and
-    /// path). Scope by tenant, API key or authenticated principal so that one
-    /// client's key can never reach another client's stored response;
-    /// [`credential_scope`] digests a credential for that.
+    /// The scope a key lives in (default: [`default_scope`](crate::default_scope):
+    /// a digest of the `Authorization` header when there is one, the method
+    /// and the path). Scope by tenant, API key or authenticated principal so
+    /// that one client's key can never reach another client's stored
+    /// response; [`credential_scope`](crate::credential_scope) digests a
+    /// credential for that.
     pub fn scope_with(
         mut self,
         f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,

@@ -1,5 +1,5 @@
 //! HTTP middleware for idemkv: the `Idempotency-Key` header of the IETF
-//! httpapi draft, backed by an idemkv [`Store`], for axum, hyper and any
+//! httpapi draft, backed by an idemkv [`Store`](idemkv::Store), for axum, hyper and any
 //! tower service.
 //!
 //! ```no_run
@@ -36,7 +36,8 @@
 //! by different tenants) name different records. The default scope is
 //! [`default_scope`]: the method and the path, `"POST /v1/charges"`. An
 //! operator who wants to inspect or remove a key with
-//! [`Store::get`]/[`Store::remove`] builds the same [`Key`]:
+//! [`Store::get`](idemkv::Store::get)/[`Store::remove`](idemkv::Store::remove)
+//! builds the same [`Key`](idemkv::Key):
 //!
 //! ```
 //! let request = http::Request::post("/v1/charges?expand=fee").body(())?;
