@@ -12,6 +12,7 @@ use crate::config::Terms;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
+use crate::metrics::Metrics;
 use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError};
 use crate::record::Record;
 use crate::response::StoredResponse;
@@ -25,8 +26,9 @@ use crate::response::StoredResponse;
 /// Every method returns a future that must not block the runtime worker that
 /// polls it.
 pub trait Backend: Clone + Send + Sync + 'static {
-    /// Ownership of a key while its operation runs.
-    type Claim: Send + Sync + 'static;
+    /// Ownership of a key while its operation runs (`Debug` so that errors
+    /// that hand a claim back can be reported).
+    type Claim: std::fmt::Debug + Send + Sync + 'static;
 
     /// Starts an attempt ([`crate::Store::begin_with`]); `terms` (a lease or
     /// retention of the claim's own) default to the backend's.
@@ -87,6 +89,20 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// The backend's errors.
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send;
 
+    /// Deletes a key's record whatever its state, revoking a live claim
+    /// (its holder's next call fails with `LeaseLost`); true if there was
+    /// one ([`crate::Store::remove`]). An operator's tool, not a request
+    /// path's.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    fn remove(&self, key: &Key) -> impl Future<Output = Result<bool>> + Send;
+
+    /// A snapshot of the outcome counters ([`crate::Store::metrics`]);
+    /// every backend counts the same outcomes.
+    fn metrics(&self) -> Metrics;
+
     /// A claim's key, fencing token and takeover flag.
     fn claim_info(claim: &Self::Claim) -> ClaimInfo;
 
@@ -137,6 +153,14 @@ impl Backend for AsyncStore {
 
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
         std::future::ready(AsyncStore::get(self, key))
+    }
+
+    fn remove(&self, key: &Key) -> impl Future<Output = Result<bool>> + Send {
+        AsyncStore::remove(self, key)
+    }
+
+    fn metrics(&self) -> Metrics {
+        AsyncStore::metrics(self)
     }
 
     fn claim_info(claim: &Claim) -> ClaimInfo {

@@ -111,11 +111,7 @@ impl Claim {
     /// apart from the claim (an HTTP handler gets it in its request's
     /// extensions).
     pub fn info(&self) -> ClaimInfo {
-        ClaimInfo {
-            key: self.key.clone(),
-            token: self.token,
-            takeover: self.takeover,
-        }
+        ClaimInfo::new(self.key.clone(), self.token, self.takeover)
     }
 }
 
@@ -130,6 +126,16 @@ pub struct ClaimInfo {
 }
 
 impl ClaimInfo {
+    /// A claim's description, for a backend with claims of its own
+    /// ([`Backend::claim_info`](crate::Backend::claim_info)).
+    pub fn new(key: Key, token: u64, takeover: bool) -> ClaimInfo {
+        ClaimInfo {
+            key,
+            token,
+            takeover,
+        }
+    }
+
     /// The claimed key.
     pub fn key(&self) -> &Key {
         &self.key
