@@ -9,7 +9,7 @@ use ::http::{Method, StatusCode, request};
 use idemkv::{AsyncStore, Fingerprint, Store};
 
 use crate::service::Idempotency;
-use crate::settings::Settings;
+use crate::settings::{Scope, Settings};
 
 /// A [`tower::Layer`] that makes the requests it wraps idempotent by their
 /// `Idempotency-Key` header. Build it with [`IdempotencyLayer::new`] and the
@@ -79,11 +79,15 @@ impl<B> IdempotencyLayer<B> {
     /// that one client's key can never reach another client's stored
     /// response; [`credential_scope`](crate::credential_scope) digests a
     /// credential for that.
+    ///
+    /// With the default scope, the first keyed request without an
+    /// `Authorization` header logs a warning (through `tracing`, once per
+    /// layer): its key is shared by every caller without credentials.
     pub fn scope_with(
         mut self,
         f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,
     ) -> Self {
-        self.settings().scope = Arc::new(f);
+        self.settings().scope = Scope::Custom(Arc::new(f));
         self
     }
 

@@ -154,7 +154,7 @@ fn key_of<ResBody: From<Bytes>>(
         ));
     };
     parse_key(raw_key)
-        .and_then(|k| Key::new(&(settings.scope)(parts), &k).map_err(|e| e.to_string()))
+        .and_then(|k| Key::new(&settings.scope.of(parts), &k).map_err(|e| e.to_string()))
         .map_err(|why| {
             problem(
                 StatusCode::BAD_REQUEST,

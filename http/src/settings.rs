@@ -1,6 +1,7 @@
 //! What a layer is configured with; shared by its services behind an `Arc`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::http::header::HeaderName;
@@ -19,7 +20,7 @@ pub(crate) struct Settings {
     pub methods: Vec<Method>,
     pub applies: Option<PartsFn<bool>>,
     pub require_key: bool,
-    pub scope: PartsFn<String>,
+    pub scope: Scope,
     pub fingerprint: FingerprintFn,
     pub max_request_bytes: usize,
     pub wait: Option<Duration>,
@@ -38,7 +39,9 @@ impl Default for Settings {
             methods: vec![Method::POST, Method::PATCH],
             applies: None,
             require_key: false,
-            scope: Arc::new(default_scope),
+            scope: Scope::Default {
+                warned: Arc::new(AtomicBool::new(false)),
+            },
             fingerprint: Arc::new(|parts, body| {
                 Fingerprint::builder()
                     .part(parts.method.as_str().as_bytes())
@@ -60,6 +63,41 @@ impl Default for Settings {
                 HeaderName::from_static("set-cookie"),
                 HeaderName::from_static("date"),
             ],
+        }
+    }
+}
+
+/// Where a layer's scopes come from.
+#[derive(Clone)]
+pub(crate) enum Scope {
+    /// [`default_scope`]: the caller's `Authorization` digest, the method and
+    /// the path. `warned` is set once the layer has said that a request
+    /// without credentials shares its key with every such caller.
+    Default { warned: Arc<AtomicBool> },
+    /// The service's own (`scope_with`), which is trusted to name the caller.
+    Custom(PartsFn<String>),
+}
+
+impl Scope {
+    /// The scope of a request's key.
+    pub fn of(&self, parts: &request::Parts) -> String {
+        match self {
+            Scope::Custom(f) => f(parts),
+            Scope::Default { warned } => {
+                let anonymous = !parts.headers.contains_key(::http::header::AUTHORIZATION);
+                if anonymous && !warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "idemkv_http",
+                        method = %parts.method,
+                        path = parts.uri.path(),
+                        "a keyed request carries no Authorization header, so the default scope \
+                         cannot tell its caller apart: its key is shared by every caller without \
+                         credentials on this method and path. Give the layer scope_with(...) to \
+                         scope keys by caller (said once per layer)"
+                    );
+                }
+                default_scope(parts)
+            }
         }
     }
 }

@@ -776,3 +776,76 @@ async fn a_layer_can_give_its_route_its_own_lease_and_retention() -> TestResult 
     short_retention.stop().await;
     Ok(())
 }
+
+/// Counts the warnings the layer logs.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN
+            && let Ok(mut seen) = self.0.lock()
+        {
+            seen.push(event.metadata().target().to_string());
+        }
+    }
+}
+
+/// The default scope cannot tell apart callers without credentials: the
+/// layer says so once (per layer, not per request), and never when requests
+/// carry credentials or the service scopes keys itself.
+#[test]
+fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{Layer, ServiceExt};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let handler = tower::service_fn(|_: axum::http::Request<Full<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(Bytes::new())))
+    });
+    let request = |key: &str, credential: Option<&str>| {
+        let mut request = axum::http::Request::post("/v1/charges").header("idempotency-key", key);
+        if let Some(credential) = credential {
+            request = request.header("authorization", credential);
+        }
+        request.body(Full::new(Bytes::from_static(b"{}")))
+    };
+    // Warnings logged while `layer` serves `requests`, in order.
+    let warnings_for = |layer: IdempotencyLayer,
+                        requests: Vec<axum::http::Request<Full<Bytes>>>|
+     -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let warnings = Warnings::default();
+        let subscriber = tracing_subscriber::registry().with(warnings.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let service = layer.layer(handler);
+                for request in requests {
+                    service.clone().oneshot(request).await?;
+                }
+                Ok::<_, std::convert::Infallible>(())
+            })
+        })?;
+        let seen = warnings.0.lock().map_err(|_| "poisoned")?.clone();
+        Ok(seen)
+    };
+    let layer = || Store::in_memory(Config::default()).map(IdempotencyLayer::new);
+
+    let anonymous = (0..3)
+        .map(|i| request(&format!("k{i}"), None))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(warnings_for(layer()?, anonymous)?, vec!["idemkv_http"]);
+
+    let signed = (0..3)
+        .map(|i| request(&format!("k{i}"), Some("Bearer alice")))
+        .collect::<Result<_, _>>()?;
+    assert!(warnings_for(layer()?, signed)?.is_empty());
+
+    let own_scope = layer()?.scope_with(|_| "tenant-7".to_string());
+    let anonymous = vec![request("k", None)?];
+    assert!(warnings_for(own_scope, anonymous)?.is_empty());
+    Ok(())
+}
