@@ -1,12 +1,14 @@
 //! The response stored for a completed key and replayed to its retries.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// What a completed attempt answered: a status code, ordered headers and a
 /// body. Replays return exactly these bytes.
 ///
 /// The status is a plain `u16` so non-HTTP callers can store their own result
-/// codes. Header names and values are kept as given, in order, duplicates
+/// codes. The body is a [`Bytes`]: the store, its replay cache and an HTTP
+/// response share one buffer, and cloning a response never copies its body. Header names and values are kept as given, in order, duplicates
 /// included.
 ///
 /// ```
@@ -21,7 +23,10 @@ use serde::{Deserialize, Serialize};
 pub struct StoredResponse {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    /// Encoded exactly as a `Vec<u8>` would be (postcard writes both as a
+    /// length and the bytes), so records written before the body was
+    /// shared read unchanged.
+    body: Bytes,
 }
 
 impl StoredResponse {
@@ -30,7 +35,17 @@ impl StoredResponse {
         StoredResponse {
             status,
             headers: Vec::new(),
-            body: body.into(),
+            body: Bytes::from(body.into()),
+        }
+    }
+
+    /// A response whose body is an existing shared buffer, kept without a
+    /// copy (an HTTP layer stores the very buffer it sends).
+    pub fn from_bytes(status: u16, body: Bytes) -> StoredResponse {
+        StoredResponse {
+            status,
+            headers: Vec::new(),
+            body,
         }
     }
 
@@ -56,9 +71,14 @@ impl StoredResponse {
         &self.body
     }
 
-    /// Takes the body out.
+    /// The body as a shared buffer: a reference-counted handle, not a copy.
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// Takes the body out (without a copy when nothing else shares it).
     pub fn into_body(self) -> Vec<u8> {
-        self.body
+        Vec::from(self.body)
     }
 
     /// The size counted against `Config::max_response_bytes`: the body plus
@@ -70,5 +90,47 @@ impl StoredResponse {
                 .iter()
                 .map(|(name, value)| name.len() + value.len())
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape responses had when their body was a `Vec<u8>`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct VecBodied {
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+    }
+
+    #[test]
+    fn a_shared_body_encodes_exactly_as_a_vec_did() -> Result<(), postcard::Error> {
+        for body in [
+            Vec::new(),
+            vec![0u8, 255, 7],
+            vec![b'x'; 300],
+            vec![1u8; 70_000],
+        ] {
+            let old = VecBodied {
+                status: 201,
+                headers: vec![("a".into(), b"1".to_vec())],
+                body: body.clone(),
+            };
+            let new = StoredResponse::new(201, body).with_header("a", "1");
+            let old_bytes = postcard::to_allocvec(&old)?;
+            assert_eq!(postcard::to_allocvec(&new)?, old_bytes);
+            assert_eq!(postcard::from_bytes::<StoredResponse>(&old_bytes)?, new);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bodies_are_shared_not_copied() {
+        let body = Bytes::from(vec![9u8; 1024]);
+        let response = StoredResponse::from_bytes(200, body.clone());
+        assert_eq!(response.body_bytes().as_ptr(), body.as_ptr());
+        assert_eq!(response.clone().body_bytes().as_ptr(), body.as_ptr());
     }
 }

@@ -23,12 +23,13 @@ const NEVER_STORED: [&str; 8] = [
 ];
 
 /// The stored form of a response: status, the headers worth replaying, body.
+/// The body is the buffer the response is sent from, shared, not copied.
 pub(crate) fn stored_response(
     parts: &::http::response::Parts,
     body: &Bytes,
     settings: &Settings,
 ) -> StoredResponse {
-    let mut stored = StoredResponse::new(parts.status.as_u16(), body.to_vec());
+    let mut stored = StoredResponse::from_bytes(parts.status.as_u16(), body.clone());
     for (name, value) in &parts.headers {
         let skip = NEVER_STORED.contains(&name.as_str()) || settings.deny_headers.contains(name);
         if !skip {
@@ -74,7 +75,9 @@ pub(crate) fn replay<ResBody: From<Bytes>>(stored: StoredResponse) -> Response<R
         }
         return response;
     }
-    let mut response = Response::new(ResBody::from(Bytes::from(stored.body().to_vec())));
+    // The stored buffer itself (the replay cache's, or the one just read),
+    // not a copy.
+    let mut response = Response::new(ResBody::from(stored.body_bytes()));
     *response.status_mut() = StatusCode::from_u16(stored.status()).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
     for (name, value) in stored.headers() {

@@ -849,3 +849,46 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
     assert!(warnings_for(own_scope, anonymous)?.is_empty());
     Ok(())
 }
+
+/// Bodies are buffered once: the buffer the handler answers with is the one
+/// the client gets, the one the store keeps, and the one a replay sends (no
+/// copy on the way; the pointers are the same).
+#[tokio::test]
+async fn a_response_body_is_sent_stored_and_replayed_from_one_buffer() -> TestResult {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt};
+
+    let answer = Bytes::from(vec![b'r'; 64 * 1024]);
+    let handler = {
+        let answer = answer.clone();
+        tower::service_fn(move |_: axum::http::Request<Full<Bytes>>| {
+            let answer = answer.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(answer)))
+            }
+        })
+    };
+    let store = Store::in_memory(Config::default())?;
+    let service = IdempotencyLayer::new(store.clone()).layer(handler);
+    let request = || {
+        axum::http::Request::post("/v1/reports")
+            .header("idempotency-key", "report-1")
+            .header("authorization", "Bearer alice")
+            .body(Full::new(Bytes::from_static(b"{}")))
+    };
+    let first = service.clone().oneshot(request()?).await?;
+    let first = first.into_body().collect().await?.to_bytes();
+    assert_eq!(first.as_ptr(), answer.as_ptr(), "sent without a copy");
+
+    let replay = service.oneshot(request()?).await?;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay = replay.into_body().collect().await?.to_bytes();
+    assert_eq!(replay, answer);
+    assert_eq!(
+        replay.as_ptr(),
+        answer.as_ptr(),
+        "stored and replayed (from the replay cache) without a copy"
+    );
+    Ok(())
+}
