@@ -53,7 +53,7 @@ use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{META, META_TOKEN_CEILING, WriteTables};
+use crate::storage::{META, META_LAST_SWEEP, META_TOKEN_CEILING, WriteTables};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -93,6 +93,16 @@ pub(crate) struct Renewed {
 pub(crate) struct Swept {
     pub deleted: u64,
     pub more: bool,
+}
+
+/// What [`Store::import`](crate::Store::import) wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Imported {
+    /// Records written.
+    pub imported: u64,
+    /// Records left out because they had already expired.
+    pub skipped_expired: u64,
 }
 
 /// Where one operation's answer goes once the commit that covers it returned.
@@ -157,6 +167,10 @@ enum Request {
     Remove { key: Key, reply: Reply<bool> },
     /// Delete up to `limit` expired records.
     Sweep { limit: usize, reply: Reply<Swept> },
+    Import {
+        records: Vec<StoredRecord>,
+        reply: Reply<Imported>,
+    },
 }
 
 impl Request {
@@ -168,6 +182,7 @@ impl Request {
             Request::Renew { reply, .. } => reply.send(),
             Request::Remove { reply, .. } => reply.send(),
             Request::Sweep { reply, .. } => reply.send(),
+            Request::Import { reply, .. } => reply.send(),
         }
     }
 
@@ -179,6 +194,7 @@ impl Request {
             Request::Renew { reply, .. } => reply.fail(err),
             Request::Remove { reply, .. } => reply.fail(err),
             Request::Sweep { reply, .. } => reply.fail(err),
+            Request::Import { reply, .. } => reply.fail(err),
         }
     }
 }
@@ -292,6 +308,13 @@ impl Submitter {
     pub fn sweep(&self, limit: usize) -> Pending<Swept> {
         self.submit(|reply| Request::Sweep { limit, reply })
     }
+
+    /// Writes `records` as they are, all or none: refused with
+    /// `ImportConflict` if any key holds a live record. Expired records are
+    /// skipped.
+    pub fn import(&self, records: Vec<StoredRecord>) -> Pending<Imported> {
+        self.submit(|reply| Request::Import { records, reply })
+    }
 }
 
 impl Committer {
@@ -317,6 +340,7 @@ impl Committer {
             live_records,
             poisoned: None,
             unsynced: false,
+            swept_at_ms: None,
         };
         let thread = std::thread::Builder::new()
             .name("idemkv-committer".into())
@@ -381,6 +405,9 @@ struct Worker {
     poisoned: Option<Poison>,
     /// A commit with `Durability::None` happened since the last synced one.
     unsynced: bool,
+    /// Set when a sweep in the current batch deleted records: the batch
+    /// records the time in `meta`.
+    swept_at_ms: Option<u64>,
 }
 
 impl Worker {
@@ -551,6 +578,9 @@ impl Worker {
                 txn.open_table(META)?
                     .insert(META_TOKEN_CEILING, self.token_ceiling)?;
             }
+            if let Some(swept_at_ms) = self.swept_at_ms.take() {
+                txn.open_table(META)?.insert(META_LAST_SWEEP, swept_at_ms)?;
+            }
             tables.record_count_changes()
         };
         txn.commit()?;
@@ -637,7 +667,13 @@ impl Worker {
             }
             Request::Sweep { limit, reply } => {
                 let (deleted, more) = tables.sweep(*limit, now_ms)?;
+                if deleted > 0 {
+                    self.swept_at_ms = Some(now_ms);
+                }
                 reply.answer = Some(Ok(Swept { deleted, more }));
+            }
+            Request::Import { records, reply } => {
+                reply.answer = Some(self.import(tables, records, now_ms)?);
             }
         }
         Ok(())
@@ -689,6 +725,62 @@ impl Worker {
             lease_until_ms,
             takeover: intent.takeover,
         })))
+    }
+
+    /// Writes imported records, all or none (the outer error fails the
+    /// batch; the inner one refuses this import only, before it wrote
+    /// anything). Tokens issued afterwards are larger than every imported
+    /// one, so an imported in-flight claim's holder, if any, is fenced like
+    /// any other.
+    fn import(
+        &mut self,
+        tables: &mut WriteTables<'_>,
+        records: &[StoredRecord],
+        now_ms: u64,
+    ) -> Result<Result<Imported>> {
+        let mut keyed = Vec::with_capacity(records.len());
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        let mut skipped_expired = 0;
+        for record in records {
+            if record.is_expired(now_ms) {
+                skipped_expired += 1;
+                continue;
+            }
+            let key = match Key::new(&record.scope, &record.idempotency_key) {
+                Ok(key) => key,
+                Err(err) => return Ok(Err(err)),
+            };
+            if !seen.insert(*key.hash()) {
+                return Ok(Err(Error::ImportConflict {
+                    key: key.to_string(),
+                }));
+            }
+            let old = match tables.read(&key)? {
+                Some(Ok(existing)) if existing.is_expired(now_ms) => Some(existing.slot()),
+                Some(Ok(_)) | Some(Err(_)) => {
+                    return Ok(Err(Error::ImportConflict {
+                        key: key.to_string(),
+                    }));
+                }
+                None => None,
+            };
+            keyed.push((key, old, record));
+        }
+        let mut highest_token = 0;
+        for (key, old, record) in &keyed {
+            tables.put(key, *old, record)?;
+            highest_token = highest_token.max(record.token);
+        }
+        if highest_token > self.token_seq {
+            self.token_seq = highest_token;
+            if self.token_seq >= self.token_ceiling {
+                self.token_ceiling = self.token_seq.saturating_add(TOKEN_BLOCK);
+            }
+        }
+        Ok(Ok(Imported {
+            imported: keyed.len() as u64,
+            skipped_expired,
+        }))
     }
 
     /// The next fencing token, reserving a new block when the current one is

@@ -110,6 +110,11 @@ impl Engine {
         }
     }
 
+    /// Where the database lives.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// Whether the database can be opened again after a failure.
     pub fn can_reopen(&self) -> bool {
         !matches!(self.source, Source::Memory)

@@ -116,6 +116,17 @@ pub enum Error {
         handles: usize,
     },
 
+    /// An import met a key that already holds a live record in the store
+    /// (or appears twice in the import). Nothing was imported.
+    #[error(
+        "{key} already holds a live record (or appears twice in the import); nothing was \
+         imported: import into a store without these keys, or remove the key first"
+    )]
+    ImportConflict {
+        /// The key, as `"scope"/key`.
+        key: String,
+    },
+
     /// A `Config` value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::from_millis;
+use crate::clock::{from_millis, to_millis};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::outcome::Begin;
@@ -130,7 +130,76 @@ pub struct Record {
     expires_at: SystemTime,
 }
 
+/// Every field of a [`Record`], to take one apart
+/// ([`Record::into_parts`]) and to build one (an export read back for
+/// [`Store::import`](crate::Store::import), or another backend's record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordParts {
+    /// The record's key.
+    pub key: Key,
+    /// In flight (with its lease end) or completed (with its response).
+    pub state: RecordState,
+    /// The fingerprint of the attempt that claimed the key.
+    pub fingerprint: Fingerprint,
+    /// The fencing token of the claim that last wrote the record.
+    pub token: u64,
+    /// When the key was first claimed.
+    pub created_at: SystemTime,
+    /// When the record was last written.
+    pub updated_at: SystemTime,
+    /// When the record starts reading as absent.
+    pub expires_at: SystemTime,
+}
+
 impl Record {
+    /// A record from its parts.
+    pub fn from_parts(parts: RecordParts) -> Record {
+        Record {
+            key: parts.key,
+            state: parts.state,
+            fingerprint: parts.fingerprint,
+            token: parts.token,
+            created_at: parts.created_at,
+            updated_at: parts.updated_at,
+            expires_at: parts.expires_at,
+        }
+    }
+
+    /// The record's parts.
+    pub fn into_parts(self) -> RecordParts {
+        RecordParts {
+            key: self.key,
+            state: self.state,
+            fingerprint: self.fingerprint,
+            token: self.token,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// The stored form, as an import writes it.
+    pub(crate) fn to_stored(&self) -> StoredRecord {
+        let state = match &self.state {
+            RecordState::InFlight { lease_until } => StoredState::InFlight {
+                lease_until_ms: to_millis(*lease_until),
+            },
+            RecordState::Completed { response } => StoredState::Completed {
+                response: response.clone(),
+            },
+        };
+        StoredRecord {
+            scope: self.key.scope().to_string(),
+            idempotency_key: self.key.idempotency_key().to_string(),
+            fingerprint: *self.fingerprint.as_bytes(),
+            token: self.token,
+            created_at_ms: to_millis(self.created_at),
+            updated_at_ms: to_millis(self.updated_at),
+            expires_at_ms: to_millis(self.expires_at),
+            state,
+        }
+    }
+
     /// The record's key.
     pub fn key(&self) -> &Key {
         &self.key

@@ -11,8 +11,8 @@
 //!
 //! Invariant: a key is in at most one of `records` and `inflight`, and the
 //! `expiry` table has exactly one entry for it, matching its `expires_at_ms`.
-//! - `meta`: `format_version` and `token_ceiling` (no fencing token above it
-//!   has been issued; a reopened store starts above it).
+//! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
+//!   has been issued; a reopened store starts above it) and `last_sweep_ms`.
 
 use std::path::Path;
 
@@ -33,8 +33,11 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// The file format this build writes; files with a larger version are refused.
 pub(crate) const FORMAT_VERSION: u64 = 1;
-const META_FORMAT_VERSION: &str = "format_version";
+pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
+/// When a sweep last deleted records (store time, ms); absent until then.
+/// Older builds ignore it.
+pub(crate) const META_LAST_SWEEP: &str = "last_sweep_ms";
 
 /// Runs `f`, turning a panic inside the storage engine into
 /// `Error::Corrupted`. redb trusts the structure of pages it reads back and

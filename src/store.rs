@@ -1,18 +1,20 @@
 //! The public handle: [`Store`].
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
-use crate::committer::{Committer, Submitter};
+use crate::committer::{Committer, Imported, Submitter};
 use crate::config::{ClaimTerms, Config, Recovery, Settings, Terms};
 use crate::engine::{Engine, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
+use crate::inspect::{self, ScanFilter, Stats};
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::metrics::{Counters, Metrics, add, bump};
@@ -717,6 +719,100 @@ impl Store {
             report.note_engine(engine);
             Ok(report)
         })
+    }
+
+    /// Visits the records that match `filter` (every live record by
+    /// default), in-flight ones first, each group in key-hash order, until
+    /// `visit` breaks or the records run out. A record that fails
+    /// verification is passed as `Err(Error::Corrupted)`.
+    ///
+    /// One read transaction covers the whole scan: it sees the store as it
+    /// was when the scan began, and writes go on meanwhile.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use idemkv::{Begin, Config, Fingerprint, Key, RecordStateFilter, ScanFilter, Store};
+    ///
+    /// let store = Store::in_memory(Config::default())?;
+    /// let key = Key::new("tenant-1 POST /v1/charges", "order-1")?;
+    /// let Begin::Claimed(claim) = store.begin(&key, Fingerprint::of(b"{}"))? else { unreachable!() };
+    /// let mut in_flight = Vec::new();
+    /// store.scan(&ScanFilter::default().state(RecordStateFilter::InFlight), |record| {
+    ///     in_flight.push(record.map(|r| r.key().clone()));
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(in_flight.len(), 1);
+    /// # drop(claim);
+    /// # Ok::<(), idemkv::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read.
+    pub fn scan(
+        &self,
+        filter: &ScanFilter,
+        mut visit: impl FnMut(Result<Record>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let now_ms = self.inner.time.now_ms();
+        self.inner
+            .engine
+            .read(|db| inspect::scan(db, filter, now_ms, &mut visit))
+    }
+
+    /// A summary of the store: records by state, claims past their lease,
+    /// the busiest scopes, the oldest claim, what expires within the hour,
+    /// the file's size and free space, its format and its last sweep. It
+    /// reads every record once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read.
+    pub fn stats(&self) -> Result<Stats> {
+        self.stats_with_progress(|_| {})
+    }
+
+    /// [`stats`](Self::stats), calling `progress` with the number of records
+    /// read so far as it goes (every 4,096 records and at the end; compare
+    /// with `metrics().live_records` for a progress bar).
+    ///
+    /// # Errors
+    ///
+    /// As [`stats`](Self::stats).
+    pub fn stats_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<Stats> {
+        let now_ms = self.inner.time.now_ms();
+        let engine = &self.inner.engine;
+        let mut stats = engine.read(|db| inspect::record_stats(db, now_ms, &mut progress))?;
+        stats.allocated_bytes = engine.read(inspect::allocated_bytes)?;
+        if let Source::File(path) = engine.source() {
+            stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
+        }
+        Ok(stats)
+    }
+
+    /// Writes `records` exactly as given (state, token, times, fingerprint,
+    /// response), all in one transaction: a backup read back, or records
+    /// moved from another machine. Records that have already expired are
+    /// skipped. Tokens issued afterwards are larger than every imported one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ImportConflict`] if a key already holds a live record here
+    /// or appears twice; nothing is imported then. [`Error::Storage`] or
+    /// [`Error::Poisoned`] if the commit failed.
+    pub fn import(&self, records: impl IntoIterator<Item = Record>) -> Result<Imported> {
+        let stored: Vec<_> = records.into_iter().map(|r| r.to_stored()).collect();
+        let hashes: Vec<[u8; 32]> = stored
+            .iter()
+            .filter_map(|r| Key::new(&r.scope, &r.idempotency_key).ok())
+            .map(|key| *key.hash())
+            .collect();
+        let imported = crate::blocking::block_on(self.inner.committer()?.import(stored))?;
+        // Whatever the lock table knew of these keys predates their records.
+        for hash in &hashes {
+            self.inner.locks.forget(hash);
+        }
+        Ok(imported)
     }
 
     /// Closes the store: stops the sweeper, lets the committer answer what is
