@@ -9,6 +9,17 @@
 //! - `GET /v1/charges/count` says how many charges really ran;
 //! - `GET /metrics` gives the store's metrics in Prometheus text format.
 //!
+//! With `--admin`, the operator's view of the store, as `idemkv` (the command
+//! line) gives of a file no process holds (see docs/operations.md); these
+//! routes have no authentication, so bind to a private address:
+//!
+//! - `GET /admin/stats`: counts by state, claims past their lease, top
+//!   scopes, the oldest claim, file size and free space, last sweep;
+//! - `GET /admin/records?state=in-flight|completed&scope=PREFIX&stuck=true&limit=N`:
+//!   records, filtered (`stuck=true`: in-flight claims past their lease);
+//! - `DELETE /admin/records?scope=SCOPE&key=KEY`: removes one record (a stuck
+//!   key's next attempt then runs again).
+//!
 //! Keys are scoped by the `Authorization` header (one client's key never
 //! reaches another client's charge) plus the route. See the README for curl
 //! commands that show a replay, a 422 and a 409.
@@ -17,11 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, State};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idemkv::{Config, Store};
+use idemkv::{Config, Key, Record, RecordStateFilter, ScanFilter, Store};
 use idemkv_http::{IdempotencyLayer, credential_scope};
 use serde::Deserialize;
 
@@ -93,6 +108,133 @@ async fn metrics(State(app): State<App>) -> String {
     out
 }
 
+/// Milliseconds since the Unix epoch.
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+type AdminAnswer = (StatusCode, Json<serde_json::Value>);
+
+fn admin_error(status: StatusCode, message: impl ToString) -> AdminAnswer {
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+}
+
+/// Runs a store call that reads or writes the file off the async workers.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> idemkv::Result<T> + Send + 'static,
+) -> Result<T, AdminAnswer> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(admin_error(StatusCode::SERVICE_UNAVAILABLE, err)),
+        Err(err) => Err(admin_error(StatusCode::INTERNAL_SERVER_ERROR, err)),
+    }
+}
+
+async fn admin_stats(State(app): State<App>) -> AdminAnswer {
+    let stats = match off_runtime(move || app.store.stats()).await {
+        Ok(stats) => stats,
+        Err(answer) => return answer,
+    };
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "in_flight": stats.in_flight,
+            "past_lease": stats.past_lease,
+            "completed": stats.completed,
+            "expired": stats.expired,
+            "damaged": stats.damaged,
+            "top_scopes": stats.top_scopes,
+            "oldest_in_flight": stats.oldest_in_flight.as_ref().map(|(key, at)| serde_json::json!({
+                "scope": key.scope(), "key": key.idempotency_key(), "created_at_ms": millis(*at),
+            })),
+            "expiring_within_hour": stats.expiring_within_hour,
+            "file_bytes": stats.file_bytes,
+            "reclaimable_bytes": stats.reclaimable_bytes(),
+            "last_sweep_ms": stats.last_sweep.map(millis),
+        })),
+    )
+}
+
+fn record_json(record: &Record) -> serde_json::Value {
+    serde_json::json!({
+        "scope": record.key().scope(),
+        "key": record.key().idempotency_key(),
+        "state": if record.lease_until().is_some() { "in_flight" } else { "completed" },
+        "token": record.token(),
+        "created_at_ms": millis(record.created_at()),
+        "expires_at_ms": millis(record.expires_at()),
+        "lease_until_ms": record.lease_until().map(millis),
+        "status": record.response().map(|r| r.status()),
+    })
+}
+
+async fn admin_records(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+) -> AdminAnswer {
+    let mut filter = ScanFilter::default().limit(
+        query
+            .get("limit")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100),
+    );
+    match query.get("state").map(String::as_str) {
+        None => {}
+        Some("in-flight") => filter = filter.state(RecordStateFilter::InFlight),
+        Some("completed") => filter = filter.state(RecordStateFilter::Completed),
+        Some(other) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?}: use in-flight or completed"),
+            );
+        }
+    }
+    if let Some(prefix) = query.get("scope") {
+        filter = filter.scope_prefix(prefix.clone());
+    }
+    if query.get("stuck").is_some_and(|v| v == "true") {
+        filter = filter.lease_ended_by(SystemTime::now());
+    }
+    let scanned = off_runtime(move || {
+        let mut records = Vec::new();
+        app.store.scan(&filter, |record| {
+            if let Ok(record) = record {
+                records.push(record_json(&record));
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(records)
+    });
+    match scanned.await {
+        Ok(records) => (StatusCode::OK, Json(serde_json::Value::Array(records))),
+        Err(answer) => answer,
+    }
+}
+
+async fn admin_remove(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+) -> AdminAnswer {
+    let (Some(scope), Some(key)) = (query.get("scope"), query.get("key")) else {
+        return admin_error(StatusCode::BAD_REQUEST, "give scope=...&key=...");
+    };
+    let key = match Key::new(scope, key) {
+        Ok(key) => key,
+        Err(err) => return admin_error(StatusCode::BAD_REQUEST, err),
+    };
+    match off_runtime(move || app.store.remove(&key)).await {
+        Ok(removed) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "removed": removed })),
+        ),
+        Err(answer) => answer,
+    }
+}
+
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -134,12 +276,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_or(parts.uri.path(), |m| m.as_str());
         format!("{principal} {} {route}", parts.method)
     });
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/v1/charges", post(charge))
         .route("/v1/charges/count", get(count))
         .route("/metrics", get(metrics))
-        .layer(idempotency)
-        .with_state(app);
+        .layer(idempotency);
+    if std::env::args().any(|a| a == "--admin") {
+        // Outside the idempotency layer: operator calls are not deduplicated.
+        router = router
+            .route("/admin/stats", get(admin_stats))
+            .route("/admin/records", get(admin_records).delete(admin_remove));
+    }
+    let router = router.with_state(app);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("payments server on http://{listen}, store {db}");
     axum::serve(listener, router).await?;
