@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
 use crate::key::Key;
+use crate::log::event;
 use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
@@ -376,7 +377,14 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        let _ = self.stop();
+        // Nobody is left to return this error to (`Store::close` reports it).
+        if let Err(_err) = self.stop() {
+            event!(
+                error,
+                error = %_err,
+                "the store's last commit when it was dropped failed"
+            );
+        }
     }
 }
 
@@ -467,6 +475,11 @@ impl Worker {
     /// Marks the store poisoned by `cause` and schedules the first reopen.
     fn poison(&mut self, cause: String) {
         bump(&self.counters.failed_commits);
+        event!(
+            error,
+            cause = %cause,
+            "a commit failed: writes are refused (Error::Poisoned) until the store reopens its file"
+        );
         let health = if self.engine.can_reopen() {
             Health::Recovering {
                 cause: cause.clone(),
@@ -503,6 +516,12 @@ impl Worker {
                 self.live_records = opened.live_records;
                 self.counters.set_live_records(opened.live_records);
                 self.unsynced = false;
+                event!(
+                    info,
+                    attempts = poison.attempts,
+                    records = opened.live_records,
+                    "the store reopened its file after a failed commit: writes resume"
+                );
                 self.poisoned = None;
                 bump(&self.counters.recoveries);
                 self.health.set(Health::Ok, &self.counters);
@@ -513,6 +532,13 @@ impl Worker {
                 poison.next_attempt = Instant::now()
                     .checked_add(poison.backoff)
                     .unwrap_or_else(far_future);
+                event!(
+                    warn,
+                    attempts = poison.attempts,
+                    error = %err,
+                    retry_in_ms = poison.backoff.as_millis() as u64,
+                    "reopening the store after a failed commit failed; trying again"
+                );
                 let health = Health::Recovering {
                     cause: format!("{}; reopening failed: {err}", poison.cause),
                     attempts: poison.attempts,
@@ -534,7 +560,21 @@ impl Worker {
         // A panic inside redb (damaged pages) fails the batch like any
         // storage error, and poisons the store.
         let engine = Arc::clone(&self.engine);
-        match engine.read(|db| self.commit_batch(db, &mut batch)) {
+        let started = Instant::now();
+        let committed = engine.read(|db| self.commit_batch(db, &mut batch));
+        let took = started.elapsed();
+        if took > self.config.slow_commit {
+            event!(
+                warn,
+                elapsed_ms = took.as_secs_f64() * 1e3,
+                batch = batch.len(),
+                threshold_ms = self.config.slow_commit.as_secs_f64() * 1e3,
+                "slow commit: {:.1} ms for {} operation(s)",
+                took.as_secs_f64() * 1e3,
+                batch.len(),
+            );
+        }
+        match committed {
             Ok(()) => {
                 bump(&self.counters.commits);
                 add(&self.counters.committed_ops, batch.len() as u64);

@@ -64,6 +64,7 @@ pub struct Config {
     pub(crate) sweep_batch: usize,
     pub(crate) verify_on_open: bool,
     pub(crate) reopen_backoff: Duration,
+    pub(crate) slow_commit: Duration,
 }
 
 impl Default for Config {
@@ -81,6 +82,7 @@ impl Default for Config {
             sweep_batch: 100,
             verify_on_open: false,
             reopen_backoff: Duration::from_millis(50),
+            slow_commit: Duration::from_millis(500),
         }
     }
 }
@@ -183,6 +185,14 @@ impl Config {
         self
     }
 
+    /// A commit that takes longer than this is logged as slow (with the
+    /// `tracing` feature: a warning with its duration and batch size;
+    /// default 500 ms, a hundred times this disk's fsync).
+    pub fn slow_commit(mut self, threshold: Duration) -> Self {
+        self.slow_commit = threshold;
+        self
+    }
+
     /// A read view of these settings (the clock aside).
     pub fn settings(&self) -> Settings {
         Settings {
@@ -197,6 +207,7 @@ impl Config {
             sweep_batch: self.sweep_batch,
             verify_on_open: self.verify_on_open,
             reopen_backoff: self.reopen_backoff,
+            slow_commit: self.slow_commit,
         }
     }
 
@@ -240,6 +251,7 @@ impl fmt::Debug for Config {
             .field("sweep_batch", &self.sweep_batch)
             .field("verify_on_open", &self.verify_on_open)
             .field("reopen_backoff", &self.reopen_backoff)
+            .field("slow_commit", &self.slow_commit)
             .finish_non_exhaustive()
     }
 }
@@ -260,9 +272,15 @@ pub struct Settings {
     sweep_batch: usize,
     verify_on_open: bool,
     reopen_backoff: Duration,
+    slow_commit: Duration,
 }
 
 impl Settings {
+    /// [`Config::slow_commit`].
+    pub fn slow_commit(&self) -> Duration {
+        self.slow_commit
+    }
+
     /// [`Config::reopen_backoff`].
     pub fn reopen_backoff(&self) -> Duration {
         self.reopen_backoff

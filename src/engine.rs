@@ -17,6 +17,7 @@ use redb::Database;
 use redb::backends::InMemoryBackend;
 
 use crate::error::{Error, Result};
+use crate::log::event;
 use crate::storage::{self, Opened};
 use crate::storage_backend::{EngineBackend, StorageBackend};
 
@@ -172,8 +173,10 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // Closing the database may commit, and so meet damaged pages: a
         // panic of the engine must not escape into the thread dropping the
-        // store.
-        let _ = self.close(false);
+        // store. Nobody is left to return an error to.
+        if let Err(_err) = self.close(false) {
+            event!(error, error = %_err, "closing the store's file failed");
+        }
     }
 }
 

@@ -92,6 +92,7 @@ mod health;
 mod inspect;
 mod key;
 mod lock_table;
+mod log;
 mod metrics;
 mod outcome;
 mod record;

@@ -107,6 +107,11 @@ pub(crate) struct Opened {
     pub live_records: u64,
     /// In-flight records released by `Recovery::ReleaseAtOpen`.
     pub released: u64,
+    /// In-flight records kept (claims of a process that stopped, or of this
+    /// one before a reopen): they keep their leases. Reported in the open
+    /// event.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub in_flight: u64,
 }
 
 /// Checks the file is an idemkv store this build understands, creates the
@@ -151,20 +156,21 @@ fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Re
             .map(|v| v.value())
             .unwrap_or(0)
     };
-    let (live_records, released) = {
+    let (live_records, released, in_flight) = {
         let mut tables = WriteTables::open(&txn)?;
         let released = if release_in_flight {
             tables.release_all_in_flight()?
         } else {
             0
         };
-        (tables.len()?, released)
+        (tables.len()?, released, tables.in_flight_len()?)
     };
     txn.commit()?;
     Ok(Opened {
         token_ceiling,
         live_records,
         released,
+        in_flight,
     })
 }
 
@@ -240,6 +246,11 @@ impl<'t> WriteTables<'t> {
     /// Records stored, in flight and completed.
     pub fn len(&self) -> Result<u64> {
         Ok(self.records.len()? + self.inflight.len()?)
+    }
+
+    /// Records in flight.
+    pub fn in_flight_len(&self) -> Result<u64> {
+        Ok(self.inflight.len()?)
     }
 
     /// Records added and deleted through this handle so far.

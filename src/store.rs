@@ -17,6 +17,7 @@ use crate::health::{Health, HealthCell};
 use crate::inspect::{self, ScanFilter, Stats};
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
+use crate::log::event;
 use crate::metrics::{Counters, Metrics, add, bump};
 use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
@@ -146,6 +147,8 @@ impl Store {
 
     fn start(source: Source, config: Config) -> Result<Store> {
         config.validate()?;
+        #[cfg(feature = "tracing")]
+        let started = Instant::now();
         let (engine, opened) = Engine::open(
             source,
             config.storage_cache_bytes,
@@ -185,6 +188,19 @@ impl Store {
         )
         .map_err(Error::io)?;
         let default_terms = config.claim_terms(Terms::default())?;
+        event!(
+            info,
+            path = %engine.source().path().display(),
+            records = opened.live_records,
+            in_flight = opened.in_flight,
+            released_claims = opened.released,
+            token_ceiling = opened.token_ceiling,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "store opened: {} records, {} claims in flight keep their leases, {} released",
+            opened.live_records,
+            opened.in_flight,
+            opened.released,
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 default_terms,
@@ -434,6 +450,12 @@ impl Store {
                 bump(&counters.claims);
                 if claim.takeover {
                     bump(&counters.takeovers);
+                    event!(
+                        info,
+                        key = %claim.key,
+                        token = claim.token,
+                        "took over a claim whose lease ran out: its holder stopped renewing"
+                    );
                 }
             }
             Begin::Replay(_) => bump(&counters.replays),

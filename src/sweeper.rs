@@ -18,6 +18,7 @@ use crate::committer::{Submitter, Swept};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::log::event;
 use crate::metrics::{Counters, add, bump};
 use crate::storage;
 
@@ -56,8 +57,23 @@ pub(crate) fn sweep(
         }
     };
     bump(&counters.sweeps);
-    if result.is_err() {
-        bump(&counters.sweep_errors);
+    match &result {
+        Ok(0) => {}
+        Ok(_deleted) => event!(
+            info,
+            deleted = *_deleted,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "swept {_deleted} expired record(s)"
+        ),
+        Err(_err) => {
+            bump(&counters.sweep_errors);
+            event!(
+                warn,
+                error = %_err,
+                deleted = total,
+                "a sweep failed; the next one retries"
+            );
+        }
     }
     counters.last_sweep_micros.store(
         duration_micros(started.elapsed()),

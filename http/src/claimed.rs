@@ -37,8 +37,18 @@ where
                 let (backend, claim) = (backend.clone(), Arc::clone(claim));
                 // Renewals run beside the handler, not in its way.
                 renewing = Some(tokio::spawn(async move {
-                    // A lost lease surfaces when the request completes.
-                    let _ = backend.renew(&claim).await;
+                    // A lost lease surfaces again when the request completes.
+                    if let Err(err) = backend.renew(&claim).await {
+                        let info = B::claim_info(&claim);
+                        tracing::warn!(
+                            target: "idemkv_http",
+                            key = %info.key(),
+                            token = info.token(),
+                            error = %err,
+                            "renewing a running request's lease failed; if it ran out, a retry \
+                             may take the key over before this request finishes"
+                        );
+                    }
                 }));
             }
             _ = async { if let Some(handle) = renewing.as_mut() { let _ = handle.await; } }, if renewing.is_some() => {
@@ -59,10 +69,32 @@ pub(crate) async fn finish<B: Backend>(
     let Ok(claim) = Arc::try_unwrap(claim) else {
         return;
     };
+    let info = B::claim_info(&claim);
     // Once polled, the operation is queued with the committer, so it is
     // committed even if this future is dropped afterwards.
-    let _ = match stored {
-        Some(stored) => backend.complete(claim, stored).await.map_err(drop),
-        None => backend.release(claim).await.map_err(drop),
+    let (action, outcome) = match stored {
+        Some(stored) => (
+            "storing the response",
+            backend
+                .complete(claim, stored)
+                .await
+                .map_err(|err| err.to_string()),
+        ),
+        None => (
+            "releasing the key",
+            backend.release(claim).await.map_err(|err| err.to_string()),
+        ),
     };
+    if let Err(error) = outcome {
+        // The client has its response; a retry finds the key in flight until
+        // the lease ends (or the write landed after all).
+        tracing::error!(
+            target: "idemkv_http",
+            key = %info.key(),
+            token = info.token(),
+            %error,
+            "{action} failed after the response was sent; retries see the key in flight until \
+             its lease ends"
+        );
+    }
 }

@@ -777,18 +777,46 @@ async fn a_layer_can_give_its_route_its_own_lease_and_retention() -> TestResult 
     Ok(())
 }
 
-/// Counts the warnings the layer logs.
+/// The layer's own events (target `idemkv_http`) at warn and above, as
+/// (level, fields) pairs; the store's events are left out.
 #[derive(Clone, Default)]
-struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+struct Warnings(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::WARN
+        let level = *event.metadata().level();
+        if level <= tracing::Level::WARN
+            && event.metadata().target() == "idemkv_http"
             && let Ok(mut seen) = self.0.lock()
         {
-            seen.push(event.metadata().target().to_string());
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            seen.push((level, fields.0));
         }
     }
+}
+
+/// Runs `f` on a current-thread runtime with `warnings` capturing.
+fn capturing<T>(
+    warnings: &Warnings,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry().with(warnings.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(f)
+    }))
 }
 
 /// The default scope cannot tell apart callers without credentials: the
@@ -799,7 +827,6 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
     use bytes::Bytes;
     use http_body_util::Full;
     use tower::{Layer, ServiceExt};
-    use tracing_subscriber::layer::SubscriberExt;
 
     let handler = tower::service_fn(|_: axum::http::Request<Full<Bytes>>| async {
         Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(Bytes::new())))
@@ -812,32 +839,27 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
         request.body(Full::new(Bytes::from_static(b"{}")))
     };
     // Warnings logged while `layer` serves `requests`, in order.
-    let warnings_for = |layer: IdempotencyLayer,
-                        requests: Vec<axum::http::Request<Full<Bytes>>>|
-     -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-        let warnings = Warnings::default();
-        let subscriber = tracing_subscriber::registry().with(warnings.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        tracing::subscriber::with_default(subscriber, || {
-            runtime.block_on(async {
+    let warnings_for =
+        |layer: IdempotencyLayer,
+         requests: Vec<axum::http::Request<Full<Bytes>>>|
+         -> Result<Vec<tracing::Level>, Box<dyn std::error::Error + Send + Sync>> {
+            let warnings = Warnings::default();
+            capturing(&warnings, async {
                 let service = layer.layer(handler);
                 for request in requests {
                     service.clone().oneshot(request).await?;
                 }
                 Ok::<_, std::convert::Infallible>(())
-            })
-        })?;
-        let seen = warnings.0.lock().map_err(|_| "poisoned")?.clone();
-        Ok(seen)
-    };
+            })??;
+            let seen = warnings.0.lock().map_err(|_| "poisoned")?;
+            Ok(seen.iter().map(|(level, _)| *level).collect())
+        };
     let layer = || Store::in_memory(Config::default()).map(IdempotencyLayer::new);
 
     let anonymous = (0..3)
         .map(|i| request(&format!("k{i}"), None))
         .collect::<Result<_, _>>()?;
-    assert_eq!(warnings_for(layer()?, anonymous)?, vec!["idemkv_http"]);
+    assert_eq!(warnings_for(layer()?, anonymous)?, vec![tracing::Level::WARN]);
 
     let signed = (0..3)
         .map(|i| request(&format!("k{i}"), Some("Bearer alice")))
@@ -889,6 +911,50 @@ async fn a_response_body_is_sent_stored_and_replayed_from_one_buffer() -> TestRe
         replay.as_ptr(),
         answer.as_ptr(),
         "stored and replayed (from the replay cache) without a copy"
+    );
+    Ok(())
+}
+
+/// A completion that fails after the response went out (here: an operator
+/// removed the key while the handler ran) is nobody's error to return: the
+/// client has its response. The layer logs it, with the key and token.
+#[test]
+fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use idemkv::ClaimInfo;
+    use tower::{Layer, ServiceExt};
+
+    let store = Store::in_memory(Config::default())?;
+    let handler = {
+        let store = store.clone();
+        tower::service_fn(move |request: axum::http::Request<Full<Bytes>>| {
+            let store = store.clone();
+            async move {
+                if let Some(info) = request.extensions().get::<ClaimInfo>() {
+                    let _ = store.remove(info.key());
+                }
+                let mut response = axum::http::Response::new(Full::new(Bytes::from("made")));
+                *response.status_mut() = axum::http::StatusCode::CREATED;
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let service = IdempotencyLayer::new(store).layer(handler);
+    let request = axum::http::Request::post("/v1/orders")
+        .header("idempotency-key", "revoked-1")
+        .header("authorization", "Bearer alice")
+        .body(Full::new(Bytes::from_static(b"{}")))?;
+    let warnings = Warnings::default();
+    let response = capturing(&warnings, service.oneshot(request))??;
+    assert_eq!(response.status(), 201, "the client still gets its response");
+    let seen = warnings.0.lock().map_err(|_| "poisoned")?;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (level, fields) = &seen[0];
+    assert_eq!(*level, tracing::Level::ERROR);
+    assert!(
+        fields.contains("revoked-1") && fields.contains("storing the response failed"),
+        "{fields}"
     );
     Ok(())
 }
