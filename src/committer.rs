@@ -54,7 +54,7 @@ use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
 use crate::response::StoredResponse;
-use crate::storage::{META, META_LAST_SWEEP, META_TOKEN_CEILING, WriteTables};
+use crate::storage::{META, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -325,11 +325,17 @@ impl Committer {
         time: Arc<StoreTime>,
         counters: Arc<Counters>,
         health: Arc<HealthCell>,
-        token_ceiling: u64,
-        live_records: u64,
+        opened: &Opened,
     ) -> Result<Committer> {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
+        let Opened {
+            token_ceiling,
+            live_records,
+            in_flight,
+            ..
+        } = *opened;
         counters.set_live_records(live_records);
+        counters.in_flight.set(in_flight);
         let worker = Worker {
             engine,
             config,
@@ -342,6 +348,7 @@ impl Committer {
             poisoned: None,
             unsynced: false,
             swept_at_ms: None,
+            in_flight,
         };
         let thread = std::thread::Builder::new()
             .name("idemkv-committer".into())
@@ -416,6 +423,8 @@ struct Worker {
     /// Set when a sweep in the current batch deleted records: the batch
     /// records the time in `meta`.
     swept_at_ms: Option<u64>,
+    /// Records in flight in the file (the `in_flight` gauge).
+    in_flight: u64,
 }
 
 impl Worker {
@@ -515,6 +524,8 @@ impl Worker {
                 self.token_ceiling = opened.token_ceiling;
                 self.live_records = opened.live_records;
                 self.counters.set_live_records(opened.live_records);
+                self.in_flight = opened.in_flight;
+                self.counters.in_flight.set(opened.in_flight);
                 self.unsynced = false;
                 event!(
                     info,
@@ -563,6 +574,7 @@ impl Worker {
         let started = Instant::now();
         let committed = engine.read(|db| self.commit_batch(db, &mut batch));
         let took = started.elapsed();
+        self.counters.timings.commit(took, batch.len());
         if took > self.config.slow_commit {
             event!(
                 warn,
@@ -609,7 +621,7 @@ impl Worker {
         }
         let now_ms = self.time.now_ms();
         let token_ceiling_before = self.token_ceiling;
-        let (added, deleted) = {
+        let (added, deleted, in_flight_delta) = {
             let mut tables = WriteTables::open(&txn)?;
             for request in batch.iter_mut() {
                 self.apply(&mut tables, request, now_ms)?;
@@ -621,11 +633,14 @@ impl Worker {
             if let Some(swept_at_ms) = self.swept_at_ms.take() {
                 txn.open_table(META)?.insert(META_LAST_SWEEP, swept_at_ms)?;
             }
-            tables.record_count_changes()
+            let (added, deleted) = tables.record_count_changes();
+            (added, deleted, tables.in_flight_change())
         };
         txn.commit()?;
         self.live_records = (self.live_records + added).saturating_sub(deleted);
         self.counters.set_live_records(self.live_records);
+        self.in_flight = self.in_flight.saturating_add_signed(in_flight_delta);
+        self.counters.in_flight.set(self.in_flight);
         self.unsynced = self.config.durability == Durability::None;
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! How the store is doing: what [`Store::health`](crate::Store::health)
 //! reports and the `health` gauge of [`Metrics`](crate::Metrics) mirrors.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 
 use crate::metrics::Counters;
@@ -59,7 +58,7 @@ impl HealthCell {
     }
 
     pub fn set(&self, health: Health, counters: &Counters) {
-        counters.health.store(health.code(), Ordering::Relaxed);
+        counters.health.set(health.code());
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = health;
     }
 }

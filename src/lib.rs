@@ -113,7 +113,7 @@ pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;
 pub use inspect::{RecordStateFilter, ScanFilter, Stats};
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, PUBLISHED_METRICS};
 pub use outcome::{Begin, Claim, ClaimInfo, CompleteError};
 pub use record::{Record, RecordParts, RecordState};
 pub use response::StoredResponse;

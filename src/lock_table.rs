@@ -37,6 +37,7 @@ use futures_channel::oneshot;
 
 use crate::cache::{CachedCompletion, ShardCache};
 use crate::fingerprint::Fingerprint;
+use crate::metrics::{Count, Gauge, bump};
 use crate::outcome::Begin;
 use crate::record::in_progress;
 
@@ -97,7 +98,11 @@ pub(crate) struct LockTable {
     /// Tickets of claims being committed and ids of waiters.
     next_id: AtomicU64,
     /// Registered waiters, over every entry.
-    waiters: AtomicU64,
+    waiters: Gauge,
+    /// Lookups the replay cache answered, and lookups that found neither a
+    /// claim nor a cached completion (the record is read).
+    pub cache_hits: Count,
+    pub cache_misses: Count,
 }
 
 impl LockTable {
@@ -113,7 +118,9 @@ impl LockTable {
                 })
                 .collect(),
             next_id: AtomicU64::new(1),
-            waiters: AtomicU64::new(0),
+            waiters: Gauge::named("idemkv_waiters"),
+            cache_hits: Count::named("idemkv_replay_cache_hits_total"),
+            cache_misses: Count::named("idemkv_replay_cache_misses_total"),
         }
     }
 
@@ -139,7 +146,7 @@ impl LockTable {
 
     /// Waiters registered right now, over every key.
     pub fn waiters(&self) -> u64 {
-        self.waiters.load(Ordering::Relaxed)
+        self.waiters.get()
     }
 
     /// A new waiter for `hash`, registered on the key's entry by
@@ -260,18 +267,20 @@ impl ShardGuard<'_> {
                 let (wake, woken) = oneshot::channel();
                 slot.insert(wake);
                 *waiter.woken.lock().unwrap_or_else(PoisonError::into_inner) = Some(woken);
-                self.table.waiters.fetch_add(1, Ordering::Relaxed);
+                self.table.waiters.add(1);
             }
             return Lookup::Answered(answer);
         }
         // The common retry: a completed record in the replay cache.
         if let Some(cached) = self.shard.cache.get(&hash, now_ms) {
+            bump(&self.table.cache_hits);
             return Lookup::Answered(if cached.fingerprint == fingerprint {
                 Begin::Replay(cached.response.clone())
             } else {
                 Begin::Mismatch
             });
         }
+        bump(&self.table.cache_misses);
         Lookup::ReadDisk
     }
 
@@ -316,7 +325,7 @@ impl ShardGuard<'_> {
                 // A waiter that is gone has nobody to wake.
                 let _ = waiter.send(());
             }
-            self.table.waiters.fetch_sub(woken, Ordering::Relaxed);
+            self.table.waiters.sub(woken);
         }
     }
 
@@ -511,7 +520,7 @@ impl Drop for Waiter {
         if let Some(entry) = guard.shard.claims.get_mut(&self.hash)
             && entry.waiters.remove(&self.id).is_some()
         {
-            self.table.waiters.fetch_sub(1, Ordering::Relaxed);
+            self.table.waiters.sub(1);
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Outcome counters. Cheap relaxed atomics on the hot path; a [`Metrics`]
-//! snapshot for readers.
+//! snapshot for readers; with the `metrics` feature, the same counters,
+//! gauges and latency histograms published through the `metrics` facade
+//! ([`PUBLISHED_METRICS`] lists them). The facade's handles are taken when a
+//! store opens, so a recorder (an exporter) must be installed before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,6 +49,9 @@ pub struct Metrics {
     /// ones the sweeper has not deleted yet. Kept up to date by the committer,
     /// not by scanning.
     pub live_records: u64,
+    /// Records in flight now (a gauge), expired ones included until the
+    /// sweep; kept up to date by the committer.
+    pub in_flight: u64,
     /// In-flight records of a dead process released at open
     /// (`Recovery::ReleaseAtOpen`).
     pub recovered_claims: u64,
@@ -71,77 +77,414 @@ pub struct Metrics {
     /// its next interval. A sweep whose commit failed also shows in
     /// `health`, like any failed commit.
     pub sweep_errors: u64,
+    /// `begin` answers taken from the replay cache (replays and mismatches
+    /// of completed keys, no read of the file).
+    pub replay_cache_hits: u64,
+    /// `begin` calls for keys that neither a claim of this process nor the
+    /// replay cache could answer, so the record was read from the file.
+    pub replay_cache_misses: u64,
 }
 
-/// The live counters behind [`Metrics`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub claims: AtomicU64,
-    pub replays: AtomicU64,
-    pub mismatches: AtomicU64,
-    pub in_progress: AtomicU64,
-    pub waits: AtomicU64,
-    pub takeovers: AtomicU64,
-    pub completions: AtomicU64,
-    pub releases: AtomicU64,
-    pub renewals: AtomicU64,
-    pub leases_lost: AtomicU64,
-    pub expired: AtomicU64,
-    pub removed: AtomicU64,
-    pub commits: AtomicU64,
-    pub committed_ops: AtomicU64,
-    pub live_records: AtomicU64,
-    pub recovered_claims: AtomicU64,
-    pub sweeps: AtomicU64,
-    pub last_sweep_unix_ms: AtomicU64,
-    pub last_sweep_micros: AtomicU64,
-    pub health: AtomicU64,
-    pub failed_commits: AtomicU64,
-    pub recoveries: AtomicU64,
-    pub sweep_errors: AtomicU64,
+/// Every name the `metrics` feature publishes through the `metrics` facade,
+/// as `(name, kind, what)`. Counters end in `_total` and match the
+/// [`Metrics`] field of the same name; times are in seconds.
+pub const PUBLISHED_METRICS: &[(&str, &str, &str)] = &[
+    (
+        "idemkv_claims_total",
+        "counter",
+        "begin answers of Claimed (takeovers included)",
+    ),
+    ("idemkv_replays_total", "counter", "begin answers of Replay"),
+    (
+        "idemkv_mismatches_total",
+        "counter",
+        "begin answers of Mismatch",
+    ),
+    (
+        "idemkv_in_progress_total",
+        "counter",
+        "begin answers of InProgress",
+    ),
+    (
+        "idemkv_waits_total",
+        "counter",
+        "begin_wait calls that parked",
+    ),
+    (
+        "idemkv_takeovers_total",
+        "counter",
+        "claims that took over an expired lease",
+    ),
+    (
+        "idemkv_completions_total",
+        "counter",
+        "successful completes",
+    ),
+    ("idemkv_releases_total", "counter", "successful releases"),
+    ("idemkv_renewals_total", "counter", "successful renewals"),
+    (
+        "idemkv_leases_lost_total",
+        "counter",
+        "holder calls refused with LeaseLost",
+    ),
+    (
+        "idemkv_expired_total",
+        "counter",
+        "records deleted after they expired",
+    ),
+    (
+        "idemkv_removed_total",
+        "counter",
+        "records deleted by remove",
+    ),
+    (
+        "idemkv_commits_total",
+        "counter",
+        "write transactions committed",
+    ),
+    (
+        "idemkv_committed_ops_total",
+        "counter",
+        "operations in committed write transactions",
+    ),
+    (
+        "idemkv_recovered_claims_total",
+        "counter",
+        "claims released at open (Recovery::ReleaseAtOpen)",
+    ),
+    ("idemkv_sweeps_total", "counter", "sweeps run"),
+    (
+        "idemkv_sweep_errors_total",
+        "counter",
+        "sweeps that stopped on an error",
+    ),
+    (
+        "idemkv_failed_commits_total",
+        "counter",
+        "commits that failed",
+    ),
+    (
+        "idemkv_recoveries_total",
+        "counter",
+        "reopens that healed the store after a failed commit",
+    ),
+    (
+        "idemkv_replay_cache_hits_total",
+        "counter",
+        "begin answers taken from the replay cache",
+    ),
+    (
+        "idemkv_replay_cache_misses_total",
+        "counter",
+        "begin calls the replay cache could not answer (a record read)",
+    ),
+    (
+        "idemkv_live_records",
+        "gauge",
+        "records in the file, in flight or completed",
+    ),
+    ("idemkv_in_flight", "gauge", "records in flight"),
+    (
+        "idemkv_waiters",
+        "gauge",
+        "begin_wait calls registered for a wake-up now",
+    ),
+    (
+        "idemkv_health",
+        "gauge",
+        "write path: 0 ok, 1 recovering, 2 failed",
+    ),
+    (
+        "idemkv_begin_seconds",
+        "histogram",
+        "begin latency, whatever the answer (a claim includes its commit)",
+    ),
+    (
+        "idemkv_commit_seconds",
+        "histogram",
+        "write transaction latency, commit and fsync included",
+    ),
+    (
+        "idemkv_commit_batch_size",
+        "histogram",
+        "operations per write transaction",
+    ),
+    ("idemkv_sweep_seconds", "histogram", "sweep duration"),
+];
+
+/// A counter: a relaxed atomic for [`Metrics`], and with the `metrics`
+/// feature the facade's counter of the same name.
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    published: ::metrics::Counter,
+}
+
+impl Count {
+    /// A counter published as `name` (one of [`PUBLISHED_METRICS`]).
+    pub fn named(name: &'static str) -> Count {
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+        Count {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            published: ::metrics::counter!(name),
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
 }
 
 /// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &Count) {
     add(counter, 1);
 }
 
-pub(crate) fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &Count, n: u64) {
+    counter.value.fetch_add(n, Ordering::Relaxed);
+    #[cfg(feature = "metrics")]
+    counter.published.increment(n);
+}
+
+/// A gauge: a relaxed atomic, and with the `metrics` feature the facade's
+/// gauge of the same name.
+#[derive(Debug)]
+pub(crate) struct Gauge {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    published: ::metrics::Gauge,
+}
+
+impl Gauge {
+    /// A gauge published as `name` (one of [`PUBLISHED_METRICS`]).
+    pub fn named(name: &'static str) -> Gauge {
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+        Gauge {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            published: ::metrics::gauge!(name),
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, n: u64) {
+        self.value.store(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.published.set(n as f64);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.published.increment(n as f64);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.published.decrement(n as f64);
+    }
+}
+
+/// Latency and size distributions: published as histograms with the
+/// `metrics` feature, nothing without it.
+#[derive(Debug)]
+pub(crate) struct Timings {
+    #[cfg(feature = "metrics")]
+    begin: ::metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    commit: ::metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    batch: ::metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    sweep: ::metrics::Histogram,
+}
+
+impl Default for Timings {
+    #[cfg(feature = "metrics")]
+    fn default() -> Timings {
+        Timings {
+            begin: ::metrics::histogram!("idemkv_begin_seconds"),
+            commit: ::metrics::histogram!("idemkv_commit_seconds"),
+            batch: ::metrics::histogram!("idemkv_commit_batch_size"),
+            sweep: ::metrics::histogram!("idemkv_sweep_seconds"),
+        }
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn default() -> Timings {
+        Timings {}
+    }
+}
+
+/// When a timed operation started: the time with the `metrics` feature,
+/// nothing (and no clock read) without it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Started(#[cfg(feature = "metrics")] std::time::Instant);
+
+/// Starts timing an operation.
+pub(crate) fn start() -> Started {
+    Started(
+        #[cfg(feature = "metrics")]
+        std::time::Instant::now(),
+    )
+}
+
+impl Timings {
+    /// A `begin` that started at `started` answered.
+    #[cfg(feature = "metrics")]
+    pub fn begin(&self, started: Started) {
+        self.begin.record(started.0.elapsed().as_secs_f64());
+    }
+
+    /// A `begin` answered (not timed without the `metrics` feature).
+    #[cfg(not(feature = "metrics"))]
+    pub fn begin(&self, _started: Started) {}
+
+    /// A write transaction of `batch` operations took `took`.
+    #[cfg(feature = "metrics")]
+    pub fn commit(&self, took: std::time::Duration, batch: usize) {
+        self.commit.record(took.as_secs_f64());
+        self.batch.record(batch as f64);
+    }
+
+    /// A write transaction finished (not recorded without the feature).
+    #[cfg(not(feature = "metrics"))]
+    pub fn commit(&self, _took: std::time::Duration, _batch: usize) {}
+
+    /// A sweep took `took`.
+    #[cfg(feature = "metrics")]
+    pub fn sweep(&self, took: std::time::Duration) {
+        self.sweep.record(took.as_secs_f64());
+    }
+
+    /// A sweep finished (not recorded without the feature).
+    #[cfg(not(feature = "metrics"))]
+    pub fn sweep(&self, _took: std::time::Duration) {}
+}
+
+/// The live counters behind [`Metrics`] (the lock table keeps the waiters
+/// gauge and the replay cache's counters).
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub claims: Count,
+    pub replays: Count,
+    pub mismatches: Count,
+    pub in_progress: Count,
+    pub waits: Count,
+    pub takeovers: Count,
+    pub completions: Count,
+    pub releases: Count,
+    pub renewals: Count,
+    pub leases_lost: Count,
+    pub expired: Count,
+    pub removed: Count,
+    pub commits: Count,
+    pub committed_ops: Count,
+    pub recovered_claims: Count,
+    pub sweeps: Count,
+    pub failed_commits: Count,
+    pub recoveries: Count,
+    pub sweep_errors: Count,
+    pub live_records: Gauge,
+    pub in_flight: Gauge,
+    pub health: Gauge,
+    pub last_sweep_unix_ms: AtomicU64,
+    pub last_sweep_micros: AtomicU64,
+    pub timings: Timings,
+}
+
+/// Gives the recorder each published metric's description (its `# HELP`
+/// line in Prometheus).
+#[cfg(feature = "metrics")]
+fn describe() {
+    for (name, kind, what) in PUBLISHED_METRICS {
+        match *kind {
+            "counter" => ::metrics::describe_counter!(*name, *what),
+            "gauge" => ::metrics::describe_gauge!(*name, *what),
+            _ => ::metrics::describe_histogram!(*name, *what),
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        #[cfg(feature = "metrics")]
+        describe();
+        Counters {
+            claims: Count::named("idemkv_claims_total"),
+            replays: Count::named("idemkv_replays_total"),
+            mismatches: Count::named("idemkv_mismatches_total"),
+            in_progress: Count::named("idemkv_in_progress_total"),
+            waits: Count::named("idemkv_waits_total"),
+            takeovers: Count::named("idemkv_takeovers_total"),
+            completions: Count::named("idemkv_completions_total"),
+            releases: Count::named("idemkv_releases_total"),
+            renewals: Count::named("idemkv_renewals_total"),
+            leases_lost: Count::named("idemkv_leases_lost_total"),
+            expired: Count::named("idemkv_expired_total"),
+            removed: Count::named("idemkv_removed_total"),
+            commits: Count::named("idemkv_commits_total"),
+            committed_ops: Count::named("idemkv_committed_ops_total"),
+            recovered_claims: Count::named("idemkv_recovered_claims_total"),
+            sweeps: Count::named("idemkv_sweeps_total"),
+            failed_commits: Count::named("idemkv_failed_commits_total"),
+            recoveries: Count::named("idemkv_recoveries_total"),
+            sweep_errors: Count::named("idemkv_sweep_errors_total"),
+            live_records: Gauge::named("idemkv_live_records"),
+            in_flight: Gauge::named("idemkv_in_flight"),
+            health: Gauge::named("idemkv_health"),
+            last_sweep_unix_ms: AtomicU64::new(0),
+            last_sweep_micros: AtomicU64::new(0),
+            timings: Timings::default(),
+        }
+    }
 }
 
 impl Counters {
     pub fn snapshot(&self) -> Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
-            claims: get(&self.claims),
-            replays: get(&self.replays),
-            mismatches: get(&self.mismatches),
-            in_progress: get(&self.in_progress),
-            waits: get(&self.waits),
-            takeovers: get(&self.takeovers),
-            completions: get(&self.completions),
-            releases: get(&self.releases),
-            renewals: get(&self.renewals),
-            leases_lost: get(&self.leases_lost),
-            expired: get(&self.expired),
-            removed: get(&self.removed),
-            commits: get(&self.commits),
-            committed_ops: get(&self.committed_ops),
-            live_records: get(&self.live_records),
-            recovered_claims: get(&self.recovered_claims),
-            sweeps: get(&self.sweeps),
+            claims: self.claims.get(),
+            replays: self.replays.get(),
+            mismatches: self.mismatches.get(),
+            in_progress: self.in_progress.get(),
+            waits: self.waits.get(),
+            takeovers: self.takeovers.get(),
+            completions: self.completions.get(),
+            releases: self.releases.get(),
+            renewals: self.renewals.get(),
+            leases_lost: self.leases_lost.get(),
+            expired: self.expired.get(),
+            removed: self.removed.get(),
+            commits: self.commits.get(),
+            committed_ops: self.committed_ops.get(),
+            live_records: self.live_records.get(),
+            in_flight: self.in_flight.get(),
+            recovered_claims: self.recovered_claims.get(),
+            sweeps: self.sweeps.get(),
             last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
             last_sweep_micros: get(&self.last_sweep_micros),
+            // The lock table's own (Store::metrics fills them in).
             waiters: 0,
-            health: get(&self.health),
-            failed_commits: get(&self.failed_commits),
-            recoveries: get(&self.recoveries),
-            sweep_errors: get(&self.sweep_errors),
+            health: self.health.get(),
+            failed_commits: self.failed_commits.get(),
+            recoveries: self.recoveries.get(),
+            sweep_errors: self.sweep_errors.get(),
+            replay_cache_hits: 0,
+            replay_cache_misses: 0,
         }
     }
 
     pub fn set_live_records(&self, n: u64) {
-        self.live_records.store(n, Ordering::Relaxed);
+        self.live_records.set(n);
     }
 }

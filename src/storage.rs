@@ -99,7 +99,7 @@ pub(crate) fn open_error(err: redb::DatabaseError, path: &Path) -> Error {
 }
 
 /// What opening found in the file.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Opened {
     /// No fencing token above it has been issued.
     pub token_ceiling: u64,
@@ -108,9 +108,7 @@ pub(crate) struct Opened {
     /// In-flight records released by `Recovery::ReleaseAtOpen`.
     pub released: u64,
     /// In-flight records kept (claims of a process that stopped, or of this
-    /// one before a reopen): they keep their leases. Reported in the open
-    /// event.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    /// one before a reopen): they keep their leases.
     pub in_flight: u64,
 }
 
@@ -230,6 +228,8 @@ pub(crate) struct WriteTables<'t> {
     /// Records added and deleted in this transaction.
     added: u64,
     deleted: u64,
+    /// How the number of in-flight records changed in this transaction.
+    in_flight_change: i64,
 }
 
 impl<'t> WriteTables<'t> {
@@ -240,6 +240,7 @@ impl<'t> WriteTables<'t> {
             expiry: txn.open_table(EXPIRY)?,
             added: 0,
             deleted: 0,
+            in_flight_change: 0,
         })
     }
 
@@ -251,6 +252,11 @@ impl<'t> WriteTables<'t> {
     /// Records in flight.
     pub fn in_flight_len(&self) -> Result<u64> {
         Ok(self.inflight.len()?)
+    }
+
+    /// How the number of in-flight records changed through this handle.
+    pub fn in_flight_change(&self) -> i64 {
+        self.in_flight_change
     }
 
     /// Records added and deleted through this handle so far.
@@ -291,6 +297,8 @@ impl<'t> WriteTables<'t> {
         if old.is_some_and(|old| old.in_flight != in_flight) {
             other.remove(hash)?;
         }
+        let was_in_flight = old.is_some_and(|old| old.in_flight);
+        self.in_flight_change += i64::from(in_flight) - i64::from(was_in_flight);
         Ok(())
     }
 
@@ -309,13 +317,16 @@ impl<'t> WriteTables<'t> {
                 };
                 if table.remove(hash)?.is_some() {
                     self.deleted += 1;
+                    self.in_flight_change -= i64::from(old.in_flight);
                 }
             }
             None => {
-                for table in [&mut self.records, &mut self.inflight] {
-                    if table.remove(hash)?.is_some() {
-                        self.deleted += 1;
-                    }
+                if self.records.remove(hash)?.is_some() {
+                    self.deleted += 1;
+                }
+                if self.inflight.remove(hash)?.is_some() {
+                    self.deleted += 1;
+                    self.in_flight_change -= 1;
                 }
                 // The record could not be read, so its expiry time is
                 // unknown: find its index entries by walking the index. Only
@@ -360,7 +371,7 @@ impl<'t> WriteTables<'t> {
         let mut deleted = 0;
         for (expires_at_ms, hash) in &due {
             self.expiry.remove((*expires_at_ms, hash))?;
-            for table in [&mut self.records, &mut self.inflight] {
+            for (table, in_flight) in [(&mut self.records, false), (&mut self.inflight, true)] {
                 let verdict = match table.get(hash)? {
                     Some(bytes) => match codec::decode_record(bytes.value()) {
                         Ok(record) => record.expires_at_ms == *expires_at_ms,
@@ -373,6 +384,7 @@ impl<'t> WriteTables<'t> {
                 if verdict {
                     table.remove(hash)?;
                     deleted += 1;
+                    self.in_flight_change -= i64::from(in_flight);
                 }
             }
         }
@@ -398,6 +410,7 @@ impl<'t> WriteTables<'t> {
             self.inflight.remove(hash)?;
         }
         self.deleted += doomed.len() as u64;
+        self.in_flight_change -= doomed.len() as i64;
         Ok(doomed.len() as u64)
     }
 }

@@ -18,7 +18,7 @@ use crate::inspect::{self, ScanFilter, Stats};
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::event;
-use crate::metrics::{Counters, Metrics, add, bump};
+use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
 use crate::response::StoredResponse;
@@ -176,8 +176,7 @@ impl Store {
             Arc::clone(&time),
             Arc::clone(&counters),
             Arc::clone(&health),
-            opened.token_ceiling,
-            opened.live_records,
+            &opened,
         )?;
         let sweeper = Sweeper::start(
             committer.submitter()?.clone(),
@@ -244,6 +243,7 @@ impl Store {
     /// As [`begin`](Self::begin), and [`Error::InvalidConfig`] for a zero
     /// lease or retention.
     pub fn begin_with(&self, key: &Key, fingerprint: Fingerprint, terms: Terms) -> Result<Begin> {
+        let started = metrics::start();
         let terms = self.claim_terms(terms)?;
         let answer = match self.decide_step(key, fingerprint, terms, None)? {
             Step::Answered(answer) => answer,
@@ -252,6 +252,7 @@ impl Store {
             }
         };
         self.count(&answer);
+        self.inner.counters.timings.begin(started);
         Ok(answer)
     }
 
@@ -273,9 +274,11 @@ impl Store {
         fingerprint: Fingerprint,
         terms: Terms,
     ) -> Result<Begin> {
+        let started = metrics::start();
         let terms = self.claim_terms(terms)?;
         let answer = self.begin_step(key, fingerprint, terms, None).await?;
         self.count(&answer);
+        self.inner.counters.timings.begin(started);
         Ok(answer)
     }
 
@@ -876,6 +879,8 @@ impl Store {
     pub fn metrics(&self) -> Metrics {
         let mut metrics = self.inner.counters.snapshot();
         metrics.waiters = self.inner.locks.waiters();
+        metrics.replay_cache_hits = self.inner.locks.cache_hits.get();
+        metrics.replay_cache_misses = self.inner.locks.cache_misses.get();
         metrics
     }
 

@@ -57,6 +57,7 @@ pub(crate) fn sweep(
         }
     };
     bump(&counters.sweeps);
+    counters.timings.sweep(started.elapsed());
     match &result {
         Ok(0) => {}
         Ok(_deleted) => event!(

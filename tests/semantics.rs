@@ -182,3 +182,52 @@ fn replays_are_identical_with_and_without_the_cache() -> TestResult {
     }
     Ok(())
 }
+
+/// The in-flight gauge follows every write that adds or removes a claim,
+/// and the replay cache counts its hits and the lookups it could not
+/// answer.
+#[test]
+fn the_in_flight_gauge_and_the_cache_counters_follow_the_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("gauges.redb");
+    let (config, clock) = manual_config();
+    let store = Store::open(&path, config.clone())?;
+    let in_flight = |store: &Store| store.metrics().in_flight;
+    let a = claimed(store.begin(&key("a"), fp("a"))?);
+    let b = claimed(store.begin(&key("b"), fp("a"))?);
+    let c = claimed(store.begin(&key("c"), fp("a"))?);
+    drop(claimed(store.begin(&key("d"), fp("a"))?));
+    assert_eq!(in_flight(&store), 4);
+    store.complete(a, response("a"))?;
+    store.release(b)?;
+    store.renew(&c)?;
+    assert_eq!(in_flight(&store), 2);
+    assert!(store.remove(&key("c"))?);
+    assert_eq!(in_flight(&store), 1);
+    // The dropped claim expires one retention after its lease, and the
+    // sweep takes it.
+    clock.advance(LEASE + RETENTION);
+    store.sweep_expired()?;
+    assert_eq!(in_flight(&store), 0);
+    drop(claimed(store.begin(&key("e"), fp("a"))?));
+    drop(c);
+    store.close()?;
+    // A reopened store counts what the file holds.
+    let store = Store::open(&path, config)?;
+    assert_eq!(in_flight(&store), 1);
+
+    let done = key("cached");
+    store.complete(claimed(store.begin(&done, fp("a"))?), response("x"))?;
+    let before = store.metrics();
+    replayed(store.begin(&done, fp("a"))?);
+    mismatch(store.begin(&done, fp("b"))?);
+    let after = store.metrics();
+    assert_eq!(after.replay_cache_hits - before.replay_cache_hits, 2);
+    assert_eq!(after.replay_cache_misses, before.replay_cache_misses);
+    drop(claimed(store.begin(&key("new"), fp("a"))?));
+    assert_eq!(
+        store.metrics().replay_cache_misses,
+        after.replay_cache_misses + 1
+    );
+    Ok(())
+}

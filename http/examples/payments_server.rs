@@ -7,7 +7,9 @@
 //! - `POST /v1/charges` with `{"amount": 1200, "currency": "eur"}` performs a
 //!   simulated charge (about 50 ms) and answers 201 with a charge id;
 //! - `GET /v1/charges/count` says how many charges really ran;
-//! - `GET /metrics` gives the store's metrics in Prometheus text format.
+//! - `GET /metrics` gives the store's metrics in Prometheus text format
+//!   (counters, gauges and latency summaries, through the `metrics` facade
+//!   and metrics-exporter-prometheus; docs/grafana/idemkv.json charts them).
 //!
 //! With `--admin`, the operator's view of the store, as `idemkv` (the command
 //! line) gives of a file no process holds (see docs/operations.md); these
@@ -38,12 +40,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use idemkv::{Config, Key, Record, RecordStateFilter, ScanFilter, Store};
 use idemkv_http::{IdempotencyLayer, credential_scope};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 
 #[derive(Clone)]
 struct App {
     store: Store,
     charges: Arc<AtomicU64>,
+    prometheus: PrometheusHandle,
 }
 
 #[derive(Deserialize)]
@@ -73,39 +77,11 @@ async fn count(State(app): State<App>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "charges_executed": app.charges.load(Ordering::SeqCst) }))
 }
 
+/// The store's counters, gauges and latency histograms (published through
+/// the `metrics` facade by idemkv's `metrics` feature), rendered by the
+/// Prometheus exporter.
 async fn metrics(State(app): State<App>) -> String {
-    let m = app.store.metrics();
-    let mut out = String::new();
-    for (name, help, value) in [
-        ("claims", "begin answers of Claimed", m.claims),
-        ("replays", "begin answers of Replay", m.replays),
-        ("mismatches", "begin answers of Mismatch", m.mismatches),
-        ("in_progress", "begin answers of InProgress", m.in_progress),
-        ("waits", "begin_wait calls that parked", m.waits),
-        (
-            "takeovers",
-            "claims that took over an expired lease",
-            m.takeovers,
-        ),
-        ("completions", "successful completes", m.completions),
-        ("releases", "successful releases", m.releases),
-        ("expired", "records deleted after expiry", m.expired),
-        ("commits", "write transactions", m.commits),
-        (
-            "committed_ops",
-            "operations in write transactions",
-            m.committed_ops,
-        ),
-    ] {
-        out.push_str(&format!(
-            "# HELP idemkv_{name}_total {help}\n# TYPE idemkv_{name}_total counter\nidemkv_{name}_total {value}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "# HELP idemkv_live_records records in the store file\n# TYPE idemkv_live_records gauge\nidemkv_live_records {}\n",
-        m.live_records
-    ));
-    out
+    app.prometheus.render()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -259,10 +235,13 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listen = arg("--listen", "127.0.0.1:3000");
     let db = arg("--db", "./payments.redb");
+    // The recorder first: the store takes its metric handles when it opens.
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
     let store = Store::open(&db, Config::default())?;
     let app = App {
         store: store.clone(),
         charges: Arc::new(AtomicU64::new(0)),
+        prometheus,
     };
     let idempotency = IdempotencyLayer::new(store).scope_with(|parts| {
         // Hashed: the scope is stored in every record, a credential should not be.

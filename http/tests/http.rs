@@ -859,7 +859,10 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
     let anonymous = (0..3)
         .map(|i| request(&format!("k{i}"), None))
         .collect::<Result<_, _>>()?;
-    assert_eq!(warnings_for(layer()?, anonymous)?, vec![tracing::Level::WARN]);
+    assert_eq!(
+        warnings_for(layer()?, anonymous)?,
+        vec![tracing::Level::WARN]
+    );
 
     let signed = (0..3)
         .map(|i| request(&format!("k{i}"), Some("Bearer alice")))
@@ -957,4 +960,71 @@ fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
         "{fields}"
     );
     Ok(())
+}
+
+/// The Grafana dashboard in docs/ loads (it is a dashboard's JSON model:
+/// panels with titles, types and targets on the Prometheus datasource
+/// variable), and every metric it queries is one the store publishes.
+#[test]
+fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/idemkv.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    assert!(dashboard["title"].is_string() && dashboard["uid"].is_string());
+    let panels = dashboard["panels"].as_array().ok_or("no panels")?;
+    assert!(!panels.is_empty());
+    let published: std::collections::HashMap<&str, &str> = idemkv::PUBLISHED_METRICS
+        .iter()
+        .map(|(name, kind, _)| (*name, *kind))
+        .collect();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().ok_or("a panel without a title")?;
+        assert!(panel["type"].is_string(), "{title}");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"]
+            .as_array()
+            .ok_or("a panel without targets")?;
+        assert!(!targets.is_empty(), "{title}");
+        for target in targets {
+            let expr = target["expr"].as_str().ok_or("a target without expr")?;
+            for name in metric_names(expr) {
+                // Histograms render as summaries: NAME{quantile=..}, NAME_sum, NAME_count.
+                let base = ["_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| published.get(base) == Some(&"histogram"))
+                    .unwrap_or(&name);
+                assert!(
+                    published.contains_key(base),
+                    "panel {title:?} queries {name}, which idemkv does not publish"
+                );
+                queried.insert(base.to_string());
+            }
+        }
+    }
+    // And it shows every one of them.
+    for (name, _, _) in idemkv::PUBLISHED_METRICS {
+        assert!(
+            queried.contains(*name),
+            "the dashboard does not show {name}"
+        );
+    }
+    Ok(())
+}
+
+/// The `idemkv_...` identifiers in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = expr[i..].find("idemkv_") {
+        let start = i + offset;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.push(expr[start..end].to_string());
+        i = end;
+    }
+    names
 }
