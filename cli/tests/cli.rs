@@ -289,6 +289,24 @@ fn sweep_verify_and_compact() -> TestResult {
 }
 
 #[test]
+fn unknown_states_and_durations_are_refused_with_the_accepted_values() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = populated(dir.path())?;
+    let file = path.to_str().ok_or("path")?;
+    let state = idemkv(&["list", file, "--state", "done"], b"")?;
+    assert_eq!(state.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&state.stderr);
+    assert!(
+        message.contains("in-flight") && message.contains("completed"),
+        "{message}"
+    );
+    let duration = idemkv(&["stuck", file, "--older-than", "soon"], b"")?;
+    assert_eq!(duration.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&duration.stderr).contains("--older-than"));
+    Ok(())
+}
+
+#[test]
 fn missing_foreign_and_held_files_are_one_clear_line() -> TestResult {
     let dir = tempfile::tempdir()?;
     let missing = dir.path().join("missing.redb");
@@ -311,6 +329,21 @@ fn missing_foreign_and_held_files_are_one_clear_line() -> TestResult {
     let out = idemkv(&["stats", foreign.to_str().ok_or("path")?], b"")?;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+
+    let future = dir.path().join("future.redb");
+    Store::open(&future, Config::default())?.close()?;
+    {
+        let db = redb::Database::open(&future)?;
+        let txn = db.begin_write()?;
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))?
+            .insert("format_version", 99)?;
+        txn.commit()?;
+    }
+    let out = idemkv(&["list", future.to_str().ok_or("path")?], b"")?;
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("upgrade idemkv"), "{message}");
+    assert_eq!(message.lines().count(), 1);
 
     let held = dir.path().join("held.redb");
     let store = Store::open(&held, Config::default())?;
