@@ -29,3 +29,27 @@ macro_rules! event {
 }
 
 pub(crate) use event;
+
+/// Enters a span (`$level` is `info_span`, `debug_span`, ...), target
+/// `idemkv`, until the returned guard drops; a guard that does nothing
+/// without the feature.
+#[cfg(feature = "tracing")]
+macro_rules! span {
+    ($level:ident, $($arg:tt)+) => {
+        tracing::$level!(target: "idemkv", $($arg)+).entered()
+    };
+}
+
+/// Compiled away: the `tracing` feature is off.
+#[cfg(not(feature = "tracing"))]
+macro_rules! span {
+    ($level:ident, $($arg:tt)+) => {
+        $crate::log::NoSpan
+    };
+}
+
+/// What [`span!`] gives without the `tracing` feature.
+#[cfg(not(feature = "tracing"))]
+pub(crate) struct NoSpan;
+
+pub(crate) use span;

@@ -17,7 +17,7 @@ use crate::health::{Health, HealthCell};
 use crate::inspect::{self, ScanFilter, Stats};
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
-use crate::log::event;
+use crate::log::{event, span};
 use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
@@ -147,6 +147,7 @@ impl Store {
 
     fn start(source: Source, config: Config) -> Result<Store> {
         config.validate()?;
+        let _open = span!(info_span, "idemkv.open", path = %source.path().display());
         #[cfg(feature = "tracing")]
         let started = Instant::now();
         let (engine, opened) = Engine::open(

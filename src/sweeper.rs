@@ -18,7 +18,7 @@ use crate::committer::{Submitter, Swept};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::log::event;
+use crate::log::{event, span};
 use crate::metrics::{Counters, add, bump};
 use crate::storage;
 
@@ -37,6 +37,7 @@ pub(crate) fn sweep(
     counters: &Counters,
     stop: impl Fn() -> bool,
 ) -> Result<u64> {
+    let _sweep = span!(debug_span, "idemkv.sweep");
     let started = Instant::now();
     let mut total = 0;
     let result = loop {

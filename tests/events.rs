@@ -61,7 +61,18 @@ impl Subscriber for Capture {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        // Spans are kept as entries too, their text starting with the name.
+        let mut fields = Fields(format!("span {} ", span.metadata().name()));
+        span.record(&mut fields);
+        events()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Captured {
+                level: *span.metadata().level(),
+                target: span.metadata().target().to_string(),
+                text: fields.0,
+            });
         Id::from_u64(1)
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
@@ -104,6 +115,8 @@ fn opening_reports_what_it_found() -> TestResult {
     );
     assert!(reopened.text.contains("in_flight=2"), "{reopened:?}");
     assert!(reopened.text.contains("records=2"), "{reopened:?}");
+    let spans = captured(|e| e.text.starts_with("span idemkv.open") && e.text.contains(&path_text));
+    assert_eq!(spans.len(), 2, "one open span per open: {spans:?}");
     Ok(())
 }
 
