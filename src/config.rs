@@ -368,6 +368,23 @@ impl Terms {
         self.retention = Some(retention);
         self
     }
+
+    /// The lease and retention these terms give a claim on a backend whose
+    /// own are `lease` and `retention` (for backends of other crates).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if either is under 1 ms.
+    pub fn resolve(&self, lease: Duration, retention: Duration) -> Result<(Duration, Duration)> {
+        let lease = self.lease.unwrap_or(lease);
+        let retention = self.retention.unwrap_or(retention);
+        if lease < Duration::from_millis(1) || retention < Duration::from_millis(1) {
+            return Err(Error::InvalidConfig(
+                "a claim's lease and retention must be at least 1 ms each".into(),
+            ));
+        }
+        Ok((lease, retention))
+    }
 }
 
 /// A claim's lease and retention in milliseconds, resolved against the
@@ -381,16 +398,10 @@ pub(crate) struct ClaimTerms {
 impl Config {
     /// The terms of a claim: `terms` where set, the config's values otherwise.
     pub(crate) fn claim_terms(&self, terms: Terms) -> Result<ClaimTerms> {
-        let lease_ms = duration_millis(terms.lease.unwrap_or(self.lease));
-        let retention_ms = duration_millis(terms.retention.unwrap_or(self.retention));
-        if lease_ms == 0 || retention_ms == 0 {
-            return Err(Error::InvalidConfig(
-                "a claim's lease and retention must be at least 1 ms each".into(),
-            ));
-        }
+        let (lease, retention) = terms.resolve(self.lease, self.retention)?;
         Ok(ClaimTerms {
-            lease_ms,
-            retention_ms,
+            lease_ms: duration_millis(lease),
+            retention_ms: duration_millis(retention),
         })
     }
 }

@@ -127,6 +127,14 @@ pub enum Error {
         key: String,
     },
 
+    /// A backend over a database could not complete the call: the server is
+    /// unreachable, a connection broke, or a statement failed. As with a
+    /// failed commit, a write may or may not have been applied: retrying the
+    /// same call is safe (a claim retried answers `InProgress` if the first
+    /// landed, never a second claim).
+    #[error("the database behind the store failed: {0}; check that it is reachable, then retry")]
+    Unavailable(#[source] StorageError),
+
     /// A `Config` value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -167,6 +175,16 @@ impl StorageError {
     /// (`StorageFull` for a full disk, for example).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         self.io_kind
+    }
+}
+
+impl StorageError {
+    /// A storage failure of a backend of another crate (a database
+    /// client's error), as `Error::Storage(StorageError::new(err))`.
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        let cause = cause.into();
+        let io_kind = cause.downcast_ref::<std::io::Error>().map(|io| io.kind());
+        StorageError { cause, io_kind }
     }
 }
 

@@ -1,0 +1,506 @@
+//! [`PgBackend`]: the [`Backend`] trait over the shared table.
+//!
+//! Every operation is one statement (a `begin` that claims is two: a read,
+//! then the atomic claim), each in its own implicit transaction, so a
+//! connection is never held between statements. The rules are those of the
+//! embedded store, decided by the database:
+//! - a claim is one `INSERT … ON CONFLICT … DO UPDATE … WHERE` that succeeds
+//!   only on a free key, an expired record, or an in-flight record past its
+//!   lease with the same fingerprint (a takeover); the token comes from one
+//!   sequence, so it is larger than any earlier token;
+//! - holder calls match the row by key and token, in flight and unexpired:
+//!   zero rows matched is `LeaseLost`;
+//! - every time is the database's (`<table>_now()`, which is `now()`), so
+//!   replicas with skewed clocks agree on every lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use idemkv::{
+    Backend, Begin, ClaimInfo, CompleteError, Error, Fingerprint, Key, Metrics, Record,
+    RecordParts, RecordState, Result, StorageError, StoredResponse, Terms,
+};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::claim::PgClaim;
+use crate::config::PgConfig;
+use crate::schema::{Names, Statements, migrate};
+
+/// The idempotency store on a shared PostgreSQL database: the same answers
+/// as the embedded store, agreed on by every replica that connects to the
+/// same table. Cheap to clone (a pool behind an `Arc`).
+#[derive(Clone, Debug)]
+pub struct PgBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    config: PgConfig,
+    names: Names,
+    sql: Statements,
+    counters: Counters,
+}
+
+/// The outcome counters of this replica (each replica counts its own).
+#[derive(Debug, Default)]
+struct Counters {
+    claims: AtomicU64,
+    replays: AtomicU64,
+    mismatches: AtomicU64,
+    in_progress: AtomicU64,
+    waits: AtomicU64,
+    takeovers: AtomicU64,
+    completions: AtomicU64,
+    releases: AtomicU64,
+    renewals: AtomicU64,
+    leases_lost: AtomicU64,
+    expired: AtomicU64,
+    removed: AtomicU64,
+    sweeps: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A database error as `Error::Unavailable`, with the server's own message
+/// (a `tokio_postgres::Error` displays only "db error").
+pub(crate) fn db_error(err: impl std::error::Error + Send + Sync + 'static) -> Error {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Unavailable(StorageError::new(message))
+}
+
+/// How many times `begin` re-reads a key whose record changed between its
+/// read and its claim before it reports the contention.
+const CLAIM_ATTEMPTS: usize = 16;
+
+impl PgBackend {
+    /// Connects to `url` (`postgres://user@host/db` or `host=… dbname=…`),
+    /// creates the schema if missing ([`migrate`](Self::migrate)) and checks
+    /// its version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a bad URL or setting, or a table of a
+    /// newer schema version; [`Error::Unavailable`] when the database cannot
+    /// be reached.
+    pub async fn connect(url: &str, config: PgConfig) -> Result<PgBackend> {
+        config.validate()?;
+        let pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|err| Error::InvalidConfig(format!("database URL: {err}")))?;
+        let manager = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(|err| Error::InvalidConfig(format!("connection pool: {err}")))?;
+        let names = Names::of(&config);
+        let sql = Statements::of(&names);
+        let backend = PgBackend {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                names,
+                sql,
+                counters: Counters::default(),
+            }),
+        };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    /// Creates the schema, table, index, sequence and clock function if
+    /// missing, under an advisory lock (replicas may start together).
+    /// `connect` calls it; it is safe to call again.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        migrate(&mut client, &self.inner.names).await
+    }
+
+    /// The qualified name of the records table, as SQL (`"schema"."table"`).
+    pub fn table(&self) -> &str {
+        &self.inner.names.table
+    }
+
+    /// The qualified name of the clock function every statement reads the
+    /// time from (`"schema"."table_now"()`).
+    pub fn clock_function(&self) -> &str {
+        &self.inner.names.now
+    }
+
+    /// Deletes every expired record, `sweep_batch` rows per statement, and
+    /// returns how many. Replicas may sweep at once: rows another sweep has
+    /// locked are skipped, never deleted twice.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] for a database error; rows deleted by earlier
+    /// statements stay deleted.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        let batch = self.inner.config.sweep_batch as i64;
+        let mut total = 0;
+        loop {
+            let client = self.client().await?;
+            let deleted = client
+                .execute(&self.inner.sql.sweep, &[&batch])
+                .await
+                .map_err(db_error)?;
+            total += deleted;
+            self.inner
+                .counters
+                .expired
+                .fetch_add(deleted, Ordering::Relaxed);
+            if deleted < batch as u64 {
+                break;
+            }
+        }
+        bump(&self.inner.counters.sweeps);
+        Ok(total)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.inner.pool.get().await.map_err(db_error)
+    }
+
+    /// One attempt: answers from the live record if it decides, else
+    /// claims. Counts nothing (`begin` and `begin_wait` count their final
+    /// answer).
+    async fn attempt(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        lease: Duration,
+        retention: Duration,
+    ) -> Result<Begin<PgClaim>> {
+        let client = self.client().await?;
+        let (scope, idem) = (key.scope(), key.idempotency_key());
+        let fp: &[u8] = fingerprint.as_bytes();
+        let (lease_ms, retention_ms) = (millis(lease), millis(retention));
+        for _ in 0..CLAIM_ATTEMPTS {
+            let row = client
+                .query_opt(&self.inner.sql.look, &[&scope, &idem])
+                .await
+                .map_err(db_error)?;
+            if let Some(row) = row
+                && let Some(answer) = answer_from(&row, fp)?
+            {
+                return Ok(answer);
+            }
+            let claimed = client
+                .query_opt(
+                    &self.inner.sql.claim,
+                    &[&scope, &idem, &fp, &lease_ms, &retention_ms],
+                )
+                .await
+                .map_err(db_error)?;
+            if let Some(row) = claimed {
+                return Ok(Begin::Claimed(PgClaim {
+                    key: key.clone(),
+                    fingerprint,
+                    token: row.get(0),
+                    takeover: row.get(1),
+                    lease,
+                    retention,
+                }));
+            }
+            // Another attempt claimed or completed the key between the read
+            // and the claim: read again.
+        }
+        Err(db_error(std::io::Error::other(format!(
+            "{key} changed under {CLAIM_ATTEMPTS} attempts in a row to claim it; retry"
+        ))))
+    }
+
+    fn terms(&self, terms: Terms) -> Result<(Duration, Duration)> {
+        terms.resolve(self.inner.config.lease, self.inner.config.retention)
+    }
+
+    fn count(&self, answer: &Begin<PgClaim>) {
+        let c = &self.inner.counters;
+        match answer {
+            Begin::Claimed(claim) => {
+                bump(&c.claims);
+                if claim.takeover {
+                    bump(&c.takeovers);
+                }
+            }
+            Begin::Replay(_) => bump(&c.replays),
+            Begin::InProgress { .. } => bump(&c.in_progress),
+            Begin::Mismatch => bump(&c.mismatches),
+        }
+    }
+
+    /// Runs a holder statement on the claim's row; zero rows is `LeaseLost`.
+    async fn fenced(&self, sql: &str, claim: &PgClaim, more: &[&(dyn ToSql + Sync)]) -> Result<()> {
+        let client = self.client().await?;
+        let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&scope, &idem, &claim.token];
+        params.extend_from_slice(more);
+        let rows = client.execute(sql, &params).await.map_err(db_error)?;
+        if rows == 0 {
+            bump(&self.inner.counters.leases_lost);
+            return Err(Error::LeaseLost);
+        }
+        Ok(())
+    }
+}
+
+/// The answer a live record gives an attempt with fingerprint `fp`, or
+/// `None` when the attempt may claim (an in-flight record of the same
+/// fingerprint whose lease has ended).
+fn answer_from(row: &Row, fp: &[u8]) -> Result<Option<Begin<PgClaim>>> {
+    let stored: &[u8] = row.get(0);
+    if stored != fp {
+        return Ok(Some(Begin::Mismatch));
+    }
+    let in_flight: bool = row.get(1);
+    if in_flight {
+        let left_ms: Option<i64> = row.get(2);
+        return Ok(match left_ms {
+            Some(left) if left > 0 => Some(Begin::InProgress {
+                retry_after: Duration::from_millis(left as u64),
+            }),
+            _ => None,
+        });
+    }
+    Ok(Some(Begin::Replay(response_from(row, 3)?)))
+}
+
+/// The stored response in columns `first..first + 4` (status, header names,
+/// header values, body).
+fn response_from(row: &Row, first: usize) -> Result<StoredResponse> {
+    let status: Option<i32> = row.get(first);
+    let names: Option<Vec<String>> = row.get(first + 1);
+    let values: Option<Vec<Vec<u8>>> = row.get(first + 2);
+    let body: Option<Vec<u8>> = row.get(first + 3);
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| Error::Corrupted {
+            detail: "a completed row has no valid status".into(),
+        })?;
+    let (names, values) = (names.unwrap_or_default(), values.unwrap_or_default());
+    if names.len() != values.len() {
+        return Err(Error::Corrupted {
+            detail: "a completed row has header names and values of different lengths".into(),
+        });
+    }
+    let mut response = StoredResponse::new(status, body.unwrap_or_default());
+    for (name, value) in names.into_iter().zip(values) {
+        response = response.with_header(name, value);
+    }
+    Ok(response)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Backend for PgBackend {
+    type Claim = PgClaim;
+
+    async fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: Terms,
+    ) -> Result<Begin<PgClaim>> {
+        let (lease, retention) = self.terms(terms)?;
+        let answer = self.attempt(key, fingerprint, lease, retention).await?;
+        self.count(&answer);
+        Ok(answer)
+    }
+
+    async fn begin_wait(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+        terms: Terms,
+    ) -> Result<Begin<PgClaim>> {
+        let (lease, retention) = self.terms(terms)?;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let mut pause = self.inner.config.poll_min;
+        let mut waited = false;
+        loop {
+            let answer = self.attempt(key, fingerprint, lease, retention).await?;
+            let Begin::InProgress { retry_after } = answer else {
+                self.count(&answer);
+                return Ok(answer);
+            };
+            let now = tokio::time::Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                self.count(&answer);
+                return Ok(answer);
+            }
+            if !waited {
+                waited = true;
+                bump(&self.inner.counters.waits);
+            }
+            // Polling: the holder may finish on another replica, which no
+            // in-process wake-up would see.
+            tokio::time::sleep(pause.min(retry_after).min(left)).await;
+            pause = (pause * 2).min(self.inner.config.poll_max);
+        }
+    }
+
+    async fn complete(
+        &self,
+        claim: PgClaim,
+        response: StoredResponse,
+    ) -> Result<(), CompleteError<PgClaim>> {
+        let (size, limit) = (response.stored_len(), self.inner.config.max_response_bytes);
+        if size > limit {
+            return Err(CompleteError::refused(
+                Error::ResponseTooLarge { size, limit },
+                claim,
+            ));
+        }
+        let status = i32::from(response.status());
+        let names: Vec<&str> = response.headers().iter().map(|(n, _)| n.as_str()).collect();
+        let values: Vec<&[u8]> = response
+            .headers()
+            .iter()
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        let body: &[u8] = response.body();
+        let retention_ms = millis(claim.retention);
+        let outcome = self
+            .fenced(
+                &self.inner.sql.complete,
+                &claim,
+                &[&status, &names, &values, &body, &retention_ms],
+            )
+            .await;
+        match outcome {
+            Ok(()) => {
+                bump(&self.inner.counters.completions);
+                Ok(())
+            }
+            Err(err) => Err(CompleteError::failed(err)),
+        }
+    }
+
+    async fn release(&self, claim: PgClaim) -> Result<()> {
+        self.fenced(&self.inner.sql.release, &claim, &[]).await?;
+        bump(&self.inner.counters.releases);
+        Ok(())
+    }
+
+    async fn renew(&self, claim: &PgClaim) -> Result<()> {
+        let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
+        self.fenced(&self.inner.sql.renew, claim, &[&lease_ms, &retention_ms])
+            .await?;
+        bump(&self.inner.counters.renewals);
+        Ok(())
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Record>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&self.inner.sql.get, &[&key.scope(), &key.idempotency_key()])
+            .await
+            .map_err(db_error)?;
+        row.map(|row| record_from(key, &row)).transpose()
+    }
+
+    async fn remove(&self, key: &Key) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &self.inner.sql.remove,
+                &[&key.scope(), &key.idempotency_key()],
+            )
+            .await
+            .map_err(db_error)?;
+        let live = row.is_some_and(|row| row.get::<_, bool>(0));
+        if live {
+            bump(&self.inner.counters.removed);
+        }
+        Ok(live)
+    }
+
+    fn metrics(&self) -> Metrics {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let mut m = Metrics::default();
+        m.claims = get(&c.claims);
+        m.replays = get(&c.replays);
+        m.mismatches = get(&c.mismatches);
+        m.in_progress = get(&c.in_progress);
+        m.waits = get(&c.waits);
+        m.takeovers = get(&c.takeovers);
+        m.completions = get(&c.completions);
+        m.releases = get(&c.releases);
+        m.renewals = get(&c.renewals);
+        m.leases_lost = get(&c.leases_lost);
+        m.expired = get(&c.expired);
+        m.removed = get(&c.removed);
+        m.sweeps = get(&c.sweeps);
+        m
+    }
+
+    fn claim_info(claim: &PgClaim) -> ClaimInfo {
+        claim.info()
+    }
+
+    fn lease(&self) -> Duration {
+        self.inner.config.lease
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        self.inner.config.max_response_bytes
+    }
+}
+
+/// A row of the `get` statement as a record.
+fn record_from(key: &Key, row: &Row) -> Result<Record> {
+    let fingerprint: Vec<u8> = row.get(0);
+    let fingerprint: [u8; 32] = fingerprint.try_into().map_err(|_| Error::Corrupted {
+        detail: format!("the row of {key} has a fingerprint that is not 32 bytes"),
+    })?;
+    let token: i64 = row.get(1);
+    let in_flight: bool = row.get(2);
+    let state = if in_flight {
+        let lease_until: Option<SystemTime> = row.get(6);
+        RecordState::InFlight {
+            lease_until: lease_until.ok_or_else(|| Error::Corrupted {
+                detail: format!("the in-flight row of {key} has no lease"),
+            })?,
+        }
+    } else {
+        RecordState::Completed {
+            response: response_from(row, 7)?,
+        }
+    };
+    Ok(Record::from_parts(RecordParts {
+        key: key.clone(),
+        state,
+        fingerprint: Fingerprint::from_bytes(fingerprint),
+        token: token as u64,
+        created_at: row.get(3),
+        updated_at: row.get(4),
+        expires_at: row.get(5),
+    }))
+}

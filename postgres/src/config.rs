@@ -1,0 +1,162 @@
+//! [`PgConfig`]: where the records live and the terms of claims.
+
+use std::time::Duration;
+
+use idemkv::{Error, Result};
+
+/// How a [`PgBackend`](crate::PgBackend) is set up, built with chained
+/// setters; every setter documents its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a PgConfig does nothing until passed to PgBackend::connect"]
+pub struct PgConfig {
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) lease: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) sweep_batch: usize,
+    pub(crate) pool_size: usize,
+    pub(crate) poll_min: Duration,
+    pub(crate) poll_max: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> PgConfig {
+        PgConfig {
+            schema: "public".into(),
+            table: "idemkv_records".into(),
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(24 * 3600),
+            max_response_bytes: 1 << 20,
+            sweep_batch: 1000,
+            pool_size: 16,
+            poll_min: Duration::from_millis(2),
+            poll_max: Duration::from_millis(50),
+        }
+    }
+}
+
+impl PgConfig {
+    /// The schema the table lives in (default `public`); created if missing.
+    /// Lower-case letters, digits and `_`, starting with a letter or `_`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The records table (default `idemkv_records`); its sequence, clock
+    /// function and index take its name as a prefix. Same rule as
+    /// [`schema`](Self::schema).
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// How long a claim is exclusive without a renewal (default 60 s), as
+    /// `idemkv::Config::lease`.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a completed record is replayed (default 24 h), as
+    /// `idemkv::Config::retention`.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The largest response stored, body and headers (default 1 MiB).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The most records one sweep statement deletes (default 1,000).
+    pub fn sweep_batch(mut self, records: usize) -> Self {
+        self.sweep_batch = records;
+        self
+    }
+
+    /// Connections in the pool (default 16).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
+    /// How `begin_wait` polls a running claim: first after `min`, then twice
+    /// as long each time up to `max` (defaults 2 ms and 50 ms), never past
+    /// the holder's lease or the caller's timeout.
+    pub fn wait_polling(mut self, min: Duration, max: Duration) -> Self {
+        self.poll_min = min;
+        self.poll_max = max;
+        self
+    }
+
+    /// Checks the names and the terms.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (what, name) in [("schema", &self.schema), ("table", &self.table)] {
+            if !is_identifier(name) {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} name {name:?}: use 1 to 48 lower-case letters, digits and _, \
+                     starting with a letter or _"
+                )));
+            }
+        }
+        let milli = Duration::from_millis(1);
+        if self.lease < milli || self.retention < milli {
+            return Err(Error::InvalidConfig(
+                "lease and retention must be at least 1 ms each".into(),
+            ));
+        }
+        if self.sweep_batch == 0 || self.pool_size == 0 {
+            return Err(Error::InvalidConfig(
+                "sweep_batch and pool_size must be at least 1".into(),
+            ));
+        }
+        if self.poll_min.is_zero() || self.poll_max < self.poll_min {
+            return Err(Error::InvalidConfig(
+                "wait_polling needs 0 < min <= max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A name safe to put in SQL unquoted and quoted alike: it cannot close a
+/// quote or start another statement.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && name.len() <= 48
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_break_out_of_sql_are_refused() {
+        for bad in [
+            "",
+            "Records",
+            "a-b",
+            "a\"b",
+            "x; drop table y",
+            "1abc",
+            &"a".repeat(49),
+        ] {
+            assert!(
+                PgConfig::default().table(bad).validate().is_err(),
+                "{bad:?}"
+            );
+        }
+        for good in ["idemkv_records", "_t", "t2"] {
+            assert!(
+                PgConfig::default().table(good).validate().is_ok(),
+                "{good:?}"
+            );
+        }
+    }
+}

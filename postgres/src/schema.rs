@@ -1,0 +1,234 @@
+//! The schema: the records table, its token sequence, its clock function and
+//! its expiry index, created by [`migrate`] with a version table, and the
+//! statements that use them.
+
+use tokio_postgres::Client;
+
+use idemkv::{Error, Result};
+
+use crate::backend::db_error;
+use crate::config::PgConfig;
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Qualified, quoted names of one configured table.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    pub schema: String,
+    /// `"schema"."table"`.
+    pub table: String,
+    /// The table name alone, for the version row.
+    pub table_name: String,
+    /// `"schema"."table_token"`: fencing tokens.
+    pub sequence: String,
+    /// `"schema"."table_now"()`: the time every statement reads. It returns
+    /// the database's `now()`; tests replace it with a clock they move.
+    pub now: String,
+    pub index: String,
+    /// `"schema"."idemkv_schema_version"`.
+    pub versions: String,
+}
+
+impl Names {
+    pub fn of(config: &PgConfig) -> Names {
+        let (schema, table) = (&config.schema, &config.table);
+        Names {
+            schema: format!("\"{schema}\""),
+            table: format!("\"{schema}\".\"{table}\""),
+            table_name: table.clone(),
+            sequence: format!("\"{schema}\".\"{table}_token\""),
+            now: format!("\"{schema}\".\"{table}_now\"()"),
+            index: format!("\"{table}_expires_at\""),
+            versions: format!("\"{schema}\".\"idemkv_schema_version\""),
+        }
+    }
+}
+
+/// Creates what is missing, once, under an advisory lock so that replicas
+/// starting together do not race; refuses a table of a newer version.
+pub(crate) async fn migrate(client: &mut Client, names: &Names) -> Result<()> {
+    let txn = client.transaction().await.map_err(db_error)?;
+    txn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('idemkv schema ' || $1))",
+        &[&names.table],
+    )
+    .await
+    .map_err(db_error)?;
+    txn.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {versions} (
+             table_name text PRIMARY KEY,
+             version integer NOT NULL
+         );",
+        schema = names.schema,
+        versions = names.versions,
+    ))
+    .await
+    .map_err(db_error)?;
+    let found: Option<i32> = txn
+        .query_opt(
+            &format!(
+                "SELECT version FROM {} WHERE table_name = $1",
+                names.versions
+            ),
+            &[&names.table_name],
+        )
+        .await
+        .map_err(db_error)?
+        .map(|row| row.get(0));
+    match found {
+        Some(version) if version > SCHEMA_VERSION => {
+            return Err(Error::InvalidConfig(format!(
+                "table {} has schema version {version}, this build knows {SCHEMA_VERSION}: \
+                 upgrade idemkv-postgres",
+                names.table
+            )));
+        }
+        Some(_) => {}
+        None => {
+            txn.batch_execute(&create_v1(names))
+                .await
+                .map_err(db_error)?;
+            txn.execute(
+                &format!(
+                    "INSERT INTO {} (table_name, version) VALUES ($1, $2)",
+                    names.versions
+                ),
+                &[&names.table_name, &SCHEMA_VERSION],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    txn.commit().await.map_err(db_error)
+}
+
+/// Version 1: the table, its primary key (claim and lookup), its expiry
+/// index (sweep), its token sequence and its clock.
+fn create_v1(names: &Names) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+             scope text NOT NULL,
+             idem_key text NOT NULL,
+             fingerprint bytea NOT NULL,
+             token bigint NOT NULL,
+             in_flight boolean NOT NULL,
+             takeover boolean NOT NULL,
+             created_at timestamptz NOT NULL,
+             updated_at timestamptz NOT NULL,
+             expires_at timestamptz NOT NULL,
+             lease_until timestamptz,
+             status integer,
+             header_names text[],
+             header_values bytea[],
+             body bytea,
+             PRIMARY KEY (scope, idem_key)
+         );
+         CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
+         CREATE SEQUENCE IF NOT EXISTS {sequence};
+         CREATE OR REPLACE FUNCTION {now} RETURNS timestamptz
+             LANGUAGE sql STABLE AS 'SELECT now()';",
+        table = names.table,
+        index = names.index,
+        sequence = names.sequence,
+        now = names.now,
+    )
+}
+
+/// The statements, with this table's names in them.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    /// The live record of a key and what `begin` needs to answer from it.
+    pub look: String,
+    /// Claims a key that is free, expired, or in flight past its lease with
+    /// the same fingerprint; no row when another attempt holds it.
+    pub claim: String,
+    pub complete: String,
+    pub release: String,
+    pub renew: String,
+    pub get: String,
+    pub remove: String,
+    pub sweep: String,
+}
+
+impl Statements {
+    pub fn of(names: &Names) -> Statements {
+        let (t, now, seq) = (&names.table, &names.now, &names.sequence);
+        let ms = "* interval '1 millisecond'";
+        Statements {
+            look: format!(
+                "SELECT fingerprint, in_flight,
+                        ceil(EXTRACT(EPOCH FROM (lease_until - c.n)) * 1000)::bigint,
+                        status, header_names, header_values, body
+                 FROM {t}, (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n"
+            ),
+            claim: format!(
+                "WITH c AS (SELECT {now} AS n)
+                 INSERT INTO {t} AS r (scope, idem_key, fingerprint, token, in_flight, takeover,
+                                       created_at, updated_at, expires_at, lease_until)
+                 SELECT $1, $2, $3, nextval('{seq_text}'), true, false, c.n, c.n,
+                        c.n + ($4::bigint + $5::bigint) {ms}, c.n + $4::bigint {ms}
+                 FROM c
+                 ON CONFLICT (scope, idem_key) DO UPDATE SET
+                     fingerprint = EXCLUDED.fingerprint,
+                     token = EXCLUDED.token,
+                     in_flight = true,
+                     takeover = r.in_flight AND r.expires_at > EXCLUDED.updated_at,
+                     created_at = CASE WHEN r.in_flight AND r.expires_at > EXCLUDED.updated_at
+                                       THEN r.created_at ELSE EXCLUDED.created_at END,
+                     updated_at = EXCLUDED.updated_at,
+                     expires_at = EXCLUDED.expires_at,
+                     lease_until = EXCLUDED.lease_until,
+                     status = NULL, header_names = NULL, header_values = NULL, body = NULL
+                 WHERE r.expires_at <= EXCLUDED.updated_at
+                    OR (r.in_flight AND r.lease_until <= EXCLUDED.updated_at
+                        AND r.fingerprint = EXCLUDED.fingerprint)
+                 RETURNING token, takeover",
+                seq_text = seq.replace('\'', "''"),
+            ),
+            complete: format!(
+                "UPDATE {t} SET in_flight = false, takeover = false, lease_until = NULL,
+                        status = $4, header_names = $5, header_values = $6, body = $7,
+                        updated_at = c.n, expires_at = c.n + $8::bigint {ms}
+                 FROM (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
+                   AND expires_at > c.n"
+            ),
+            release: format!(
+                "DELETE FROM {t} USING (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
+                   AND expires_at > c.n"
+            ),
+            renew: format!(
+                "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
+                        expires_at = c.n + ($4::bigint + $5::bigint) {ms},
+                        updated_at = c.n
+                 FROM (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
+                   AND expires_at > c.n"
+            ),
+            get: format!(
+                "SELECT fingerprint, token, in_flight, created_at, updated_at, expires_at,
+                        lease_until, status, header_names, header_values, body
+                 FROM {t}, (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n"
+            ),
+            remove: format!(
+                "DELETE FROM {t} USING (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2
+                 RETURNING expires_at > c.n"
+            ),
+            // The clock function is called in the conditions (not joined
+            // from a subquery) so that the planner compares expires_at with
+            // a stable value and uses the expiry index.
+            sweep: format!(
+                "WITH doomed AS (SELECT ctid FROM {t} WHERE expires_at <= {now}
+                                 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 DELETE FROM {t}
+                 WHERE ctid IN (SELECT ctid FROM doomed) AND expires_at <= {now}"
+            ),
+        }
+    }
+}
