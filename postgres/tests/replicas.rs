@@ -293,7 +293,7 @@ async fn replica_child() -> TestResult {
         "race" => {
             let who = format!("process {}", std::process::id());
             for i in 0..30 {
-                for (won, body) in race(&[backend.clone()], key(i), 8, &who).await? {
+                for (won, body) in race(std::slice::from_ref(&backend), key(i), 8, &who).await? {
                     let outcome = if won { "won" } else { "lost" };
                     println!(
                         "RESULT {} {outcome} {}",
