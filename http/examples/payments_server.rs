@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! cargo run --release -p idemkv-http --example payments_server -- --listen 127.0.0.1:3000 --db ./payments.redb
+//! cargo run --release -p idemkv-http --example payments_server -- --listen 127.0.0.1:3001 --postgres 'host=127.0.0.1 user=postgres dbname=test'
 //! ```
+//!
+//! With `--postgres URL` the records live in a PostgreSQL table that any
+//! number of instances share: a retry sent to another instance replays.
 //!
 //! - `POST /v1/charges` with `{"amount": 1200, "currency": "eur"}` performs a
 //!   simulated charge (about 50 ms) and answers 201 with a charge id;
@@ -38,14 +42,16 @@ use axum::extract::{MatchedPath, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idemkv::{Config, Key, Record, RecordStateFilter, ScanFilter, Store};
+use idemkv::{Backend, Config, Key, Record, RecordStateFilter, ScanFilter, Store};
 use idemkv_http::{IdempotencyLayer, credential_scope};
+use idemkv_postgres::{PgBackend, PgConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 
 #[derive(Clone)]
 struct App {
-    store: Store,
+    /// The embedded store, for the admin routes (`None` on PostgreSQL).
+    store: Option<Store>,
     charges: Arc<AtomicU64>,
     prometheus: PrometheusHandle,
 }
@@ -111,7 +117,11 @@ async fn off_runtime<T: Send + 'static>(
 }
 
 async fn admin_stats(State(app): State<App>) -> AdminAnswer {
-    let stats = match off_runtime(move || app.store.stats()).await {
+    let store = match admin_store(&app) {
+        Ok(store) => store,
+        Err(answer) => return answer,
+    };
+    let stats = match off_runtime(move || store.stats()).await {
         Ok(stats) => stats,
         Err(answer) => return answer,
     };
@@ -175,9 +185,13 @@ async fn admin_records(
     if query.get("stuck").is_some_and(|v| v == "true") {
         filter = filter.lease_ended_by(SystemTime::now());
     }
+    let store = match admin_store(&app) {
+        Ok(store) => store,
+        Err(answer) => return answer,
+    };
     let scanned = off_runtime(move || {
         let mut records = Vec::new();
-        app.store.scan(&filter, |record| {
+        store.scan(&filter, |record| {
             if let Ok(record) = record {
                 records.push(record_json(&record));
             }
@@ -202,7 +216,11 @@ async fn admin_remove(
         Ok(key) => key,
         Err(err) => return admin_error(StatusCode::BAD_REQUEST, err),
     };
-    match off_runtime(move || app.store.remove(&key)).await {
+    let store = match admin_store(&app) {
+        Ok(store) => store,
+        Err(answer) => return answer,
+    };
+    match off_runtime(move || store.remove(&key)).await {
         Ok(removed) => (
             StatusCode::OK,
             Json(serde_json::json!({ "removed": removed })),
@@ -212,12 +230,25 @@ async fn admin_remove(
 }
 
 fn arg(name: &str, default: &str) -> String {
+    arg_opt(name).unwrap_or_else(|| default.to_string())
+}
+
+fn arg_opt(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| default.to_string())
+}
+
+/// The embedded store the admin routes read (they are mounted only with one).
+fn admin_store(app: &App) -> Result<Store, AdminAnswer> {
+    app.store.clone().ok_or_else(|| {
+        admin_error(
+            StatusCode::NOT_FOUND,
+            "the admin routes inspect the embedded store",
+        )
+    })
 }
 
 #[tokio::main]
@@ -234,16 +265,50 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listen = arg("--listen", "127.0.0.1:3000");
-    let db = arg("--db", "./payments.redb");
     // The recorder first: the store takes its metric handles when it opens.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
-    let store = Store::open(&db, Config::default())?;
-    let app = App {
-        store: store.clone(),
-        charges: Arc::new(AtomicU64::new(0)),
-        prometheus,
+    let charges = Arc::new(AtomicU64::new(0));
+    let (router, on) = match arg_opt("--postgres") {
+        // Replicas share one table: a retry that lands on another instance
+        // replays. Inspect it with SQL; the admin routes are the embedded
+        // store's.
+        Some(url) => {
+            let backend = PgBackend::connect(&url, PgConfig::default()).await?;
+            let app = App {
+                store: None,
+                charges,
+                prometheus,
+            };
+            let on = format!("PostgreSQL table {}", backend.table());
+            (
+                routes(scoped(IdempotencyLayer::with_backend(backend)), app),
+                on,
+            )
+        }
+        None => {
+            let db = arg("--db", "./payments.redb");
+            let store = Store::open(&db, Config::default())?;
+            let app = App {
+                store: Some(store.clone()),
+                charges,
+                prometheus,
+            };
+            (
+                routes(scoped(IdempotencyLayer::new(store)), app),
+                format!("store {db}"),
+            )
+        }
     };
-    let idempotency = IdempotencyLayer::new(store).scope_with(|parts| {
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("payments server on http://{listen}, {on}");
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Keys scoped by who calls (a digest of the `Authorization` header) and
+/// the route.
+fn scoped<B>(layer: IdempotencyLayer<B>) -> IdempotencyLayer<B> {
+    layer.scope_with(|parts| {
         // Hashed: the scope is stored in every record, a credential should not be.
         let principal = parts.headers.get("authorization").map_or_else(
             || "anonymous".to_string(),
@@ -254,21 +319,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .get::<MatchedPath>()
             .map_or(parts.uri.path(), |m| m.as_str());
         format!("{principal} {} {route}", parts.method)
-    });
+    })
+}
+
+/// The API behind the layer, and with `--admin` (embedded store only) the
+/// operator's routes beside it.
+fn routes<B: Backend>(idempotency: IdempotencyLayer<B>, app: App) -> Router {
     let mut router = Router::new()
         .route("/v1/charges", post(charge))
         .route("/v1/charges/count", get(count))
         .route("/metrics", get(metrics))
         .layer(idempotency);
-    if std::env::args().any(|a| a == "--admin") {
+    if app.store.is_some() && std::env::args().any(|a| a == "--admin") {
         // Outside the idempotency layer: operator calls are not deduplicated.
         router = router
             .route("/admin/stats", get(admin_stats))
             .route("/admin/records", get(admin_records).delete(admin_remove));
     }
-    let router = router.with_state(app);
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("payments server on http://{listen}, store {db}");
-    axum::serve(listener, router).await?;
-    Ok(())
+    router.with_state(app)
 }
