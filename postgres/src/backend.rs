@@ -62,6 +62,7 @@ struct Counters {
     expired: AtomicU64,
     removed: AtomicU64,
     sweeps: AtomicU64,
+    sweep_errors: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -177,6 +178,24 @@ impl PgBackend {
         }
         bump(&self.inner.counters.sweeps);
         Ok(total)
+    }
+
+    /// Sweeps every `every` on a task of the current tokio runtime, until
+    /// the returned handle is aborted or the runtime stops. A failed sweep
+    /// is counted (`Metrics::sweep_errors`) and retried at the next tick.
+    /// Every replica may run one: they skip each other's rows.
+    pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let backend = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if backend.sweep_expired().await.is_err() {
+                    bump(&backend.inner.counters.sweep_errors);
+                }
+            }
+        })
     }
 
     async fn client(&self) -> Result<Object> {
@@ -458,6 +477,7 @@ impl Backend for PgBackend {
         m.expired = get(&c.expired);
         m.removed = get(&c.removed);
         m.sweeps = get(&c.sweeps);
+        m.sweep_errors = get(&c.sweep_errors);
         m
     }
 

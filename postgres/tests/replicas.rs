@@ -320,3 +320,38 @@ async fn replica_child() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_sweeper_deletes_what_expired() -> TestResult {
+    run(async {
+        let client = support::connect().await?;
+        let schema = support::fresh_schema();
+        let backend = support::backend(&schema, 2).await?;
+        support::install_test_clock(&client, &schema, &backend).await?;
+        for i in 0..30 {
+            let Begin::Claimed(claim) = backend.begin(&key(i), fp(), Terms::default()).await?
+            else {
+                return Err(format!("key {i} was not free").into());
+            };
+            backend
+                .complete(claim, StoredResponse::new(201, "x"))
+                .await?;
+        }
+        support::advance(&client, &schema, Duration::from_secs(3600)).await?;
+        let sweeper = backend.spawn_sweeper(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let count = format!("SELECT count(*) FROM \"{schema}\".idemkv_records");
+        while client.query_one(&count, &[]).await?.get::<_, i64>(0) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sweeper never deleted them"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sweeper.abort();
+        assert_eq!(backend.metrics().expired, 30);
+        support::drop_schema(&schema);
+        Ok(())
+    })
+    .await
+}
