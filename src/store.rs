@@ -19,6 +19,7 @@ use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::{event, span};
 use crate::metrics::{self, Counters, Metrics, add, bump};
+use crate::once::{OnError, Once};
 use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
 use crate::response::StoredResponse;
@@ -745,6 +746,49 @@ impl Store {
             report.note_engine(engine);
             Ok(report)
         })
+    }
+
+    /// Runs `operation` once for `key`: claims the key, runs the operation
+    /// only when the claim is new (or takes over an attempt that died),
+    /// stores its result, and returns the stored result to every duplicate
+    /// without running anything. `on_error` says what an error of the
+    /// operation does to the key ([`OnError`]; the default keeps it in
+    /// flight until its lease runs out).
+    ///
+    /// Made for message consumers: acknowledge a message when the outcome
+    /// [`is_settled`](Once::is_settled), and only then (docs/consumers.md).
+    /// [`idemkv::once`](crate::once) is the async form, for any backend.
+    ///
+    /// ```
+    /// use idemkv::{Config, Fingerprint, Key, OnError, Once, Store, StoredResponse};
+    ///
+    /// let store = Store::in_memory(Config::default())?;
+    /// let key = Key::new("nats orders", "msg-17")?;
+    /// let mut effects = 0;
+    /// for _delivery in 0..3 {
+    ///     let outcome = store.once(&key, Fingerprint::of(b"payload"), OnError::default(), |_claim| {
+    ///         effects += 1;
+    ///         Ok::<_, std::io::Error>(StoredResponse::new(200, "done"))
+    ///     })?;
+    ///     assert!(outcome.is_settled(OnError::default()));
+    /// }
+    /// assert_eq!(effects, 1);
+    /// # Ok::<(), idemkv::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`begin`](Self::begin), [`complete`](Self::complete)
+    /// and [`release`](Self::release). An error after the operation ran
+    /// means its result may not be stored: do not acknowledge the message.
+    pub fn once<E: std::fmt::Display>(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        on_error: OnError,
+        operation: impl FnOnce(crate::ClaimInfo) -> std::result::Result<StoredResponse, E>,
+    ) -> Result<Once<E>> {
+        crate::once::once_blocking(self, key, fingerprint, on_error, operation)
     }
 
     /// Visits the records that match `filter` (every live record by

@@ -4,6 +4,7 @@
 pub mod basics;
 pub mod holders;
 pub mod limits;
+pub mod once;
 pub mod retention;
 pub mod waiting;
 

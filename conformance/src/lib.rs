@@ -172,6 +172,10 @@ macro_rules! suite {
             waiting::begin_wait_times_out_as_in_progress,
             waiting::begin_wait_on_a_free_key_claims_at_once,
             waiting::racing_attempts_have_one_winner_and_every_loser_its_response,
+            once::once_runs_the_operation_once_and_replays_its_result,
+            once::once_keeps_a_failed_key_in_flight_until_its_lease_ends,
+            once::once_releases_a_failed_key_when_asked,
+            once::once_stores_a_failure_as_the_outcome_when_asked,
         );
     };
     (@cases $harness:expr; $($module:ident :: $case:ident),* $(,)?) => {
