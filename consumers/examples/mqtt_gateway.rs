@@ -30,13 +30,13 @@
 //! acknowledged, and stops cleanly on Ctrl-C.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::arg;
+use idemkv_consumers::{arg, hex, sink_has};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -293,23 +293,4 @@ impl Gateway {
             .await;
         let _ = self.client.ack(message).await;
     }
-}
-
-/// Whether the sink holds a line for `id`.
-fn sink_has(sink: &Path, id: &str) -> Result<bool, std::io::Error> {
-    let text = match std::fs::read_to_string(sink) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(err) => return Err(err),
-    };
-    Ok(text.lines().any(|line| {
-        serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("msg_id").and_then(|m| m.as_str()).map(|m| m == id))
-            .unwrap_or(false)
-    }))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,221 @@
+//! A NATS JetStream consumer that performs each message's side effect
+//! exactly once, however often JetStream delivers it.
+//!
+//! ```text
+//! cargo run --release -p idemkv-consumers --example nats_consumer -- \
+//!     --server 127.0.0.1:4222 --db ./consumer.redb --sink ./effects.jsonl
+//! ```
+//!
+//! It reads the stream `--stream` (default `READINGS`, subjects
+//! `readings.>`, created if missing) through the durable pull consumer
+//! `--consumer` (default `idemkv`, explicit acks, `AckWait` 5 s). For each
+//! message:
+//!
+//! 1. The message id is the `msg-id` header, else `Nats-Msg-Id`, else a
+//!    `msg_id` field of the JSON payload; a message with none is keyed by a
+//!    digest of its payload.
+//! 2. `idemkv::once` claims `"nats <stream> <subject>"`/`<id>` and runs the
+//!    effect only for a new claim: one JSON line appended (and synced) to the
+//!    sink, then the payload published to `processed.<rest of the subject>`.
+//! 3. The message is acknowledged only once its outcome is settled. A
+//!    message whose key an attempt that died still holds is retried when
+//!    that attempt's lease (`--lease-ms`, 5,000) runs out; the takeover first
+//!    checks the sink for the line the dead attempt may have written.
+//!
+//! Killed with `kill -9` and started again on the same `--db` and `--sink`,
+//! it resumes: JetStream redelivers what was not acknowledged once its
+//! `AckWait` passes, and nothing is done twice. It prints `consuming` once
+//! the consumer is ready, and stops cleanly on Ctrl-C.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use idemkv::{
+    AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
+};
+use idemkv_consumers::{arg, hex, sink_has};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nats_consumer: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+struct Consumer {
+    client: async_nats::Client,
+    store: AsyncStore,
+    sink: PathBuf,
+    stream: String,
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let lease = Duration::from_millis(arg("--lease-ms", "5000").parse()?);
+    let store = Store::open(
+        arg("--db", "./consumer.redb"),
+        Config::default().lease(lease),
+    )?;
+    let client = async_nats::connect(arg("--server", "127.0.0.1:4222")).await?;
+    let js = jetstream::new(client.clone());
+    let stream_name = arg("--stream", "READINGS");
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![arg("--subjects", "readings.>")],
+            ..Default::default()
+        })
+        .await?;
+    let durable = arg("--consumer", "idemkv");
+    let pull = stream
+        .get_or_create_consumer(
+            &durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(5),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = pull.messages().await?;
+    let consumer = Consumer {
+        client,
+        store: store.to_async(),
+        sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
+        stream: stream_name,
+    };
+    println!("consuming");
+    std::io::stdout().flush()?;
+    loop {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        match next {
+            Some(Ok(message)) => consumer.handle(message).await,
+            Some(Err(err)) => eprintln!("nats_consumer: {err}"),
+            None => break,
+        }
+    }
+    consumer.client.flush().await?;
+    Ok(())
+}
+
+impl Consumer {
+    /// One delivery: acknowledged once settled, never before.
+    async fn handle(&self, message: jetstream::Message) {
+        let key = self.key_of(&message);
+        let key = match key {
+            Ok(key) => key,
+            Err(why) => {
+                // An id that cannot be a key: logged and acknowledged (a
+                // redelivery could not do better).
+                eprintln!("nats_consumer: {}: {why}; dropped", message.subject);
+                let _ = message.ack().await;
+                return;
+            }
+        };
+        let fingerprint = Fingerprint::of(&message.payload);
+        let policy = OnError::KeepInFlight;
+        loop {
+            let outcome = idemkv::once(&self.store, &key, fingerprint, policy, |claim| {
+                self.effect(claim, &message)
+            })
+            .await;
+            match outcome {
+                Ok(Once::InProgress { retry_after }) => {
+                    tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
+                }
+                Ok(Once::Mismatch) => {
+                    eprintln!("nats_consumer: {key} was used before for another payload; dropped");
+                    let _ = message.ack().await;
+                    return;
+                }
+                Ok(outcome) if outcome.is_settled(policy) => {
+                    if let Err(err) = message.ack().await {
+                        eprintln!(
+                            "nats_consumer: {key}: ack failed ({err}); it will come back and replay"
+                        );
+                    }
+                    return;
+                }
+                Ok(outcome) => {
+                    eprintln!("nats_consumer: {key}: {outcome:?}; left unacknowledged");
+                    return;
+                }
+                Err(err) => {
+                    eprintln!("nats_consumer: {key}: {err}; left unacknowledged");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn key_of(&self, message: &jetstream::Message) -> Result<Key, String> {
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()?
+                .get(name)
+                .map(|value| value.as_str().to_string())
+        };
+        let from_payload = || {
+            serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .ok()?
+                .get("msg_id")?
+                .as_str()
+                .map(str::to_string)
+        };
+        let id = header("msg-id")
+            .or_else(|| header("Nats-Msg-Id"))
+            .or_else(from_payload)
+            .unwrap_or_else(|| hex(Fingerprint::of(&message.payload).as_bytes()));
+        Key::new(&format!("nats {} {}", self.stream, message.subject), &id)
+            .map_err(|err| err.to_string())
+    }
+
+    /// The side effect: a synced line in the sink, then the payload
+    /// published downstream. A takeover first looks for the line an attempt
+    /// that died may have written.
+    async fn effect(
+        &self,
+        claim: ClaimInfo,
+        message: &jetstream::Message,
+    ) -> Result<StoredResponse, std::io::Error> {
+        let id = claim.key().idempotency_key();
+        let already = claim.is_takeover() && sink_has(&self.sink, id)?;
+        if !already {
+            let line = serde_json::json!({
+                "msg_id": id,
+                "subject": message.subject.as_str(),
+                "token": claim.token(),
+                "payload": String::from_utf8_lossy(&message.payload),
+            });
+            let mut sink = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.sink)?;
+            writeln!(sink, "{line}")?;
+            sink.sync_data()?;
+        }
+        let rest = message
+            .subject
+            .split_once('.')
+            .map_or(message.subject.as_str(), |(_, rest)| rest);
+        self.client
+            .publish(format!("processed.{rest}"), message.payload.clone())
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(StoredResponse::new(
+            200,
+            if already { "found" } else { "processed" },
+        ))
+    }
+}
