@@ -36,7 +36,7 @@ use std::time::Duration;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{arg, hex, sink_has};
+use idemkv_consumers::{append_line, arg, hex, sink_has};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -246,12 +246,8 @@ impl Gateway {
                 "token": claim.token(),
                 "payload": String::from_utf8_lossy(&message.payload),
             });
-            let mut sink = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.sink)?;
-            writeln!(sink, "{line}")?;
-            sink.sync_data()?;
+            // One write of the whole line, then a sync.
+            append_line(&self.sink, &line.to_string())?;
         }
         let properties = PublishProperties {
             user_properties: vec![("msg-id".into(), id.to_string())],

@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{arg, hex, sink_has};
+use idemkv_consumers::{append_line, arg, hex, sink_has};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -198,12 +198,8 @@ impl Consumer {
                 "token": claim.token(),
                 "payload": String::from_utf8_lossy(&message.payload),
             });
-            let mut sink = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.sink)?;
-            writeln!(sink, "{line}")?;
-            sink.sync_data()?;
+            // One write of the whole line, then a sync.
+            append_line(&self.sink, &line.to_string())?;
         }
         let rest = message
             .subject

@@ -34,7 +34,59 @@ pub fn sink_has(sink: &std::path::Path, id: &str) -> std::io::Result<bool> {
     }))
 }
 
+use std::io::Write;
+
 /// Lower-case hex, for a payload digest used as a message id.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends `line` and a newline to the sink in one write, then syncs it.
+/// A line that a killed process left without its newline is ended first, so
+/// the torn line stays alone on its own and the new one is whole.
+///
+/// # Errors
+///
+/// Opening, reading, writing or syncing the file failed.
+pub fn append_line(sink: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(sink)?;
+    let mut text = String::with_capacity(line.len() + 2);
+    if file.seek(SeekFrom::End(0))? > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.push('\n');
+        }
+    }
+    text.push_str(line);
+    text.push('\n');
+    file.write_all(text.as_bytes())?;
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_the_next_is_appended() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let sink = dir.path().join("sink.jsonl");
+        append_line(&sink, r#"{"msg_id":"a"}"#)?;
+        // A process killed in the middle of a line.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&sink)?
+            .write_all(br#"{"msg_id":"b""#)?;
+        append_line(&sink, r#"{"msg_id":"c"}"#)?;
+        assert!(sink_has(&sink, "a")? && sink_has(&sink, "c")?);
+        assert!(!sink_has(&sink, "b")?, "the torn line is not an effect");
+        Ok(())
+    }
 }
