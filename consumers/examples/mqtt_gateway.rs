@@ -27,7 +27,8 @@
 //! it resumes: the broker redelivers what was not acknowledged, and nothing
 //! is done twice. `--client-id` names the MQTT session (default
 //! `idemkv-gateway`). It prints `subscribed` once the subscription is
-//! acknowledged, and stops cleanly on Ctrl-C.
+//! acknowledged, and stops cleanly on Ctrl-C, printing where its time went
+//! (deliveries, effects, and the rest: idemkv and the ack hand-off).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{append_line, arg, hex, sink_has};
+use idemkv_consumers::{Timings, append_line, arg, hex, sink_has};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -59,6 +60,7 @@ struct Gateway {
     store: AsyncStore,
     sink: PathBuf,
     missing_id: MissingId,
+    timings: Timings,
 }
 
 #[tokio::main]
@@ -106,6 +108,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.to_async(),
         sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
         missing_id,
+        timings: Timings::default(),
     };
 
     // The event loop runs on its own task and never waits for the worker
@@ -140,10 +143,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => None,
         };
         match message {
-            Some(message) => gateway.handle(message).await,
+            Some(message) => gateway.timings.delivery(gateway.handle(message)).await,
             None => break,
         }
     }
+    eprintln!("{}", gateway.timings.report());
     client.disconnect().await?;
     // Let the disconnect go out before the process ends.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,7 +175,7 @@ impl Gateway {
         let policy = OnError::KeepInFlight;
         loop {
             let outcome = idemkv::once(&self.store, &key, fingerprint, policy, |claim| {
-                self.effect(claim, &device, &message)
+                self.timings.effect(self.effect(claim, &device, &message))
             })
             .await;
             match outcome {

@@ -25,7 +25,8 @@
 //! Killed with `kill -9` and started again on the same `--db` and `--sink`,
 //! it resumes: JetStream redelivers what was not acknowledged once its
 //! `AckWait` passes, and nothing is done twice. It prints `consuming` once
-//! the consumer is ready, and stops cleanly on Ctrl-C.
+//! the consumer is ready, and stops cleanly on Ctrl-C, printing where its
+//! time went (deliveries, effects, and the rest: idemkv and the ack).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ use futures_util::StreamExt;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{append_line, arg, hex, sink_has};
+use idemkv_consumers::{Timings, append_line, arg, hex, sink_has};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -54,6 +55,7 @@ struct Consumer {
     store: AsyncStore,
     sink: PathBuf,
     stream: String,
+    timings: Timings,
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -90,6 +92,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.to_async(),
         sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
         stream: stream_name,
+        timings: Timings::default(),
     };
     println!("consuming");
     std::io::stdout().flush()?;
@@ -99,11 +102,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => None,
         };
         match next {
-            Some(Ok(message)) => consumer.handle(message).await,
+            Some(Ok(message)) => consumer.timings.delivery(consumer.handle(message)).await,
             Some(Err(err)) => eprintln!("nats_consumer: {err}"),
             None => break,
         }
     }
+    eprintln!("{}", consumer.timings.report());
     consumer.client.flush().await?;
     Ok(())
 }
@@ -126,7 +130,7 @@ impl Consumer {
         let policy = OnError::KeepInFlight;
         loop {
             let outcome = idemkv::once(&self.store, &key, fingerprint, policy, |claim| {
-                self.effect(claim, &message)
+                self.timings.effect(self.effect(claim, &message))
             })
             .await;
             match outcome {

@@ -70,6 +70,68 @@ pub fn append_line(sink: &std::path::Path, line: &str) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// Where a consumer's time goes, for the report it prints when it stops:
+/// whole deliveries, and the side effect inside them. The rest of a
+/// delivery is idemkv's (the claim, or the replay; the completion) and the
+/// acknowledgement's hand-off to the client.
+#[derive(Debug, Default)]
+pub struct Timings {
+    deliveries: std::sync::atomic::AtomicU64,
+    delivery_nanos: std::sync::atomic::AtomicU64,
+    effects: std::sync::atomic::AtomicU64,
+    effect_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Timings {
+    /// Runs a delivery's handling and counts its time.
+    pub async fn delivery<T>(&self, handling: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = handling.await;
+        Self::add(&self.deliveries, &self.delivery_nanos, started);
+        out
+    }
+
+    /// Runs a side effect and counts its time.
+    pub async fn effect<T>(&self, effect: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = effect.await;
+        Self::add(&self.effects, &self.effect_nanos, started);
+        out
+    }
+
+    fn add(
+        count: &std::sync::atomic::AtomicU64,
+        nanos: &std::sync::atomic::AtomicU64,
+        started: std::time::Instant,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        count.fetch_add(1, Relaxed);
+        nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    /// One line: deliveries, effects, and the share of delivery time that
+    /// was not the effect.
+    pub fn report(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (deliveries, effects) = (self.deliveries.load(Relaxed), self.effects.load(Relaxed));
+        let total = self.delivery_nanos.load(Relaxed) as f64 / 1e6;
+        let effect = self.effect_nanos.load(Relaxed) as f64 / 1e6;
+        let rest = (total - effect).max(0.0);
+        let share = if total > 0.0 {
+            rest / total * 100.0
+        } else {
+            0.0
+        };
+        format!(
+            "timings: {deliveries} deliveries in {total:.1} ms, {effects} effects in {effect:.1} ms; \
+             idemkv and the ack hand-off: {rest:.1} ms ({share:.0}% of delivery time)"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
