@@ -12,8 +12,10 @@
 //! message:
 //!
 //! 1. The message id is the `msg-id` header, else `Nats-Msg-Id`, else a
-//!    `msg_id` field of the JSON payload; a message with none is keyed by a
-//!    digest of its payload.
+//!    `msg_id` field of the JSON payload. A message with none is keyed by a
+//!    digest of its payload (`--missing-id fingerprint`, the default), or
+//!    published to `deadletter.<subject>` and acknowledged
+//!    (`--missing-id reject`); so is one whose id cannot be a key.
 //! 2. `idemkv::once` claims `"nats <stream> <subject>"`/`<id>` and runs the
 //!    effect only for a new claim: one JSON line appended (and synced) to the
 //!    sink, then the payload published to `processed.<rest of the subject>`.
@@ -55,6 +57,9 @@ struct Consumer {
     store: AsyncStore,
     sink: PathBuf,
     stream: String,
+    /// `--missing-id reject`: a message without an id is dead-lettered
+    /// instead of keyed by its payload's digest.
+    reject_missing_id: bool,
     timings: Timings,
 }
 
@@ -92,6 +97,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.to_async(),
         sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
         stream: stream_name,
+        reject_missing_id: match arg("--missing-id", "fingerprint").as_str() {
+            "fingerprint" => false,
+            "reject" => true,
+            other => return Err(format!("--missing-id {other}: use fingerprint or reject").into()),
+        },
         timings: Timings::default(),
     };
     println!("consuming");
@@ -119,9 +129,19 @@ impl Consumer {
         let key = match key {
             Ok(key) => key,
             Err(why) => {
-                // An id that cannot be a key: logged and acknowledged (a
-                // redelivery could not do better).
-                eprintln!("nats_consumer: {}: {why}; dropped", message.subject);
+                // No usable id: to `deadletter.<subject>` with the reason,
+                // and acknowledged (a redelivery could not do better).
+                eprintln!("nats_consumer: {}: {why}; dead-lettered", message.subject);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("reason", why.as_str());
+                let _ = self
+                    .client
+                    .publish_with_headers(
+                        format!("deadletter.{}", message.subject),
+                        headers,
+                        message.payload.clone(),
+                    )
+                    .await;
                 let _ = message.ack().await;
                 return;
             }
@@ -177,10 +197,14 @@ impl Consumer {
                 .as_str()
                 .map(str::to_string)
         };
-        let id = header("msg-id")
+        let id = match header("msg-id")
             .or_else(|| header("Nats-Msg-Id"))
             .or_else(from_payload)
-            .unwrap_or_else(|| hex(Fingerprint::of(&message.payload).as_bytes()));
+        {
+            Some(id) => id,
+            None if !self.reject_missing_id => hex(Fingerprint::of(&message.payload).as_bytes()),
+            None => return Err("no msg-id or Nats-Msg-Id header and no msg_id field".into()),
+        };
         Key::new(&format!("nats {} {}", self.stream, message.subject), &id)
             .map_err(|err| err.to_string())
     }
