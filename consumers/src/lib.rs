@@ -13,28 +13,44 @@ pub fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-/// Whether the sink (JSON lines with a `msg_id` field) holds a line for
-/// `id`: what a takeover checks before repeating the effect of an attempt
-/// that died.
+/// The `msg_id` of every whole line in the sink, in order (a torn line is
+/// not an effect and is left out).
+pub fn sink_ids(sink: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(sink).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| v.get("msg_id")?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether the sink holds a line for `id`: what a takeover checks before
+/// repeating the effect of an attempt that died.
 ///
 /// # Errors
 ///
 /// Reading the file failed (a missing file holds nothing).
 pub fn sink_has(sink: &std::path::Path, id: &str) -> std::io::Result<bool> {
-    let text = match std::fs::read_to_string(sink) {
-        Ok(text) => text,
+    match std::fs::metadata(sink) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(err),
-    };
-    Ok(text.lines().any(|line| {
-        serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("msg_id").and_then(|m| m.as_str()).map(|m| m == id))
-            .unwrap_or(false)
-    }))
+        Ok(_) => {}
+    }
+    Ok(sink_ids(sink).iter().any(|found| found == id))
 }
 
-use std::io::Write;
+/// Stops a consumer process cleanly (SIGINT: it finishes the message in
+/// hand, reports its timings and disconnects), and waits for it.
+///
+/// # Errors
+///
+/// Sending the signal or waiting failed.
+pub fn stop(mut child: std::process::Child) -> std::io::Result<()> {
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    child.wait()?;
+    Ok(())
+}
 
 /// Lower-case hex, for a payload digest used as a message id.
 pub fn hex(bytes: &[u8]) -> String {
@@ -49,7 +65,7 @@ pub fn hex(bytes: &[u8]) -> String {
 ///
 /// Opening, reading, writing or syncing the file failed.
 pub fn append_line(sink: &std::path::Path, line: &str) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Read, Seek, SeekFrom, Write};
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
@@ -134,6 +150,8 @@ impl Timings {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]

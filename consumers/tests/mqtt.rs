@@ -71,22 +71,8 @@ impl Run {
 
     /// The message ids in the sink, in order.
     fn effects(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(self.sink()).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|v| v.get("msg_id")?.as_str().map(str::to_string))
-            .collect()
+        idemkv_consumers::sink_ids(&self.sink())
     }
-}
-
-/// Stops the gateway cleanly (SIGINT: it finishes the message in hand and
-/// disconnects).
-fn stop(mut child: Child) -> TestResult {
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()?;
-    child.wait()?;
-    Ok(())
 }
 
 /// An MQTT 5 client with its event loop polled on a task.
@@ -198,7 +184,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
     let mut unacked = Vec::new();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        stop(gateway)?;
+        idemkv_consumers::stop(gateway)?;
         let (checker, received) = client(&run.client_id, false).await;
         checker
             .subscribe("sensors/+/readings", QoS::AtLeastOnce)
@@ -211,7 +197,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
             break;
         }
     }
-    stop(gateway)?;
+    idemkv_consumers::stop(gateway)?;
     publisher.disconnect().await?;
     let _ = publisher_events.await;
     // End the gateway's session at the broker (it would keep queueing

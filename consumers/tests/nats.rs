@@ -80,20 +80,8 @@ impl Run {
     }
 
     fn effects(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(self.sink()).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|v| v.get("msg_id")?.as_str().map(str::to_string))
-            .collect()
+        idemkv_consumers::sink_ids(&self.sink())
     }
-}
-
-fn stop(mut child: Child) -> TestResult {
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()?;
-    child.wait()?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +159,7 @@ async fn each_message_takes_effect_once_across_kills_and_redeliveries() -> TestR
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop(consumer)?;
+    idemkv_consumers::stop(consumer)?;
     let messages = stream.info().await?.state.messages;
     js.delete_stream(&run.stream).await?;
 
