@@ -5,13 +5,45 @@
 //! no-op waker and costs nothing beyond the work itself; only a future that
 //! must wait (a commit, a `begin_wait`) goes on to `pollster::block_on`,
 //! which parks the thread until it is woken.
+//!
+//! While it polls, [`in_block_on`] is true on this thread: the caller would
+//! only park until its answer came, so the committer may run the caller's
+//! commit on this thread instead (never on an async runtime's worker, which
+//! has other tasks to run).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+thread_local! {
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside [`block_on`]: a blocking caller, free to do
+/// its own commit.
+pub(crate) fn in_block_on() -> bool {
+    IN_BLOCK_ON.with(Cell::get)
+}
+
+/// Clears the flag when `block_on` returns or unwinds.
+struct Marked(bool);
+
+impl Marked {
+    fn set() -> Marked {
+        Marked(IN_BLOCK_ON.with(|flag| flag.replace(true)))
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        IN_BLOCK_ON.with(|flag| flag.set(self.0));
+    }
+}
+
 /// Runs `future` to completion on the calling thread.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let _marked = Marked::set();
     let mut future = pin!(future);
     if let Poll::Ready(output) = future
         .as_mut()

@@ -7,11 +7,22 @@
 //! `Durability::Immediate`) and only then answers every caller in the batch.
 //! Under load N concurrent claims share one fsync.
 //!
+//! A lone blocking caller does not go through the thread: when nothing is
+//! queued, the latest batch held one operation and nobody is writing, it
+//! takes the writer's lock and commits its own operation (and whatever got
+//! queued meanwhile) on its own thread, as a leader in a leader/follower
+//! group commit. That saves two thread hand-offs per operation. As soon as
+//! operations queue up, every caller queues and the thread batches them as
+//! before; async callers always queue, so a runtime worker never blocks on
+//! an fsync.
+//!
 //! Every operation has its own reply type ([`Granted`], [`Completed`],
 //! [`Renewed`], [`Swept`], ...), carried in its own request variant, so a
 //! caller gets exactly the answer its operation can give.
 //!
 //! Invariants:
+//! - One writer at a time: the writer's state ([`Worker`]) sits behind one
+//!   mutex, held for a whole batch, by the thread or by an inline caller.
 //! - No caller is answered before the commit that covers its operation
 //!   returned; if the commit fails, every caller in the batch gets the error.
 //! - Holder operations (complete, release, renew) are judged here, against
@@ -33,7 +44,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -172,6 +184,9 @@ enum Request {
         records: Vec<StoredRecord>,
         reply: Reply<Imported>,
     },
+    /// Wakes the committer thread after a caller's own commit failed, so
+    /// that it schedules the reopen; writes nothing, answers nobody.
+    Wake,
 }
 
 impl Request {
@@ -184,6 +199,7 @@ impl Request {
             Request::Remove { reply, .. } => reply.send(),
             Request::Sweep { reply, .. } => reply.send(),
             Request::Import { reply, .. } => reply.send(),
+            Request::Wake => {}
         }
     }
 
@@ -196,6 +212,7 @@ impl Request {
             Request::Remove { reply, .. } => reply.fail(err),
             Request::Sweep { reply, .. } => reply.fail(err),
             Request::Import { reply, .. } => reply.fail(err),
+            Request::Wake => {}
         }
     }
 }
@@ -213,6 +230,7 @@ pub(crate) struct Committer {
 #[derive(Clone)]
 pub(crate) struct Submitter {
     sender: Sender<Request>,
+    shared: Arc<Shared>,
 }
 
 /// The answer to one submitted operation.
@@ -242,11 +260,22 @@ impl<T> Pending<T> {
 impl Submitter {
     fn submit<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
         let (sender, answer) = oneshot::channel();
+        let request = request(Reply::new(sender));
+        if let Some(mut guard) = self.shared.idle_writer()
+            && let Some(worker) = guard.as_mut()
+        {
+            if let Inline::Poisoned = self.shared.commit_inline(worker, request) {
+                // The thread may be parked with no reopen scheduled. A full
+                // queue means it is awake anyway.
+                let _ = self.sender.try_send(Request::Wake);
+            }
+            return Pending(Ok(answer));
+        }
         // The queue holds 4,096 operations; a sender beyond that waits for
         // room (backpressure), a thread or a runtime worker alike.
         Pending(
             self.sender
-                .send(request(Reply::new(sender)))
+                .send(request)
                 .map(|()| answer)
                 .map_err(|_| Error::Closed),
         )
@@ -350,12 +379,20 @@ impl Committer {
             swept_at_ms: None,
             in_flight,
         };
-        let thread = std::thread::Builder::new()
-            .name("idemkv-committer".into())
-            .spawn(move || worker.run(receiver))
-            .map_err(Error::io)?;
+        let shared = Arc::new(Shared {
+            worker: Mutex::new(Some(worker)),
+            receiver,
+            last_batch: AtomicUsize::new(1),
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("idemkv-committer".into())
+                .spawn(move || shared.run())
+                .map_err(Error::io)?
+        };
         Ok(Committer {
-            submitter: Some(Submitter { sender }),
+            submitter: Some(Submitter { sender, shared }),
             thread: Some(thread),
         })
     }
@@ -427,54 +464,144 @@ struct Worker {
     in_flight: u64,
 }
 
-impl Worker {
-    fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
-        let mut last_batch = 1;
+/// How a caller's own commit went; its answer is in its reply either way.
+enum Inline {
+    Committed,
+    /// The commit failed and poisoned the store.
+    Poisoned,
+}
+
+/// What the committer thread and the callers that commit their own
+/// operation share.
+struct Shared {
+    /// The writer's state. `None` once the committer thread has stopped: a
+    /// caller then finds the channel closed too.
+    worker: Mutex<Option<Worker>>,
+    /// The queue the committer thread serves; a caller committing its own
+    /// operation takes what is queued into its batch as well.
+    receiver: Receiver<Request>,
+    /// Operations in the latest batch, whoever committed it.
+    last_batch: AtomicUsize,
+}
+
+impl Shared {
+    fn worker(&self) -> MutexGuard<'_, Option<Worker>> {
+        // A panic while the lock was held (redb panics are caught inside
+        // `Engine::read`, so this is a bug elsewhere) leaves a worker whose
+        // state is still consistent: every field is updated after its commit.
+        self.worker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer, for a caller to commit its own operation on its thread,
+    /// when the committer is idle: the caller is a blocking one (it would
+    /// only park until the answer came), nothing is queued, the latest batch
+    /// was a single operation, nobody else is writing and the store is
+    /// healthy. This saves the two thread hand-offs of the queue for a lone
+    /// caller. Under load (a queue, or batches of more than one) it is
+    /// `None` and the caller queues, so group commit is unchanged.
+    fn idle_writer(&self) -> Option<MutexGuard<'_, Option<Worker>>> {
+        if !crate::blocking::in_block_on()
+            || self.last_batch.load(Ordering::Relaxed) > 1
+            || !self.receiver.is_empty()
+        {
+            return None;
+        }
+        let guard = match self.worker.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        // A poisoned store heals on the committer thread's schedule; a
+        // stopped one answers `Closed` through the channel.
+        guard
+            .as_ref()
+            .is_some_and(|worker| worker.poisoned.is_none())
+            .then_some(guard)
+    }
+
+    /// Commits `request` (and whatever got queued meanwhile) with the writer
+    /// [`idle_writer`](Self::idle_writer) gave; the answer is in the
+    /// request's reply when this returns.
+    fn commit_inline(&self, worker: &mut Worker, request: Request) -> Inline {
+        let mut batch = vec![request];
+        drain_into(&self.receiver, &mut batch, MAX_BATCH);
+        self.last_batch.store(batch.len(), Ordering::Relaxed);
+        worker.run_batch(batch);
+        match worker.poisoned {
+            None => Inline::Committed,
+            Some(_) => Inline::Poisoned,
+        }
+    }
+
+    /// The committer thread: serves the queue until every sender is gone,
+    /// then syncs (see [`Worker::sync_on_shutdown`]) and drops the worker.
+    fn run(&self) -> Result<()> {
         loop {
-            let first = match self.next_attempt() {
+            let next_attempt = self.worker().as_ref().and_then(Worker::next_attempt);
+            let first = match next_attempt {
                 // Poisoned: wake up for the next reopen attempt even when no
                 // request comes.
-                Some(at) => match receiver.recv_deadline(at) {
+                Some(at) => match self.receiver.recv_deadline(at) {
                     Ok(request) => request,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.heal();
+                        if let Some(worker) = self.worker().as_mut() {
+                            worker.heal();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match receiver.recv() {
+                None => match self.receiver.recv() {
                     Ok(request) => request,
                     Err(_) => break,
                 },
             };
             let mut batch = vec![first];
-            drain_into(&receiver, &mut batch, MAX_BATCH);
+            drain_into(&self.receiver, &mut batch, MAX_BATCH);
+            batch.retain(|request| !matches!(request, Request::Wake));
+            if batch.is_empty() {
+                continue;
+            }
             // The callers answered by the last commit are likely to come back
             // with their next operation within microseconds; waiting briefly
             // for them makes the next commit carry them all instead of
             // splitting them over two fsyncs. A lone caller (last batch of 1)
             // never waits.
+            let last_batch = self.last_batch.load(Ordering::Relaxed);
             if batch.len() < last_batch {
                 let deadline = Instant::now() + LINGER;
                 while batch.len() < last_batch {
-                    match receiver.recv_deadline(deadline) {
+                    match self.receiver.recv_deadline(deadline) {
                         Ok(request) => {
                             batch.push(request);
-                            drain_into(&receiver, &mut batch, last_batch);
+                            drain_into(&self.receiver, &mut batch, last_batch);
                         }
                         Err(_) => break,
                     }
                 }
             }
-            last_batch = batch.len();
-            if self.next_attempt().is_some_and(|at| Instant::now() >= at) {
-                self.heal();
+            self.last_batch.store(batch.len(), Ordering::Relaxed);
+            let mut guard = self.worker();
+            let Some(worker) = guard.as_mut() else {
+                // Only this thread takes the worker out, below.
+                for request in batch {
+                    request.fail(Error::Closed);
+                }
+                continue;
+            };
+            if worker.next_attempt().is_some_and(|at| Instant::now() >= at) {
+                worker.heal();
             }
-            self.run_batch(batch);
+            worker.run_batch(batch);
         }
-        self.sync_on_shutdown()
+        match self.worker().take() {
+            Some(mut worker) => worker.sync_on_shutdown(),
+            None => Ok(()),
+        }
     }
+}
 
+impl Worker {
     /// When the next reopen is due, while poisoned and able to reopen.
     fn next_attempt(&self) -> Option<Instant> {
         let poison = self.poisoned.as_ref()?;
@@ -730,6 +857,8 @@ impl Worker {
             Request::Import { records, reply } => {
                 reply.answer = Some(self.import(tables, records, now_ms)?);
             }
+            // Taken out of every batch before it is applied.
+            Request::Wake => {}
         }
         Ok(())
     }

@@ -173,7 +173,9 @@ fn a_holders_complete_waits_for_the_committer_while_a_takeover_is_pending() -> T
     clock.advance(LEASE);
 
     // The next commit stops at the gate: the takeover below is decided by
-    // the lock table and queued, but not written.
+    // the lock table and queued, but not written. It goes through the async
+    // API, whose commits always run on the committer thread (a blocking
+    // caller on an idle store would commit on its own thread).
     let (reached_tx, reached) = mpsc::channel();
     let (open, open_rx) = mpsc::channel();
     *gated.gate.lock().unwrap_or_else(PoisonError::into_inner) = Some(Gate {
@@ -182,7 +184,7 @@ fn a_holders_complete_waits_for_the_committer_while_a_takeover_is_pending() -> T
     });
     let taking_over = {
         let (store, k) = (store.clone(), k.clone());
-        thread::spawn(move || store.begin(&k, fp("a")))
+        thread::spawn(move || pollster::block_on(store.to_async().begin(&k, fp("a"))))
     };
     reached.recv_timeout(Duration::from_secs(30))?;
     clock.step_back(Duration::from_secs(600));
