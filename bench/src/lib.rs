@@ -19,3 +19,5 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
         }
     }
 }
+
+pub mod plot;

@@ -3,21 +3,28 @@
 //! ```text
 //! cargo run --release -p idemkv-bench --bin compare   # everything, default sizes
 //! cargo run --release -p idemkv-bench --bin compare -- --quick   # smaller runs (CI smoke)
+//! cargo run --release -p idemkv-bench --bin compare -- --svg docs/img   # and write the charts
 //! ```
 //!
 //! Every system runs the same workloads with the same 256-byte responses:
 //!
-//! - `fresh`: 64 concurrent clients, every request a new key
-//!   (claim → side effect → store the response);
+//! - `fresh`: every request a new key (claim → side effect → store the
+//!   response), with 1, 4, 16 and 64 concurrent clients and the same number
+//!   of requests at each count; `--svg DIR` charts throughput and latency
+//!   percentiles against the client count;
 //! - `storm`: a retry storm, 90% of requests retry one of the client's
 //!   recent keys (answered from the stored response), 10% are fresh;
 //! - `hot`: 64 clients send every request for the same key at once; one runs
 //!   it (1 ms of work), the others wait for its response (idemkv:
 //!   `begin_wait`; the others poll every 1 ms, the usual do-it-yourself way).
 //!
-//! Then single-thread probes for the ratios docs/benchmarks.md reports: one
-//! claim+complete cycle against one durable redb commit, and one replay
-//! against a raw redb point get and a SQLite point select.
+//! Before them, single-thread probes for the ratios docs/benchmarks.md
+//! reports: one claim+complete cycle against one durable redb commit
+//! (sampled alternately), and one replay against a raw redb point get and a
+//! SQLite point select. After them, idemkv against its engine: rounds of the
+//! 64-client fresh run, each followed by the engine ceiling (idemkv's write
+//! set applied by one thread to a raw redb file at the batch size idemkv
+//! reached; see `engine_ceiling`).
 //!
 //! Systems: idemkv (default durability), raw redb with one durable commit per
 //! operation, SQLite (rusqlite, bundled; WAL, synchronous=FULL), PostgreSQL
@@ -36,9 +43,12 @@ use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use idemkv_bench::BoxError;
+use idemkv_bench::plot::Point;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const CLIENTS: usize = 64;
+/// Client counts of the fresh-key sweep (and the plots).
+const CLIENT_COUNTS: [usize; 4] = [1, 4, 16, 64];
 const BODY: usize = 256;
 const HOT_WORK: Duration = Duration::from_millis(1);
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
@@ -501,10 +511,11 @@ impl Rng {
 fn run_workload(
     system: &dyn System,
     workload: Workload,
+    clients: usize,
     per_client: usize,
     tag: &str,
 ) -> Result<Run> {
-    let clients = (0..CLIENTS)
+    let clients = (0..clients)
         .map(|_| system.client())
         .collect::<Result<Vec<_>>>()?;
     let executed = AtomicU64::new(0);
@@ -607,16 +618,42 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
     let records: usize = if quick { 10_000 } else { 100_000 };
     println!("\n## Single-thread probes (medians of {n} samples)\n");
 
-    // One durable redb commit of one insert.
+    // One durable redb commit of one insert, and one idemkv cycle (claim
+    // commit, then completion commit), sampled alternately so that both see
+    // the same disk: its speed drifts by 20% within minutes here.
     let db = Database::create(dir.join("probe-redb.redb"))?;
+    let store = Store::open(dir.join("probe-idemkv.redb"), Config::default())?;
     let body = vec![b'r'; BODY];
-    let redb_commit = median_of(n, |i| {
+    let (mut commits, mut claims, mut completes) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let began = Instant::now();
         let txn = db.begin_write()?;
         txn.open_table(RAW)?
             .insert(format!("commit-{i}").as_str(), body.as_slice())?;
         txn.commit()?;
-        Ok(())
-    })?;
+        commits.push(began.elapsed().as_nanos() as u64);
+
+        let key = Key::new("probe", &format!("cycle-{i}"))?;
+        let began = Instant::now();
+        let Begin::Claimed(claim) = store.begin(&key, Fingerprint::of(b"p"))? else {
+            return Err(format!("{key}: not claimed").into());
+        };
+        let claimed = Instant::now();
+        store.complete(claim, StoredResponse::new(201, body.clone()))?;
+        claims.push((claimed - began).as_nanos() as u64);
+        completes.push(claimed.elapsed().as_nanos() as u64);
+    }
+    let cycles: Vec<u64> = claims.iter().zip(&completes).map(|(a, b)| a + b).collect();
+    let median = |mut samples: Vec<u64>| {
+        samples.sort_unstable();
+        percentile(&samples, 0.5)
+    };
+    let (redb_commit, claim, complete, cycle) = (
+        median(commits),
+        median(claims),
+        median(completes),
+        median(cycles),
+    );
 
     // The ceiling for batched writes on this disk: raw redb, 64 inserts of
     // random 32-byte keys per durable commit (what one group commit writes).
@@ -636,16 +673,6 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
         Ok(())
     })?;
 
-    let store = Store::open(dir.join("probe-idemkv.redb"), Config::default())?;
-    let cycle = median_of(n, |i| {
-        let key = Key::new("probe", &format!("cycle-{i}"))?;
-        match store.begin(&key, Fingerprint::of(b"p"))? {
-            Begin::Claimed(claim) => {
-                Ok(store.complete(claim, StoredResponse::new(201, body.clone()))?)
-            }
-            other => Err(format!("unexpected {other:?}").into()),
-        }
-    })?;
     println!("| measurement | median | ratio |");
     println!("|---|---|---|");
     println!(
@@ -659,10 +686,13 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
         BATCH as f64 / batch_commit.as_secs_f64(),
         BATCH as f64 * redb_commit.as_secs_f64() / batch_commit.as_secs_f64()
     );
+    let per_commit = |d: Duration| d.as_secs_f64() / redb_commit.as_secs_f64();
     println!(
-        "| idemkv: begin→Claimed + complete, 1 thread | {} | {:.2}× the redb commit |",
+        "| idemkv: begin→Claimed + complete, 1 thread | {} | {:.2}× the redb commit (claim {:.2}×, complete {:.2}×; sampled alternately with the redb commit) |",
         fmt_duration(cycle),
-        cycle.as_secs_f64() / redb_commit.as_secs_f64()
+        per_commit(cycle),
+        per_commit(claim),
+        per_commit(complete),
     );
 
     // Replays over `records` completed records, for idemkv, raw redb and SQLite.
@@ -778,6 +808,89 @@ fn fill(system: &Idemkv, keys: &[String], body: &[u8]) -> Result<()> {
     })
 }
 
+// ---------------------------------------------------------------- ceiling
+
+/// idemkv's tables, as `src/storage.rs` defines them, for the ceiling run.
+const CEILING_RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
+const CEILING_INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
+const CEILING_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
+/// Encoded sizes of a claim and of a completed record with a 256-byte body
+/// (key, fingerprint, token, times, version byte and crc around the body).
+const CLAIM_BYTES: usize = 110;
+const COMPLETED_BYTES: usize = 360;
+
+/// The engine's ceiling for idemkv's write set: one thread applying, to a
+/// raw redb file with idemkv's three tables, exactly what `cycles` fresh-key
+/// cycles write (a claim: an in-flight row and its expiry entry; a
+/// completion: the in-flight row and its expiry entry replaced by a
+/// completed row and a new expiry entry), `batch` operations per durable
+/// commit, with claims and completions interleaved as under load. No
+/// threads, channels, locks, codec or decisions: what is left is redb's own
+/// cost for these pages at this batch size. Returns cycles per second.
+///
+/// The file first gets `existing` completed records, as many as idemkv's
+/// file held when its run started, so both trees have the same depth.
+fn engine_ceiling(dir: &Path, existing: u64, batch: usize, cycles: usize) -> Result<f64> {
+    let db = Database::create(dir.join(format!("ceiling-{batch}.redb")))?;
+    let hash = |i: usize| *blake3::hash(format!("ceiling-{i}").as_bytes()).as_bytes();
+    let (claim_row, completed_row) = (vec![b'c'; CLAIM_BYTES], vec![b'r'; COMPLETED_BYTES]);
+    let (lease_ms, retention_ms) = (60_000u64, 86_400_000u64);
+    {
+        let txn = db.begin_write()?;
+        {
+            let mut records = txn.open_table(CEILING_RECORDS)?;
+            let mut expiry = txn.open_table(CEILING_EXPIRY)?;
+            for i in 0..existing {
+                let h = *blake3::hash(format!("existing-{i}").as_bytes()).as_bytes();
+                records.insert(&h, completed_row.as_slice())?;
+                expiry.insert((retention_ms + i, &h), ())?;
+            }
+        }
+        txn.commit()?;
+    }
+    // Operation j of the stream: a claim of cycle j/2 for even j, the
+    // completion of the cycle claimed `batch` operations earlier for odd j,
+    // so a completion always lands in a later commit than its claim.
+    let started = Instant::now();
+    let mut claimed = std::collections::VecDeque::new();
+    let mut next_claim = 0;
+    let mut done = 0;
+    while done < cycles {
+        let now_ms = started.elapsed().as_millis() as u64 + 1_000_000;
+        let txn = db.begin_write()?;
+        {
+            let mut records = txn.open_table(CEILING_RECORDS)?;
+            let mut inflight = txn.open_table(CEILING_INFLIGHT)?;
+            let mut expiry = txn.open_table(CEILING_EXPIRY)?;
+            let mut in_this_commit = Vec::new();
+            for slot in 0..batch {
+                let complete = slot % 2 == 1 || next_claim >= cycles;
+                if complete {
+                    let Some((i, claim_expiry)) = claimed.pop_front() else {
+                        continue;
+                    };
+                    let h = hash(i);
+                    inflight.remove(&h)?;
+                    expiry.remove((claim_expiry, &h))?;
+                    records.insert(&h, completed_row.as_slice())?;
+                    expiry.insert((now_ms + retention_ms, &h), ())?;
+                    done += 1;
+                } else if next_claim < cycles {
+                    let h = hash(next_claim);
+                    let claim_expiry = now_ms + lease_ms + retention_ms;
+                    inflight.insert(&h, claim_row.as_slice())?;
+                    expiry.insert((claim_expiry, &h), ())?;
+                    in_this_commit.push((next_claim, claim_expiry));
+                    next_claim += 1;
+                }
+            }
+            claimed.extend(in_this_commit);
+        }
+        txn.commit()?;
+    }
+    Ok(cycles as f64 / started.elapsed().as_secs_f64())
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() -> std::process::ExitCode {
@@ -788,6 +901,15 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only_probes = args.iter().any(|a| a == "--probes");
+    let svg_dir = args
+        .iter()
+        .position(|a| a == "--svg")
+        .map(|i| {
+            args.get(i + 1)
+                .map(PathBuf::from)
+                .ok_or("--svg needs a directory")
+        })
+        .transpose()?;
     let per_client = if quick { 20 } else { 200 };
     let dir = tempfile::Builder::new()
         .prefix("idemkv-compare")
@@ -803,6 +925,9 @@ fn run() -> Result<()> {
     if !only_probes {
         let mut systems: Vec<(Box<dyn System>, Option<String>)> = Vec::new();
         let store = Store::open(dir.path().join("idemkv.redb"), Config::default())?;
+        let idemkv = Idemkv {
+            store: store.clone(),
+        };
         systems.push((
             Box::new(Idemkv {
                 store: store.clone(),
@@ -830,11 +955,58 @@ fn run() -> Result<()> {
             .map(|e| format!("not reachable at {REDIS_URL}: {e}"));
         systems.push((Box::new(Redis), skip));
 
-        println!("\n| workload | system | requests/s | executed | p50 | p99 | note |");
-        println!("|---|---|---|---|---|---|---|");
         let run_tag = format!("{}", std::process::id());
-        let mut fresh_rate = 0.0;
-        for workload in [Workload::Fresh, Workload::Storm, Workload::Hot] {
+        let mut points: Vec<Point> = Vec::new();
+
+        println!(
+            "\n### Fresh keys against the number of clients ({} requests per run)\n",
+            CLIENTS * per_client
+        );
+        println!("| clients | system | requests/s | p50 | p99 | note |");
+        println!("|---|---|---|---|---|---|");
+        for clients in CLIENT_COUNTS {
+            for (system, skip) in &systems {
+                if let Some(reason) = skip {
+                    println!("| {clients} | {} | skipped | | | {reason} |", system.name());
+                    continue;
+                }
+                let tag = format!("{run_tag}-fresh{clients}");
+                let requests = CLIENTS * per_client;
+                match run_workload(
+                    system.as_ref(),
+                    Workload::Fresh,
+                    clients,
+                    requests / clients,
+                    &tag,
+                ) {
+                    Ok(mut run) => {
+                        run.latencies_ns.sort_unstable();
+                        let point = Point::of_samples(
+                            system.name(),
+                            clients,
+                            run.requests,
+                            run.elapsed,
+                            &run.latencies_ns,
+                        );
+                        println!(
+                            "| {clients} | {} | {:.0} | {} | {} | {} |",
+                            system.name(),
+                            point.rate,
+                            fmt_duration(point.p50),
+                            fmt_duration(point.p99),
+                            system.note()
+                        );
+                        points.push(point);
+                    }
+                    Err(e) => println!("| {clients} | {} | failed | | | {e} |", system.name()),
+                }
+            }
+        }
+
+        println!("\n### Retries, {CLIENTS} clients\n");
+        println!("| workload | system | requests/s | executed | p50 | p99 | note |");
+        println!("|---|---|---|---|---|---|---|");
+        for workload in [Workload::Storm, Workload::Hot] {
             for (system, skip) in &systems {
                 if let Some(reason) = skip {
                     println!(
@@ -845,12 +1017,9 @@ fn run() -> Result<()> {
                     continue;
                 }
                 let tag = format!("{run_tag}-{}", workload.name());
-                match run_workload(system.as_ref(), workload, per_client, &tag) {
+                match run_workload(system.as_ref(), workload, CLIENTS, per_client, &tag) {
                     Ok(mut run) => {
                         run.latencies_ns.sort_unstable();
-                        if matches!(workload, Workload::Fresh) && system.name() == "idemkv" {
-                            fresh_rate = run.requests as f64 / run.elapsed.as_secs_f64();
-                        }
                         println!(
                             "| {} | {} | {:.0} | {} | {} | {} | {} |",
                             workload.name(),
@@ -870,18 +1039,91 @@ fn run() -> Result<()> {
                 }
             }
         }
+
         let m = store.metrics();
         println!(
-            "\nidemkv group commit: {} commits carried {} operations, {:.1} per commit on average",
+            "\nidemkv group commit over the whole run: {} commits carried {} operations, {:.1} per commit on average",
             m.commits,
             m.committed_ops,
             m.committed_ops as f64 / m.commits.max(1) as f64
         );
-        let floor = 1.0 / redb_commit.as_secs_f64();
+
+        // idemkv against its engine: rounds of the 64-client fresh run, each
+        // followed at once by the engine ceiling at the batch size that run
+        // had (the disk's speed drifts between minutes, not within one).
+        const ROUNDS: usize = 3;
         println!(
-            "idemkv fresh cycles/s with {CLIENTS} clients: {fresh_rate:.0} = {:.1}× a single-threaded redb loop of one insert per durable commit ({floor:.0}/s)",
+            "\n### The {CLIENTS}-client fresh run against the engine ({ROUNDS} rounds, each idemkv run followed at once by the ceiling)\n"
+        );
+        println!(
+            "| round | idemkv cycles/s | operations per commit | engine ceiling cycles/s | idemkv / ceiling |"
+        );
+        println!("|---|---|---|---|---|");
+        let mut rounds = Vec::new();
+        for round in 1..=ROUNDS {
+            let before = store.metrics();
+            let tag = format!("{run_tag}-engine{round}");
+            let run = run_workload(&idemkv, Workload::Fresh, CLIENTS, per_client, &tag)?;
+            let after = store.metrics();
+            let rate = run.requests as f64 / run.elapsed.as_secs_f64();
+            let batch = (after.committed_ops - before.committed_ops) as f64
+                / (after.commits - before.commits).max(1) as f64;
+            let ceiling = engine_ceiling(
+                dir.path(),
+                before.live_records,
+                (batch.round() as usize).max(1),
+                CLIENTS * per_client,
+            )?;
+            println!(
+                "| {round} | {rate:.0} | {batch:.1} | {ceiling:.0} | {:.0}% |",
+                100.0 * rate / ceiling
+            );
+            rounds.push((rate, ceiling));
+        }
+        let median = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let fresh_rate = median(rounds.iter().map(|r| r.0).collect());
+        let ceiling = median(rounds.iter().map(|r| r.1).collect());
+        let share = median(rounds.iter().map(|r| r.0 / r.1).collect());
+        let floor = 1.0 / redb_commit.as_secs_f64();
+        let rate_of = |name: &str| {
+            points
+                .iter()
+                .find(|p| p.system == name && p.clients == CLIENTS)
+                .map(|p| p.rate)
+        };
+        println!("\n| measure (medians of the rounds) | cycles/s | idemkv against it |");
+        println!("|---|---|---|");
+        println!("| idemkv, {CLIENTS} clients | {fresh_rate:.0} | |");
+        println!(
+            "| raw redb, one insert per durable commit (1 thread, probe median) | {floor:.0} | {:.1}× |",
             fresh_rate / floor
         );
+        println!(
+            "| engine ceiling: idemkv's write set at idemkv's batch size, 1 thread, raw redb | {ceiling:.0} ({:.1}× the one-commit loop) | {:.0}% |",
+            ceiling / floor,
+            100.0 * share
+        );
+        for peer in ["SQLite (WAL, sync=FULL)", "PostgreSQL (sync commit)"] {
+            if let Some(rate) = rate_of(peer) {
+                println!(
+                    "| {peer}, {CLIENTS} clients (the sweep's run) | {rate:.0} | {:.1}× |",
+                    fresh_rate / rate
+                );
+            }
+        }
+        if let Some(dir) = svg_dir {
+            let systems: Vec<&str> = systems
+                .iter()
+                .filter(|(_, skip)| skip.is_none())
+                .map(|(system, _)| system.name())
+                .collect();
+            idemkv_bench::plot::throughput(&dir.join("compare-throughput.svg"), &systems, &points)?;
+            idemkv_bench::plot::latency(&dir.join("compare-latency.svg"), &systems, &points)?;
+            println!("\nplots written to {}", dir.display());
+        }
     }
     Ok(())
 }

@@ -1,0 +1,129 @@
+//! A small driver for instruction counts: runs one CPU-bound operation a
+//! given number of times after a fixed setup, so that `valgrind
+//! --tool=callgrind` run at two counts gives the instructions of one
+//! operation as the difference (setup cancels out). `bench/instructions.sh`
+//! does that for every operation below.
+//!
+//! ```text
+//! instructions replay_cached 1000
+//! ```
+//!
+//! Operations, each on an in-memory store holding 2,000 completed records
+//! with 256-byte responses:
+//! - `replay_cached`: `begin` answered `Replay` from the replay cache;
+//! - `replay_uncached`: the same with the cache off (a read transaction and
+//!   a decode);
+//! - `mismatch`: `begin` with another payload on a completed key;
+//! - `in_progress`: `begin` on a key this process holds;
+//! - `encode` / `decode`: the record codec, 256-byte body.
+
+use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse, fuzzing};
+use idemkv_bench::BoxError;
+
+const RECORDS: usize = 2_000;
+
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(run)
+}
+
+fn keys() -> Result<Vec<Key>, BoxError> {
+    (0..RECORDS)
+        .map(|i| Ok(Key::new("instructions", &format!("key-{i}"))?))
+        .collect()
+}
+
+/// The store under count: no background sweeper, whose wake-ups would be
+/// counted too.
+fn config() -> Config {
+    Config::default().sweep_interval(None)
+}
+
+fn filled(config: Config, keys: &[Key]) -> Result<Store, BoxError> {
+    let store = Store::in_memory(config)?;
+    for key in keys {
+        match store.begin(key, Fingerprint::of(b"a"))? {
+            Begin::Claimed(claim) => {
+                store.complete(claim, StoredResponse::new(201, vec![b'r'; 256]))?
+            }
+            other => return Err(format!("{key}: unexpected {other:?}").into()),
+        }
+    }
+    Ok(store)
+}
+
+fn run() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(operation), Some(count)) = (args.first(), args.get(1)) else {
+        return Err("usage: instructions OPERATION COUNT (see the source for operations)".into());
+    };
+    let count: usize = count.parse()?;
+    let keys = keys()?;
+    let pick = |i: usize| &keys[(i * 7919) % keys.len()];
+    let expect = |answer: Begin, want: &str| -> Result<(), BoxError> {
+        let got = match &answer {
+            Begin::Replay(_) => "replay",
+            Begin::Mismatch => "mismatch",
+            Begin::InProgress { .. } => "in_progress",
+            _ => "other",
+        };
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("expected {want}, got {answer:?}").into())
+        }
+    };
+    match operation.as_str() {
+        "replay_cached" | "replay_uncached" => {
+            let cache = if operation == "replay_cached" {
+                64 << 20
+            } else {
+                0
+            };
+            let store = filled(config().cache_bytes(cache), &keys)?;
+            for i in 0..count {
+                expect(store.begin(pick(i), Fingerprint::of(b"a"))?, "replay")?;
+            }
+        }
+        "mismatch" => {
+            let store = filled(config(), &keys)?;
+            for i in 0..count {
+                expect(store.begin(pick(i), Fingerprint::of(b"b"))?, "mismatch")?;
+            }
+        }
+        "in_progress" => {
+            let store = Store::in_memory(config())?;
+            let mut held = Vec::new();
+            for key in keys.iter().take(100) {
+                match store.begin(key, Fingerprint::of(b"a"))? {
+                    Begin::Claimed(claim) => held.push(claim),
+                    other => return Err(format!("{key}: unexpected {other:?}").into()),
+                }
+            }
+            for i in 0..count {
+                expect(
+                    store.begin(&keys[i % 100], Fingerprint::of(b"a"))?,
+                    "in_progress",
+                )?;
+            }
+            drop(held);
+        }
+        "encode" | "decode" => {
+            let key = pick(0);
+            let response = StoredResponse::new(201, vec![b'x'; 256])
+                .with_header("content-type", "application/json");
+            let bytes = fuzzing::encode_sample_record(key, Some(response.clone()))?;
+            for _ in 0..count {
+                if operation == "encode" {
+                    std::hint::black_box(fuzzing::encode_sample_record(
+                        key,
+                        Some(std::hint::black_box(response.clone())),
+                    )?);
+                } else {
+                    std::hint::black_box(fuzzing::decode_record(std::hint::black_box(&bytes))?);
+                }
+            }
+        }
+        other => return Err(format!("unknown operation {other:?}").into()),
+    }
+    Ok(())
+}
