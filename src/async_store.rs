@@ -157,6 +157,22 @@ impl AsyncStore {
         self.store.renew_async(claim).await
     }
 
+    /// [`Store::checkpoint`], without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::checkpoint`].
+    pub async fn checkpoint(
+        &self,
+        claim: &Claim,
+        phase: &str,
+        state: impl Into<bytes::Bytes>,
+    ) -> Result<()> {
+        self.store
+            .checkpoint_async(claim, phase, state.into())
+            .await
+    }
+
     /// [`Store::remove`], without blocking.
     ///
     /// # Errors

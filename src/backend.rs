@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::async_store::AsyncStore;
 use crate::config::Terms;
 use crate::error::Result;
@@ -82,6 +84,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// `LeaseLost` for a stale holder, or the backend's errors.
     fn renew(&self, claim: &Self::Claim) -> impl Future<Output = Result<()>> + Send;
 
+    /// Records a recovery point and restarts the lease
+    /// ([`crate::Store::checkpoint`]): a claim that takes the key over
+    /// inherits it ([`ClaimInfo::recovered`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPhase`, `CheckpointTooLarge`, `LeaseLost` for a stale
+    /// holder, or the backend's errors; an error records nothing.
+    fn checkpoint(
+        &self,
+        claim: &Self::Claim,
+        phase: &str,
+        state: Bytes,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// The live record of a key ([`crate::Store::get`]).
     ///
     /// # Errors
@@ -149,6 +166,15 @@ impl Backend for AsyncStore {
 
     fn renew(&self, claim: &Claim) -> impl Future<Output = Result<()>> + Send {
         AsyncStore::renew(self, claim)
+    }
+
+    fn checkpoint(
+        &self,
+        claim: &Claim,
+        phase: &str,
+        state: Bytes,
+    ) -> impl Future<Output = Result<()>> + Send {
+        AsyncStore::checkpoint(self, claim, phase, state)
     }
 
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {

@@ -1,8 +1,12 @@
 //! On-disk encoding of one record:
 //!
 //! ```text
-//! [version: u8 = 1][postcard(StoredRecord)][crc32(version ‖ payload): u32 LE]
+//! [version: u8 = 2][postcard(StoredRecord)][crc32(version ‖ payload): u32 LE]
 //! ```
+//!
+//! Version 2 added the recovery point to an in-flight record's state.
+//! Version 1 records (files written before) are still read, as in-flight
+//! records without a recovery point; every write uses version 2.
 //!
 //! Decoding trusts nothing: it checks the length, the crc, the version, that
 //! postcard consumed the payload exactly, and (in [`decode_for`]) that the
@@ -10,10 +14,12 @@
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::record::StoredRecord;
+use crate::record::{StoredRecord, StoredRecordV1};
 
-/// The record encoding this build writes and reads.
-pub(crate) const RECORD_VERSION: u8 = 1;
+/// The record encoding this build writes.
+pub(crate) const RECORD_VERSION: u8 = 2;
+/// The encoding before recovery points, still read.
+const RECORD_VERSION_1: u8 = 1;
 const CRC_LEN: usize = 4;
 
 pub(crate) fn encode(record: &StoredRecord) -> Result<Vec<u8>> {
@@ -40,18 +46,23 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<StoredRecord> {
     if crc32fast::hash(body) != u32::from_le_bytes(crc) {
         return Err(Error::corrupted("record checksum mismatch"));
     }
-    if body[0] != RECORD_VERSION {
-        return Err(Error::corrupted(format!(
-            "record version {} is unknown (this build reads {RECORD_VERSION})",
-            body[0]
-        )));
+    match body[0] {
+        RECORD_VERSION => payload::<StoredRecord>(&body[1..]),
+        RECORD_VERSION_1 => payload::<StoredRecordV1>(&body[1..]).map(StoredRecord::from),
+        unknown => Err(Error::corrupted(format!(
+            "record version {unknown} is unknown (this build reads {RECORD_VERSION_1} and {RECORD_VERSION})"
+        ))),
     }
-    let (record, rest) = postcard::take_from_bytes::<StoredRecord>(&body[1..])
+}
+
+/// Decodes a whole payload: postcard must consume every byte.
+fn payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes)
         .map_err(|e| Error::corrupted(format!("record payload does not decode: {e}")))?;
     if !rest.is_empty() {
         return Err(Error::corrupted("record has trailing bytes"));
     }
-    Ok(record)
+    Ok(value)
 }
 
 /// Decodes a record read under `key` and checks it really is that key's.
@@ -122,6 +133,71 @@ mod tests {
             decode_for(&other, &bytes),
             Err(Error::Corrupted { .. })
         ));
+    }
+
+    /// A version 1 record, encoded as the build before recovery points did
+    /// (its in-flight state had the lease end only), reads as in flight with
+    /// no recovery point.
+    #[test]
+    fn version_1_records_still_decode() {
+        #[derive(serde::Serialize)]
+        enum StateV1 {
+            InFlight { lease_until_ms: u64 },
+        }
+        #[derive(serde::Serialize)]
+        struct RecordV1 {
+            scope: String,
+            idempotency_key: String,
+            fingerprint: [u8; 32],
+            token: u64,
+            created_at_ms: u64,
+            updated_at_ms: u64,
+            expires_at_ms: u64,
+            state: StateV1,
+        }
+        let v1 = RecordV1 {
+            scope: "tenant".into(),
+            idempotency_key: "key-1".into(),
+            fingerprint: [7; 32],
+            token: 42,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            expires_at_ms: 3,
+            state: StateV1::InFlight { lease_until_ms: 9 },
+        };
+        let mut bytes = vec![RECORD_VERSION_1];
+        bytes = postcard::to_extend(&v1, bytes).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let record = decode_record(&bytes).unwrap();
+        assert_eq!(
+            record.state,
+            StoredState::InFlight {
+                lease_until_ms: 9,
+                recovery: None
+            }
+        );
+        assert_eq!(record.token, 42);
+        // Completed records: the state's variant index is the same in both
+        // versions, so a version 1 completion reads as the same completion.
+        let mut done = encode(&sample()).unwrap();
+        done[0] = RECORD_VERSION_1;
+        let n = done.len() - CRC_LEN;
+        let crc = crc32fast::hash(&done[..n]).to_le_bytes();
+        done[n..].copy_from_slice(&crc);
+        assert_eq!(decode_record(&done).unwrap(), sample());
+    }
+
+    #[test]
+    fn in_flight_records_keep_their_recovery_point() {
+        let mut record = sample();
+        record.state = StoredState::InFlight {
+            lease_until_ms: 5,
+            recovery: Some(
+                crate::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
+            ),
+        };
+        assert_eq!(decode_record(&encode(&record).unwrap()).unwrap(), record);
     }
 
     #[test]

@@ -65,6 +65,7 @@ use crate::log::event;
 use crate::metrics::{Counters, add, bump};
 use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
+use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage::{META, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables};
 
@@ -82,11 +83,13 @@ pub(crate) const TOKEN_BLOCK: u64 = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A claim the committer wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Granted {
     pub token: u64,
     pub lease_until_ms: u64,
     pub takeover: bool,
+    /// The recovery point a takeover inherits from the attempt before.
+    pub recovered: Option<RecoveryPoint>,
 }
 
 /// A completion the committer wrote; the record expires at `expires_at_ms`.
@@ -168,11 +171,13 @@ enum Request {
         token: u64,
         reply: Reply<()>,
     },
-    /// Extend the lease of the claim with `token`.
+    /// Extend the lease of the claim with `token`, and with a `point`,
+    /// record it as the claim's recovery point (a checkpoint).
     Renew {
         key: Key,
         token: u64,
         terms: ClaimTerms,
+        point: Option<RecoveryPoint>,
         reply: Reply<Renewed>,
     },
     /// Delete whatever is stored for `key`; answers whether a live record
@@ -319,11 +324,20 @@ impl Submitter {
         })
     }
 
-    pub fn renew(&self, key: &Key, token: u64, terms: ClaimTerms) -> Pending<Renewed> {
+    /// Extends the claim's lease; with a `point`, records it too (the
+    /// recovery point a takeover would inherit).
+    pub fn renew(
+        &self,
+        key: &Key,
+        token: u64,
+        terms: ClaimTerms,
+        point: Option<RecoveryPoint>,
+    ) -> Pending<Renewed> {
         self.submit(|reply| Request::Renew {
             key: key.clone(),
             token,
             terms,
+            point,
             reply,
         })
     }
@@ -818,13 +832,19 @@ impl Worker {
                 key,
                 token,
                 terms,
+                point,
                 reply,
             } => {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
                     None => Err(Error::LeaseLost),
                     Some(mut record) => {
                         let old = record.slot();
-                        let lease_until_ms = lease_from(&mut record, now_ms, *terms);
+                        let recovery = match (point.take(), &mut record.state) {
+                            (Some(point), _) => Some(point),
+                            (None, StoredState::InFlight { recovery, .. }) => recovery.take(),
+                            (None, StoredState::Completed { .. }) => None,
+                        };
+                        let lease_until_ms = lease_from(&mut record, now_ms, *terms, recovery);
                         tables.put(key, Some(old), &record)?;
                         Ok(Renewed { lease_until_ms })
                     }
@@ -882,6 +902,15 @@ impl Worker {
         let old = stored
             .as_ref()
             .map(|r| (r.slot(), r.created_at_ms, r.is_expired(now_ms)));
+        // A takeover inherits the dead attempt's recovery point, and keeps it
+        // for the next one should it die too before its own checkpoint.
+        let inherited = match &stored {
+            Some(StoredRecord {
+                state: StoredState::InFlight { recovery, .. },
+                ..
+            }) => recovery.clone(),
+            _ => None,
+        };
         let intent = match decide(stored, fingerprint, now_ms).claim_or_answer() {
             Ok(intent) => intent,
             Err(answer) => return Ok(Ok(answer)),
@@ -900,14 +929,19 @@ impl Worker {
             created_at_ms,
             updated_at_ms: now_ms,
             expires_at_ms: 0,
-            state: StoredState::InFlight { lease_until_ms: 0 },
+            state: StoredState::InFlight {
+                lease_until_ms: 0,
+                recovery: None,
+            },
         };
-        let lease_until_ms = lease_from(&mut record, now_ms, terms);
+        let recovered = if intent.takeover { inherited } else { None };
+        let lease_until_ms = lease_from(&mut record, now_ms, terms, recovered.clone());
         tables.put(key, old.map(|(slot, _, _)| slot), &record)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
             takeover: intent.takeover,
+            recovered,
         })))
     }
 
@@ -996,11 +1030,20 @@ impl Worker {
     }
 }
 
-/// Starts a fresh lease on an in-flight record; an abandoned claim expires
-/// one retention period after its lease ends.
-fn lease_from(record: &mut StoredRecord, now_ms: u64, terms: ClaimTerms) -> u64 {
+/// Makes `record` in flight with a fresh lease and `recovery` as its
+/// recovery point; an abandoned claim expires one retention period after its
+/// lease ends.
+fn lease_from(
+    record: &mut StoredRecord,
+    now_ms: u64,
+    terms: ClaimTerms,
+    recovery: Option<RecoveryPoint>,
+) -> u64 {
     let lease_until_ms = now_ms.saturating_add(terms.lease_ms);
-    record.state = StoredState::InFlight { lease_until_ms };
+    record.state = StoredState::InFlight {
+        lease_until_ms,
+        recovery,
+    };
     record.updated_at_ms = now_ms;
     record.expires_at_ms = lease_until_ms.saturating_add(terms.retention_ms);
     lease_until_ms

@@ -57,6 +57,7 @@ pub struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) durability: Durability,
     pub(crate) max_response_bytes: usize,
+    pub(crate) max_checkpoint_bytes: usize,
     pub(crate) cache_bytes: usize,
     pub(crate) storage_cache_bytes: usize,
     pub(crate) recovery: Recovery,
@@ -75,6 +76,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             durability: Durability::Immediate,
             max_response_bytes: 1024 * 1024,
+            max_checkpoint_bytes: 64 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             storage_cache_bytes: 128 * 1024 * 1024,
             recovery: Recovery::KeepLeases,
@@ -119,6 +121,15 @@ impl Config {
     /// (default 1 MiB).
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
+        self
+    }
+
+    /// The largest recovery point
+    /// [`Store::checkpoint`](crate::Store::checkpoint) accepts, phase name
+    /// plus state (default 64 KiB). A recovery point should hold the ids the
+    /// next steps need, not the operation's data.
+    pub fn max_checkpoint_bytes(mut self, limit: usize) -> Self {
+        self.max_checkpoint_bytes = limit;
         self
     }
 
@@ -200,6 +211,7 @@ impl Config {
             lease: self.lease,
             durability: self.durability,
             max_response_bytes: self.max_response_bytes,
+            max_checkpoint_bytes: self.max_checkpoint_bytes,
             cache_bytes: self.cache_bytes,
             storage_cache_bytes: self.storage_cache_bytes,
             recovery: self.recovery,
@@ -244,6 +256,7 @@ impl fmt::Debug for Config {
             .field("lease", &self.lease)
             .field("durability", &self.durability)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_checkpoint_bytes", &self.max_checkpoint_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("storage_cache_bytes", &self.storage_cache_bytes)
             .field("recovery", &self.recovery)
@@ -265,6 +278,7 @@ pub struct Settings {
     lease: Duration,
     durability: Durability,
     max_response_bytes: usize,
+    max_checkpoint_bytes: usize,
     cache_bytes: usize,
     storage_cache_bytes: usize,
     recovery: Recovery,
@@ -276,6 +290,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// [`Config::max_checkpoint_bytes`].
+    pub fn max_checkpoint_bytes(&self) -> usize {
+        self.max_checkpoint_bytes
+    }
+
     /// [`Config::slow_commit`].
     pub fn slow_commit(&self) -> Duration {
         self.slow_commit

@@ -35,6 +35,29 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A recovery point's phase name breaks the phase rules.
+    #[error(
+        "invalid recovery phase: {reason}; a phase is 1..=64 bytes of UTF-8 without control \
+         characters, naming the last step that finished (e.g. \"charge_created\")"
+    )]
+    InvalidPhase {
+        /// Which rule failed.
+        reason: String,
+    },
+
+    /// A recovery point's state is larger than `Config::max_checkpoint_bytes`.
+    #[error(
+        "recovery state of {size} bytes exceeds the store's limit of {limit} bytes; \
+         record only what the next steps need (the external ids), or raise \
+         Config::max_checkpoint_bytes"
+    )]
+    CheckpointTooLarge {
+        /// Size of the state (phase name included).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
     /// The claim's lease ran out and another attempt took the key over, or the
     /// record was removed. Nothing was changed.
     #[error(

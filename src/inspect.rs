@@ -91,7 +91,7 @@ impl ScanFilter {
 
     fn matches(&self, record: &StoredRecord, now_ms: u64) -> bool {
         let lease_until_ms = match record.state {
-            StoredState::InFlight { lease_until_ms } => Some(lease_until_ms),
+            StoredState::InFlight { lease_until_ms, .. } => Some(lease_until_ms),
             StoredState::Completed { .. } => None,
         };
         (self.include_expired || !record.is_expired(now_ms))
@@ -232,7 +232,7 @@ pub(crate) fn record_stats(
                     continue;
                 }
                 match record.state {
-                    StoredState::InFlight { lease_until_ms } => {
+                    StoredState::InFlight { lease_until_ms, .. } => {
                         stats.in_flight += 1;
                         if lease_until_ms <= now_ms {
                             stats.past_lease += 1;

@@ -97,6 +97,7 @@ mod metrics;
 mod once;
 mod outcome;
 mod record;
+mod recovery;
 mod response;
 mod storage;
 mod storage_backend;
@@ -118,6 +119,7 @@ pub use metrics::{Metrics, PUBLISHED_METRICS};
 pub use once::{OnError, Once, once};
 pub use outcome::{Begin, Claim, ClaimInfo, CompleteError};
 pub use record::{Record, RecordParts, RecordState};
+pub use recovery::{MAX_PHASE_LEN, RecoveryPoint};
 pub use response::StoredResponse;
 pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
@@ -150,6 +152,7 @@ pub mod fuzzing {
             Some(response) => StoredState::Completed { response },
             None => StoredState::InFlight {
                 lease_until_ms: 1_767_225_660_000,
+                recovery: None,
             },
         };
         crate::codec::encode(&StoredRecord {

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub releases: u64,
     /// Successful `renew` calls.
     pub renewals: u64,
+    /// Successful `checkpoint` calls (recovery points recorded).
+    pub checkpoints: u64,
+    /// Takeovers that inherited a recovery point, and so resume instead of
+    /// starting over (also in `takeovers`).
+    pub resumed: u64,
     /// Holder calls refused with `LeaseLost`.
     pub leases_lost: u64,
     /// Records deleted because they expired.
@@ -122,6 +127,16 @@ pub const PUBLISHED_METRICS: &[(&str, &str, &str)] = &[
     ),
     ("idemkv_releases_total", "counter", "successful releases"),
     ("idemkv_renewals_total", "counter", "successful renewals"),
+    (
+        "idemkv_checkpoints_total",
+        "counter",
+        "recovery points recorded",
+    ),
+    (
+        "idemkv_resumed_total",
+        "counter",
+        "takeovers that inherited a recovery point",
+    ),
     (
         "idemkv_leases_lost_total",
         "counter",
@@ -384,6 +399,8 @@ pub(crate) struct Counters {
     pub completions: Count,
     pub releases: Count,
     pub renewals: Count,
+    pub checkpoints: Count,
+    pub resumed: Count,
     pub leases_lost: Count,
     pub expired: Count,
     pub removed: Count,
@@ -429,6 +446,8 @@ impl Default for Counters {
             completions: Count::named("idemkv_completions_total"),
             releases: Count::named("idemkv_releases_total"),
             renewals: Count::named("idemkv_renewals_total"),
+            checkpoints: Count::named("idemkv_checkpoints_total"),
+            resumed: Count::named("idemkv_resumed_total"),
             leases_lost: Count::named("idemkv_leases_lost_total"),
             expired: Count::named("idemkv_expired_total"),
             removed: Count::named("idemkv_removed_total"),
@@ -462,6 +481,8 @@ impl Counters {
             completions: self.completions.get(),
             releases: self.releases.get(),
             renewals: self.renewals.get(),
+            checkpoints: self.checkpoints.get(),
+            resumed: self.resumed.get(),
             leases_lost: self.leases_lost.get(),
             expired: self.expired.get(),
             removed: self.removed.get(),

@@ -118,10 +118,12 @@ fn settle<E: Display>(
 /// only when the claim is new (or takes over a dead attempt), stores its
 /// result, and returns the stored result to every duplicate.
 ///
-/// The operation gets the claim's [`ClaimInfo`] (its fencing token, and
-/// whether it took over from an attempt that died: then check what that
-/// attempt did before repeating it). It should finish within the lease; a
-/// longer operation should use `begin`/`renew`/`complete` itself.
+/// The operation gets the claim's [`ClaimInfo`]: its fencing token,
+/// whether it took over from an attempt that died, and that attempt's last
+/// recovery point ([`ClaimInfo::recovered`]), if it recorded one: resume
+/// after that step instead of repeating it. It should finish within the
+/// lease; a longer operation, or one that records recovery points of its
+/// own, uses `begin`/`checkpoint`/`complete` itself.
 ///
 /// ```
 /// use idemkv::{Config, Fingerprint, Key, OnError, Once, Store, StoredResponse};

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::lock_table::LockTable;
+use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 
 /// The answer of [`Store::begin`](crate::Store::begin): exactly one of four.
@@ -82,6 +83,8 @@ pub struct Claim {
     /// The lease and retention this claim was taken with; renewals and the
     /// completion use them too.
     pub(crate) terms: ClaimTerms,
+    /// The recovery point this claim inherited, on a takeover.
+    pub(crate) recovered: Option<RecoveryPoint>,
     pub(crate) locks: Arc<LockTable>,
 }
 
@@ -107,11 +110,22 @@ impl Claim {
         self.takeover
     }
 
+    /// The recovery point of the attempt this claim took over from: the last
+    /// step it finished and the state it recorded
+    /// ([`Store::checkpoint`](crate::Store::checkpoint)). Resume after that
+    /// step; `None` means start from the beginning (a fresh claim, or a
+    /// takeover from an attempt that recorded nothing). It stays what the
+    /// claim started from: this claim's own checkpoints do not change it.
+    pub fn recovered(&self) -> Option<&RecoveryPoint> {
+        self.recovered.as_ref()
+    }
+
     /// What the claim's holder may want to know, as a value that can travel
     /// apart from the claim (an HTTP handler gets it in its request's
     /// extensions).
     pub fn info(&self) -> ClaimInfo {
         ClaimInfo::new(self.key.clone(), self.token, self.takeover)
+            .with_recovered(self.recovered.clone())
     }
 }
 
@@ -123,6 +137,7 @@ pub struct ClaimInfo {
     key: Key,
     token: u64,
     takeover: bool,
+    recovered: Option<RecoveryPoint>,
 }
 
 impl ClaimInfo {
@@ -133,7 +148,21 @@ impl ClaimInfo {
             key,
             token,
             takeover,
+            recovered: None,
         }
+    }
+
+    /// The same description with the recovery point the claim inherited.
+    #[must_use = "with_recovered returns the changed description"]
+    pub fn with_recovered(mut self, recovered: Option<RecoveryPoint>) -> ClaimInfo {
+        self.recovered = recovered;
+        self
+    }
+
+    /// The recovery point the claim inherited from the attempt it took over
+    /// from ([`Claim::recovered`]).
+    pub fn recovered(&self) -> Option<&RecoveryPoint> {
+        self.recovered.as_ref()
     }
 
     /// The claimed key.
@@ -164,6 +193,7 @@ impl fmt::Debug for Claim {
             .field("key", &self.key)
             .field("token", &self.token)
             .field("takeover", &self.takeover)
+            .field("recovered", &self.recovered)
             .finish()
     }
 }

@@ -9,6 +9,7 @@ use crate::clock::{from_millis, to_millis};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::outcome::Begin;
+use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 
 /// The stored form of one key's record (encoded by [`crate::codec`]).
@@ -29,10 +30,58 @@ pub(crate) struct StoredRecord {
     pub state: StoredState,
 }
 
+/// A record's state (record encoding 2: an in-flight record carries its
+/// holder's last recovery point).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum StoredState {
+    InFlight {
+        lease_until_ms: u64,
+        recovery: Option<RecoveryPoint>,
+    },
+    Completed {
+        response: StoredResponse,
+    },
+}
+
+/// A record as record encoding 1 wrote it (before recovery points); read,
+/// never written.
+#[derive(Deserialize)]
+pub(crate) struct StoredRecordV1 {
+    scope: String,
+    idempotency_key: String,
+    fingerprint: [u8; 32],
+    token: u64,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    expires_at_ms: u64,
+    state: StoredStateV1,
+}
+
+#[derive(Deserialize)]
+enum StoredStateV1 {
     InFlight { lease_until_ms: u64 },
     Completed { response: StoredResponse },
+}
+
+impl From<StoredRecordV1> for StoredRecord {
+    fn from(v1: StoredRecordV1) -> StoredRecord {
+        StoredRecord {
+            scope: v1.scope,
+            idempotency_key: v1.idempotency_key,
+            fingerprint: v1.fingerprint,
+            token: v1.token,
+            created_at_ms: v1.created_at_ms,
+            updated_at_ms: v1.updated_at_ms,
+            expires_at_ms: v1.expires_at_ms,
+            state: match v1.state {
+                StoredStateV1::InFlight { lease_until_ms } => StoredState::InFlight {
+                    lease_until_ms,
+                    recovery: None,
+                },
+                StoredStateV1::Completed { response } => StoredState::Completed { response },
+            },
+        }
+    }
 }
 
 impl StoredRecord {
@@ -46,8 +95,12 @@ impl StoredRecord {
 
     pub fn into_public(self, key: &Key) -> Record {
         let state = match self.state {
-            StoredState::InFlight { lease_until_ms } => RecordState::InFlight {
+            StoredState::InFlight {
+                lease_until_ms,
+                recovery,
+            } => RecordState::InFlight {
                 lease_until: from_millis(lease_until_ms),
+                recovery,
             },
             StoredState::Completed { response } => RecordState::Completed { response },
         };
@@ -87,7 +140,7 @@ pub(crate) fn decide(
     }
     match record.state {
         StoredState::Completed { response } => Begin::Replay(response),
-        StoredState::InFlight { lease_until_ms } if lease_until_ms > now_ms => {
+        StoredState::InFlight { lease_until_ms, .. } if lease_until_ms > now_ms => {
             in_progress(lease_until_ms, now_ms)
         }
         StoredState::InFlight { .. } => Begin::Claimed(ClaimIntent { takeover: true }),
@@ -110,6 +163,8 @@ pub enum RecordState {
     InFlight {
         /// When the holder's lease runs out.
         lease_until: SystemTime,
+        /// The holder's last recovery point, if it recorded one.
+        recovery: Option<RecoveryPoint>,
     },
     /// Completed; retries replay `response`.
     Completed {
@@ -181,8 +236,12 @@ impl Record {
     /// The stored form, as an import writes it.
     pub(crate) fn to_stored(&self) -> StoredRecord {
         let state = match &self.state {
-            RecordState::InFlight { lease_until } => StoredState::InFlight {
+            RecordState::InFlight {
+                lease_until,
+                recovery,
+            } => StoredState::InFlight {
                 lease_until_ms: to_millis(*lease_until),
+                recovery: recovery.clone(),
             },
             RecordState::Completed { response } => StoredState::Completed {
                 response: response.clone(),
@@ -246,7 +305,16 @@ impl Record {
     /// The lease end, while in flight.
     pub fn lease_until(&self) -> Option<SystemTime> {
         match self.state {
-            RecordState::InFlight { lease_until } => Some(lease_until),
+            RecordState::InFlight { lease_until, .. } => Some(lease_until),
+            RecordState::Completed { .. } => None,
+        }
+    }
+
+    /// The holder's last recovery point, while in flight and if it recorded
+    /// one.
+    pub fn recovery_point(&self) -> Option<&RecoveryPoint> {
+        match &self.state {
+            RecordState::InFlight { recovery, .. } => recovery.as_ref(),
             RecordState::Completed { .. } => None,
         }
     }
@@ -286,6 +354,7 @@ mod tests {
         };
         let flying = || StoredState::InFlight {
             lease_until_ms: 100,
+            recovery: None,
         };
         let rec = |fp: &Fingerprint, state| Some(record(fp, state, 500));
 

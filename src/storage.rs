@@ -32,7 +32,14 @@ pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The file format this build writes; files with a larger version are refused.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+///
+/// - 1: the first format.
+/// - 2: records may use record encoding 2 (recovery points in in-flight
+///   records). A version 1 file is upgraded when it is opened: its records
+///   stay as they are (this build reads encoding 1 too) and the version in
+///   `meta` becomes 2, so that a build that cannot read encoding 2 refuses
+///   the file instead of failing on its new records.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 /// When a sweep last deleted records (store time, ms); absent until then.
@@ -147,6 +154,9 @@ fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Re
                     found,
                     supported: FORMAT_VERSION,
                 });
+            }
+            Some(found) if found < FORMAT_VERSION => {
+                meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
             }
             Some(_) => {}
         }

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Imported, Submitter};
@@ -22,6 +24,7 @@ use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::once::{OnError, Once};
 use crate::outcome::{Begin, Claim, CompleteError};
 use crate::record::{Record, decide};
+use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage;
 use crate::storage_backend::StorageBackend;
@@ -444,6 +447,7 @@ impl Store {
             token: granted.token,
             takeover: granted.takeover,
             terms,
+            recovered: granted.recovered,
             locks: Arc::clone(&inner.locks),
         }))
     }
@@ -459,8 +463,12 @@ impl Store {
                         info,
                         key = %claim.key,
                         token = claim.token,
+                        phase = claim.recovered.as_ref().map(RecoveryPoint::phase),
                         "took over a claim whose lease ran out: its holder stopped renewing"
                     );
+                }
+                if claim.recovered.is_some() {
+                    bump(&counters.resumed);
                 }
             }
             Begin::Replay(_) => bump(&counters.replays),
@@ -582,10 +590,63 @@ impl Store {
 
     /// The one implementation of `renew`.
     pub(crate) async fn renew_async(&self, claim: &Claim) -> Result<()> {
+        self.hold_async(claim, None).await?;
+        bump(&self.inner.counters.renewals);
+        Ok(())
+    }
+
+    /// Records how far the claim's attempt got: `phase` names the last step
+    /// that finished (say `"charge_created"`), `state` holds what the next
+    /// steps need (say the charge's id). Durable when this returns, like
+    /// every write: if this process dies now, the attempt that takes the key
+    /// over gets this point from [`Claim::recovered`] and resumes after the
+    /// step instead of repeating it. It also restarts the lease, like
+    /// [`renew`](Self::renew). A later checkpoint replaces the point;
+    /// `complete` and `release` end it with the record's in-flight life.
+    ///
+    /// Call it right after each step that must not run twice, before the
+    /// next one starts (docs/design.md, "Recovery points").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPhase`] for an empty, oversized (over
+    /// [`MAX_PHASE_LEN`](crate::MAX_PHASE_LEN) bytes) or unprintable phase,
+    /// [`Error::CheckpointTooLarge`] for a point over
+    /// `Config::max_checkpoint_bytes`, [`Error::LeaseLost`] for a holder
+    /// whose key was taken over, completed or removed, and otherwise as
+    /// [`renew`](Self::renew). An error records nothing.
+    pub fn checkpoint(&self, claim: &Claim, phase: &str, state: impl Into<Bytes>) -> Result<()> {
+        crate::blocking::block_on(self.checkpoint_async(claim, phase, state.into()))
+    }
+
+    /// The one implementation of `checkpoint`.
+    pub(crate) async fn checkpoint_async(
+        &self,
+        claim: &Claim,
+        phase: &str,
+        state: Bytes,
+    ) -> Result<()> {
+        let point = RecoveryPoint::new(phase, state)?;
+        let (size, limit) = (point.stored_len(), self.inner.config.max_checkpoint_bytes);
+        if size > limit {
+            return Err(Error::CheckpointTooLarge { size, limit });
+        }
+        self.hold_async(claim, Some(point)).await?;
+        bump(&self.inner.counters.checkpoints);
+        Ok(())
+    }
+
+    /// A holder's write that keeps its claim: restarts the lease and, with a
+    /// `point`, records it (`renew` and `checkpoint`).
+    async fn hold_async(&self, claim: &Claim, point: Option<RecoveryPoint>) -> Result<()> {
         self.check_claim(claim)?;
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
         let result = match self.inner.committer() {
-            Ok(committer) => committer.renew(&claim.key, claim.token, claim.terms).await,
+            Ok(committer) => {
+                committer
+                    .renew(&claim.key, claim.token, claim.terms, point)
+                    .await
+            }
             Err(err) => Err(err),
         };
         match &result {
@@ -595,7 +656,6 @@ impl Store {
             Err(_) => drop(busy),
         }
         self.note_lease_lost(result)?;
-        bump(&self.inner.counters.renewals);
         Ok(())
     }
 

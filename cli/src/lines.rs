@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use idemkv::{Fingerprint, Key, Record, RecordParts, RecordState, StoredResponse};
+use idemkv::{Fingerprint, Key, Record, RecordParts, RecordState, RecoveryPoint, StoredResponse};
 use serde::{Deserialize, Serialize};
 
 /// One record.
@@ -43,12 +43,24 @@ pub enum LineState {
     InFlight {
         /// When the holder's lease ends.
         lease_until_ms: u64,
+        /// The holder's last recovery point, if it recorded one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovery: Option<LineRecovery>,
     },
     /// Completed with `response`.
     Completed {
         /// The stored response.
         response: LineResponse,
     },
+}
+
+/// A recovery point: the phase name and its state, base64.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRecovery {
+    /// The last step that finished.
+    pub phase: String,
+    /// The state recorded with it, base64.
+    pub state: String,
 }
 
 /// A stored response.
@@ -67,8 +79,15 @@ impl Line {
     /// know (a newer library's).
     pub fn of(record: &Record) -> Result<Line, String> {
         let state = match record.state() {
-            RecordState::InFlight { lease_until } => LineState::InFlight {
+            RecordState::InFlight {
+                lease_until,
+                recovery,
+            } => LineState::InFlight {
                 lease_until_ms: millis(*lease_until),
+                recovery: recovery.as_ref().map(|point| LineRecovery {
+                    phase: point.phase().to_string(),
+                    state: BASE64.encode(point.state()),
+                }),
             },
             RecordState::Completed { response } => LineState::Completed {
                 response: LineResponse {
@@ -105,8 +124,19 @@ impl Line {
     pub fn into_record(self) -> Result<Record, String> {
         let key = Key::new(&self.scope, &self.key).map_err(|err| err.to_string())?;
         let state = match self.state {
-            LineState::InFlight { lease_until_ms } => RecordState::InFlight {
+            LineState::InFlight {
+                lease_until_ms,
+                recovery,
+            } => RecordState::InFlight {
                 lease_until: time(lease_until_ms),
+                recovery: recovery
+                    .map(|point| {
+                        let state = BASE64
+                            .decode(&point.state)
+                            .map_err(|err| format!("recovery state is not base64: {err}"))?;
+                        RecoveryPoint::new(&point.phase, state).map_err(|err| err.to_string())
+                    })
+                    .transpose()?,
             },
             LineState::Completed { response } => {
                 let body = BASE64

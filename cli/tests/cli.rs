@@ -74,7 +74,10 @@ fn populated(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
         Terms::default().lease(Duration::from_secs(60)),
     ));
     let long = Terms::default().lease(Duration::from_secs(24 * 3600));
-    drop(claim(&store, &key("t2", "running"), long));
+    let running = claim(&store, &key("t2", "running"), long);
+    // Binary state, so that the export's base64 is exercised.
+    store.checkpoint(&running, "charge_created", &b"ch_1 \x00\xff"[..])?;
+    drop(running);
     store.close()?;
     Ok(path)
 }
@@ -91,7 +94,7 @@ fn stats_list_stuck_and_get_describe_the_file() -> TestResult {
     assert_eq!(stats["past_lease"], 1);
     assert_eq!(stats["top_scopes"][0], serde_json::json!(["t1", 4]));
     assert_eq!(stats["oldest_in_flight"]["key"], "stuck");
-    assert_eq!(stats["format_version"], 1);
+    assert_eq!(stats["format_version"], 2);
     let human = ok(&["stats", file])?;
     assert!(
         human.contains("6 (2 in flight, 1 of them past their lease; 4 completed)"),
@@ -134,6 +137,11 @@ fn stats_list_stuck_and_get_describe_the_file() -> TestResult {
     assert_eq!(raw.stdout, "body of b: \u{0}\u{ff}".as_bytes());
     let absent = idemkv(&["get", file, "t1", "nope"], b"")?;
     assert_eq!(absent.status.code(), Some(1));
+    let running = ok(&["get", file, "t2", "running"])?;
+    assert!(
+        running.contains("charge_created (7 bytes of state"),
+        "{running}"
+    );
     Ok(())
 }
 
@@ -202,6 +210,12 @@ fn export_then_import_gives_back_the_same_records() -> TestResult {
     assert_eq!(conflict.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&conflict.stderr).contains("nothing was imported"));
     assert_eq!(idemkv(&["export", copy_file], b"")?.stdout, exported.stdout);
+    // The running claim's recovery point went out and came back.
+    let text = String::from_utf8(exported.stdout)?;
+    assert!(
+        text.contains(r#""recovery":{"phase":"charge_created","state":"Y2hfMSAA/w=="}"#),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod basics;
 pub mod holders;
 pub mod limits;
 pub mod once;
+pub mod recovery;
 pub mod retention;
 pub mod waiting;
 

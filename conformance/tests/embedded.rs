@@ -35,6 +35,7 @@ fn config(setup: Setup, clock: &ManualClock) -> Config {
         .lease(setup.lease)
         .retention(setup.retention)
         .max_response_bytes(setup.max_response_bytes)
+        .max_checkpoint_bytes(setup.max_checkpoint_bytes)
         .sweep_batch(setup.sweep_batch)
         .sweep_interval(None)
 }

@@ -60,6 +60,7 @@ mod future;
 mod key_header;
 mod layer;
 mod problem;
+mod progress;
 mod replay;
 mod scope;
 mod service;
@@ -67,5 +68,6 @@ mod settings;
 
 pub use future::ResponseFuture;
 pub use layer::IdempotencyLayer;
+pub use progress::Progress;
 pub use scope::{credential_scope, default_scope};
 pub use service::Idempotency;

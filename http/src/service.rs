@@ -21,6 +21,7 @@ use crate::claimed::{finish, run_renewing};
 use crate::future::ResponseFuture;
 use crate::key_header::parse_key;
 use crate::problem::{problem, unavailable};
+use crate::progress::Progress;
 use crate::replay::{not_kept, replay, stored_response};
 use crate::settings::Settings;
 
@@ -258,7 +259,7 @@ async fn run_claimed<S, B, ReqBody, ResBody>(
     backend: &B,
     settings: &Settings,
     claim: B::Claim,
-    request: Request<ReqBody>,
+    mut request: Request<ReqBody>,
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -267,6 +268,11 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let claim = Arc::new(claim);
+    // The handler records recovery points through this (it holds the claim
+    // weakly, so the claim is still the layer's to finish).
+    request
+        .extensions_mut()
+        .insert(Progress::new(backend, &claim));
     // An inner service that fails without a response, or a body that fails:
     // whether the side effect happened is unknown, so the claim is not
     // released; it stays in flight until its lease runs out.

@@ -729,6 +729,81 @@ async fn handlers_see_their_claim_in_the_extensions() -> TestResult {
     Ok(())
 }
 
+/// A handler records a recovery point through the `Progress` extension and
+/// dies after its first step; the retry after the lease resumes from the
+/// point instead of charging again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_crash_resumes_from_the_handlers_checkpoint() -> TestResult {
+    #[derive(Clone, Default)]
+    struct Effects {
+        charges: Arc<AtomicU64>,
+        resumed: Arc<AtomicU64>,
+        crash: Arc<std::sync::atomic::AtomicBool>,
+    }
+    async fn charge_in_steps(
+        State(effects): State<Effects>,
+        axum::Extension(progress): axum::Extension<idemkv_http::Progress>,
+    ) -> (StatusCode, String) {
+        let charge_id = match progress.recovered() {
+            Some(point) if point.phase() == "charge_created" => {
+                effects.resumed.fetch_add(1, Ordering::SeqCst);
+                String::from_utf8_lossy(point.state()).into_owned()
+            }
+            _ => {
+                let n = effects.charges.fetch_add(1, Ordering::SeqCst) + 1;
+                let id = format!("ch_{n}");
+                if let Err(err) = progress.checkpoint("charge_created", id.clone()).await {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+                }
+                id
+            }
+        };
+        if effects.crash.swap(false, Ordering::SeqCst) {
+            panic!("the process dies after the charge");
+        }
+        (StatusCode::CREATED, format!("receipt for {charge_id}"))
+    }
+    let clock = idemkv::ManualClock::default();
+    let store = Store::in_memory(Config::default().clock(clock.clone()))?;
+    let effects = Effects::default();
+    effects.crash.store(true, Ordering::SeqCst);
+    let router = Router::new()
+        .route("/v1/charges", post(charge_in_steps))
+        .layer(IdempotencyLayer::new(store.clone()))
+        .with_state(effects.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/charges", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let client = Client::new();
+    let first = client
+        .post(&url)
+        .header("idempotency-key", "k-steps")
+        .body("x")
+        .send()
+        .await;
+    assert!(first.is_err(), "the handler died: no response");
+    assert_eq!(
+        post_with(&client, &url, Some("k-steps"), "x")
+            .await
+            .status(),
+        409
+    );
+    clock.advance(Config::default().settings().lease());
+    let retry = post_with(&client, &url, Some("k-steps"), "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.text().await?, "receipt for ch_1");
+    let replay = post_with(&client, &url, Some("k-steps"), "x").await;
+    assert_eq!(replay.text().await?, "receipt for ch_1");
+    assert_eq!(effects.charges.load(Ordering::SeqCst), 1, "charged once");
+    assert_eq!(effects.resumed.load(Ordering::SeqCst), 1);
+    let m = store.metrics();
+    assert_eq!((m.checkpoints, m.resumed), (1, 1));
+    task.abort();
+    Ok(())
+}
+
 /// Per-route terms: one layer's claims take their own lease and retention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_layer_can_give_its_route_its_own_lease_and_retention() -> TestResult {

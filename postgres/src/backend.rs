@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use idemkv::{
     Backend, Begin, ClaimInfo, CompleteError, Error, Fingerprint, Key, Metrics, Record,
-    RecordParts, RecordState, Result, StorageError, StoredResponse, Terms,
+    RecordParts, RecordState, RecoveryPoint, Result, StorageError, StoredResponse, Terms,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -58,6 +59,8 @@ struct Counters {
     completions: AtomicU64,
     releases: AtomicU64,
     renewals: AtomicU64,
+    checkpoints: AtomicU64,
+    resumed: AtomicU64,
     leases_lost: AtomicU64,
     expired: AtomicU64,
     removed: AtomicU64,
@@ -241,6 +244,7 @@ impl PgBackend {
                     takeover: row.get(1),
                     lease,
                     retention,
+                    recovered: recovery_from(key, &row, 2)?,
                 }));
             }
             // Another attempt claimed or completed the key between the read
@@ -262,6 +266,9 @@ impl PgBackend {
                 bump(&c.claims);
                 if claim.takeover {
                     bump(&c.takeovers);
+                }
+                if claim.recovered.is_some() {
+                    bump(&c.resumed);
                 }
             }
             Begin::Replay(_) => bump(&c.replays),
@@ -329,6 +336,20 @@ fn response_from(row: &Row, first: usize) -> Result<StoredResponse> {
         response = response.with_header(name, value);
     }
     Ok(response)
+}
+
+/// The recovery point in columns `first` (phase) and `first + 1` (state),
+/// checked by the same phase rules as a new one.
+fn recovery_from(key: &Key, row: &Row, first: usize) -> Result<Option<RecoveryPoint>> {
+    let phase: Option<String> = row.get(first);
+    let state: Option<Vec<u8>> = row.get(first + 1);
+    phase
+        .map(|phase| {
+            RecoveryPoint::new(&phase, state.unwrap_or_default()).map_err(|err| Error::Corrupted {
+                detail: format!("the row of {key} has a bad recovery point: {err}"),
+            })
+        })
+        .transpose()
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -435,6 +456,24 @@ impl Backend for PgBackend {
         Ok(())
     }
 
+    async fn checkpoint(&self, claim: &PgClaim, phase: &str, state: Bytes) -> Result<()> {
+        let point = RecoveryPoint::new(phase, state)?;
+        let (size, limit) = (point.stored_len(), self.inner.config.max_checkpoint_bytes);
+        if size > limit {
+            return Err(Error::CheckpointTooLarge { size, limit });
+        }
+        let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
+        let (phase, state): (&str, &[u8]) = (point.phase(), point.state());
+        self.fenced(
+            &self.inner.sql.checkpoint,
+            claim,
+            &[&lease_ms, &retention_ms, &phase, &state],
+        )
+        .await?;
+        bump(&self.inner.counters.checkpoints);
+        Ok(())
+    }
+
     async fn get(&self, key: &Key) -> Result<Option<Record>> {
         let client = self.client().await?;
         let row = client
@@ -473,6 +512,8 @@ impl Backend for PgBackend {
         m.completions = get(&c.completions);
         m.releases = get(&c.releases);
         m.renewals = get(&c.renewals);
+        m.checkpoints = get(&c.checkpoints);
+        m.resumed = get(&c.resumed);
         m.leases_lost = get(&c.leases_lost);
         m.expired = get(&c.expired);
         m.removed = get(&c.removed);
@@ -508,6 +549,7 @@ fn record_from(key: &Key, row: &Row) -> Result<Record> {
             lease_until: lease_until.ok_or_else(|| Error::Corrupted {
                 detail: format!("the in-flight row of {key} has no lease"),
             })?,
+            recovery: recovery_from(key, row, 11)?,
         }
     } else {
         RecordState::Completed {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use idemkv::{ClaimInfo, Fingerprint, Key};
+use idemkv::{ClaimInfo, Fingerprint, Key, RecoveryPoint};
 
 /// Ownership of one key, from a `Claimed` answer until `complete` or
 /// `release`: the key, the fencing token the table holds for it, and the
@@ -20,6 +20,8 @@ pub struct PgClaim {
     pub(crate) takeover: bool,
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
+    /// The recovery point inherited on a takeover.
+    pub(crate) recovered: Option<RecoveryPoint>,
 }
 
 impl PgClaim {
@@ -44,8 +46,16 @@ impl PgClaim {
         self.takeover
     }
 
-    /// The key, token and takeover flag, apart from the claim.
+    /// The recovery point of the attempt this claim took over from
+    /// (`idemkv::Claim::recovered`).
+    pub fn recovered(&self) -> Option<&RecoveryPoint> {
+        self.recovered.as_ref()
+    }
+
+    /// The key, token, takeover flag and inherited recovery point, apart
+    /// from the claim.
     pub fn info(&self) -> ClaimInfo {
         ClaimInfo::new(self.key.clone(), self.token(), self.takeover)
+            .with_recovered(self.recovered.clone())
     }
 }

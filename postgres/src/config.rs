@@ -14,6 +14,7 @@ pub struct PgConfig {
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
     pub(crate) max_response_bytes: usize,
+    pub(crate) max_checkpoint_bytes: usize,
     pub(crate) sweep_batch: usize,
     pub(crate) pool_size: usize,
     pub(crate) poll_min: Duration,
@@ -28,6 +29,7 @@ impl Default for PgConfig {
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 3600),
             max_response_bytes: 1 << 20,
+            max_checkpoint_bytes: 64 << 10,
             sweep_batch: 1000,
             pool_size: 16,
             poll_min: Duration::from_millis(2),
@@ -69,6 +71,13 @@ impl PgConfig {
     /// The largest response stored, body and headers (default 1 MiB).
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The largest recovery point `checkpoint` stores, phase name plus
+    /// state (default 64 KiB, as `idemkv::Config::max_checkpoint_bytes`).
+    pub fn max_checkpoint_bytes(mut self, bytes: usize) -> Self {
+        self.max_checkpoint_bytes = bytes;
         self
     }
 

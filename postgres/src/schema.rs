@@ -10,7 +10,12 @@ use crate::backend::db_error;
 use crate::config::PgConfig;
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// - 1: the first table.
+/// - 2: `phase` and `phase_state` columns, an in-flight row's recovery
+///   point. A version 1 table gains them (empty) when a version 2 build
+///   migrates it; its rows stay valid.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Qualified, quoted names of one configured table.
 #[derive(Clone, Debug)]
@@ -85,9 +90,28 @@ pub(crate) async fn migrate(client: &mut Client, names: &Names) -> Result<()> {
                 names.table
             )));
         }
-        Some(_) => {}
+        Some(SCHEMA_VERSION) => {}
+        Some(older) => {
+            if older < 2 {
+                txn.batch_execute(&upgrade_to_v2(names))
+                    .await
+                    .map_err(db_error)?;
+            }
+            txn.execute(
+                &format!(
+                    "UPDATE {} SET version = $2 WHERE table_name = $1",
+                    names.versions
+                ),
+                &[&names.table_name, &SCHEMA_VERSION],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         None => {
             txn.batch_execute(&create_v1(names))
+                .await
+                .map_err(db_error)?;
+            txn.batch_execute(&upgrade_to_v2(names))
                 .await
                 .map_err(db_error)?;
             txn.execute(
@@ -136,6 +160,15 @@ fn create_v1(names: &Names) -> String {
     )
 }
 
+/// Version 2: an in-flight row's recovery point (phase name and state).
+fn upgrade_to_v2(names: &Names) -> String {
+    format!(
+        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS phase text,
+                             ADD COLUMN IF NOT EXISTS phase_state bytea;",
+        table = names.table,
+    )
+}
+
 /// The statements, with this table's names in them.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -147,6 +180,8 @@ pub(crate) struct Statements {
     pub complete: String,
     pub release: String,
     pub renew: String,
+    /// `renew` that also records a recovery point.
+    pub checkpoint: String,
     pub get: String,
     pub remove: String,
     pub sweep: String,
@@ -181,16 +216,20 @@ impl Statements {
                      updated_at = EXCLUDED.updated_at,
                      expires_at = EXCLUDED.expires_at,
                      lease_until = EXCLUDED.lease_until,
-                     status = NULL, header_names = NULL, header_values = NULL, body = NULL
+                     status = NULL, header_names = NULL, header_values = NULL, body = NULL,
+                     phase = CASE WHEN r.in_flight AND r.expires_at > EXCLUDED.updated_at
+                                  THEN r.phase END,
+                     phase_state = CASE WHEN r.in_flight AND r.expires_at > EXCLUDED.updated_at
+                                        THEN r.phase_state END
                  WHERE r.expires_at <= EXCLUDED.updated_at
                     OR (r.in_flight AND r.lease_until <= EXCLUDED.updated_at
                         AND r.fingerprint = EXCLUDED.fingerprint)
-                 RETURNING token, takeover",
+                 RETURNING token, takeover, phase, phase_state",
                 seq_text = seq.replace('\'', "''"),
             ),
             complete: format!(
                 "UPDATE {t} SET in_flight = false, takeover = false, lease_until = NULL,
-                        status = $4, header_names = $5, header_values = $6, body = $7,
+                        phase = NULL, phase_state = NULL, status = $4, header_names = $5, header_values = $6, body = $7,
                         updated_at = c.n, expires_at = c.n + $8::bigint {ms}
                  FROM (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
@@ -209,9 +248,18 @@ impl Statements {
                  WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
                    AND expires_at > c.n"
             ),
+            checkpoint: format!(
+                "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
+                        expires_at = c.n + ($4::bigint + $5::bigint) {ms},
+                        updated_at = c.n, phase = $6, phase_state = $7
+                 FROM (SELECT {now} AS n) c
+                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
+                   AND expires_at > c.n"
+            ),
             get: format!(
                 "SELECT fingerprint, token, in_flight, created_at, updated_at, expires_at,
-                        lease_until, status, header_names, header_values, body
+                        lease_until, status, header_names, header_values, body,
+                        phase, phase_state
                  FROM {t}, (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n"
             ),

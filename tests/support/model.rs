@@ -28,7 +28,7 @@ pub fn fp(payload: &str) -> Fingerprint {
 pub fn step_from_bytes(op: u8, arg: u8) -> Step {
     let claim = usize::from(arg % 4);
     let key = usize::from(arg) % KEYS;
-    match op % 20 {
+    match op % 21 {
         0..=5 => Step::Begin {
             key,
             payload: usize::from(arg / 128),
@@ -47,6 +47,7 @@ pub fn step_from_bytes(op: u8, arg: u8) -> Step {
             back: arg & 1 == 1,
             ms: CLOCK_STEPS_MS[usize::from(arg / 2) % CLOCK_STEPS_MS.len()],
         },
+        19 => Step::Checkpoint { claim },
         _ => Step::Reopen,
     }
 }
@@ -117,6 +118,10 @@ pub enum Step {
     Renew {
         claim: usize,
     },
+    /// Records a recovery point (its phase names the step's number).
+    Checkpoint {
+        claim: usize,
+    },
     DropClaim {
         claim: usize,
     },
@@ -140,8 +145,15 @@ pub enum Step {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
-    InFlight { lease_until: u64 },
-    Completed { response: StoredResponse },
+    /// `recovery` is the phase of the holder's (or an earlier holder's)
+    /// last checkpoint.
+    InFlight {
+        lease_until: u64,
+        recovery: Option<String>,
+    },
+    Completed {
+        response: StoredResponse,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +190,7 @@ pub struct Harness {
     claims: Vec<(usize, usize, Claim)>,
     model: Model,
     responses: u64,
+    checkpoints: u64,
 }
 
 impl Harness {
@@ -209,6 +222,7 @@ impl Harness {
                 highest_token: 0,
             },
             responses: 0,
+            checkpoints: 0,
         }
     }
 
@@ -241,7 +255,8 @@ impl Harness {
                 match (expected, answer) {
                     (None, Begin::Claimed(claim)) => {
                         assert!(!claim.is_takeover());
-                        self.record_claim(k, payload, claim, now);
+                        assert_eq!(claim.recovered(), None);
+                        self.record_claim(k, payload, claim, now, None);
                     }
                     (Some(r), Begin::Mismatch) => assert_ne!(r.payload, payload),
                     (Some(r), Begin::Replay(response)) => {
@@ -250,7 +265,7 @@ impl Harness {
                     }
                     (Some(r), Begin::InProgress { retry_after }) => {
                         assert_eq!(r.payload, payload);
-                        let State::InFlight { lease_until } = r.state else {
+                        let State::InFlight { lease_until, .. } = r.state else {
                             panic!("InProgress for a completed record");
                         };
                         assert!(lease_until > now);
@@ -258,11 +273,18 @@ impl Harness {
                     }
                     (Some(r), Begin::Claimed(claim)) => {
                         assert_eq!(r.payload, payload, "takeover with another payload");
-                        assert!(
-                            matches!(r.state, State::InFlight { lease_until } if lease_until <= now)
-                        );
+                        let State::InFlight {
+                            lease_until,
+                            recovery,
+                        } = r.state
+                        else {
+                            panic!("a completed record was taken over");
+                        };
+                        assert!(lease_until <= now);
                         assert!(claim.is_takeover());
-                        let created = self.record_claim(k, payload, claim, now);
+                        // The takeover inherits the last recovery point.
+                        assert_eq!(claim.recovered().map(|p| p.phase()), recovery.as_deref());
+                        let created = self.record_claim(k, payload, claim, now, recovery);
                         assert!(created > r.token);
                     }
                     (expected, answer) => panic!("model {expected:?}, store {answer:?}"),
@@ -320,8 +342,30 @@ impl Harness {
                 if held {
                     result.expect("holder renews");
                     let record = self.model.records.get_mut(k).expect("held");
+                    if let State::InFlight { lease_until, .. } = &mut record.state {
+                        *lease_until = now + LEASE_MS;
+                    }
+                    record.expires_at = now + LEASE_MS + RETENTION_MS;
+                } else {
+                    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+                }
+            }
+            Step::Checkpoint { claim } => {
+                let Some((k, _, claim)) = self.claims.get(claim) else {
+                    return;
+                };
+                let held = self.model.held(*k, claim.token());
+                self.checkpoints += 1;
+                let phase = format!("step_{}", self.checkpoints);
+                let result = self
+                    .store()
+                    .checkpoint(claim, &phase, phase.clone().into_bytes());
+                if held {
+                    result.expect("holder checkpoints");
+                    let record = self.model.records.get_mut(k).expect("held");
                     record.state = State::InFlight {
                         lease_until: now + LEASE_MS,
+                        recovery: Some(phase),
                     };
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
                 } else {
@@ -344,11 +388,20 @@ impl Harness {
                         assert_eq!(record.fingerprint(), fp(&format!("p{}", expected.payload)));
                         assert_eq!(ms_since_epoch(record.expires_at()), expected.expires_at);
                         match &expected.state {
-                            State::InFlight { lease_until } => {
+                            State::InFlight {
+                                lease_until,
+                                recovery,
+                            } => {
                                 assert_eq!(
                                     record.lease_until().map(ms_since_epoch),
                                     Some(*lease_until)
-                                )
+                                );
+                                let point = record.recovery_point();
+                                assert_eq!(point.map(|p| p.phase()), recovery.as_deref());
+                                assert_eq!(
+                                    point.map(|p| p.state()),
+                                    recovery.as_deref().map(str::as_bytes)
+                                );
                             }
                             State::Completed { response } => {
                                 assert_eq!(record.response(), Some(response))
@@ -414,8 +467,16 @@ impl Harness {
         assert_eq!(self.store().metrics().live_records, report.records);
     }
 
-    /// Adds a claim the store just granted to the model; returns its token.
-    fn record_claim(&mut self, k: usize, payload: usize, claim: Claim, now: u64) -> u64 {
+    /// Adds a claim the store just granted to the model, with the recovery
+    /// point it inherited; returns its token.
+    fn record_claim(
+        &mut self,
+        k: usize,
+        payload: usize,
+        claim: Claim,
+        now: u64,
+        recovery: Option<String>,
+    ) -> u64 {
         let token = claim.token();
         assert!(token > self.model.highest_token, "tokens only grow");
         self.model.highest_token = token;
@@ -427,6 +488,7 @@ impl Harness {
                 expires_at: now + LEASE_MS + RETENTION_MS,
                 state: State::InFlight {
                     lease_until: now + LEASE_MS,
+                    recovery,
                 },
             },
         );

@@ -33,10 +33,18 @@ pub fn release(args: &AdminArgs, json: bool) -> Result<(), Failure> {
             "{key} is completed, not in flight; `idemkv remove` deletes completed records"
         )));
     };
+    let lost = match record.recovery_point() {
+        Some(point) => format!(
+            " Its recovery point ({:?}) is dropped too: the next attempt starts from the first \
+             step, not after that one.",
+            point.phase()
+        ),
+        None => String::new(),
+    };
     confirm(
         &format!(
             "Release {key} (token {}, lease ends {})? The next attempt with this key runs the \
-             operation again.",
+             operation again.{lost}",
             record.token(),
             output::time(lease_until)
         ),

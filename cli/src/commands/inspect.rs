@@ -171,6 +171,17 @@ pub fn get(args: &GetArgs, json: bool) -> Result<(), Failure> {
     if let Some(lease_until) = record.lease_until() {
         pairs.push(("lease ends", output::time_from_now(lease_until, now)));
     }
+    if let Some(point) = record.recovery_point() {
+        pairs.push((
+            "recovery point",
+            format!(
+                "{} ({} bytes of state: {})",
+                point.phase(),
+                point.state().len(),
+                output::preview(point.state(), 200)
+            ),
+        ));
+    }
     if let Some(response) = record.response() {
         pairs.push(("status", response.status().to_string()));
         for (name, value) in response.headers() {

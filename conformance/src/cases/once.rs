@@ -135,3 +135,43 @@ pub async fn once_stores_a_failure_as_the_outcome_when_asked<H: Harness>(harness
     assert_eq!(stored.body(), b"unknown device");
     Ok(())
 }
+
+/// A delivery whose holder recorded a recovery point and died: the next
+/// delivery after the lease hands the point to the operation, which
+/// resumes from it.
+pub async fn once_hands_the_operation_the_recovered_point<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("message-resumed");
+    let idemkv::Begin::Claimed(first) = b.begin(&k, fp("a"), idemkv::Terms::default()).await?
+    else {
+        return Err("the first delivery did not claim".into());
+    };
+    b.checkpoint(&first, "row_written", bytes::Bytes::from_static(b"row 17"))
+        .await?;
+    drop(first);
+    subject.advance(LEASE).await;
+    let outcome = once(b, &k, fp("a"), OnError::default(), |claim| {
+        let resumed = claim
+            .recovered()
+            .map(|point| (point.phase().to_string(), point.state().to_vec()));
+        async move {
+            match resumed {
+                Some((phase, state)) if phase == "row_written" && state == b"row 17" => {
+                    Ok(StoredResponse::new(200, "resumed after row 17"))
+                }
+                other => Err(Refused(if other.is_none() {
+                    "no recovery point"
+                } else {
+                    "the wrong recovery point"
+                })),
+            }
+        }
+    })
+    .await?;
+    let Once::Ran(stored) = outcome else {
+        return Err(format!("expected Ran, got {outcome:?}").into());
+    };
+    assert_eq!(stored.body(), b"resumed after row 17");
+    Ok(())
+}

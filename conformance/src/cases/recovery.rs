@@ -1,0 +1,226 @@
+//! Recovery points: a holder records how far it got, a takeover inherits
+//! the last point, and nothing else ever sees or changes it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use idemkv::{Backend, Error, RecoveryPoint};
+
+use super::{BackendOf, begin, fp, info, key, response};
+use crate::expect::{claimed, in_progress, replayed};
+use crate::{Harness, LEASE, Outcome, Setup, Subject};
+
+fn point(phase: &str, state: &str) -> Option<RecoveryPoint> {
+    RecoveryPoint::new(phase, Bytes::copy_from_slice(state.as_bytes())).ok()
+}
+
+/// A first claim has nothing to resume from, and neither has a takeover of
+/// an attempt that recorded nothing.
+pub async fn a_fresh_claim_starts_with_no_recovery_point<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("fresh-point");
+    let first = claimed(begin(b, &k, fp("a")).await?);
+    assert_eq!(info::<BackendOf<H>>(&first).recovered(), None);
+    drop(first);
+    subject.advance(LEASE).await;
+    let second = claimed(begin(b, &k, fp("a")).await?);
+    let second_info = info::<BackendOf<H>>(&second);
+    assert!(second_info.is_takeover());
+    assert_eq!(second_info.recovered(), None);
+    assert_eq!(b.metrics().resumed, 0);
+    b.complete(second, response("done")).await?;
+    Ok(())
+}
+
+/// The holder checkpoints twice and dies: the takeover gets the second
+/// point, `get` shows it, and a takeover of that takeover (which recorded
+/// nothing of its own) still gets it.
+pub async fn a_takeover_resumes_from_the_last_checkpoint<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("resume");
+    let first = claimed(begin(b, &k, fp("a")).await?);
+    b.checkpoint(&first, "charge_created", Bytes::from_static(b"ch_1"))
+        .await?;
+    b.checkpoint(&first, "order_written", Bytes::from_static(b"ch_1 ord_7"))
+        .await?;
+    let record = b.get(&k).await?.ok_or("the claim's record is missing")?;
+    assert_eq!(
+        record.recovery_point().cloned(),
+        point("order_written", "ch_1 ord_7")
+    );
+    drop(first);
+
+    subject.advance(LEASE).await;
+    let second = claimed(begin(b, &k, fp("a")).await?);
+    let second_info = info::<BackendOf<H>>(&second);
+    assert!(second_info.is_takeover());
+    assert_eq!(
+        second_info.recovered().cloned(),
+        point("order_written", "ch_1 ord_7")
+    );
+    drop(second);
+
+    subject.advance(LEASE).await;
+    let third = claimed(begin(b, &k, fp("a")).await?);
+    assert_eq!(
+        info::<BackendOf<H>>(&third).recovered().cloned(),
+        point("order_written", "ch_1 ord_7")
+    );
+    b.complete(third, response("done")).await?;
+    let m = b.metrics();
+    assert_eq!((m.checkpoints, m.takeovers, m.resumed), (2, 2, 2));
+    Ok(())
+}
+
+/// A checkpoint restarts the lease, as a renewal does.
+pub async fn a_checkpoint_restarts_the_lease<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("checkpoint-lease");
+    let holder = claimed(begin(b, &k, fp("a")).await?);
+    subject.advance(LEASE - Duration::from_millis(10)).await;
+    b.checkpoint(&holder, "step_1", Bytes::new()).await?;
+    subject.advance(Duration::from_millis(10)).await;
+    assert_eq!(
+        in_progress(begin(b, &k, fp("a")).await?),
+        LEASE - Duration::from_millis(10)
+    );
+    b.complete(holder, response("done")).await?;
+    Ok(())
+}
+
+/// After a takeover the old holder's checkpoint fails with `LeaseLost` and
+/// changes nothing: the new holder's record keeps its own point.
+pub async fn a_stale_holder_cannot_checkpoint<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("stale-checkpoint");
+    let old = claimed(begin(b, &k, fp("a")).await?);
+    b.checkpoint(&old, "charge_created", Bytes::from_static(b"ch_1"))
+        .await?;
+    subject.advance(LEASE).await;
+    let new = claimed(begin(b, &k, fp("a")).await?);
+    b.checkpoint(&new, "order_written", Bytes::from_static(b"ord_2"))
+        .await?;
+    let before = b.get(&k).await?;
+    let err = b
+        .checkpoint(&old, "receipt_sent", Bytes::from_static(b"stale"))
+        .await;
+    assert!(matches!(err, Err(Error::LeaseLost)), "{err:?}");
+    assert_eq!(b.get(&k).await?, before);
+
+    // Completed by the new holder: the old one still cannot write.
+    b.complete(new, response("new")).await?;
+    let err = b.checkpoint(&old, "receipt_sent", Bytes::new()).await;
+    assert!(matches!(err, Err(Error::LeaseLost)), "{err:?}");
+    assert_eq!(replayed(begin(b, &k, fp("a")).await?), response("new"));
+    assert_eq!(b.metrics().checkpoints, 2);
+    Ok(())
+}
+
+/// A completion replaces the in-flight record (the point goes with it); a
+/// release deletes it, so the next claim starts from nothing.
+pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let done = key("point-completed");
+    let holder = claimed(begin(b, &done, fp("a")).await?);
+    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+        .await?;
+    b.complete(holder, response("done")).await?;
+    let record = b
+        .get(&done)
+        .await?
+        .ok_or("the completed record is missing")?;
+    assert_eq!(record.recovery_point(), None);
+
+    let released = key("point-released");
+    let holder = claimed(begin(b, &released, fp("a")).await?);
+    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+        .await?;
+    b.release(holder).await?;
+    let next = claimed(begin(b, &released, fp("a")).await?);
+    let next_info = info::<BackendOf<H>>(&next);
+    assert!(!next_info.is_takeover());
+    assert_eq!(next_info.recovered(), None);
+    b.complete(next, response("again")).await?;
+    Ok(())
+}
+
+/// An empty, oversized or unprintable phase and an oversized state are
+/// refused with their own errors, and the record keeps its last point.
+pub async fn bad_checkpoints_are_refused_and_change_nothing<H: Harness>(harness: &H) -> Outcome {
+    let setup = Setup {
+        max_checkpoint_bytes: 100,
+        ..Setup::default()
+    };
+    let subject = harness.open(setup).await?;
+    let b = subject.backend();
+    let k = key("bad-checkpoint");
+    let holder = claimed(begin(b, &k, fp("a")).await?);
+    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+        .await?;
+    let before = b.get(&k).await?;
+    let long = "p".repeat(idemkv::MAX_PHASE_LEN + 1);
+    for phase in ["", long.as_str(), "two\nlines"] {
+        let err = b.checkpoint(&holder, phase, Bytes::new()).await;
+        assert!(
+            matches!(err, Err(Error::InvalidPhase { .. })),
+            "{phase:?}: {err:?}"
+        );
+    }
+    let err = b
+        .checkpoint(&holder, "big", Bytes::from(vec![b's'; 98]))
+        .await;
+    assert!(
+        matches!(
+            err,
+            Err(Error::CheckpointTooLarge {
+                size: 101,
+                limit: 100
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(b.get(&k).await?, before);
+    assert_eq!(b.metrics().checkpoints, 1);
+    drop(holder);
+    subject.advance(LEASE).await;
+    let next = claimed(begin(b, &k, fp("a")).await?);
+    assert_eq!(
+        info::<BackendOf<H>>(&next).recovered().cloned(),
+        point("charge_created", "ch_1")
+    );
+    b.complete(next, response("done")).await?;
+    Ok(())
+}
+
+/// A point of exactly the limit is stored, with binary state intact.
+pub async fn the_checkpoint_limit_is_inclusive<H: Harness>(harness: &H) -> Outcome {
+    let setup = Setup {
+        max_checkpoint_bytes: 100,
+        ..Setup::default()
+    };
+    let subject = harness.open(setup).await?;
+    let b = subject.backend();
+    let k = key("checkpoint-limit");
+    let holder = claimed(begin(b, &k, fp("a")).await?);
+    let state: Vec<u8> = (0..97u8).map(|i| i.wrapping_mul(37)).collect();
+    b.checkpoint(&holder, "big", Bytes::from(state.clone()))
+        .await?;
+    drop(holder);
+    subject.advance(LEASE).await;
+    let next = claimed(begin(b, &k, fp("a")).await?);
+    let recovered = info::<BackendOf<H>>(&next)
+        .recovered()
+        .cloned()
+        .ok_or("the point was not inherited")?;
+    assert_eq!(
+        (recovered.phase(), recovered.state()),
+        ("big", state.as_slice())
+    );
+    b.complete(next, response("done")).await?;
+    Ok(())
+}
