@@ -79,12 +79,15 @@ pub struct Claim {
     pub(crate) key: Key,
     pub(crate) fingerprint: Fingerprint,
     pub(crate) token: u64,
-    pub(crate) takeover: bool,
+    /// Set when this claim took over from an attempt whose lease ran out,
+    /// with that attempt's recovery point. Boxed, in place of a flag: a
+    /// `Claim` travels inside every `Begin`, and the answers that need no
+    /// write (replay, mismatch, in progress) should not move more bytes for
+    /// it (takeovers are rare; a fresh claim allocates nothing).
+    pub(crate) takeover: Option<Box<Takeover>>,
     /// The lease and retention this claim was taken with; renewals and the
     /// completion use them too.
     pub(crate) terms: ClaimTerms,
-    /// The recovery point this claim inherited, on a takeover.
-    pub(crate) recovered: Option<RecoveryPoint>,
     pub(crate) locks: Arc<LockTable>,
 }
 
@@ -107,7 +110,7 @@ impl Claim {
     /// True when this claim took over from an attempt whose lease ran out. That
     /// attempt may have run part of the side effect: check before repeating it.
     pub fn is_takeover(&self) -> bool {
-        self.takeover
+        self.takeover.is_some()
     }
 
     /// The recovery point of the attempt this claim took over from: the last
@@ -117,16 +120,23 @@ impl Claim {
     /// takeover from an attempt that recorded nothing). It stays what the
     /// claim started from: this claim's own checkpoints do not change it.
     pub fn recovered(&self) -> Option<&RecoveryPoint> {
-        self.recovered.as_ref()
+        self.takeover.as_ref()?.recovered.as_ref()
     }
 
     /// What the claim's holder may want to know, as a value that can travel
     /// apart from the claim (an HTTP handler gets it in its request's
     /// extensions).
     pub fn info(&self) -> ClaimInfo {
-        ClaimInfo::new(self.key.clone(), self.token, self.takeover)
-            .with_recovered(self.recovered.clone())
+        ClaimInfo::new(self.key.clone(), self.token, self.is_takeover())
+            .with_recovered(self.recovered().cloned())
     }
+}
+
+/// What a takeover knows of the attempt before it.
+#[derive(Debug)]
+pub(crate) struct Takeover {
+    /// That attempt's last recovery point, if it recorded one.
+    pub recovered: Option<RecoveryPoint>,
 }
 
 /// A claim's key, fencing token and takeover flag, apart from the claim: a
@@ -192,8 +202,8 @@ impl fmt::Debug for Claim {
         f.debug_struct("Claim")
             .field("key", &self.key)
             .field("token", &self.token)
-            .field("takeover", &self.takeover)
-            .field("recovered", &self.recovered)
+            .field("takeover", &self.is_takeover())
+            .field("recovered", &self.recovered())
             .finish()
     }
 }

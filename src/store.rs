@@ -22,7 +22,7 @@ use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::{event, span};
 use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::once::{OnError, Once};
-use crate::outcome::{Begin, Claim, CompleteError};
+use crate::outcome::{Begin, Claim, CompleteError, Takeover};
 use crate::record::{Record, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
@@ -445,9 +445,12 @@ impl Store {
             key: key.clone(),
             fingerprint,
             token: granted.token,
-            takeover: granted.takeover,
+            takeover: granted.takeover.then(|| {
+                Box::new(Takeover {
+                    recovered: granted.recovered,
+                })
+            }),
             terms,
-            recovered: granted.recovered,
             locks: Arc::clone(&inner.locks),
         }))
     }
@@ -457,17 +460,17 @@ impl Store {
         match answer {
             Begin::Claimed(claim) => {
                 bump(&counters.claims);
-                if claim.takeover {
+                if claim.is_takeover() {
                     bump(&counters.takeovers);
                     event!(
                         info,
                         key = %claim.key,
                         token = claim.token,
-                        phase = claim.recovered.as_ref().map(RecoveryPoint::phase),
+                        phase = claim.recovered().map(RecoveryPoint::phase),
                         "took over a claim whose lease ran out: its holder stopped renewing"
                     );
                 }
-                if claim.recovered.is_some() {
+                if claim.recovered().is_some() {
                     bump(&counters.resumed);
                 }
             }

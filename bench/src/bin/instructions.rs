@@ -1,8 +1,9 @@
 //! A small driver for instruction counts: runs one CPU-bound operation a
-//! given number of times after a fixed setup, so that `valgrind
-//! --tool=callgrind` run at two counts gives the instructions of one
-//! operation as the difference (setup cancels out). `bench/instructions.sh`
-//! does that for every operation below.
+//! given number of times after a setup, the loop inside [`measured`], so
+//! that `valgrind --tool=callgrind --toggle-collect='*measured*'` counts the
+//! loop alone (not the setup, whose commits go through threads whose timing
+//! varies, nor other threads). `bench/instructions.sh` does that for every
+//! operation below.
 //!
 //! ```text
 //! instructions replay_cached 1000
@@ -51,6 +52,18 @@ fn filled(config: Config, keys: &[Key]) -> Result<Store, BoxError> {
     Ok(store)
 }
 
+/// The measured loop: callgrind counts only what runs inside this function.
+#[inline(never)]
+fn measured(
+    count: usize,
+    step: &mut dyn FnMut(usize) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    for i in 0..count {
+        step(i)?;
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(operation), Some(count)) = (args.first(), args.get(1)) else {
@@ -80,15 +93,15 @@ fn run() -> Result<(), BoxError> {
                 0
             };
             let store = filled(config().cache_bytes(cache), &keys)?;
-            for i in 0..count {
-                expect(store.begin(pick(i), Fingerprint::of(b"a"))?, "replay")?;
-            }
+            measured(count, &mut |i| {
+                expect(store.begin(pick(i), Fingerprint::of(b"a"))?, "replay")
+            })?;
         }
         "mismatch" => {
             let store = filled(config(), &keys)?;
-            for i in 0..count {
-                expect(store.begin(pick(i), Fingerprint::of(b"b"))?, "mismatch")?;
-            }
+            measured(count, &mut |i| {
+                expect(store.begin(pick(i), Fingerprint::of(b"b"))?, "mismatch")
+            })?;
         }
         "in_progress" => {
             let store = Store::in_memory(config())?;
@@ -99,12 +112,12 @@ fn run() -> Result<(), BoxError> {
                     other => return Err(format!("{key}: unexpected {other:?}").into()),
                 }
             }
-            for i in 0..count {
+            measured(count, &mut |i| {
                 expect(
                     store.begin(&keys[i % 100], Fingerprint::of(b"a"))?,
                     "in_progress",
-                )?;
-            }
+                )
+            })?;
             drop(held);
         }
         "encode" | "decode" => {
@@ -112,8 +125,9 @@ fn run() -> Result<(), BoxError> {
             let response = StoredResponse::new(201, vec![b'x'; 256])
                 .with_header("content-type", "application/json");
             let bytes = fuzzing::encode_sample_record(key, Some(response.clone()))?;
-            for _ in 0..count {
-                if operation == "encode" {
+            let encode = operation == "encode";
+            measured(count, &mut |_| {
+                if encode {
                     std::hint::black_box(fuzzing::encode_sample_record(
                         key,
                         Some(std::hint::black_box(response.clone())),
@@ -121,7 +135,8 @@ fn run() -> Result<(), BoxError> {
                 } else {
                     std::hint::black_box(fuzzing::decode_record(std::hint::black_box(&bytes))?);
                 }
-            }
+                Ok(())
+            })?;
         }
         other => return Err(format!("unknown operation {other:?}").into()),
     }
