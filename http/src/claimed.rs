@@ -66,8 +66,22 @@ pub(crate) async fn finish<B: Backend>(
     claim: Arc<B::Claim>,
     stored: Option<StoredResponse>,
 ) {
-    let Ok(claim) = Arc::try_unwrap(claim) else {
-        return;
+    let claim = match Arc::try_unwrap(claim) {
+        Ok(claim) => claim,
+        Err(claim) => {
+            // Only a checkpoint still running after its handler returned
+            // (a task the handler spawned) holds the claim now.
+            let info = B::claim_info(&claim);
+            tracing::warn!(
+                target: "idemkv_http",
+                key = %info.key(),
+                token = info.token(),
+                "a checkpoint outlived its handler, so the response was not stored: retries \
+                 see the key in flight until its lease ends, then resume from its last \
+                 recovery point; await checkpoints inside the handler"
+            );
+            return;
+        }
     };
     let info = B::claim_info(&claim);
     // Once polled, the operation is queued with the committer, so it is

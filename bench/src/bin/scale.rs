@@ -3,7 +3,12 @@
 //! ```text
 //! cargo run --release -p idemkv-bench --bin scale   # up to 10M records
 //! cargo run --release -p idemkv-bench --bin scale -- --records 1000000
+//! cargo run --release -p idemkv-bench --bin scale -- --storage-cache-mib 1024
 //! ```
+//!
+//! With `--storage-cache-mib N`, each point also measures the cache-off
+//! replays on a store opened with an N MiB storage (page) cache, beside the
+//! default one, to show what the page cache buys at each size.
 //!
 //! Fills a store with completed records (256-byte bodies) through the public
 //! API, 64 threads at a time, and at 100k, 1M and 10M records reports the file
@@ -102,6 +107,12 @@ fn run() -> Result<()> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(10_000_000);
+    let big_cache: Option<usize> = args
+        .iter()
+        .position(|a| a == "--storage-cache-mib")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse::<usize>())
+        .transpose()?;
     let dir = tempfile::Builder::new()
         .prefix("idemkv-scale")
         .tempdir_in(std::env::current_dir()?)?;
@@ -112,10 +123,16 @@ fn run() -> Result<()> {
         config.settings().cache_bytes() >> 20,
         config.settings().storage_cache_bytes() >> 20
     );
+    let big_column = big_cache.map_or(String::new(), |mib| {
+        format!(" replay p50 (cache off, {mib} MiB storage cache) | p99 |")
+    });
     println!(
-        "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 | RSS | peak RSS |"
+        "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 |{big_column} RSS | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "|---|---|---|---|---|---|---|---|---|{}---|---|",
+        if big_cache.is_some() { "---|---|" } else { "" }
+    );
 
     let mut store = Store::open(&path, config.clone())?;
     let mut filled = 0;
@@ -138,8 +155,20 @@ fn run() -> Result<()> {
         let uncached = Store::open(&path, config.clone().cache_bytes(0))?;
         let (cold50, cold99) = replay_latency(&uncached, filled)?;
         drop(uncached);
+        let big = match big_cache {
+            Some(mib) => {
+                let roomy = Store::open(
+                    &path,
+                    config.clone().cache_bytes(0).storage_cache_bytes(mib << 20),
+                )?;
+                let (p50, p99) = replay_latency(&roomy, filled)?;
+                drop(roomy);
+                format!(" {} | {} |", micros(p50), micros(p99))
+            }
+            None => String::new(),
+        };
         println!(
-            "| {filled} | {rate:.0}/s | {batch:.1} | {:.1} MiB | {:.0} | {} | {} | {} | {} | {:.0} MiB | {:.0} MiB |",
+            "| {filled} | {rate:.0}/s | {batch:.1} | {:.1} MiB | {:.0} | {} | {} | {} | {} |{big} {:.0} MiB | {:.0} MiB |",
             size as f64 / (1 << 20) as f64,
             size as f64 / filled as f64,
             micros(hot50),
