@@ -97,6 +97,16 @@ mod tests {
         }
     }
 
+    /// `bytes` with its version byte set to `version` and the crc made
+    /// valid again.
+    fn with_version(mut bytes: Vec<u8>, version: u8) -> Vec<u8> {
+        bytes[0] = version;
+        let n = bytes.len() - CRC_LEN;
+        let crc = crc32fast::hash(&bytes[..n]).to_le_bytes();
+        bytes[n..].copy_from_slice(&crc);
+        bytes
+    }
+
     #[test]
     fn round_trips() {
         let record = sample();
@@ -180,11 +190,7 @@ mod tests {
         assert_eq!(record.token, 42);
         // Completed records: the state's variant index is the same in both
         // versions, so a version 1 completion reads as the same completion.
-        let mut done = encode(&sample()).unwrap();
-        done[0] = RECORD_VERSION_1;
-        let n = done.len() - CRC_LEN;
-        let crc = crc32fast::hash(&done[..n]).to_le_bytes();
-        done[n..].copy_from_slice(&crc);
+        let done = with_version(encode(&sample()).unwrap(), RECORD_VERSION_1);
         assert_eq!(decode_record(&done).unwrap(), sample());
     }
 
@@ -202,11 +208,7 @@ mod tests {
 
     #[test]
     fn unknown_version_with_valid_crc_is_rejected() {
-        let mut bytes = encode(&sample()).unwrap();
-        bytes[0] = 9;
-        let n = bytes.len() - CRC_LEN;
-        let crc = crc32fast::hash(&bytes[..n]).to_le_bytes();
-        bytes[n..].copy_from_slice(&crc);
+        let bytes = with_version(encode(&sample()).unwrap(), 9);
         let err = decode_record(&bytes).unwrap_err();
         assert!(err.to_string().contains("version 9"));
     }

@@ -570,12 +570,11 @@ impl Shared {
                     Err(_) => break,
                 },
             };
-            let mut batch = vec![first];
-            drain_into(&self.receiver, &mut batch, MAX_BATCH);
-            batch.retain(|request| !matches!(request, Request::Wake));
-            if batch.is_empty() {
+            if matches!(first, Request::Wake) {
                 continue;
             }
+            let mut batch = vec![first];
+            drain_into(&self.receiver, &mut batch, MAX_BATCH);
             // The callers answered by the last commit are likely to come back
             // with their next operation within microseconds; waiting briefly
             // for them makes the next commit carry them all instead of
@@ -586,6 +585,7 @@ impl Shared {
                 let deadline = Instant::now() + LINGER;
                 while batch.len() < last_batch {
                     match self.receiver.recv_deadline(deadline) {
+                        Ok(Request::Wake) => {}
                         Ok(request) => {
                             batch.push(request);
                             drain_into(&self.receiver, &mut batch, last_batch);
@@ -877,7 +877,7 @@ impl Worker {
             Request::Import { records, reply } => {
                 reply.answer = Some(self.import(tables, records, now_ms)?);
             }
-            // Taken out of every batch before it is applied.
+            // Never in a batch (see `drain_into`).
             Request::Wake => {}
         }
         Ok(())
@@ -1054,10 +1054,13 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-/// Moves queued requests into `batch` until it holds `limit`.
+/// Moves queued requests into `batch` until it holds `limit`. A `Wake` has
+/// done its job once received (whoever drains it is writing) and is dropped,
+/// so no batch, on either path, carries one.
 fn drain_into(receiver: &Receiver<Request>, batch: &mut Vec<Request>, limit: usize) {
     while batch.len() < limit {
         match receiver.try_recv() {
+            Ok(Request::Wake) => {}
             Ok(request) => batch.push(request),
             Err(_) => break,
         }

@@ -69,6 +69,23 @@ impl RecoveryPoint {
         })
     }
 
+    /// A recovery point a store with a size limit of `limit` bytes (phase
+    /// plus state) accepts: what every backend's `checkpoint` checks before
+    /// writing anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPhase`] as [`new`](Self::new), and
+    /// [`Error::CheckpointTooLarge`] above `limit`.
+    pub fn within(phase: &str, state: impl Into<Bytes>, limit: usize) -> Result<RecoveryPoint> {
+        let point = RecoveryPoint::new(phase, state)?;
+        let size = point.stored_len();
+        if size > limit {
+            return Err(Error::CheckpointTooLarge { size, limit });
+        }
+        Ok(point)
+    }
+
     /// The phase: the last step the attempt finished.
     pub fn phase(&self) -> &str {
         &self.phase

@@ -629,11 +629,7 @@ impl Store {
         phase: &str,
         state: Bytes,
     ) -> Result<()> {
-        let point = RecoveryPoint::new(phase, state)?;
-        let (size, limit) = (point.stored_len(), self.inner.config.max_checkpoint_bytes);
-        if size > limit {
-            return Err(Error::CheckpointTooLarge { size, limit });
-        }
+        let point = RecoveryPoint::within(phase, state, self.inner.config.max_checkpoint_bytes)?;
         self.hold_async(claim, Some(point)).await?;
         bump(&self.inner.counters.checkpoints);
         Ok(())

@@ -21,3 +21,13 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
 }
 
 pub mod plot;
+
+/// The `p` quantile (0.0 to 1.0) of sorted nanosecond samples, by nearest
+/// rank; zero for no samples.
+pub fn percentile(sorted_ns: &[u64], p: f64) -> std::time::Duration {
+    if sorted_ns.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((sorted_ns.len() as f64 - 1.0) * p).round() as usize;
+    std::time::Duration::from_nanos(sorted_ns[rank])
+}

@@ -33,19 +33,12 @@ impl Point {
         elapsed: Duration,
         sorted_ns: &[u64],
     ) -> Point {
-        let at = |p: f64| {
-            if sorted_ns.is_empty() {
-                return Duration::ZERO;
-            }
-            let rank = ((sorted_ns.len() as f64 - 1.0) * p).round() as usize;
-            Duration::from_nanos(sorted_ns[rank])
-        };
         Point {
             system,
             clients,
             rate: requests as f64 / elapsed.as_secs_f64(),
-            p50: at(0.5),
-            p99: at(0.99),
+            p50: crate::percentile(sorted_ns, 0.5),
+            p99: crate::percentile(sorted_ns, 0.99),
         }
     }
 }

@@ -457,11 +457,7 @@ impl Backend for PgBackend {
     }
 
     async fn checkpoint(&self, claim: &PgClaim, phase: &str, state: Bytes) -> Result<()> {
-        let point = RecoveryPoint::new(phase, state)?;
-        let (size, limit) = (point.stored_len(), self.inner.config.max_checkpoint_bytes);
-        if size > limit {
-            return Err(Error::CheckpointTooLarge { size, limit });
-        }
+        let point = RecoveryPoint::within(phase, state, self.inner.config.max_checkpoint_bytes)?;
         let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
         let (phase, state): (&str, &[u8]) = (point.phase(), point.state());
         self.fenced(

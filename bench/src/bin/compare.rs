@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use idemkv_bench::BoxError;
 use idemkv_bench::plot::Point;
+use idemkv_bench::{BoxError, percentile};
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
 const CLIENTS: usize = 64;
@@ -579,14 +579,6 @@ fn run_workload(
         elapsed: start.elapsed(),
         latencies_ns: latencies,
     })
-}
-
-fn percentile(sorted: &[u64], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    Duration::from_nanos(sorted[rank])
 }
 
 fn fmt_duration(d: Duration) -> String {
