@@ -1,12 +1,14 @@
 //! On-disk encoding of one record:
 //!
 //! ```text
-//! [version: u8 = 2][postcard(StoredRecord)][crc32(version ‖ payload): u32 LE]
+//! [version: u8 = 3][postcard(StoredRecord)][crc32(version ‖ payload): u32 LE]
 //! ```
 //!
-//! Version 2 added the recovery point to an in-flight record's state.
-//! Version 1 records (files written before) are still read, as in-flight
-//! records without a recovery point; every write uses version 2.
+//! Version 2 added the recovery point to an in-flight record's state;
+//! version 3 added `sweep_at_ms`, the time of the record's expiry entry.
+//! Records of versions 1 and 2 (files written before) are still read: a
+//! version 1 in-flight record has no recovery point, and an older record's
+//! expiry entry is at its `expires_at_ms`. Every write uses version 3.
 //!
 //! Decoding trusts nothing: it checks the length, the crc, the version, that
 //! postcard consumed the payload exactly, and (in [`decode_for`]) that the
@@ -14,10 +16,12 @@
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::record::{StoredRecord, StoredRecordV1};
+use crate::record::{StoredRecord, StoredRecordV1, StoredRecordV2};
 
 /// The record encoding this build writes.
-pub(crate) const RECORD_VERSION: u8 = 2;
+pub(crate) const RECORD_VERSION: u8 = 3;
+/// The encoding before `sweep_at_ms`, still read.
+const RECORD_VERSION_2: u8 = 2;
 /// The encoding before recovery points, still read.
 const RECORD_VERSION_1: u8 = 1;
 const CRC_LEN: usize = 4;
@@ -48,9 +52,10 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<StoredRecord> {
     }
     match body[0] {
         RECORD_VERSION => payload::<StoredRecord>(&body[1..]),
+        RECORD_VERSION_2 => payload::<StoredRecordV2>(&body[1..]).map(StoredRecord::from),
         RECORD_VERSION_1 => payload::<StoredRecordV1>(&body[1..]).map(StoredRecord::from),
         unknown => Err(Error::corrupted(format!(
-            "record version {unknown} is unknown (this build reads {RECORD_VERSION_1} and {RECORD_VERSION})"
+            "record version {unknown} is unknown (this build reads {RECORD_VERSION_1} to {RECORD_VERSION})"
         ))),
     }
 }
@@ -91,6 +96,7 @@ mod tests {
             created_at_ms: 1,
             updated_at_ms: 2,
             expires_at_ms: 3,
+            sweep_at_ms: 3,
             state: StoredState::Completed {
                 response: StoredResponse::new(201, "body").with_header("a", "b"),
             },
@@ -190,8 +196,65 @@ mod tests {
         assert_eq!(record.token, 42);
         // Completed records: the state's variant index is the same in both
         // versions, so a version 1 completion reads as the same completion.
-        let done = with_version(encode(&sample()).unwrap(), RECORD_VERSION_1);
+        let done = with_version(encode_v2(&sample()), RECORD_VERSION_1);
         assert_eq!(decode_record(&done).unwrap(), sample());
+    }
+
+    /// `record` as record encoding 2 wrote it: no `sweep_at_ms`.
+    fn encode_v2(record: &StoredRecord) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct RecordV2<'a> {
+            scope: &'a str,
+            idempotency_key: &'a str,
+            fingerprint: [u8; 32],
+            token: u64,
+            created_at_ms: u64,
+            updated_at_ms: u64,
+            expires_at_ms: u64,
+            state: &'a StoredState,
+        }
+        let v2 = RecordV2 {
+            scope: &record.scope,
+            idempotency_key: &record.idempotency_key,
+            fingerprint: record.fingerprint,
+            token: record.token,
+            created_at_ms: record.created_at_ms,
+            updated_at_ms: record.updated_at_ms,
+            expires_at_ms: record.expires_at_ms,
+            state: &record.state,
+        };
+        let mut bytes = vec![RECORD_VERSION_2];
+        bytes = postcard::to_extend(&v2, bytes).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// A version 2 record reads as one whose expiry entry is at its expiry
+    /// time, as version 2 kept it, with its recovery point.
+    #[test]
+    fn version_2_records_still_decode() {
+        let mut record = sample();
+        record.state = StoredState::InFlight {
+            lease_until_ms: 5,
+            recovery: Some(
+                crate::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
+            ),
+        };
+        record.sweep_at_ms = 1_000;
+        let decoded = decode_record(&encode_v2(&record)).unwrap();
+        assert_eq!(decoded.sweep_at_ms, record.expires_at_ms);
+        record.sweep_at_ms = record.expires_at_ms;
+        assert_eq!(decoded, record);
+        let done = decode_record(&encode_v2(&sample())).unwrap();
+        assert_eq!(done, sample());
+    }
+
+    #[test]
+    fn the_sweep_time_round_trips() {
+        let mut record = sample();
+        record.sweep_at_ms = 60_003;
+        assert_eq!(decode_record(&encode(&record).unwrap()).unwrap(), record);
     }
 
     #[test]

@@ -815,7 +815,7 @@ impl Worker {
                         };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
-                        tables.put(key, Some(old), &record)?;
+                        tables.put(key, Some(old), &mut record)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
                         })
@@ -845,7 +845,7 @@ impl Worker {
                             (None, StoredState::Completed { .. }) => None,
                         };
                         let lease_until_ms = lease_from(&mut record, now_ms, *terms, recovery);
-                        tables.put(key, Some(old), &record)?;
+                        tables.put(key, Some(old), &mut record)?;
                         Ok(Renewed { lease_until_ms })
                     }
                 });
@@ -928,7 +928,9 @@ impl Worker {
             token,
             created_at_ms,
             updated_at_ms: now_ms,
+            // Both set below: the expiry by the lease, the sweep time by `put`.
             expires_at_ms: 0,
+            sweep_at_ms: 0,
             state: StoredState::InFlight {
                 lease_until_ms: 0,
                 recovery: None,
@@ -936,7 +938,7 @@ impl Worker {
         };
         let recovered = if intent.takeover { inherited } else { None };
         let lease_until_ms = lease_from(&mut record, now_ms, terms, recovered.clone());
-        tables.put(key, old.map(|(slot, _, _)| slot), &record)?;
+        tables.put(key, old.map(|(slot, _, _)| slot), &mut record)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
@@ -986,7 +988,7 @@ impl Worker {
         }
         let mut highest_token = 0;
         for (key, old, record) in &keyed {
-            tables.put(key, *old, record)?;
+            tables.put(key, *old, &mut (*record).clone())?;
             highest_token = highest_token.max(record.token);
         }
         if highest_token > self.token_seq {

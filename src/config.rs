@@ -92,7 +92,10 @@ impl Default for Config {
 impl Config {
     /// How long a record is kept after it was last written (default 24 h):
     /// a completed record from its completion, an abandoned in-flight record
-    /// from the end of its lease. After that it reads as absent.
+    /// from the end of its lease. After that it reads as absent; the sweep
+    /// deletes it within one lease more (a completion keeps its claim's
+    /// place in the expiry index, see docs/design.md, "Retention and
+    /// expiry").
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self

@@ -13,7 +13,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::record::{Record, StoredRecord, StoredState};
-use crate::storage::{EXPIRY, INFLIGHT, META, META_LAST_SWEEP, RECORDS, shielded};
+use crate::storage::{INFLIGHT, META, META_LAST_SWEEP, RECORDS, shielded};
 
 /// Which records a [`Store::scan`](crate::Store::scan) visits. Every
 /// condition set must hold; the default visits every live record.
@@ -216,6 +216,7 @@ pub(crate) fn record_stats(
         let mut scopes: HashMap<String, u64> = HashMap::new();
         let mut oldest: Option<(Key, u64)> = None;
         let mut read = 0u64;
+        let hour_ms = Duration::from_secs(3600).as_millis() as u64;
         for table in [INFLIGHT, RECORDS] {
             for entry in txn.open_table(table)?.iter()? {
                 let (hash, bytes) = entry?;
@@ -230,6 +231,11 @@ pub(crate) fn record_stats(
                 if record.is_expired(now_ms) {
                     stats.expired += 1;
                     continue;
+                }
+                // Read from the record, not the expiry index: a completion's
+                // index entry may come up to a lease after its expiry.
+                if record.expires_at_ms < now_ms.saturating_add(hour_ms) {
+                    stats.expiring_within_hour += 1;
                 }
                 match record.state {
                     StoredState::InFlight { lease_until_ms, .. } => {
@@ -255,12 +261,6 @@ pub(crate) fn record_stats(
         top.truncate(10);
         stats.top_scopes = top;
         stats.oldest_in_flight = oldest.map(|(key, created)| (key, from_millis(created)));
-        let hour_ms = Duration::from_secs(3600).as_millis() as u64;
-        let soon = txn
-            .open_table(EXPIRY)?
-            .range((now_ms, &[0u8; 32])..(now_ms.saturating_add(hour_ms), &[0u8; 32]))?
-            .count();
-        stats.expiring_within_hour = soon as u64;
         let meta = txn.open_table(META)?;
         stats.format_version = meta
             .get(crate::storage::META_FORMAT_VERSION)?

@@ -163,6 +163,7 @@ pub mod fuzzing {
             created_at_ms: 1_767_225_600_000,
             updated_at_ms: 1_767_225_600_000,
             expires_at_ms: 1_767_312_000_000,
+            sweep_at_ms: 1_767_312_000_000,
             state,
         })
     }

@@ -14,9 +14,9 @@ use crate::response::StoredResponse;
 
 /// The stored form of one key's record (encoded by [`crate::codec`]).
 ///
-/// Invariant: `expires_at_ms` is the time the record starts reading as absent,
-/// and the `expiry` table holds exactly one `(expires_at_ms, key hash)` entry
-/// for it.
+/// Invariants: `expires_at_ms` is the time the record starts reading as
+/// absent; the `expiry` table holds exactly one `(sweep_at_ms, key hash)`
+/// entry for it; and `sweep_at_ms >= expires_at_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredRecord {
     pub scope: String,
@@ -27,6 +27,11 @@ pub(crate) struct StoredRecord {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub expires_at_ms: u64,
+    /// When the sweep deletes the record: the time of its `expiry` entry.
+    /// Set by [`crate::storage::WriteTables::put`]: a completion keeps its
+    /// claim's entry, which comes no earlier (the lease's end plus the
+    /// retention), so that completing writes nothing to the `expiry` table.
+    pub sweep_at_ms: u64,
     pub state: StoredState,
 }
 
@@ -41,6 +46,36 @@ pub(crate) enum StoredState {
     Completed {
         response: StoredResponse,
     },
+}
+
+/// A record as record encoding 2 wrote it (before `sweep_at_ms`: its expiry
+/// entry was at `expires_at_ms`); read, never written.
+#[derive(Deserialize)]
+pub(crate) struct StoredRecordV2 {
+    scope: String,
+    idempotency_key: String,
+    fingerprint: [u8; 32],
+    token: u64,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    expires_at_ms: u64,
+    state: StoredState,
+}
+
+impl From<StoredRecordV2> for StoredRecord {
+    fn from(v2: StoredRecordV2) -> StoredRecord {
+        StoredRecord {
+            scope: v2.scope,
+            idempotency_key: v2.idempotency_key,
+            fingerprint: v2.fingerprint,
+            token: v2.token,
+            created_at_ms: v2.created_at_ms,
+            updated_at_ms: v2.updated_at_ms,
+            expires_at_ms: v2.expires_at_ms,
+            sweep_at_ms: v2.expires_at_ms,
+            state: v2.state,
+        }
+    }
 }
 
 /// A record as record encoding 1 wrote it (before recovery points); read,
@@ -73,6 +108,7 @@ impl From<StoredRecordV1> for StoredRecord {
             created_at_ms: v1.created_at_ms,
             updated_at_ms: v1.updated_at_ms,
             expires_at_ms: v1.expires_at_ms,
+            sweep_at_ms: v1.expires_at_ms,
             state: match v1.state {
                 StoredStateV1::InFlight { lease_until_ms } => StoredState::InFlight {
                     lease_until_ms,
@@ -255,6 +291,8 @@ impl Record {
             created_at_ms: to_millis(self.created_at),
             updated_at_ms: to_millis(self.updated_at),
             expires_at_ms: to_millis(self.expires_at),
+            // Decided where the record is written.
+            sweep_at_ms: to_millis(self.expires_at),
             state,
         }
     }
@@ -338,6 +376,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             expires_at_ms,
+            sweep_at_ms: expires_at_ms,
             state,
         }
     }

@@ -6,11 +6,16 @@
 //!   `records` so a claim rewrites a few pages of a small, hot table instead of
 //!   a random leaf of the large one: a completed record costs one random
 //!   B-tree leaf write instead of two.
-//! - `expiry`: (expires_at_ms, key hash) → (), one entry per record, ordered by
-//!   expiry time so sweeps read only what is due.
+//! - `expiry`: (sweep_at_ms, key hash) → (), one entry per record, ordered by
+//!   time so sweeps read only what is due.
 //!
 //! Invariant: a key is in at most one of `records` and `inflight`, and the
-//! `expiry` table has exactly one entry for it, matching its `expires_at_ms`.
+//! `expiry` table has exactly one entry for it, matching its `sweep_at_ms`,
+//! which is never before its `expires_at_ms`. A claim's entry is at its
+//! lease's end plus the retention; its completion, which expires one
+//! retention after it, keeps that entry (see [`WriteTables::put`]). So a
+//! completed record is swept at most one lease after it starts reading as
+//! absent, and completing writes nothing to `expiry`.
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
 //!   has been issued; a reopened store starts above it) and `last_sweep_ms`.
 
@@ -35,11 +40,16 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 ///
 /// - 1: the first format.
 /// - 2: records may use record encoding 2 (recovery points in in-flight
-///   records). A version 1 file is upgraded when it is opened: its records
-///   stay as they are (this build reads encoding 1 too) and the version in
-///   `meta` becomes 2, so that a build that cannot read encoding 2 refuses
-///   the file instead of failing on its new records.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+///   records).
+/// - 3: records may use record encoding 3, and a record's expiry entry may
+///   come after its expiry time (`sweep_at_ms`).
+///
+/// An older file is upgraded when it is opened: its records stay as they are
+/// (this build reads encodings 1 and 2, whose expiry entries are at their
+/// expiry times) and the version in `meta` becomes the current one, so that
+/// an older build refuses the file instead of failing on its new records or
+/// looking for their expiry entries in the wrong place.
+pub(crate) const FORMAT_VERSION: u64 = 3;
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 /// When a sweep last deleted records (store time, ms); absent until then.
@@ -197,7 +207,7 @@ fn read_record_unshielded(db: &Database, key: &Key) -> Result<Option<StoredRecor
     Ok(None)
 }
 
-/// Whether any record's expiry time has come: one read of the first entry of
+/// Whether any record's sweep time has come: one read of the first entry of
 /// the `expiry` index, so a sweeper with nothing to do writes nothing.
 pub(crate) fn anything_due(db: &Database, now_ms: u64) -> Result<bool> {
     shielded(|| {
@@ -210,18 +220,18 @@ pub(crate) fn anything_due(db: &Database, now_ms: u64) -> Result<bool> {
     })
 }
 
-/// Where a stored record lives and when it expires: what rewriting or
-/// deleting it must clean up.
+/// Where a stored record lives and where its expiry entry is: what
+/// rewriting or deleting it must clean up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot {
-    pub expires_at_ms: u64,
+    pub sweep_at_ms: u64,
     pub in_flight: bool,
 }
 
 impl StoredRecord {
     pub fn slot(&self) -> Slot {
         Slot {
-            expires_at_ms: self.expires_at_ms,
+            sweep_at_ms: self.sweep_at_ms,
             in_flight: matches!(self.state, StoredState::InFlight { .. }),
         }
     }
@@ -286,17 +296,34 @@ impl<'t> WriteTables<'t> {
         Ok(None)
     }
 
-    /// Writes `record` for `key`, replacing the record that was in `old`.
-    pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &StoredRecord) -> Result<()> {
-        let bytes = codec::encode(record)?;
+    /// Writes `record` for `key`, replacing the record that was in `old`, and
+    /// sets its `sweep_at_ms`.
+    ///
+    /// The old record's expiry entry is kept when it comes no earlier than
+    /// the new record's expiry: that is a completion within its lease (the
+    /// claim's entry is at the lease's end plus the retention, the
+    /// completion expires one retention after now), which then rewrites
+    /// neither `expiry` page. The record is swept at most the rest of the
+    /// lease after it expires; it reads as absent from its expiry on. Every
+    /// other write (a claim, a renewal) moves the entry to its expiry time.
+    pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &mut StoredRecord) -> Result<()> {
         let hash = key.hash();
+        record.sweep_at_ms = match old {
+            Some(old) if old.sweep_at_ms >= record.expires_at_ms => old.sweep_at_ms,
+            _ => record.expires_at_ms,
+        };
         match old {
+            Some(old) if old.sweep_at_ms == record.sweep_at_ms => {}
             Some(old) => {
-                self.expiry.remove((old.expires_at_ms, hash))?;
+                self.expiry.remove((old.sweep_at_ms, hash))?;
+                self.expiry.insert((record.sweep_at_ms, hash), ())?;
             }
-            None => self.added += 1,
+            None => {
+                self.added += 1;
+                self.expiry.insert((record.sweep_at_ms, hash), ())?;
+            }
         }
-        self.expiry.insert((record.expires_at_ms, hash), ())?;
+        let bytes = codec::encode(record)?;
         let in_flight = record.slot().in_flight;
         let (target, other) = if in_flight {
             (&mut self.inflight, &mut self.records)
@@ -319,7 +346,7 @@ impl<'t> WriteTables<'t> {
         let hash = key.hash();
         match old {
             Some(old) => {
-                self.expiry.remove((old.expires_at_ms, hash))?;
+                self.expiry.remove((old.sweep_at_ms, hash))?;
                 let table = if old.in_flight {
                     &mut self.inflight
                 } else {
@@ -344,23 +371,24 @@ impl<'t> WriteTables<'t> {
                 let mut stale = Vec::new();
                 for entry in self.expiry.iter()? {
                     let (index, _) = entry?;
-                    let (expires_at_ms, entry_hash) = index.value();
+                    let (sweep_at_ms, entry_hash) = index.value();
                     if entry_hash == hash {
-                        stale.push(expires_at_ms);
+                        stale.push(sweep_at_ms);
                     }
                 }
-                for expires_at_ms in stale {
-                    self.expiry.remove((expires_at_ms, hash))?;
+                for sweep_at_ms in stale {
+                    self.expiry.remove((sweep_at_ms, hash))?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Deletes up to `limit` records whose expiry time has come, oldest
+    /// Deletes up to `limit` records whose sweep time has come, oldest
     /// first; returns how many, and whether more may be due. Each record is
-    /// re-read before it is deleted: only one whose own expiry matches the
-    /// index entry goes, and index entries matching no record are dropped.
+    /// re-read before it is deleted: only one whose own `sweep_at_ms`
+    /// matches the index entry goes (it has expired, since its expiry is
+    /// never later), and index entries matching no record are dropped.
     pub fn sweep(&mut self, limit: usize, now_ms: u64) -> Result<(u64, bool)> {
         let due: Vec<(u64, [u8; 32])> = {
             let mut due = Vec::new();
@@ -369,8 +397,8 @@ impl<'t> WriteTables<'t> {
                 .range((0, &[0u8; 32])..=(now_ms, &[0xFFu8; 32]))?
             {
                 let (index, _) = entry?;
-                let (expires_at_ms, hash) = index.value();
-                due.push((expires_at_ms, *hash));
+                let (sweep_at_ms, hash) = index.value();
+                due.push((sweep_at_ms, *hash));
                 if due.len() == limit {
                     break;
                 }
@@ -379,12 +407,12 @@ impl<'t> WriteTables<'t> {
         };
         let more = due.len() == limit;
         let mut deleted = 0;
-        for (expires_at_ms, hash) in &due {
-            self.expiry.remove((*expires_at_ms, hash))?;
+        for (sweep_at_ms, hash) in &due {
+            self.expiry.remove((*sweep_at_ms, hash))?;
             for (table, in_flight) in [(&mut self.records, false), (&mut self.inflight, true)] {
                 let verdict = match table.get(hash)? {
                     Some(bytes) => match codec::decode_record(bytes.value()) {
-                        Ok(record) => record.expires_at_ms == *expires_at_ms,
+                        Ok(record) => record.sweep_at_ms == *sweep_at_ms,
                         // A damaged record whose index entry says it expired
                         // is deleted: it could never be replayed anyway.
                         Err(_) => true,
@@ -408,14 +436,14 @@ impl<'t> WriteTables<'t> {
         let mut doomed = Vec::new();
         for entry in self.inflight.iter()? {
             let (hash, bytes) = entry?;
-            let expires = codec::decode_record(bytes.value())
+            let sweep_at = codec::decode_record(bytes.value())
                 .ok()
-                .map(|r| r.expires_at_ms);
-            doomed.push((*hash.value(), expires));
+                .map(|r| r.sweep_at_ms);
+            doomed.push((*hash.value(), sweep_at));
         }
-        for (hash, expires) in &doomed {
-            if let Some(expires_at_ms) = expires {
-                self.expiry.remove((*expires_at_ms, hash))?;
+        for (hash, sweep_at) in &doomed {
+            if let Some(sweep_at_ms) = sweep_at {
+                self.expiry.remove((*sweep_at_ms, hash))?;
             }
             self.inflight.remove(hash)?;
         }

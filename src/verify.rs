@@ -110,14 +110,20 @@ pub(crate) fn verify_tables(db: &Database) -> Result<VerifyReport> {
             if in_flight_table && records.get(&hash)?.is_some() {
                 report.problem(format!("{at}: stored both in flight and completed"));
             }
-            if expiry.get((record.expires_at_ms, &hash))?.is_none() {
+            if expiry.get((record.sweep_at_ms, &hash))?.is_none() {
                 report.problem(format!("{at}: no expiry index entry"));
+            }
+            if record.sweep_at_ms < record.expires_at_ms {
+                report.problem(format!(
+                    "{at}: its expiry entry ({}) comes before its expiry ({})",
+                    record.sweep_at_ms, record.expires_at_ms
+                ));
             }
         }
     }
     for entry in expiry.iter()? {
         let (index, _) = entry?;
-        let (expires_at_ms, hash) = index.value();
+        let (sweep_at_ms, hash) = index.value();
         report.index_entries += 1;
         let stored = match records.get(hash)? {
             Some(bytes) => Some(bytes.value().to_vec()),
@@ -125,10 +131,10 @@ pub(crate) fn verify_tables(db: &Database) -> Result<VerifyReport> {
         };
         let matches = stored
             .and_then(|bytes| codec::decode_record(&bytes).ok())
-            .is_some_and(|record| record.expires_at_ms == expires_at_ms);
+            .is_some_and(|record| record.sweep_at_ms == sweep_at_ms);
         if !matches {
             report.problem(format!(
-                "expiry entry {expires_at_ms} for {}: no record with that expiry (a record may be lost)",
+                "expiry entry {sweep_at_ms} for {}: no record with that expiry (a record may be lost)",
                 hex(hash)
             ));
         }

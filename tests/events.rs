@@ -157,7 +157,7 @@ fn a_sweep_that_deletes_is_reported_with_its_count() -> TestResult {
         let k = key(&format!("sweep-{i}"));
         store.complete(claimed(store.begin(&k, fp("a"))?), response("x"))?;
     }
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     assert_eq!(store.sweep_expired()?, 7);
     let swept = captured(|e| e.text.contains("swept 7 expired"));
     assert_eq!(swept.len(), 1, "{swept:?}");

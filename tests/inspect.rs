@@ -134,7 +134,7 @@ fn stats_count_states_scopes_and_the_oldest_claim() -> TestResult {
     // completions, written before the last 55 s; not the claim renewed
     // 55 s ago, whose lease runs 5 s more.
     assert_eq!(stats.expiring_within_hour, 3);
-    assert_eq!(stats.format_version, 2);
+    assert_eq!(stats.format_version, 3);
     assert_eq!((stats.file_bytes, stats.last_sweep), (None, None));
     assert!(stats.allocated_bytes > 0);
 

@@ -1,9 +1,11 @@
 //! Recovery points in the embedded store, beyond the conformance cases: a
-//! point survives the process (the file), and a file written before
-//! recovery points existed (format 1) opens, reads and takes checkpoints.
+//! point survives the process (the file), and files written by earlier
+//! formats (1: before recovery points; 2: before sweep times) open, read,
+//! take checkpoints and are swept.
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
@@ -40,20 +42,31 @@ fn a_checkpoint_outlives_the_process() -> TestResult {
     Ok(())
 }
 
+/// A copy of `tests/fixtures/NAME` in a fresh directory, and a manual clock
+/// at the time the fixtures were written (1,790,000,000 s).
+fn fixture(
+    name: &str,
+) -> Result<(tempfile::TempDir, std::path::PathBuf, ManualClock), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join(name);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+        &path,
+    )?;
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_790_000_000));
+    Ok((dir, path, clock))
+}
+
 /// `tests/fixtures/format-1.redb` was written by idemkv before recovery
 /// points (format 1, record encoding 1), on a manual clock at
 /// 1,790,000,000 s: `fixture/completed` completed with "charged in format
 /// 1", `fixture/in-flight` claimed with a 60 s lease and never completed.
-/// Opening it upgrades the format to 2; every record reads as before.
+/// Opening it upgrades the format to 3; every record reads as before.
 #[test]
 fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("format-1.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1.redb"),
-        &path,
-    )?;
-    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_790_000_000));
+    let (_dir, path, clock) = fixture("format-1.redb")?;
     let config = Config::default()
         .clock(clock.clone())
         .lease(LEASE)
@@ -63,7 +76,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
     let flying = Key::new("fixture", "in-flight")?;
     {
         let store = Store::open(&path, config.clone())?;
-        assert_eq!(store.stats()?.format_version, 2);
+        assert_eq!(store.stats()?.format_version, 3);
         assert!(store.verify()?.is_ok());
         assert_eq!(
             replayed(store.begin(&completed, payload)?),
@@ -85,7 +98,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
         store.close()?;
     }
     let store = Store::open(&path, config)?;
-    assert_eq!(store.stats()?.format_version, 2);
+    assert_eq!(store.stats()?.format_version, 3);
     assert!(store.verify()?.is_ok());
     clock.advance(LEASE);
     let claim = claimed(store.begin(&flying, payload)?);
@@ -94,5 +107,60 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
         Some(("charge_created", &b"ch_9"[..]))
     );
     store.complete(claim, response("done"))?;
+    Ok(())
+}
+
+/// `tests/fixtures/format-2.redb` was written by idemkv before sweep times
+/// (format 2, record encoding 2), on a manual clock at 1,790,000,000 s with
+/// a 60 s lease and the default retention: `fixture/completed` completed
+/// with "charged in format 2", `fixture/in-flight` claimed and checkpointed
+/// at `charge_created` / "ch_2", never completed. Opening it upgrades the
+/// format to 3; the records read as before, and their expiry entries (at
+/// their expiry times, as format 2 kept them) are found by the sweep.
+#[test]
+fn a_format_2_file_opens_reads_and_is_swept() -> TestResult {
+    let (_dir, path, clock) = fixture("format-2.redb")?;
+    let retention = Duration::from_secs(24 * 3600);
+    let config = Config::default()
+        .clock(clock.clone())
+        .lease(LEASE)
+        .retention(retention)
+        .sweep_interval(None);
+    let payload = Fingerprint::of(b"payload");
+    let completed = Key::new("fixture", "completed")?;
+    let flying = Key::new("fixture", "in-flight")?;
+    let store = Store::open(&path, config)?;
+    assert_eq!(store.stats()?.format_version, 3);
+    assert!(store.verify()?.is_ok());
+    assert_eq!(
+        replayed(store.begin(&completed, payload)?),
+        StoredResponse::new(201, "charged in format 2").with_header("content-type", "text/plain")
+    );
+    clock.advance(LEASE);
+    let claim = claimed(store.begin(&flying, payload)?);
+    assert_eq!(
+        claim.recovered().map(|p| (p.phase(), p.state())),
+        Some(("charge_created", &b"ch_2"[..]))
+    );
+    // Completed at once: it expires a retention from now, and keeps the
+    // takeover's expiry entry, a lease later.
+    store.complete(claim, response("done"))?;
+    assert!(store.verify()?.is_ok());
+    // The format 2 completion expires one retention after it was written;
+    // the sweep finds it through its old entry and leaves the new one.
+    clock.advance(retention - LEASE);
+    assert_eq!(store.sweep_expired()?, 1);
+    assert!(store.get(&completed)?.is_none());
+    assert!(store.get(&flying)?.is_some());
+    // The new completion reads as absent from its expiry on, and is swept
+    // at its entry, one lease later.
+    clock.advance(LEASE);
+    assert!(store.get(&flying)?.is_none());
+    assert_eq!(store.sweep_expired()?, 0);
+    assert_eq!(store.verify()?.records, 1);
+    clock.advance(LEASE);
+    assert_eq!(store.sweep_expired()?, 1);
+    let report = store.verify()?;
+    assert!(report.is_ok() && report.records == 0, "{report:?}");
     Ok(())
 }

@@ -41,7 +41,7 @@ fn sweep_handles_more_than_one_batch() -> TestResult {
         let k = key(&format!("bulk-{i}"));
         store.complete(claimed(store.begin(&k, fp("a"))?), response("x"))?;
     }
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     let commits_before = store.metrics().commits;
     assert_eq!(store.sweep_expired()?, 2500);
     assert_eq!(

@@ -60,6 +60,17 @@ fn the_sweeper_deletes_expired_records_by_itself_and_not_earlier() -> TestResult
     );
     replayed(store.begin(&key("bg-0"), fp("a"))?);
 
+    // Expired now, so absent to every reader; swept at the claims' expiry
+    // entries, which the completions kept, one lease later.
+    clock.advance(Duration::from_millis(1));
+    assert!(store.get(&key("bg-0"))?.is_none());
+    let expired = store.metrics();
+    wait_for(&store, "three sweeps", |m| m.sweeps >= expired.sweeps + 3);
+    assert_eq!(store.metrics().expired, 0);
+    clock.advance(LEASE - Duration::from_millis(1));
+    let lingering = store.metrics();
+    wait_for(&store, "three sweeps", |m| m.sweeps >= lingering.sweeps + 3);
+    assert_eq!(store.metrics().expired, 0);
     clock.advance(Duration::from_millis(1));
     let m = wait_for(&store, "the sweep", |m| m.expired == 50);
     assert_eq!(m.live_records, 0);
@@ -107,13 +118,16 @@ fn abandoned_claims_are_collected_by_the_sweeper() -> TestResult {
     store.complete(claim, response("taken"))?;
 
     // The abandoned claim expires one retention after its lease ended; the
-    // completed takeover 10 s later.
+    // completed takeover 10 s later, and is swept at its claim's expiry
+    // entry, when the takeover's lease would have ended plus the retention.
     clock.advance(RETENTION - Duration::from_secs(10));
     let m = wait_for(&store, "the abandoned claim", |m| m.expired == 1);
     assert_eq!(m.live_records, 1, "the completed takeover stays");
     assert!(store.get(&key("abandoned"))?.is_none());
     replayed(store.begin(&taken, fp("a"))?);
     clock.advance(Duration::from_secs(10));
+    assert!(store.get(&taken)?.is_none());
+    clock.advance(LEASE - Duration::from_secs(10));
     wait_for(&store, "the completed record", |m| {
         m.expired == 2 && m.live_records == 0
     });
@@ -126,7 +140,7 @@ fn claims_interleaved_with_a_large_sweep_all_succeed() -> TestResult {
     let store = Store::in_memory(config.sweep_batch(100))?;
     const EXPIRED: usize = 5_000;
     complete_n(&store, "old", EXPIRED)?;
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     let before = store.metrics();
     let sweeping = {
         let store = store.clone();
@@ -173,7 +187,7 @@ fn shutdown_during_a_sweep_leaves_a_consistent_file() -> TestResult {
         let store = Store::open(&path, config.clone().durability(idemkv::Durability::None))?;
         complete_n(&store, "s", N)?;
     }
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     let swept_in_background = {
         let store = Store::open(
             &path,
@@ -264,7 +278,7 @@ fn live_records_tracks_every_write() -> TestResult {
     assert!(store.remove(&key("a"))?);
     assert_eq!(live(&store), 0);
     complete_n(&store, "n", 10)?;
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     // An expired record replaced by a new claim is still one record.
     let again = claimed(store.begin(&key("n-0"), fp("z"))?);
     assert_eq!(live(&store), 10);
@@ -300,7 +314,7 @@ fn compact_shrinks_a_file_whose_records_are_gone() -> TestResult {
             response("kept"),
         )?;
     }
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     {
         let store = Store::open(&path, config.clone())?;
         assert_eq!(store.sweep_expired()?, 5_001);

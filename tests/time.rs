@@ -63,7 +63,7 @@ fn a_step_back_never_lets_the_cache_answer_what_the_file_would_not() -> TestResu
     let store = Store::in_memory(config)?;
     let k = key("swept");
     store.complete(claimed(store.begin(&k, fp("a"))?), response("old"))?;
-    clock.advance(RETENTION);
+    clock.advance(SWEPT_AFTER);
     assert_eq!(store.sweep_expired()?, 1);
     // The wall clock goes back two hours: the record was expired and deleted,
     // and the cache must not bring it back.

@@ -161,7 +161,19 @@ pub struct ModelRecord {
     payload: usize,
     token: u64,
     expires_at: u64,
+    /// When a sweep deletes it (never before `expires_at`).
+    sweep_at: u64,
     state: State,
+}
+
+/// The sweep time of a record written with `expires_at` over `old`: the old
+/// record's, when that comes no earlier (a completion within its lease keeps
+/// its claim's), else its own expiry.
+fn sweep_time(old: Option<&ModelRecord>, expires_at: u64) -> u64 {
+    match old {
+        Some(old) if old.sweep_at >= expires_at => old.sweep_at,
+        _ => expires_at,
+    }
 }
 
 pub struct Model {
@@ -301,12 +313,15 @@ impl Harness {
                 let result = self.store().complete(claim, response.clone());
                 if held {
                     result.expect("holder completes");
+                    let old = &self.model.records[&k];
+                    let expires_at = now + RETENTION_MS;
                     self.model.records.insert(
                         k,
                         ModelRecord {
                             payload,
-                            token: self.model.records[&k].token,
-                            expires_at: now + RETENTION_MS,
+                            token: old.token,
+                            expires_at,
+                            sweep_at: sweep_time(Some(old), expires_at),
                             state: State::Completed { response },
                         },
                     );
@@ -346,6 +361,7 @@ impl Harness {
                         *lease_until = now + LEASE_MS;
                     }
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
+                    record.sweep_at = sweep_time(Some(record), record.expires_at);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -368,6 +384,7 @@ impl Harness {
                         recovery: Some(phase),
                     };
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
+                    record.sweep_at = sweep_time(Some(record), record.expires_at);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -420,7 +437,7 @@ impl Harness {
                 let swept = self.store().sweep_expired().expect("sweep");
                 let before = self.model.records.len();
                 let now = self.model.now;
-                self.model.records.retain(|_, r| r.expires_at > now);
+                self.model.records.retain(|_, r| r.sweep_at > now);
                 assert_eq!(swept, (before - self.model.records.len()) as u64);
                 self.check_file();
             }
@@ -480,12 +497,15 @@ impl Harness {
         let token = claim.token();
         assert!(token > self.model.highest_token, "tokens only grow");
         self.model.highest_token = token;
+        let expires_at = now + LEASE_MS + RETENTION_MS;
+        let sweep_at = sweep_time(self.model.records.get(&k), expires_at);
         self.model.records.insert(
             k,
             ModelRecord {
                 payload,
                 token,
-                expires_at: now + LEASE_MS + RETENTION_MS,
+                expires_at,
+                sweep_at,
                 state: State::InFlight {
                     lease_until: now + LEASE_MS,
                     recovery,
