@@ -67,7 +67,9 @@ use crate::outcome::Begin;
 use crate::record::{StoredRecord, StoredState, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
-use crate::storage::{META, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables};
+use crate::storage::{
+    LINGER_SHARE, META, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables,
+};
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -815,7 +817,8 @@ impl Worker {
                         };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
-                        tables.put(key, Some(old), &mut record)?;
+                        let linger_ms = *retention_ms / LINGER_SHARE;
+                        tables.put(key, Some(old), &mut record, linger_ms)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
                         })
@@ -845,7 +848,7 @@ impl Worker {
                             (None, StoredState::Completed { .. }) => None,
                         };
                         let lease_until_ms = lease_from(&mut record, now_ms, *terms, recovery);
-                        tables.put(key, Some(old), &mut record)?;
+                        tables.put(key, Some(old), &mut record, 0)?;
                         Ok(Renewed { lease_until_ms })
                     }
                 });
@@ -938,7 +941,7 @@ impl Worker {
         };
         let recovered = if intent.takeover { inherited } else { None };
         let lease_until_ms = lease_from(&mut record, now_ms, terms, recovered.clone());
-        tables.put(key, old.map(|(slot, _, _)| slot), &mut record)?;
+        tables.put(key, old.map(|(slot, _, _)| slot), &mut record, 0)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
@@ -988,7 +991,7 @@ impl Worker {
         }
         let mut highest_token = 0;
         for (key, old, record) in &keyed {
-            tables.put(key, *old, &mut (*record).clone())?;
+            tables.put(key, *old, &mut (*record).clone(), 0)?;
             highest_token = highest_token.max(record.token);
         }
         if highest_token > self.token_seq {

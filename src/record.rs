@@ -30,7 +30,8 @@ pub(crate) struct StoredRecord {
     /// When the sweep deletes the record: the time of its `expiry` entry.
     /// Set by [`crate::storage::WriteTables::put`]: a completion keeps its
     /// claim's entry, which comes no earlier (the lease's end plus the
-    /// retention), so that completing writes nothing to the `expiry` table.
+    /// retention), when that is at most a share of the retention later, so
+    /// that completing writes nothing to the `expiry` table.
     pub sweep_at_ms: u64,
     pub state: StoredState,
 }

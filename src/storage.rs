@@ -13,9 +13,10 @@
 //! `expiry` table has exactly one entry for it, matching its `sweep_at_ms`,
 //! which is never before its `expires_at_ms`. A claim's entry is at its
 //! lease's end plus the retention; its completion, which expires one
-//! retention after it, keeps that entry (see [`WriteTables::put`]). So a
-//! completed record is swept at most one lease after it starts reading as
-//! absent, and completing writes nothing to `expiry`.
+//! retention after it, keeps that entry when it comes at most
+//! 1/[`LINGER_SHARE`] of the retention later (see [`WriteTables::put`]). So
+//! a completed record is swept at most that long after it starts reading as
+//! absent, and such a completion writes nothing to `expiry`.
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
 //!   has been issued; a reopened store starts above it) and `last_sweep_ms`.
 
@@ -35,6 +36,13 @@ pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::n
 pub(crate) const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
 pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A completion keeps its claim's expiry entry when that comes at most
+/// 1/`LINGER_SHARE` of the retention after the completion's own expiry: with
+/// the defaults (a 60 s lease, a 24 h retention) every completion within its
+/// lease does, and the records kept past their expiry are at most that
+/// share of a retention's worth (6.25%, and 0.07% with the defaults).
+pub(crate) const LINGER_SHARE: u64 = 16;
 
 /// The file format this build writes; files with a larger version are refused.
 ///
@@ -300,16 +308,29 @@ impl<'t> WriteTables<'t> {
     /// sets its `sweep_at_ms`.
     ///
     /// The old record's expiry entry is kept when it comes no earlier than
-    /// the new record's expiry: that is a completion within its lease (the
-    /// claim's entry is at the lease's end plus the retention, the
-    /// completion expires one retention after now), which then rewrites
-    /// neither `expiry` page. The record is swept at most the rest of the
-    /// lease after it expires; it reads as absent from its expiry on. Every
-    /// other write (a claim, a renewal) moves the entry to its expiry time.
-    pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &mut StoredRecord) -> Result<()> {
+    /// the new record's expiry and at most `linger_ms` after it; otherwise
+    /// the entry moves to the new expiry. A completion passes a share of its
+    /// retention: its claim's entry is at the lease's end plus the
+    /// retention, and the completion expires one retention after now, so a
+    /// completion within its lease keeps the entry whenever the rest of the
+    /// lease is at most `linger_ms`, and its commit rewrites no `expiry`
+    /// page. The record reads as absent from its expiry on and is swept at
+    /// most `linger_ms` later.
+    pub fn put(
+        &mut self,
+        key: &Key,
+        old: Option<Slot>,
+        record: &mut StoredRecord,
+        linger_ms: u64,
+    ) -> Result<()> {
         let hash = key.hash();
         record.sweep_at_ms = match old {
-            Some(old) if old.sweep_at_ms >= record.expires_at_ms => old.sweep_at_ms,
+            Some(old)
+                if old.sweep_at_ms >= record.expires_at_ms
+                    && old.sweep_at_ms - record.expires_at_ms <= linger_ms =>
+            {
+                old.sweep_at_ms
+            }
             _ => record.expires_at_ms,
         };
         match old {

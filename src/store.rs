@@ -713,9 +713,9 @@ impl Store {
         Ok(live)
     }
 
-    /// Deletes every record whose sweep time has come (its expiry, or up to
-    /// one lease later for a completion, which keeps its claim's place in
-    /// the expiry index; see [`Config::retention`]), in write transactions of at most
+    /// Deletes every record whose sweep time has come (its expiry, or a
+    /// little later for a completion that kept its claim's place in the
+    /// expiry index; see [`Config::retention`]), in write transactions of at most
     /// `Config::sweep_batch` records so claims are not stalled behind one long
     /// transaction. The background sweeper does the same every
     /// `Config::sweep_interval`; this is for stores that turned it off, and

@@ -353,3 +353,38 @@ fn compact_refuses_missing_and_foreign_files() -> TestResult {
     ));
     Ok(())
 }
+
+/// A completion keeps its claim's expiry entry (the lease's end plus the
+/// retention) only when that comes at most 1/16 of the retention after its
+/// own expiry; otherwise the entry moves and the sweep deletes it right at
+/// its expiry. With a 10 min retention the share is 37.5 s: a completion
+/// with 60 s of its lease left moves the entry, one with 30 s left keeps it.
+#[test]
+fn a_completion_keeps_its_claims_entry_only_within_a_share_of_the_retention() -> TestResult {
+    let retention = Duration::from_secs(600);
+    let (config, clock) = manual_config();
+    let store = Store::in_memory(config.retention(retention))?;
+    let early = key("completed-at-once");
+    store.complete(claimed(store.begin(&early, fp("a"))?), response("early"))?;
+    let late = key("completed-late");
+    let claim = claimed(store.begin(&late, fp("a"))?);
+    clock.advance(Duration::from_secs(30));
+    store.complete(claim, response("late"))?;
+
+    // The early completion expires at 600 s and is swept then.
+    clock.advance(retention - Duration::from_secs(30));
+    assert_eq!(store.sweep_expired()?, 1);
+    assert!(store.get(&early)?.is_none());
+    // The late one expires at 630 s and stays until its claim's entry, at
+    // 660 s (60 s lease + retention).
+    clock.advance(Duration::from_secs(30));
+    assert!(store.get(&late)?.is_none());
+    assert_eq!(store.sweep_expired()?, 0);
+    assert_eq!(store.metrics().live_records, 1);
+    clock.advance(Duration::from_secs(30) - Duration::from_millis(1));
+    assert_eq!(store.sweep_expired()?, 0);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.sweep_expired()?, 1);
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}

@@ -11,7 +11,8 @@ pub const LEASE: Duration = Duration::from_secs(60);
 pub const RETENTION: Duration = Duration::from_secs(3600);
 /// How long after its claim a record completed at once is swept: a
 /// completion keeps its claim's expiry entry (the lease's end plus the
-/// retention), so it is swept one lease after it starts reading as absent.
+/// retention) when the lease is at most 1/16 of the retention, as here, so
+/// it is swept one lease after it starts reading as absent.
 pub const SWEPT_AFTER: Duration = Duration::from_secs(LEASE.as_secs() + RETENTION.as_secs());
 
 /// A config on a manual clock with a 60 s lease and a 1 h retention, and no

@@ -167,14 +167,20 @@ pub struct ModelRecord {
 }
 
 /// The sweep time of a record written with `expires_at` over `old`: the old
-/// record's, when that comes no earlier (a completion within its lease keeps
-/// its claim's), else its own expiry.
-fn sweep_time(old: Option<&ModelRecord>, expires_at: u64) -> u64 {
+/// record's, when that comes no earlier and at most `linger` later (a
+/// completion may keep its claim's, up to 1/16 of the retention after its
+/// own expiry), else its own expiry.
+fn sweep_time(old: Option<&ModelRecord>, expires_at: u64, linger: u64) -> u64 {
     match old {
-        Some(old) if old.sweep_at >= expires_at => old.sweep_at,
+        Some(old) if old.sweep_at >= expires_at && old.sweep_at - expires_at <= linger => {
+            old.sweep_at
+        }
         _ => expires_at,
     }
 }
+
+/// How long after its expiry a completion may stay until the sweep.
+const COMPLETION_LINGER_MS: u64 = RETENTION_MS / 16;
 
 pub struct Model {
     now: u64,
@@ -321,7 +327,7 @@ impl Harness {
                             payload,
                             token: old.token,
                             expires_at,
-                            sweep_at: sweep_time(Some(old), expires_at),
+                            sweep_at: sweep_time(Some(old), expires_at, COMPLETION_LINGER_MS),
                             state: State::Completed { response },
                         },
                     );
@@ -361,7 +367,7 @@ impl Harness {
                         *lease_until = now + LEASE_MS;
                     }
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
-                    record.sweep_at = sweep_time(Some(record), record.expires_at);
+                    record.sweep_at = sweep_time(Some(record), record.expires_at, 0);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -384,7 +390,7 @@ impl Harness {
                         recovery: Some(phase),
                     };
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
-                    record.sweep_at = sweep_time(Some(record), record.expires_at);
+                    record.sweep_at = sweep_time(Some(record), record.expires_at, 0);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -498,7 +504,7 @@ impl Harness {
         assert!(token > self.model.highest_token, "tokens only grow");
         self.model.highest_token = token;
         let expires_at = now + LEASE_MS + RETENTION_MS;
-        let sweep_at = sweep_time(self.model.records.get(&k), expires_at);
+        let sweep_at = sweep_time(self.model.records.get(&k), expires_at, 0);
         self.model.records.insert(
             k,
             ModelRecord {

@@ -17,11 +17,27 @@
 //! - `mismatch`: `begin` with another payload on a completed key;
 //! - `in_progress`: `begin` on a key this process holds;
 //! - `encode` / `decode`: the record codec, 256-byte body.
+//!
+//! The write path, on a file with `Durability::None` (no fsync; the system
+//! calls that write pages are not counted, only the CPU work that prepares
+//! them):
+//! - `cycle`: a lone caller's `begin` → `Claimed` + `complete` on a fresh
+//!   key, store prefilled with 2,000 records. The caller commits on its own
+//!   thread (the writer is idle), so callgrind sees the whole cycle;
+//! - `redb_random_insert` / `redb_sequential_insert`: one insert into a raw
+//!   redb table of 100,000 rows (32-byte keys, 366-byte values, the size of
+//!   a completed record), 64 inserts per commit, keys random or ascending:
+//!   what the engine spends per row, and how much of it is the random leaf.
 
-use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse, fuzzing};
+use idemkv::{Begin, Config, Durability, Fingerprint, Key, Store, StoredResponse, fuzzing};
 use idemkv_bench::BoxError;
+use redb::{Database, TableDefinition};
 
 const RECORDS: usize = 2_000;
+/// Rows of the raw redb table, and rows per commit, for the insert counts.
+const REDB_ROWS: u64 = 100_000;
+const REDB_BATCH: usize = 64;
+const ROWS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("rows");
 
 fn main() -> std::process::ExitCode {
     idemkv_bench::run_main(run)
@@ -138,7 +154,71 @@ fn run() -> Result<(), BoxError> {
                 Ok(())
             })?;
         }
+        "cycle" => {
+            let dir = tempfile::tempdir()?;
+            let config = config().durability(Durability::None);
+            let store = Store::open(dir.path().join("cycle.redb"), config)?;
+            for key in &keys {
+                cycle(&store, key)?;
+            }
+            let fresh: Vec<Key> = (0..count)
+                .map(|i| Ok(Key::new("instructions", &format!("fresh-{i}"))?))
+                .collect::<Result<_, BoxError>>()?;
+            measured(count, &mut |i| cycle(&store, &fresh[i]))?;
+        }
+        "redb_random_insert" | "redb_sequential_insert" => {
+            let dir = tempfile::tempdir()?;
+            let db = Database::create(dir.path().join("rows.redb"))?;
+            let row = vec![b'r'; 366];
+            // Prefill: the hashes of 0..REDB_ROWS, so random keys land all
+            // over the tree, and ascending keys all after it.
+            let random = |i: u64| *blake3::hash(&i.to_le_bytes()).as_bytes();
+            let ascending = |i: u64| {
+                let mut key = [0xFF; 32];
+                key[..8].copy_from_slice(&i.to_be_bytes());
+                key
+            };
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(ROWS)?;
+                for i in 0..REDB_ROWS {
+                    table.insert(&random(i), row.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            let key_of: &dyn Fn(u64) -> [u8; 32] = if operation == "redb_random_insert" {
+                &|i| random(REDB_ROWS + i)
+            } else {
+                &ascending
+            };
+            // Commits of REDB_BATCH inserts, the last one smaller, so that
+            // exactly `count` rows are inserted.
+            let mut i = 0u64;
+            measured(count.div_ceil(REDB_BATCH), &mut |_| {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(redb::Durability::None)?;
+                {
+                    let mut table = txn.open_table(ROWS)?;
+                    for _ in 0..REDB_BATCH.min(count - i as usize) {
+                        table.insert(&key_of(i), row.as_slice())?;
+                        i += 1;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })?;
+        }
         other => return Err(format!("unknown operation {other:?}").into()),
     }
     Ok(())
+}
+
+/// One fresh-key cycle: claimed, then completed with a 256-byte response.
+fn cycle(store: &Store, key: &Key) -> Result<(), BoxError> {
+    match store.begin(key, Fingerprint::of(b"a"))? {
+        Begin::Claimed(claim) => {
+            Ok(store.complete(claim, StoredResponse::new(201, vec![b'r'; 256]))?)
+        }
+        other => Err(format!("{key}: unexpected {other:?}").into()),
+    }
 }
