@@ -78,7 +78,19 @@ impl Engine {
         release_in_flight: bool,
     ) -> Result<(Engine, Opened)> {
         let db = open_database(&source, cache_bytes, integrity_check)?;
-        let opened = storage::prepare(&db, source.path(), release_in_flight)?;
+        let opened = match storage::prepare(&db, source.path(), release_in_flight) {
+            Ok(opened) => opened,
+            Err(err) => {
+                // Closing commits, and after the engine panicked on a
+                // damaged page its own state may make closing panic too
+                // (a poisoned lock): close behind the shield as well.
+                let _ = storage::shielded(move || {
+                    drop(db);
+                    Ok(())
+                });
+                return Err(err);
+            }
+        };
         let engine = Engine {
             db: RwLock::new(Slot {
                 db: Some(db),

@@ -182,7 +182,9 @@ fn damaged_files_never_panic_and_never_replay_wrong_bytes() -> TestResult {
     let patterns: usize = std::env::var("IDEMKV_DAMAGE_PATTERNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
+        // 250 by default: pattern 207 (of this file layout) made a failed
+        // open panic while closing the damaged database.
+        .unwrap_or(250);
     let dir = tempfile::tempdir()?;
     let (bytes, expected) = pristine(dir.path())?;
     let mut rng = Rng(0x5EED_1DE4_4B1E_u64);
