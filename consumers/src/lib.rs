@@ -44,12 +44,39 @@ pub fn sink_has(sink: &std::path::Path, id: &str) -> std::io::Result<bool> {
 /// # Errors
 ///
 /// Sending the signal or waiting failed.
-pub fn stop(mut child: std::process::Child) -> std::io::Result<()> {
+pub fn stop(child: &mut std::process::Child) -> std::io::Result<()> {
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()?;
     child.wait()?;
     Ok(())
+}
+
+/// A child process that is killed (SIGKILL) and reaped when this handle is
+/// dropped, so that a test failing half-way leaves no process running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // A process already waited for refuses the kill (the standard
+        // library never signals a reaped pid); either way it is gone once
+        // the wait returns.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Lower-case hex, for a payload digest used as a message id.

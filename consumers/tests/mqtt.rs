@@ -11,7 +11,9 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use idemkv_consumers::KillOnDrop;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -49,7 +51,7 @@ impl Run {
     }
 
     /// Starts the gateway and waits until its subscription is acknowledged.
-    fn start(&self) -> Result<Child, Box<dyn std::error::Error>> {
+    fn start(&self) -> Result<KillOnDrop, Box<dyn std::error::Error>> {
         let mut child = Command::new(gateway_binary()?)
             .args(["--broker", &format!("{}:{}", BROKER.0, BROKER.1)])
             .args(["--db".as_ref(), self.db().as_os_str()])
@@ -57,15 +59,14 @@ impl Run {
             .args(["--client-id", &self.client_id, "--lease-ms", "1000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()?;
+            .spawn()
+            .map(KillOnDrop)?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         match lines.next() {
             Some(Ok(line)) if line == "subscribed" => Ok(child),
-            other => {
-                let _ = child.kill();
-                Err(format!("the gateway did not subscribe: {other:?}").into())
-            }
+            // Dropping the handle kills the process.
+            other => Err(format!("the gateway did not subscribe: {other:?}").into()),
         }
     }
 
@@ -184,7 +185,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
     let mut unacked = Vec::new();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        idemkv_consumers::stop(gateway)?;
+        idemkv_consumers::stop(&mut gateway)?;
         let (checker, received) = client(&run.client_id, false).await;
         checker
             .subscribe("sensors/+/readings", QoS::AtLeastOnce)
@@ -197,7 +198,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
             break;
         }
     }
-    idemkv_consumers::stop(gateway)?;
+    idemkv_consumers::stop(&mut gateway)?;
     publisher.disconnect().await?;
     let _ = publisher_events.await;
     // End the gateway's session at the broker (it would keep queueing

@@ -13,7 +13,9 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use idemkv_consumers::KillOnDrop;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -45,7 +47,7 @@ impl Run {
     }
 
     /// Starts the consumer and waits until it is consuming.
-    fn start(&self) -> Result<Child, Box<dyn std::error::Error>> {
+    fn start(&self) -> Result<KillOnDrop, Box<dyn std::error::Error>> {
         let mut child = Command::new(consumer_binary()?)
             .args([
                 "--server",
@@ -68,14 +70,13 @@ impl Run {
             .args(["--sink".as_ref(), self.sink().as_os_str()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()?;
+            .spawn()
+            .map(KillOnDrop)?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         match BufReader::new(stdout).lines().next() {
             Some(Ok(line)) if line == "consuming" => Ok(child),
-            other => {
-                let _ = child.kill();
-                Err(format!("the consumer did not start: {other:?}").into())
-            }
+            // Dropping the handle kills the process.
+            other => Err(format!("the consumer did not start: {other:?}").into()),
         }
     }
 
@@ -159,7 +160,7 @@ async fn each_message_takes_effect_once_across_kills_and_redeliveries() -> TestR
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    idemkv_consumers::stop(consumer)?;
+    idemkv_consumers::stop(&mut consumer)?;
     let messages = stream.info().await?.state.messages;
     js.delete_stream(&run.stream).await?;
 
