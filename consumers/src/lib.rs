@@ -1,5 +1,6 @@
-//! Shared by the consumer examples: the command line, and the sink file
-//! their side effect writes to.
+//! Shared by the consumer examples and their tests: the command line, the
+//! sink file their side effect writes to, and stopping (or, when a test
+//! fails, killing) their processes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
