@@ -77,20 +77,7 @@ impl Engine {
         integrity_check: bool,
         release_in_flight: bool,
     ) -> Result<(Engine, Opened)> {
-        let db = open_database(&source, cache_bytes, integrity_check)?;
-        let opened = match storage::prepare(&db, source.path(), release_in_flight) {
-            Ok(opened) => opened,
-            Err(err) => {
-                // Closing commits, and after the engine panicked on a
-                // damaged page its own state may make closing panic too
-                // (a poisoned lock): close behind the shield as well.
-                let _ = storage::shielded(move || {
-                    drop(db);
-                    Ok(())
-                });
-                return Err(err);
-            }
-        };
+        let (db, opened) = open_prepared(&source, cache_bytes, integrity_check, release_in_flight)?;
         let engine = Engine {
             db: RwLock::new(Slot {
                 db: Some(db),
@@ -141,15 +128,11 @@ impl Engine {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = slot.db.take() {
             // Closing may commit and fail; what is durable is on disk anyway.
-            let _ = storage::shielded(move || {
-                drop(old);
-                Ok(())
-            });
+            let _ = close_shielded(old);
         }
-        let reopened = open_database(&self.source, self.cache_bytes, self.integrity_check)
-            .and_then(|db| Ok((storage::prepare(&db, self.source.path(), false)?, db)));
+        let reopened = open_prepared(&self.source, self.cache_bytes, self.integrity_check, false);
         match reopened {
-            Ok((opened, db)) => {
+            Ok((db, opened)) => {
                 slot.db = Some(db);
                 slot.closed_by.clear();
                 Ok(opened)
@@ -190,6 +173,34 @@ impl Drop for Engine {
             event!(error, error = %_err, "closing the store's file failed");
         }
     }
+}
+
+/// Opens the database and prepares it (format check, recovery policy). A
+/// database that fails preparation is closed behind the shield: closing
+/// commits, and after redb panicked on a damaged page its own state (a
+/// poisoned lock) can make closing panic too.
+fn open_prepared(
+    source: &Source,
+    cache_bytes: usize,
+    integrity_check: bool,
+    release_in_flight: bool,
+) -> Result<(Database, Opened)> {
+    let db = open_database(source, cache_bytes, integrity_check)?;
+    match storage::prepare(&db, source.path(), release_in_flight) {
+        Ok(opened) => Ok((db, opened)),
+        Err(err) => {
+            let _ = close_shielded(db);
+            Err(err)
+        }
+    }
+}
+
+/// Drops (closes) `db`, turning a panic of the storage engine into an error.
+fn close_shielded(db: Database) -> Result<()> {
+    storage::shielded(move || {
+        drop(db);
+        Ok(())
+    })
 }
 
 fn open_database(source: &Source, cache_bytes: usize, integrity_check: bool) -> Result<Database> {

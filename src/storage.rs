@@ -324,25 +324,21 @@ impl<'t> WriteTables<'t> {
         linger_ms: u64,
     ) -> Result<()> {
         let hash = key.hash();
-        record.sweep_at_ms = match old {
-            Some(old)
-                if old.sweep_at_ms >= record.expires_at_ms
-                    && old.sweep_at_ms - record.expires_at_ms <= linger_ms =>
-            {
-                old.sweep_at_ms
+        let kept = old.map(|old| old.sweep_at_ms).filter(|&at| {
+            at.checked_sub(record.expires_at_ms)
+                .is_some_and(|late| late <= linger_ms)
+        });
+        if let Some(at) = kept {
+            record.sweep_at_ms = at;
+        } else {
+            match old {
+                Some(old) => {
+                    self.expiry.remove((old.sweep_at_ms, hash))?;
+                }
+                None => self.added += 1,
             }
-            _ => record.expires_at_ms,
-        };
-        match old {
-            Some(old) if old.sweep_at_ms == record.sweep_at_ms => {}
-            Some(old) => {
-                self.expiry.remove((old.sweep_at_ms, hash))?;
-                self.expiry.insert((record.sweep_at_ms, hash), ())?;
-            }
-            None => {
-                self.added += 1;
-                self.expiry.insert((record.sweep_at_ms, hash), ())?;
-            }
+            record.sweep_at_ms = record.expires_at_ms;
+            self.expiry.insert((record.sweep_at_ms, hash), ())?;
         }
         let bytes = codec::encode(record)?;
         let in_flight = record.slot().in_flight;
