@@ -35,6 +35,12 @@
 //!   keeps exactly what was committed durably), reads the token ceiling and
 //!   record count back, and takes writes again. An in-memory store cannot
 //!   reopen and stays poisoned.
+//! - With the journal ([`crate::journal`]), a batch's changes are one frame,
+//!   synced before the transaction commits without a sync, so readers never
+//!   see what is not on disk; a checkpoint batch (about once a second)
+//!   commits with a sync instead, writes no frame, and records the last
+//!   frame it covers in `meta`. A batch too large for a frame is a
+//!   checkpoint too.
 //! - Fencing tokens only grow: tokens are handed out from blocks of
 //!   [`TOKEN_BLOCK`]; a block's ceiling is persisted in `meta` in the same
 //!   transaction as the first claim that uses it, and a reopened store starts
@@ -60,6 +66,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
+use crate::journal::Journal;
 use crate::key::Key;
 use crate::log::event;
 use crate::metrics::{Counters, add, bump};
@@ -68,7 +75,7 @@ use crate::record::{StoredRecord, StoredState, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage::{
-    LINGER_SHARE, META, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables,
+    LINGER_SHARE, META_JOURNAL_SEQ, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables,
 };
 
 /// Most operations applied in one write transaction.
@@ -371,6 +378,7 @@ impl Committer {
         counters: Arc<Counters>,
         health: Arc<HealthCell>,
         opened: &Opened,
+        journal: Option<Journal>,
     ) -> Result<Committer> {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
         let Opened {
@@ -394,6 +402,7 @@ impl Committer {
             unsynced: false,
             swept_at_ms: None,
             in_flight,
+            journal,
         };
         let shared = Arc::new(Shared {
             worker: Mutex::new(Some(worker)),
@@ -478,6 +487,8 @@ struct Worker {
     swept_at_ms: Option<u64>,
     /// Records in flight in the file (the `in_flight` gauge).
     in_flight: u64,
+    /// The journal's writer, when the store journals its commits.
+    journal: Option<Journal>,
 }
 
 /// How a caller's own commit went; its answer is in its reply either way.
@@ -660,7 +671,8 @@ impl Worker {
         };
         poison.attempts += 1;
         match self.engine.reopen() {
-            Ok(opened) => {
+            Ok((opened, journal)) => {
+                self.journal = journal;
                 // Tokens issued before the failure may have landed: never
                 // reissue one. The file's ceiling covers every durable token.
                 self.token_seq = self.token_seq.max(opened.token_ceiling);
@@ -759,32 +771,61 @@ impl Worker {
     /// changed nothing.
     fn commit_batch(&mut self, db: &Database, batch: &mut [Request]) -> Result<()> {
         let mut txn = db.begin_write()?;
-        if self.config.durability == Durability::None {
+        let mut checkpoint = self.journal.as_ref().is_some_and(Journal::checkpoint_due);
+        let journaled = self.journal.is_some() && !checkpoint;
+        if self.config.durability == Durability::None || journaled {
             txn.set_durability(redb::Durability::None)?;
         }
         let now_ms = self.time.now_ms();
         let token_ceiling_before = self.token_ceiling;
-        let (added, deleted, in_flight_delta) = {
-            let mut tables = WriteTables::open(&txn)?;
+        let (added, deleted, in_flight_delta, changes) = {
+            let mut tables = WriteTables::open(&txn, journaled)?;
             for request in batch.iter_mut() {
                 self.apply(&mut tables, request, now_ms)?;
             }
             if self.token_ceiling != token_ceiling_before {
-                txn.open_table(META)?
-                    .insert(META_TOKEN_CEILING, self.token_ceiling)?;
+                tables.set_meta(&txn, META_TOKEN_CEILING, self.token_ceiling)?;
             }
             if let Some(swept_at_ms) = self.swept_at_ms.take() {
-                txn.open_table(META)?.insert(META_LAST_SWEEP, swept_at_ms)?;
+                tables.set_meta(&txn, META_LAST_SWEEP, swept_at_ms)?;
             }
             let (added, deleted) = tables.record_count_changes();
-            (added, deleted, tables.in_flight_change())
+            (
+                added,
+                deleted,
+                tables.in_flight_change(),
+                tables.take_changes(),
+            )
         };
+        if let Some(journal) = &mut self.journal {
+            if journaled && !changes.is_empty() {
+                let frame = postcard::to_allocvec(&changes).map_err(|err| {
+                    Error::corrupted(format!(
+                        "a batch could not be encoded for the journal: {err}"
+                    ))
+                })?;
+                if Journal::fits(frame.len()) {
+                    // Synced before the commit makes the batch visible.
+                    journal.append(&frame)?;
+                } else {
+                    txn.set_durability(redb::Durability::Immediate)?;
+                    checkpoint = true;
+                }
+            }
+            if checkpoint {
+                txn.open_table(crate::storage::META)?
+                    .insert(META_JOURNAL_SEQ, journal.last_seq())?;
+            }
+        }
         txn.commit()?;
+        if checkpoint && let Some(journal) = &mut self.journal {
+            journal.checkpointed(journal.last_seq());
+        }
         self.live_records = (self.live_records + added).saturating_sub(deleted);
         self.counters.set_live_records(self.live_records);
         self.in_flight = self.in_flight.saturating_add_signed(in_flight_delta);
         self.counters.in_flight.set(self.in_flight);
-        self.unsynced = self.config.durability == Durability::None;
+        self.unsynced = self.config.durability == Durability::None || journaled;
         Ok(())
     }
 
@@ -1028,8 +1069,14 @@ impl Worker {
         if !self.unsynced {
             return Ok(());
         }
+        let covered = self.journal.as_ref().map(Journal::last_seq);
         self.engine.read(|db| {
-            db.begin_write()?.commit()?;
+            let txn = db.begin_write()?;
+            if let Some(seq) = covered {
+                txn.open_table(crate::storage::META)?
+                    .insert(META_JOURNAL_SEQ, seq)?;
+            }
+            txn.commit()?;
             Ok(())
         })
     }

@@ -17,16 +17,19 @@ use redb::Database;
 use redb::backends::InMemoryBackend;
 
 use crate::error::{Error, Result};
+use crate::journal::{self, Journal};
+use crate::journal_storage::{DirJournal, JournalStorage};
 use crate::log::event;
-use crate::storage::{self, Opened};
+use crate::storage::{self, JournalAt, Opened};
 use crate::storage_backend::{EngineBackend, StorageBackend};
 
 /// Where the database lives, kept so that it can be opened again.
 pub(crate) enum Source {
     /// A file at this path.
     File(PathBuf),
-    /// A custom backend; the engine holds it through a shared handle.
-    Backend(Arc<dyn StorageBackend>),
+    /// A custom backend, and the journal's storage if it has one; the engine
+    /// holds them through shared handles.
+    Backend(Arc<dyn StorageBackend>, Option<Arc<dyn JournalStorage>>),
     /// Memory only: cannot be reopened (the bytes live in the database).
     Memory,
 }
@@ -36,7 +39,7 @@ impl Source {
     pub fn path(&self) -> &Path {
         match self {
             Source::File(path) => path,
-            Source::Backend(_) => Path::new("<custom storage backend>"),
+            Source::Backend(..) => Path::new("<custom storage backend>"),
             Source::Memory => Path::new(":memory:"),
         }
     }
@@ -48,6 +51,9 @@ pub(crate) struct Engine {
     source: Source,
     cache_bytes: usize,
     integrity_check: bool,
+    /// Whether the store writes a journal (a file store only); a file's
+    /// journal is replayed at every open either way.
+    journal: bool,
 }
 
 struct Slot {
@@ -70,14 +76,22 @@ impl Slot {
 
 impl Engine {
     /// Opens the database from `source` and prepares it (format checks,
-    /// tables of a new file, the recovery policy).
+    /// tables of a new file, the journal's replay, the recovery policy).
+    /// With `journal`, a file store's journal writer comes back too.
     pub fn open(
         source: Source,
         cache_bytes: usize,
         integrity_check: bool,
         release_in_flight: bool,
-    ) -> Result<(Engine, Opened)> {
-        let (db, opened) = open_prepared(&source, cache_bytes, integrity_check, release_in_flight)?;
+        journal: bool,
+    ) -> Result<(Engine, Opened, Option<Journal>)> {
+        let (db, opened, writer) = open_prepared(
+            &source,
+            cache_bytes,
+            integrity_check,
+            release_in_flight,
+            journal,
+        )?;
         let engine = Engine {
             db: RwLock::new(Slot {
                 db: Some(db),
@@ -86,8 +100,9 @@ impl Engine {
             source,
             cache_bytes,
             integrity_check,
+            journal,
         };
-        Ok((engine, opened))
+        Ok((engine, opened, writer))
     }
 
     /// Runs `f` on the shared database.
@@ -123,19 +138,26 @@ impl Engine {
     /// Closes the database and opens it again from its source (the engine
     /// then recovers the file as after a crash: what was committed durably
     /// is there). On failure the database stays closed, with the error as
-    /// the cause every access reports, until the next `reopen`.
-    pub fn reopen(&self) -> Result<Opened> {
+    /// the cause every access reports, until the next `reopen`. The journal,
+    /// if any, is replayed, and its new writer comes back.
+    pub fn reopen(&self) -> Result<(Opened, Option<Journal>)> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = slot.db.take() {
             // Closing may commit and fail; what is durable is on disk anyway.
             let _ = close_shielded(old);
         }
-        let reopened = open_prepared(&self.source, self.cache_bytes, self.integrity_check, false);
+        let reopened = open_prepared(
+            &self.source,
+            self.cache_bytes,
+            self.integrity_check,
+            false,
+            self.journal,
+        );
         match reopened {
-            Ok((db, opened)) => {
+            Ok((db, opened, writer)) => {
                 slot.db = Some(db);
                 slot.closed_by.clear();
-                Ok(opened)
+                Ok((opened, writer))
             }
             Err(err) => {
                 slot.closed_by = format!("reopening the store failed: {err}");
@@ -184,10 +206,20 @@ fn open_prepared(
     cache_bytes: usize,
     integrity_check: bool,
     release_in_flight: bool,
-) -> Result<(Database, Opened)> {
+    journal: bool,
+) -> Result<(Database, Opened, Option<Journal>)> {
     let db = open_database(source, cache_bytes, integrity_check)?;
-    match storage::prepare(&db, source.path(), release_in_flight) {
-        Ok(opened) => Ok((db, opened)),
+    let storage: Option<Arc<dyn JournalStorage>> = match source {
+        Source::File(path) => Some(Arc::new(DirJournal::new(journal::dir_of(path)))),
+        Source::Backend(_, storage) => storage.clone(),
+        Source::Memory => None,
+    };
+    let at = storage.map(|storage| JournalAt {
+        storage,
+        keep: journal,
+    });
+    match storage::prepare(&db, source.path(), release_in_flight, at) {
+        Ok((opened, writer)) => Ok((db, opened, writer)),
         Err(err) => {
             let _ = close_shielded(db);
             Err(err)
@@ -211,7 +243,7 @@ fn open_database(source: &Source, cache_bytes: usize, integrity_check: bool) -> 
             .set_check_integrity_on_open(integrity_check);
         match source {
             Source::File(path) => storage::create_file(&builder, path),
-            Source::Backend(backend) => Ok(builder
+            Source::Backend(backend, _) => Ok(builder
                 .create_with_backend(EngineBackend(Arc::clone(backend)))
                 .map_err(|err| storage::open_error(err, source.path()))?),
             Source::Memory => Ok(builder.create_with_backend(InMemoryBackend::new())?),

@@ -56,7 +56,11 @@
 //! Under the default [`Durability::Immediate`], a `Claimed` answer and a
 //! successful `complete` are on disk (fsynced) when the call returns.
 //! Concurrent callers share fsyncs: one committer thread applies everything
-//! queued in one write transaction (group commit).
+//! queued in one write transaction (group commit). With
+//! [`Config::journal`], a batch is made durable by a small append to a
+//! write-ahead journal beside the file instead of a durable commit of every
+//! page it changed, with a durable checkpoint about once a second; the
+//! promise is the same.
 //!
 //! # Retention
 //!
@@ -90,6 +94,8 @@ mod error;
 mod fingerprint;
 mod health;
 mod inspect;
+mod journal;
+mod journal_storage;
 mod key;
 mod lock_table;
 mod log;
@@ -114,6 +120,7 @@ pub use error::{Error, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;
 pub use inspect::{RecordStateFilter, ScanFilter, Stats};
+pub use journal_storage::JournalStorage;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::{Metrics, PUBLISHED_METRICS};
 pub use once::{OnError, Once, once};

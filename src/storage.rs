@@ -18,17 +18,30 @@
 //! a completed record is swept at most that long after it starts reading as
 //! absent, and such a completion writes nothing to `expiry`.
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
-//!   has been issued; a reopened store starts above it) and `last_sweep_ms`.
+//!   has been issued; a reopened store starts above it), `last_sweep_ms`,
+//!   and `journal_seq` (the last journal frame the file holds, see
+//!   [`crate::journal`]).
+//!
+//! With the journal, every write a transaction makes through
+//! [`WriteTables`] is also recorded as a [`Change`]; a batch's changes are
+//! one journal frame, and replaying the frames after `journal_seq` in order
+//! makes the tables what they were. Replay is idempotent: each change sets a
+//! row or deletes it, so applying a suffix of the changes again to tables
+//! that already hold some of it leaves them as the whole sequence did.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     TableHandle, WriteTransaction,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::journal_storage::JournalStorage;
 use crate::key::Key;
 use crate::record::{StoredRecord, StoredState};
 
@@ -51,18 +64,27 @@ pub(crate) const LINGER_SHARE: u64 = 16;
 ///   records).
 /// - 3: records may use record encoding 3, and a record's expiry entry may
 ///   come after its expiry time (`sweep_at_ms`).
+/// - 4: a journal beside the file may hold commits the file does not
+///   (written by a store opened with `Config::journal`).
 ///
 /// An older file is upgraded when it is opened: its records stay as they are
 /// (this build reads encodings 1 and 2, whose expiry entries are at their
 /// expiry times) and the version in `meta` becomes the current one, so that
 /// an older build refuses the file instead of failing on its new records or
-/// looking for their expiry entries in the wrong place.
-pub(crate) const FORMAT_VERSION: u64 = 3;
+/// looking for their expiry entries in the wrong place. A store without the
+/// journal upgrades to [`FORMAT_WITHOUT_JOURNAL`] only, so that a file never
+/// journaled stays readable by the builds before the journal.
+pub(crate) const FORMAT_VERSION: u64 = 4;
+/// The newest format a store opened without the journal writes.
+pub(crate) const FORMAT_WITHOUT_JOURNAL: u64 = 3;
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_TOKEN_CEILING: &str = "token_ceiling";
 /// When a sweep last deleted records (store time, ms); absent until then.
 /// Older builds ignore it.
 pub(crate) const META_LAST_SWEEP: &str = "last_sweep_ms";
+/// The sequence number of the last journal frame the file holds (0 or
+/// absent: none).
+pub(crate) const META_JOURNAL_SEQ: &str = "journal_seq";
 
 /// Runs `f`, turning a panic inside the storage engine into
 /// `Error::Corrupted`. redb trusts the structure of pages it reads back and
@@ -137,14 +159,33 @@ pub(crate) struct Opened {
     pub in_flight: u64,
 }
 
-/// Checks the file is an idemkv store this build understands, creates the
-/// tables of a new one, applies the recovery policy, and reports what it
-/// found.
-pub(crate) fn prepare(db: &Database, path: &Path, release_in_flight: bool) -> Result<Opened> {
-    shielded(|| prepare_unshielded(db, path, release_in_flight))
+/// The journal at open: where it is, and whether the store goes on writing
+/// to it.
+pub(crate) struct JournalAt {
+    pub storage: Arc<dyn JournalStorage>,
+    pub keep: bool,
 }
 
-fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Result<Opened> {
+/// Checks the file is an idemkv store this build understands, creates the
+/// tables of a new one, replays the journal if there is one (whether or not
+/// the store goes on journaling), applies the recovery policy, and reports
+/// what it found. All of it is one durable commit, which covers every
+/// replayed frame; the journal's writer comes back when `journal.keep`.
+pub(crate) fn prepare(
+    db: &Database,
+    path: &Path,
+    release_in_flight: bool,
+    journal: Option<JournalAt>,
+) -> Result<(Opened, Option<Journal>)> {
+    shielded(|| prepare_unshielded(db, path, release_in_flight, journal))
+}
+
+fn prepare_unshielded(
+    db: &Database,
+    path: &Path,
+    release_in_flight: bool,
+    journal: Option<JournalAt>,
+) -> Result<(Opened, Option<Journal>)> {
     let txn = db.begin_write()?;
     let ours = [RECORDS.name(), INFLIGHT.name(), EXPIRY.name(), META.name()];
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
@@ -155,12 +196,16 @@ fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Re
             path: path.to_path_buf(),
         });
     }
-    let token_ceiling = {
+    let target = match &journal {
+        Some(JournalAt { keep: true, .. }) => FORMAT_VERSION,
+        _ => FORMAT_WITHOUT_JOURNAL,
+    };
+    let covered_seq = {
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
         match version {
             None if tables.is_empty() => {
-                meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+                meta.insert(META_FORMAT_VERSION, target)?;
             }
             None => {
                 return Err(Error::NotAStore {
@@ -173,17 +218,42 @@ fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Re
                     supported: FORMAT_VERSION,
                 });
             }
-            Some(found) if found < FORMAT_VERSION => {
-                meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)?;
+            Some(found) if found < target => {
+                meta.insert(META_FORMAT_VERSION, target)?;
             }
             Some(_) => {}
         }
-        meta.get(META_TOKEN_CEILING)?
-            .map(|v| v.value())
-            .unwrap_or(0)
+        meta.get(META_JOURNAL_SEQ)?.map_or(0, |v| v.value())
     };
+    let journal = match journal {
+        Some(at) => {
+            let name = at.storage.describe();
+            let recovered = Journal::recover(at.storage, covered_seq)?;
+            {
+                let mut tables = WriteTables::open(&txn, false)?;
+                for (seq, payload) in &recovered.frames {
+                    let changes: Vec<Change> = postcard::from_bytes(payload).map_err(|err| {
+                        Error::corrupted(format!(
+                            "journal frame {seq} of {name} cannot be decoded ({err}); restore the store's file and journal from a backup"
+                        ))
+                    })?;
+                    tables.replay(&txn, changes)?;
+                }
+            }
+            let last = recovered.journal.last_seq();
+            if last != covered_seq {
+                txn.open_table(META)?.insert(META_JOURNAL_SEQ, last)?;
+            }
+            Some((recovered.journal, last, at.keep))
+        }
+        None => None,
+    };
+    let token_ceiling = txn
+        .open_table(META)?
+        .get(META_TOKEN_CEILING)?
+        .map_or(0, |v| v.value());
     let (live_records, released, in_flight) = {
-        let mut tables = WriteTables::open(&txn)?;
+        let mut tables = WriteTables::open(&txn, false)?;
         let released = if release_in_flight {
             tables.release_all_in_flight()?
         } else {
@@ -192,12 +262,22 @@ fn prepare_unshielded(db: &Database, path: &Path, release_in_flight: bool) -> Re
         (tables.len()?, released, tables.in_flight_len()?)
     };
     txn.commit()?;
-    Ok(Opened {
+    let opened = Opened {
         token_ceiling,
         live_records,
         released,
         in_flight,
-    })
+    };
+    // The commit covers every replayed frame: the journal's segments are
+    // free from now on.
+    let journal = match journal {
+        Some((mut journal, last, true)) => {
+            journal.checkpointed(last);
+            Some(journal)
+        }
+        _ => None,
+    };
+    Ok((opened, journal))
 }
 
 /// Reads and verifies one key's record in a fresh read transaction.
@@ -247,6 +327,25 @@ impl StoredRecord {
 
 type ByHash<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
 
+/// One write to a table, as a journal frame carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Change {
+    /// A row of `inflight` (or of `records`) set to `bytes`.
+    Row {
+        in_flight: bool,
+        hash: [u8; 32],
+        bytes: Vec<u8>,
+    },
+    /// A row of `inflight` (or of `records`) deleted.
+    RowDeleted { in_flight: bool, hash: [u8; 32] },
+    /// An `expiry` entry added.
+    Expiry { at_ms: u64, hash: [u8; 32] },
+    /// An `expiry` entry deleted.
+    ExpiryDeleted { at_ms: u64, hash: [u8; 32] },
+    /// A `meta` value set.
+    Meta { name: String, value: u64 },
+}
+
 /// The tables of one write transaction, with the operations that keep the
 /// invariants above.
 pub(crate) struct WriteTables<'t> {
@@ -258,10 +357,14 @@ pub(crate) struct WriteTables<'t> {
     deleted: u64,
     /// How the number of in-flight records changed in this transaction.
     in_flight_change: i64,
+    /// Every write made through this handle, when it is journaled.
+    changes: Option<Vec<Change>>,
 }
 
 impl<'t> WriteTables<'t> {
-    pub fn open(txn: &'t WriteTransaction) -> Result<WriteTables<'t>> {
+    /// The tables of `txn`; with `journaled`, every write is recorded for
+    /// [`take_changes`](Self::take_changes).
+    pub fn open(txn: &'t WriteTransaction, journaled: bool) -> Result<WriteTables<'t>> {
         Ok(WriteTables {
             records: txn.open_table(RECORDS)?,
             inflight: txn.open_table(INFLIGHT)?,
@@ -269,7 +372,96 @@ impl<'t> WriteTables<'t> {
             added: 0,
             deleted: 0,
             in_flight_change: 0,
+            changes: journaled.then(Vec::new),
         })
+    }
+
+    /// The writes made so far (empty unless journaled), in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Sets a `meta` value in `txn` (recorded like the table writes).
+    pub fn set_meta(&mut self, txn: &WriteTransaction, name: &str, value: u64) -> Result<()> {
+        txn.open_table(META)?.insert(name, value)?;
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Meta {
+                name: name.to_string(),
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies journaled `changes` as they were made.
+    pub fn replay(&mut self, txn: &WriteTransaction, changes: Vec<Change>) -> Result<()> {
+        for change in changes {
+            match change {
+                Change::Row {
+                    in_flight,
+                    hash,
+                    bytes,
+                } => self.set_row(in_flight, &hash, &bytes)?,
+                Change::RowDeleted { in_flight, hash } => {
+                    self.delete_row(in_flight, &hash)?;
+                }
+                Change::Expiry { at_ms, hash } => self.add_expiry(at_ms, &hash)?,
+                Change::ExpiryDeleted { at_ms, hash } => self.delete_expiry(at_ms, &hash)?,
+                Change::Meta { name, value } => self.set_meta(txn, &name, value)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&mut self, in_flight: bool) -> &mut ByHash<'t> {
+        if in_flight {
+            &mut self.inflight
+        } else {
+            &mut self.records
+        }
+    }
+
+    fn set_row(&mut self, in_flight: bool, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        self.rows(in_flight).insert(hash, bytes)?;
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Row {
+                in_flight,
+                hash: *hash,
+                bytes: bytes.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a row; answers whether there was one.
+    fn delete_row(&mut self, in_flight: bool, hash: &[u8; 32]) -> Result<bool> {
+        let existed = self.rows(in_flight).remove(hash)?.is_some();
+        if existed && let Some(changes) = &mut self.changes {
+            changes.push(Change::RowDeleted {
+                in_flight,
+                hash: *hash,
+            });
+        }
+        Ok(existed)
+    }
+
+    fn add_expiry(&mut self, at_ms: u64, hash: &[u8; 32]) -> Result<()> {
+        self.expiry.insert((at_ms, hash), ())?;
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Expiry { at_ms, hash: *hash });
+        }
+        Ok(())
+    }
+
+    fn delete_expiry(&mut self, at_ms: u64, hash: &[u8; 32]) -> Result<()> {
+        let existed = self.expiry.remove((at_ms, hash))?.is_some();
+        if existed && let Some(changes) = &mut self.changes {
+            changes.push(Change::ExpiryDeleted { at_ms, hash: *hash });
+        }
+        Ok(())
     }
 
     /// Records stored, in flight and completed.
@@ -332,24 +524,17 @@ impl<'t> WriteTables<'t> {
             record.sweep_at_ms = at;
         } else {
             match old {
-                Some(old) => {
-                    self.expiry.remove((old.sweep_at_ms, hash))?;
-                }
+                Some(old) => self.delete_expiry(old.sweep_at_ms, hash)?,
                 None => self.added += 1,
             }
             record.sweep_at_ms = record.expires_at_ms;
-            self.expiry.insert((record.sweep_at_ms, hash), ())?;
+            self.add_expiry(record.sweep_at_ms, hash)?;
         }
         let bytes = codec::encode(record)?;
         let in_flight = record.slot().in_flight;
-        let (target, other) = if in_flight {
-            (&mut self.inflight, &mut self.records)
-        } else {
-            (&mut self.records, &mut self.inflight)
-        };
-        target.insert(hash, bytes.as_slice())?;
+        self.set_row(in_flight, hash, &bytes)?;
         if old.is_some_and(|old| old.in_flight != in_flight) {
-            other.remove(hash)?;
+            self.delete_row(!in_flight, hash)?;
         }
         let was_in_flight = old.is_some_and(|old| old.in_flight);
         self.in_flight_change += i64::from(in_flight) - i64::from(was_in_flight);
@@ -363,22 +548,17 @@ impl<'t> WriteTables<'t> {
         let hash = key.hash();
         match old {
             Some(old) => {
-                self.expiry.remove((old.sweep_at_ms, hash))?;
-                let table = if old.in_flight {
-                    &mut self.inflight
-                } else {
-                    &mut self.records
-                };
-                if table.remove(hash)?.is_some() {
+                self.delete_expiry(old.sweep_at_ms, hash)?;
+                if self.delete_row(old.in_flight, hash)? {
                     self.deleted += 1;
                     self.in_flight_change -= i64::from(old.in_flight);
                 }
             }
             None => {
-                if self.records.remove(hash)?.is_some() {
+                if self.delete_row(false, hash)? {
                     self.deleted += 1;
                 }
-                if self.inflight.remove(hash)?.is_some() {
+                if self.delete_row(true, hash)? {
                     self.deleted += 1;
                     self.in_flight_change -= 1;
                 }
@@ -394,7 +574,7 @@ impl<'t> WriteTables<'t> {
                     }
                 }
                 for sweep_at_ms in stale {
-                    self.expiry.remove((sweep_at_ms, hash))?;
+                    self.delete_expiry(sweep_at_ms, hash)?;
                 }
             }
         }
@@ -425,9 +605,9 @@ impl<'t> WriteTables<'t> {
         let more = due.len() == limit;
         let mut deleted = 0;
         for (sweep_at_ms, hash) in &due {
-            self.expiry.remove((*sweep_at_ms, hash))?;
-            for (table, in_flight) in [(&mut self.records, false), (&mut self.inflight, true)] {
-                let verdict = match table.get(hash)? {
+            self.delete_expiry(*sweep_at_ms, hash)?;
+            for in_flight in [false, true] {
+                let verdict = match self.rows(in_flight).get(hash)? {
                     Some(bytes) => match codec::decode_record(bytes.value()) {
                         Ok(record) => record.sweep_at_ms == *sweep_at_ms,
                         // A damaged record whose index entry says it expired
@@ -437,7 +617,7 @@ impl<'t> WriteTables<'t> {
                     None => false,
                 };
                 if verdict {
-                    table.remove(hash)?;
+                    self.delete_row(in_flight, hash)?;
                     deleted += 1;
                     self.in_flight_change -= i64::from(in_flight);
                 }
@@ -460,9 +640,9 @@ impl<'t> WriteTables<'t> {
         }
         for (hash, sweep_at) in &doomed {
             if let Some(sweep_at_ms) = sweep_at {
-                self.expiry.remove((*sweep_at_ms, hash))?;
+                self.delete_expiry(*sweep_at_ms, hash)?;
             }
-            self.inflight.remove(hash)?;
+            self.delete_row(true, hash)?;
         }
         self.deleted += doomed.len() as u64;
         self.in_flight_change -= doomed.len() as i64;

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Imported, Submitter};
-use crate::config::{ClaimTerms, Config, Recovery, Settings, Terms};
+use crate::config::{ClaimTerms, Config, Durability, Recovery, Settings, Terms};
 use crate::engine::{Engine, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
 use crate::inspect::{self, ScanFilter, Stats};
+use crate::journal_storage::JournalStorage;
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::{event, span};
@@ -146,7 +147,27 @@ impl Store {
     ///
     /// As [`Store::open`].
     pub fn with_backend(backend: impl StorageBackend, config: Config) -> Result<Store> {
-        Store::start(Source::Backend(Arc::new(backend)), config)
+        Store::start(Source::Backend(Arc::new(backend), None), config)
+    }
+
+    /// Opens (or creates) a store over a custom [`StorageBackend`] with its
+    /// write-ahead journal in a custom [`JournalStorage`]: for
+    /// fault-injection tests of the journal. The journal is replayed at
+    /// open whatever the config; the store writes to it when
+    /// [`Config::journal`] is on.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn with_journaled_backend(
+        backend: impl StorageBackend,
+        journal: impl JournalStorage,
+        config: Config,
+    ) -> Result<Store> {
+        Store::start(
+            Source::Backend(Arc::new(backend), Some(Arc::new(journal))),
+            config,
+        )
     }
 
     fn start(source: Source, config: Config) -> Result<Store> {
@@ -154,11 +175,13 @@ impl Store {
         let _open = span!(info_span, "idemkv.open", path = %source.path().display());
         #[cfg(feature = "tracing")]
         let started = Instant::now();
-        let (engine, opened) = Engine::open(
+        let journaled = config.journal && config.durability == Durability::Immediate;
+        let (engine, opened, journal) = Engine::open(
             source,
             config.storage_cache_bytes,
             config.verify_on_open,
             config.recovery == Recovery::ReleaseAtOpen,
+            journaled,
         )?;
         let engine = Arc::new(engine);
         if config.verify_on_open {
@@ -182,6 +205,7 @@ impl Store {
             Arc::clone(&counters),
             Arc::clone(&health),
             &opened,
+            journal,
         )?;
         let sweeper = Sweeper::start(
             committer.submitter()?.clone(),
@@ -761,9 +785,10 @@ impl Store {
                 })
         };
         let bytes_before = size(path)?;
-        let (engine, _) = Engine::open(
+        let (engine, _, _) = Engine::open(
             Source::File(path.to_path_buf()),
             Config::default().storage_cache_bytes,
+            false,
             false,
             false,
         )?;

@@ -9,6 +9,11 @@
 //! acknowledged at least [`MIN_ACKS`] completions (and so as many claims),
 //! and the child must die by the SIGKILL, not by an error of its own.
 //!
+//! Odd rounds run with the write-ahead journal (`Config::journal`), even
+//! ones without, on the same file: a round's check opens the file the way
+//! its child did, and the next child the other way, so a journal left by a
+//! kill is replayed by stores of both kinds.
+//!
 //! This file has its own `main` (no test harness): the same binary is the
 //! parent and, with `IDEMKV_CRASH_CHILD` set, the child.
 //! `IDEMKV_CRASH_ROUNDS=N` sets the number of rounds (default 25).
@@ -45,6 +50,7 @@ fn config(round: u64, sweeping: bool) -> Config {
         .retention(RETENTION)
         .sweep_batch(5)
         .sweep_interval(sweeping.then_some(Duration::from_millis(1)))
+        .journal(round % 2 == 1)
 }
 
 fn key(round: u64, thread: usize, i: u64) -> Result<Key> {

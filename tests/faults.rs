@@ -4,6 +4,11 @@
 //! lucky crash would leave (every byte written), and every acknowledged claim
 //! and completion must be there.
 //!
+//! Every round runs twice: on the store's file alone, and with the
+//! write-ahead journal (`Config::journal`) in segments that fail with the
+//! same disk, where a power loss keeps only the synced bytes of the file and
+//! of each segment.
+//!
 //! The heavy sweep (every countdown over the whole workload) runs with
 //! `IDEMKV_FAULT_ROUNDS=all`; by default a spread of countdowns runs.
 
@@ -16,8 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
-use idemkv::StorageBackend;
 use idemkv::{Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
+use idemkv::{JournalStorage, StorageBackend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -100,31 +105,137 @@ impl FaultyDisk {
     }
 
     fn check(&self, kind: Fault) -> io::Result<()> {
-        if self.fault != Fault::Any && self.fault != kind {
-            return Ok(());
-        }
-        self.counts.ops.fetch_add(1, Ordering::Relaxed);
-        let control = &self.control;
-        if control.tripped.load(Ordering::SeqCst)
-            || control.countdown.fetch_sub(1, Ordering::SeqCst) <= 0
-        {
-            control.tripped.store(true, Ordering::SeqCst);
-            self.counts.injected.fetch_add(1, Ordering::Relaxed);
-            // Write faults look like a full disk (ENOSPC); the others like EIO.
-            let error_kind = match kind {
-                Fault::Write => io::ErrorKind::StorageFull,
-                _ => io::ErrorKind::Other,
-            };
-            return Err(io::Error::new(
-                error_kind,
-                format!("injected {kind:?} fault"),
-            ));
-        }
-        Ok(())
+        inject(self.fault, &self.control, &self.counts, kind)
     }
 
     fn image(&self) -> std::sync::MutexGuard<'_, Image> {
         self.image.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Fails an operation of `kind` once the countdown of `fault` operations has
+/// run out, and every one after it.
+fn inject(fault: Fault, control: &Control, counts: &Counts, kind: Fault) -> io::Result<()> {
+    if fault != Fault::Any && fault != kind {
+        return Ok(());
+    }
+    counts.ops.fetch_add(1, Ordering::Relaxed);
+    if control.tripped.load(Ordering::SeqCst)
+        || control.countdown.fetch_sub(1, Ordering::SeqCst) <= 0
+    {
+        control.tripped.store(true, Ordering::SeqCst);
+        counts.injected.fetch_add(1, Ordering::Relaxed);
+        // Write faults look like a full disk (ENOSPC); the others like EIO.
+        let error_kind = match kind {
+            Fault::Write => io::ErrorKind::StorageFull,
+            _ => io::ErrorKind::Other,
+        };
+        return Err(io::Error::new(
+            error_kind,
+            format!("injected {kind:?} fault"),
+        ));
+    }
+    Ok(())
+}
+
+/// The journal's segments on the same failing disk: every operation counts
+/// down the disk's fault too. A segment is created zero-filled and durable.
+struct FaultyJournal {
+    segments: Arc<Mutex<Vec<Image>>>,
+    fault: Fault,
+    control: Arc<Control>,
+    counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for FaultyJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyJournal")
+            .field("fault", &self.fault)
+            .finish()
+    }
+}
+
+impl FaultyJournal {
+    fn beside(disk: &FaultyDisk, segments: Arc<Mutex<Vec<Image>>>) -> Self {
+        FaultyJournal {
+            segments,
+            fault: disk.fault,
+            control: Arc::clone(&disk.control),
+            counts: Arc::clone(&disk.counts),
+        }
+    }
+
+    fn segments(&self) -> std::sync::MutexGuard<'_, Vec<Image>> {
+        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check(&self, kind: Fault) -> io::Result<()> {
+        inject(self.fault, &self.control, &self.counts, kind)
+    }
+}
+
+fn no_segment(index: usize) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no segment {index}"))
+}
+
+impl JournalStorage for FaultyJournal {
+    fn segments(&self) -> io::Result<usize> {
+        Ok(self.segments().len())
+    }
+
+    fn create_segment(&self, index: usize, len: u64) -> io::Result<()> {
+        self.check(Fault::Write)?;
+        self.check(Fault::Sync)?;
+        let mut segments = self.segments();
+        if index != segments.len() {
+            return Err(io::Error::other(format!("segment {index} out of order")));
+        }
+        let zeros = vec![0u8; len as usize];
+        segments.push(Image {
+            current: zeros.clone(),
+            synced: zeros,
+        });
+        Ok(())
+    }
+
+    fn segment_len(&self, index: usize) -> io::Result<u64> {
+        let segments = self.segments();
+        let segment = segments.get(index).ok_or_else(|| no_segment(index))?;
+        Ok(segment.current.len() as u64)
+    }
+
+    fn read(&self, index: usize, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.check(Fault::Read)?;
+        let segments = self.segments();
+        let segment = segments.get(index).ok_or_else(|| no_segment(index))?;
+        let start = offset as usize;
+        let source = segment
+            .current
+            .get(start..start + out.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read past the end"))?;
+        out.copy_from_slice(source);
+        Ok(())
+    }
+
+    fn write(&self, index: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check(Fault::Write)?;
+        let mut segments = self.segments();
+        let segment = segments.get_mut(index).ok_or_else(|| no_segment(index))?;
+        let start = offset as usize;
+        segment
+            .current
+            .get_mut(start..start + data.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past the end"))?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync_data(&self, index: usize) -> io::Result<()> {
+        self.check(Fault::Sync)?;
+        let mut segments = self.segments();
+        let segment = segments.get_mut(index).ok_or_else(|| no_segment(index))?;
+        segment.synced.clone_from(&segment.current);
+        Ok(())
     }
 }
 
@@ -267,9 +378,41 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
     acked
 }
 
-/// Reopens `image` on a healthy disk and checks every acknowledged operation.
-fn verify(image: Image, clock: &ManualClock, acked: &Acked, what: &str) -> u64 {
-    let store = match Store::with_backend(FaultyDisk::healthy(image), config(clock)) {
+/// What survived on disk: the file, and the journal's segments if the store
+/// had one.
+struct Survivor {
+    file: Vec<u8>,
+    journal: Option<Vec<Vec<u8>>>,
+}
+
+impl Survivor {
+    /// Opens a store over these bytes on a healthy disk.
+    fn open(self, config: Config) -> idemkv::Result<Store> {
+        let disk = FaultyDisk::healthy(Image {
+            current: self.file.clone(),
+            synced: self.file,
+        });
+        match self.journal {
+            None => Store::with_backend(disk, config),
+            Some(segments) => {
+                let images = segments
+                    .into_iter()
+                    .map(|bytes| Image {
+                        current: bytes.clone(),
+                        synced: bytes,
+                    })
+                    .collect();
+                let journal = FaultyJournal::beside(&disk, Arc::new(Mutex::new(images)));
+                Store::with_journaled_backend(disk, journal, config.journal(true))
+            }
+        }
+    }
+}
+
+/// Reopens what survived on a healthy disk and checks every acknowledged
+/// operation.
+fn verify(survivor: Survivor, clock: &ManualClock, acked: &Acked, what: &str) -> u64 {
+    let store = match survivor.open(config(clock)) {
         Ok(store) => store,
         // A crash while the file is being created can leave a file that is
         // not a database yet (redb writes its magic number last). It holds
@@ -329,13 +472,21 @@ fn is_early(k: &Key) -> bool {
     k.idempotency_key().len() == 2
 }
 
-/// Runs one round: `fault` after `countdown` operations of its kind.
-fn round(fault: Fault, countdown: i64) -> (u64, u64, u64) {
+/// Runs one round: `fault` after `countdown` operations of its kind, with
+/// or without the journal.
+fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
     let image = Arc::new(Mutex::new(Image::default()));
+    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
     let counts = Arc::new(Counts::default());
     let clock = ManualClock::default();
     let disk = FaultyDisk::new(Arc::clone(&image), fault, countdown, Arc::clone(&counts));
-    let acked = match Store::with_backend(disk, config(&clock)) {
+    let opened = if journaled {
+        let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+        Store::with_journaled_backend(disk, journal, config(&clock).journal(true))
+    } else {
+        Store::with_backend(disk, config(&clock))
+    };
+    let acked = match opened {
         Ok(store) => workload(&store, &clock, fault),
         Err(err) => {
             assert_storage_error(&err);
@@ -346,13 +497,23 @@ fn round(fault: Fault, countdown: i64) -> (u64, u64, u64) {
         let image = image.lock().unwrap_or_else(PoisonError::into_inner);
         (image.current.clone(), image.synced.clone())
     };
-    let what = format!("{fault:?} fault after {countdown}");
+    let (segments_current, segments_synced): (Vec<Vec<u8>>, Vec<Vec<u8>>) = segments
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|s| (s.current.clone(), s.synced.clone()))
+        .unzip();
+    let journal = |bytes: Vec<Vec<u8>>| journaled.then_some(bytes);
+    let what = format!(
+        "{fault:?} fault after {countdown}{}",
+        if journaled { ", journal" } else { "" }
+    );
     let mut checked = 0;
     if !synced.is_empty() {
         checked += verify(
-            Image {
-                current: synced.clone(),
-                synced: synced.clone(),
+            Survivor {
+                file: synced.clone(),
+                journal: journal(segments_synced),
             },
             &clock,
             &acked,
@@ -366,9 +527,9 @@ fn round(fault: Fault, countdown: i64) -> (u64, u64, u64) {
     }
     if !current.is_empty() && !synced.is_empty() {
         checked += verify(
-            Image {
-                synced: current.clone(),
-                current,
+            Survivor {
+                file: current,
+                journal: journal(segments_current),
             },
             &clock,
             &acked,
@@ -385,29 +546,36 @@ fn round(fault: Fault, countdown: i64) -> (u64, u64, u64) {
 #[test]
 fn acknowledged_operations_survive_every_injected_fault() {
     let every = std::env::var("IDEMKV_FAULT_ROUNDS").is_ok_and(|v| v == "all");
-    let mut rounds = 0;
-    let mut injected = 0;
-    let mut checked = 0;
-    for fault in [Fault::Write, Fault::Sync, Fault::Read, Fault::Any] {
-        // How many operations of this kind a fault-free run performs.
-        let (total, none, _) = round(fault, i64::MAX);
-        assert_eq!(none, 0);
-        let step = if every {
-            1
-        } else {
-            (total / 40).max(1) as usize
-        };
-        for countdown in (0..=total as i64).step_by(step) {
-            let (_, faults, verified) = round(fault, countdown);
-            rounds += 1;
-            injected += faults;
-            checked += verified;
+    for journaled in [false, true] {
+        let mut rounds = 0;
+        let mut injected = 0;
+        let mut checked = 0;
+        for fault in [Fault::Write, Fault::Sync, Fault::Read, Fault::Any] {
+            // How many operations of this kind a fault-free run performs.
+            let (total, none, _) = round(fault, i64::MAX, journaled);
+            assert_eq!(none, 0);
+            let step = if every {
+                1
+            } else {
+                (total / 40).max(1) as usize
+            };
+            for countdown in (0..=total as i64).step_by(step) {
+                let (_, faults, verified) = round(fault, countdown, journaled);
+                rounds += 1;
+                injected += faults;
+                checked += verified;
+            }
         }
+        println!(
+            "{}: fault rounds: {rounds}, faults injected: {injected}, acknowledged operations verified: {checked}",
+            if journaled {
+                "with the journal"
+            } else {
+                "the file alone"
+            }
+        );
+        assert!(rounds > 100 && injected > 100 && checked > 0);
     }
-    println!(
-        "fault rounds: {rounds}, faults injected: {injected}, acknowledged operations verified: {checked}"
-    );
-    assert!(rounds > 100 && injected > 100 && checked > 0);
 }
 
 /// A store over what the disk made durable, as after a power loss.

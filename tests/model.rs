@@ -45,8 +45,9 @@ proptest! {
         steps in prop::collection::vec(step(), 1..60),
         // Off, about one entry per shard (constant eviction), and the default.
         cache_bytes in prop::sample::select(vec![0usize, 64 * 200, 64 << 20]),
+        journal in any::<bool>(),
     ) {
-        let mut harness = Harness::new(cache_bytes, false);
+        let mut harness = Harness::new(cache_bytes, false, journal);
         for step in &steps {
             harness.run(step);
         }

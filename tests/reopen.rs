@@ -106,7 +106,7 @@ fn a_file_from_a_newer_format_is_refused() -> TestResult {
             err,
             Error::UnsupportedVersion {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"

@@ -212,8 +212,9 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness over a real file (`in_memory` false) or shared memory.
-    pub fn new(cache_bytes: usize, in_memory: bool) -> Harness {
+    /// A harness over a real file (`in_memory` false) or shared memory; a
+    /// file store with or without the write-ahead journal.
+    pub fn new(cache_bytes: usize, in_memory: bool, journal: bool) -> Harness {
         let backing = if in_memory {
             Backing::Memory(SharedMemory::default())
         } else {
@@ -225,7 +226,8 @@ impl Harness {
             .lease(Duration::from_millis(LEASE_MS))
             .retention(Duration::from_millis(RETENTION_MS))
             .cache_bytes(cache_bytes)
-            .sweep_interval(None);
+            .sweep_interval(None)
+            .journal(journal);
         let store = Some(open(&backing, &config));
         let start = clock_ms(&clock);
         Harness {

@@ -57,8 +57,9 @@ pub fn operations(data: &[u8]) {
     HARNESSES.with(|harnesses| {
         let mut harnesses = harnesses.borrow_mut();
         let slot = &mut harnesses[usize::from(cache_off)];
-        let harness = slot
-            .get_or_insert_with(|| model::Harness::new(if cache_off { 0 } else { 64 << 20 }, true));
+        let harness = slot.get_or_insert_with(|| {
+            model::Harness::new(if cache_off { 0 } else { 64 << 20 }, true, false)
+        });
         harness.reset();
         for pair in data.chunks_exact(2).take(200) {
             harness.run(&model::step_from_bytes(pair[0], pair[1]));

@@ -28,7 +28,8 @@
 //! redb's commit (a measurement of that design, not an implementation of
 //! it); see `engine_ceiling`.
 //!
-//! Systems: idemkv (default durability), raw redb with one durable commit per
+//! Systems: idemkv (default durability), idemkv with its write-ahead journal
+//! (`Config::journal`), raw redb with one durable commit per
 //! operation, SQLite (rusqlite, bundled; WAL, synchronous=FULL), PostgreSQL
 //! (127.0.0.1:5432, database `test`, synchronous_commit=on) and Redis
 //! (127.0.0.1:6379, `SET NX PX` + `GET`; it keeps nothing on disk here, so it
@@ -119,12 +120,17 @@ fn work(duration: Duration) {
 // ---------------------------------------------------------------- idemkv
 
 struct Idemkv {
+    name: &'static str,
     store: Store,
 }
 
+/// The names idemkv runs under: default settings, and with the journal.
+const IDEMKV: &str = "idemkv";
+const IDEMKV_JOURNAL: &str = "idemkv (journal)";
+
 impl System for Idemkv {
     fn name(&self) -> &'static str {
-        "idemkv"
+        self.name
     }
     fn client(&self) -> Result<Box<dyn Client>> {
         Ok(Box::new(IdemkvClient {
@@ -617,8 +623,13 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
     // the same disk: its speed drifts by 20% within minutes here.
     let db = Database::create(dir.join("probe-redb.redb"))?;
     let store = Store::open(dir.join("probe-idemkv.redb"), Config::default())?;
+    let journaled = Store::open(
+        dir.join("probe-idemkv-journal.redb"),
+        Config::default().journal(true),
+    )?;
     let body = vec![b'r'; BODY];
     let (mut commits, mut claims, mut completes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut journaled_cycles = Vec::new();
     for i in 0..n {
         let began = Instant::now();
         let txn = db.begin_write()?;
@@ -636,17 +647,25 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
         store.complete(claim, StoredResponse::new(201, body.clone()))?;
         claims.push((claimed - began).as_nanos() as u64);
         completes.push(claimed.elapsed().as_nanos() as u64);
+
+        let began = Instant::now();
+        let Begin::Claimed(claim) = journaled.begin(&key, Fingerprint::of(b"p"))? else {
+            return Err(format!("{key}: not claimed").into());
+        };
+        journaled.complete(claim, StoredResponse::new(201, body.clone()))?;
+        journaled_cycles.push(began.elapsed().as_nanos() as u64);
     }
     let cycles: Vec<u64> = claims.iter().zip(&completes).map(|(a, b)| a + b).collect();
     let median = |mut samples: Vec<u64>| {
         samples.sort_unstable();
         percentile(&samples, 0.5)
     };
-    let (redb_commit, claim, complete, cycle) = (
+    let (redb_commit, claim, complete, cycle, journaled_cycle) = (
         median(commits),
         median(claims),
         median(completes),
         median(cycles),
+        median(journaled_cycles),
     );
 
     // The ceiling for batched writes on this disk: raw redb, 64 inserts of
@@ -688,6 +707,11 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
         per_commit(claim),
         per_commit(complete),
     );
+    println!(
+        "| idemkv with the journal: begin→Claimed + complete, 1 thread | {} | {:.2}× the redb commit (sampled alternately too) |",
+        fmt_duration(journaled_cycle),
+        per_commit(journaled_cycle),
+    );
 
     // Replays over `records` completed records, for idemkv, raw redb and SQLite.
     let keys: Vec<String> = (0..records).map(|i| format!("replay-{i}")).collect();
@@ -714,6 +738,7 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
         txn.commit()?;
     }
     let idemkv = Idemkv {
+        name: IDEMKV,
         store: store.clone(),
     };
     fill(&idemkv, &keys, &body)?;
@@ -723,6 +748,7 @@ fn probes(dir: &Path, quick: bool) -> Result<Duration> {
     )?;
     fill(
         &Idemkv {
+            name: IDEMKV,
             store: uncached.clone(),
         },
         &keys,
@@ -1026,12 +1052,29 @@ fn run() -> Result<()> {
     if !only_probes {
         let mut systems: Vec<(Box<dyn System>, Option<String>)> = Vec::new();
         let store = Store::open(dir.path().join("idemkv.redb"), Config::default())?;
+        let journal_store = Store::open(
+            dir.path().join("idemkv-journal.redb"),
+            Config::default().journal(true),
+        )?;
         let idemkv = Idemkv {
+            name: IDEMKV,
             store: store.clone(),
+        };
+        let idemkv_journal = Idemkv {
+            name: IDEMKV_JOURNAL,
+            store: journal_store.clone(),
         };
         systems.push((
             Box::new(Idemkv {
+                name: IDEMKV,
                 store: store.clone(),
+            }),
+            None,
+        ));
+        systems.push((
+            Box::new(Idemkv {
+                name: IDEMKV_JOURNAL,
+                store: journal_store.clone(),
             }),
             None,
         ));
@@ -1141,13 +1184,15 @@ fn run() -> Result<()> {
             }
         }
 
-        let m = store.metrics();
-        println!(
-            "\nidemkv group commit over the whole run: {} commits carried {} operations, {:.1} per commit on average",
-            m.commits,
-            m.committed_ops,
-            m.committed_ops as f64 / m.commits.max(1) as f64
-        );
+        for (name, store) in [(IDEMKV, &store), (IDEMKV_JOURNAL, &journal_store)] {
+            let m = store.metrics();
+            println!(
+                "\n{name} group commit over the whole run: {} commits carried {} operations, {:.1} per commit on average",
+                m.commits,
+                m.committed_ops,
+                m.committed_ops as f64 / m.commits.max(1) as f64
+            );
+        }
 
         // idemkv against its engine: rounds of the 64-client fresh run, each
         // followed at once by the engine ceiling at the batch size that run
@@ -1157,34 +1202,46 @@ fn run() -> Result<()> {
             "\n### The {CLIENTS}-client fresh run against the engine ({ROUNDS} rounds, each idemkv run followed at once by the ceiling)\n"
         );
         println!(
-            "| round | idemkv cycles/s | operations per commit | engine ceiling cycles/s | idemkv / ceiling | ceiling with a journal, cycles/s |"
+            "| round | idemkv cycles/s | operations per commit | engine ceiling cycles/s | idemkv / ceiling | idemkv (journal) cycles/s | operations per commit | ceiling with a journal at that batch, cycles/s | idemkv (journal) / journal ceiling |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         let mut rounds = Vec::new();
-        for round in 1..=ROUNDS {
-            let before = store.metrics();
-            let tag = format!("{run_tag}-engine{round}");
-            let run = run_workload(&idemkv, Workload::Fresh, CLIENTS, per_client, &tag)?;
-            let after = store.metrics();
-            let rate = run.requests as f64 / run.elapsed.as_secs_f64();
+        // One 64-client fresh run: cycles/s, operations per commit, and the
+        // records in the file when it started.
+        let fresh_run = |system: &Idemkv, tag: String| -> Result<(f64, f64, u64)> {
+            let before = system.store.metrics();
+            let run = run_workload(system, Workload::Fresh, CLIENTS, per_client, &tag)?;
+            let after = system.store.metrics();
             let batch = (after.committed_ops - before.committed_ops) as f64
                 / (after.commits - before.commits).max(1) as f64;
-            let ceiling_of = |journal| {
-                engine_ceiling(
-                    dir.path(),
-                    before.live_records,
-                    (batch.round() as usize).max(1),
-                    CLIENTS * per_client,
-                    journal,
-                )
-            };
-            let ceiling = ceiling_of(false)?;
-            let journaled = ceiling_of(true)?;
+            Ok((
+                run.requests as f64 / run.elapsed.as_secs_f64(),
+                batch,
+                before.live_records,
+            ))
+        };
+        let ceiling_of = |existing: u64, batch: f64, journal: bool| {
+            engine_ceiling(
+                dir.path(),
+                existing,
+                (batch.round() as usize).max(1),
+                CLIENTS * per_client,
+                journal,
+            )
+        };
+        for round in 1..=ROUNDS {
+            let (rate, batch, existing) = fresh_run(&idemkv, format!("{run_tag}-engine{round}"))?;
+            let ceiling = ceiling_of(existing, batch, false)?;
+            let (journal_rate, journal_batch, existing) =
+                fresh_run(&idemkv_journal, format!("{run_tag}-journal{round}"))?;
+            // The journal's ceiling at the batch size the journaled run had.
+            let journaled = ceiling_of(existing, journal_batch, true)?;
             println!(
-                "| {round} | {rate:.0} | {batch:.1} | {ceiling:.0} | {:.0}% | {journaled:.0} |",
-                100.0 * rate / ceiling
+                "| {round} | {rate:.0} | {batch:.1} | {ceiling:.0} | {:.0}% | {journal_rate:.0} | {journal_batch:.1} | {journaled:.0} | {:.0}% |",
+                100.0 * rate / ceiling,
+                100.0 * journal_rate / journaled
             );
-            rounds.push((rate, ceiling, journaled));
+            rounds.push((rate, ceiling, journaled, journal_rate));
         }
         let median = |mut values: Vec<f64>| {
             values.sort_by(f64::total_cmp);
@@ -1194,6 +1251,8 @@ fn run() -> Result<()> {
         let ceiling = median(rounds.iter().map(|r| r.1).collect());
         let journaled = median(rounds.iter().map(|r| r.2).collect());
         let share = median(rounds.iter().map(|r| r.0 / r.1).collect());
+        let journal_rate = median(rounds.iter().map(|r| r.3).collect());
+        let journal_share = median(rounds.iter().map(|r| r.3 / r.2).collect());
         let floor = 1.0 / redb_commit.as_secs_f64();
         let rate_of = |name: &str| {
             points
@@ -1218,11 +1277,17 @@ fn run() -> Result<()> {
             journaled / floor,
             journaled / ceiling
         );
+        println!(
+            "| idemkv with the journal, {CLIENTS} clients | {journal_rate:.0} ({:.1}× the one-commit loop) | {:.0}% of the journal ceiling |",
+            journal_rate / floor,
+            100.0 * journal_share
+        );
         for peer in ["SQLite (WAL, sync=FULL)", "PostgreSQL (sync commit)"] {
             if let Some(rate) = rate_of(peer) {
                 println!(
-                    "| {peer}, {CLIENTS} clients (the sweep's run) | {rate:.0} | {:.1}× |",
-                    fresh_rate / rate
+                    "| {peer}, {CLIENTS} clients (the sweep's run) | {rate:.0} | {:.1}× (with the journal {:.1}×) |",
+                    fresh_rate / rate,
+                    journal_rate / rate
                 );
             }
         }

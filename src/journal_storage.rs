@@ -1,0 +1,188 @@
+//! Where the write-ahead journal's segments live: a directory of files for a
+//! file store, or any [`JournalStorage`] for a store over a custom backend
+//! (fault-injection tests).
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Segment files for the write-ahead journal of a store over a custom
+/// [`StorageBackend`](crate::StorageBackend), for
+/// [`Store::with_journaled_backend`](crate::Store::with_journaled_backend).
+/// A file store keeps its segments in the directory `<file>.journal`.
+///
+/// Segments are numbered from 0 and all have the same length. The contract
+/// is a file's: reads see every earlier write; `sync_data` makes every
+/// earlier write to that segment durable; and `create_segment` returns only
+/// once the new segment, zero-filled, is durable with its name (for files:
+/// the file synced, then its directory). A write that returns an error may
+/// have been applied in part.
+pub trait JournalStorage: Debug + Send + Sync + 'static {
+    /// How many segments exist: segments `0..count` (one missing among them
+    /// is an error when it is read).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error, which fails the operation that needed it.
+    fn segments(&self) -> io::Result<usize>;
+
+    /// Creates segment `index` (the next one), `len` zero bytes, durably.
+    ///
+    /// # Errors
+    ///
+    /// As for [`segments`](Self::segments).
+    fn create_segment(&self, index: usize, len: u64) -> io::Result<()>;
+
+    /// The length of segment `index` in bytes.
+    ///
+    /// # Errors
+    ///
+    /// As for [`segments`](Self::segments); `NotFound` for a segment that
+    /// does not exist.
+    fn segment_len(&self, index: usize) -> io::Result<u64>;
+
+    /// Fills `out` with the bytes of segment `index` at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`segment_len`](Self::segment_len).
+    fn read(&self, index: usize, offset: u64, out: &mut [u8]) -> io::Result<()>;
+
+    /// Writes `data` into segment `index` at `offset` (within its length).
+    ///
+    /// # Errors
+    ///
+    /// As for [`segment_len`](Self::segment_len).
+    fn write(&self, index: usize, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Makes every earlier write to segment `index` durable.
+    ///
+    /// # Errors
+    ///
+    /// As for [`segment_len`](Self::segment_len).
+    fn sync_data(&self, index: usize) -> io::Result<()>;
+
+    /// How the journal is named in errors.
+    fn describe(&self) -> String {
+        "the journal of a custom storage backend".to_string()
+    }
+}
+
+/// The segments of a file store: `segment-<n>` files in one directory,
+/// created (with the directory) when the first segment is.
+#[derive(Debug)]
+pub(crate) struct DirJournal {
+    dir: PathBuf,
+    /// Open segment files, by index.
+    files: Mutex<Vec<Option<Arc<File>>>>,
+}
+
+impl DirJournal {
+    pub fn new(dir: PathBuf) -> DirJournal {
+        DirJournal {
+            dir,
+            files: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("segment-{index}"))
+    }
+
+    fn file(&self, index: usize) -> io::Result<Arc<File>> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Some(file)) = files.get(index) {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.path(index))?,
+        );
+        if files.len() <= index {
+            files.resize(index + 1, None);
+        }
+        files[index] = Some(Arc::clone(&file));
+        Ok(file)
+    }
+}
+
+impl JournalStorage for DirJournal {
+    fn segments(&self) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err),
+        };
+        let mut count = 0;
+        for entry in entries {
+            if let Some(index) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("segment-"))
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                count = count.max(index + 1);
+            }
+        }
+        Ok(count)
+    }
+
+    fn create_segment(&self, index: usize, len: u64) -> io::Result<()> {
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir)?;
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.path(index))?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let chunk = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..chunk])?;
+            left -= chunk as u64;
+        }
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if files.len() <= index {
+            files.resize(index + 1, None);
+        }
+        files[index] = Some(Arc::new(file));
+        Ok(())
+    }
+
+    fn segment_len(&self, index: usize) -> io::Result<u64> {
+        Ok(self.file(index)?.metadata()?.len())
+    }
+
+    fn read(&self, index: usize, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.file(index)?.read_exact_at(out, offset)
+    }
+
+    fn write(&self, index: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file(index)?.write_all_at(data, offset)
+    }
+
+    fn sync_data(&self, index: usize) -> io::Result<()> {
+        self.file(index)?.sync_data()
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
