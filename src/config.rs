@@ -84,7 +84,7 @@ impl Default for Config {
             sweep_interval: Some(Duration::from_secs(1)),
             sweep_batch: 100,
             verify_on_open: false,
-            journal: false,
+            journal: true,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),
         }
@@ -193,7 +193,7 @@ impl Config {
     }
 
     /// Whether a file store makes its commits durable with a write-ahead
-    /// journal (default false). With it, a batch's changes are appended to a
+    /// journal (default true). With it, a batch's changes are appended to a
     /// journal beside the file (`<file>.journal/`, a few 4 MiB segments
     /// that are reused) and synced, and the batch is then committed to the
     /// file without a sync; about once a second a commit syncs the file
@@ -201,7 +201,8 @@ impl Config {
     /// of every page a batch changed, which raises throughput under
     /// concurrent load (see docs/benchmarks.md). The promise is the same:
     /// what a call acknowledged is on disk and nothing unsynced is ever
-    /// visible; opening the file replays the journal.
+    /// visible; opening the file replays the journal. Off, every batch is
+    /// one durable commit of the file (the only way before the journal).
     ///
     /// A file written with the journal is format 4, which builds before the
     /// journal refuse. Any store opening the file replays its journal, also

@@ -330,11 +330,12 @@ type ByHash<'t> = Table<'t, &'static [u8; 32], &'static [u8]>;
 /// One write to a table, as a journal frame carries it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Change {
-    /// A row of `inflight` (or of `records`) set to `bytes`.
+    /// A row of `inflight` (or of `records`) set to `bytes` (a `Bytes`, so
+    /// that postcard writes it as one slice, not byte by byte).
     Row {
         in_flight: bool,
         hash: [u8; 32],
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
     },
     /// A row of `inflight` (or of `records`) deleted.
     RowDeleted { in_flight: bool, hash: [u8; 32] },
@@ -430,7 +431,7 @@ impl<'t> WriteTables<'t> {
             changes.push(Change::Row {
                 in_flight,
                 hash: *hash,
-                bytes: bytes.to_vec(),
+                bytes: bytes::Bytes::copy_from_slice(bytes),
             });
         }
         Ok(())

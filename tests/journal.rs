@@ -217,7 +217,7 @@ fn a_journal_that_cannot_be_written_fails_the_commit_and_shows_nothing() -> Test
 fn a_file_moves_between_stores_with_and_without_the_journal() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let (path, copy) = (tmp.path().join("live.redb"), tmp.path().join("copy.redb"));
-    let (plain, _clock) = manual_config();
+    let plain = manual_config().0.journal(false);
     {
         let store = Store::open(&path, plain.clone())?;
         write(&store, "plain", 10)?;

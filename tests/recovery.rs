@@ -63,7 +63,7 @@ fn fixture(
 /// points (format 1, record encoding 1), on a manual clock at
 /// 1,790,000,000 s: `fixture/completed` completed with "charged in format
 /// 1", `fixture/in-flight` claimed with a 60 s lease and never completed.
-/// Opening it upgrades the format to 3; every record reads as before.
+/// Opening it upgrades the format to 4 (3 with the journal off); every record reads as before.
 #[test]
 fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
     let (_dir, path, clock) = fixture("format-1.redb")?;
@@ -76,7 +76,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
     let flying = Key::new("fixture", "in-flight")?;
     {
         let store = Store::open(&path, config.clone())?;
-        assert_eq!(store.stats()?.format_version, 3);
+        assert_eq!(store.stats()?.format_version, 4);
         assert!(store.verify()?.is_ok());
         assert_eq!(
             replayed(store.begin(&completed, payload)?),
@@ -98,7 +98,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
         store.close()?;
     }
     let store = Store::open(&path, config)?;
-    assert_eq!(store.stats()?.format_version, 3);
+    assert_eq!(store.stats()?.format_version, 4);
     assert!(store.verify()?.is_ok());
     clock.advance(LEASE);
     let claim = claimed(store.begin(&flying, payload)?);
@@ -130,7 +130,7 @@ fn a_format_2_file_opens_reads_and_is_swept() -> TestResult {
     let completed = Key::new("fixture", "completed")?;
     let flying = Key::new("fixture", "in-flight")?;
     let store = Store::open(&path, config)?;
-    assert_eq!(store.stats()?.format_version, 3);
+    assert_eq!(store.stats()?.format_version, 4);
     assert!(store.verify()?.is_ok());
     assert_eq!(
         replayed(store.begin(&completed, payload)?),

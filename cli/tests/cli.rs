@@ -94,7 +94,7 @@ fn stats_list_stuck_and_get_describe_the_file() -> TestResult {
     assert_eq!(stats["past_lease"], 1);
     assert_eq!(stats["top_scopes"][0], serde_json::json!(["t1", 4]));
     assert_eq!(stats["oldest_in_flight"]["key"], "stuck");
-    assert_eq!(stats["format_version"], 3);
+    assert_eq!(stats["format_version"], 4);
     let human = ok(&["stats", file])?;
     assert!(
         human.contains("6 (2 in flight, 1 of them past their lease; 4 completed)"),
