@@ -24,6 +24,9 @@
 //! - `cycle`: a lone caller's `begin` → `Claimed` + `complete` on a fresh
 //!   key, store prefilled with 2,000 records. The caller commits on its own
 //!   thread (the writer is idle), so callgrind sees the whole cycle;
+//! - `cycle_journal`: the same with the write-ahead journal (its frames are
+//!   synced, the commits are not, and a durable checkpoint comes once a
+//!   second of wall time, so this count moves a little between runs);
 //! - `redb_random_insert` / `redb_sequential_insert`: one insert into a raw
 //!   redb table of 100,000 rows (32-byte keys, 366-byte values, the size of
 //!   a completed record), 64 inserts per commit, keys random or ascending:
