@@ -1,7 +1,7 @@
 //! Plays one request through every outcome idemkv can give.
 //!
 //! ```text
-//! cargo run --release --example quickstart            # uses ./idem.redb
+//! cargo run --release --example quickstart            # uses ./idem.redb (and ./idem.redb.journal/)
 //! cargo run --release --example quickstart -- my.redb
 //! ```
 //!

@@ -135,9 +135,7 @@ impl JournalStorage for DirJournal {
     fn create_segment(&self, index: usize, len: u64) -> io::Result<()> {
         if !self.dir.exists() {
             std::fs::create_dir_all(&self.dir)?;
-            if let Some(parent) = self.dir.parent() {
-                sync_dir(parent)?;
-            }
+            sync_dir(parent_of(&self.dir))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -185,4 +183,28 @@ impl JournalStorage for DirJournal {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// The directory that holds `path`: `.` for a bare relative name, whose
+/// `parent()` is the empty path.
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_relative_name_lives_in_the_current_directory() {
+        assert_eq!(parent_of(Path::new("idem.redb.journal")), Path::new("."));
+        assert_eq!(
+            parent_of(Path::new("data/idem.redb.journal")),
+            Path::new("data")
+        );
+        assert_eq!(parent_of(Path::new("/idem.redb.journal")), Path::new("/"));
+    }
 }
