@@ -771,7 +771,11 @@ impl Worker {
     /// changed nothing.
     fn commit_batch(&mut self, db: &Database, batch: &mut [Request]) -> Result<()> {
         let mut txn = db.begin_write()?;
-        let mut checkpoint = self.journal.as_ref().is_some_and(Journal::checkpoint_due);
+        let interval = self.config.checkpoint_interval;
+        let mut checkpoint = self
+            .journal
+            .as_ref()
+            .is_some_and(|journal| journal.checkpoint_due(interval));
         let journaled = self.journal.is_some() && !checkpoint;
         if self.config.durability == Durability::None || journaled {
             txn.set_durability(redb::Durability::None)?;

@@ -19,7 +19,7 @@
 //! when created and reused afterwards, so that a frame's sync writes data
 //! and never the file's size or block map. A segment starts with a header
 //! (magic, segment number, sequence number of its first frame, crc); frames
-//! start at [`FRAMES_START`]:
+//! start at [`FRAMES_START`], each at a multiple of [`FRAME_ALIGN`]:
 //!
 //! ```text
 //! len u32 | segment u64 | seq u64 | payload crc u32 | header crc u32 | payload
@@ -57,8 +57,11 @@ pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Where a segment's frames start; the header sits in the page before.
 pub(crate) const FRAMES_START: u64 = 4096;
 
-/// The longest a journal goes without a checkpoint while commits come.
-pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Every frame starts at a multiple of this offset, so that recovery looks
+/// for frames after a damaged one at a few thousand places per segment, not
+/// at every byte. A frame's sync writes whole pages anyway, so the padding
+/// costs no I/O.
+pub(crate) const FRAME_ALIGN: u64 = 512;
 
 const MAGIC: &[u8; 8] = b"idemkvJ1";
 const SEGMENT_HEADER: usize = 28;
@@ -210,7 +213,7 @@ impl Journal {
                     next_needed += 1;
                 }
                 last_seq = last_seq.max(frame.seq);
-                offset += (FRAME_HEADER + frame.payload_len) as u64;
+                offset = aligned(offset + (FRAME_HEADER + frame.payload_len) as u64);
                 expected += 1;
             }
         }
@@ -253,15 +256,16 @@ impl Journal {
         (FRAME_HEADER + len) as u64 <= SEGMENT_BYTES - FRAMES_START
     }
 
-    /// Whether the next commit should be a checkpoint: the last one is
-    /// [`CHECKPOINT_INTERVAL`] old, or a segment other than the current one
-    /// holds frames a checkpoint does not cover yet (so the pool stays at
-    /// two or three segments under any load).
-    pub fn checkpoint_due(&self) -> bool {
+    /// Whether the next commit should be a checkpoint: some frame is not
+    /// covered yet, and the last checkpoint is `interval` old
+    /// (`Config::checkpoint_interval`) or a segment other than the current
+    /// one holds frames a checkpoint does not cover yet (so the pool stays
+    /// at two or three segments under any load).
+    pub fn checkpoint_due(&self, interval: Duration) -> bool {
         if self.last_seq() == self.covered_seq {
             return false;
         }
-        self.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL
+        self.checkpoint_at.elapsed() >= interval
             || self.segments.iter().enumerate().any(|(i, s)| {
                 Some(i) != self.current && s.number != 0 && s.last_seq > self.covered_seq
             })
@@ -288,7 +292,7 @@ impl Journal {
             .and_then(|()| self.storage.sync_data(current))
             .map_err(|err| io_error(&*self.storage, err))?;
         self.segments[current].last_seq = seq;
-        self.offset += needed;
+        self.offset = aligned(self.offset + needed);
         self.next_seq += 1;
         Ok(seq)
     }
@@ -470,19 +474,25 @@ impl<'s> Reader<'s> {
         let mut rest = vec![0u8; (SEGMENT_BYTES - offset) as usize];
         self.read(offset, &mut rest)?;
         let number_bytes = number.to_le_bytes();
-        for at in 1..rest.len().saturating_sub(FRAME_HEADER) {
-            if rest[at + 4..at + 12] != number_bytes {
-                continue;
-            }
-            if let Some((_, _, seq, _)) = frame_header(&rest[at..at + FRAME_HEADER])
+        // Frames start at aligned offsets only.
+        let mut at = (aligned(offset + 1) - offset) as usize;
+        while at + FRAME_HEADER <= rest.len() {
+            if rest[at + 4..at + 12] == number_bytes
+                && let Some((_, _, seq, _)) = frame_header(&rest[at..at + FRAME_HEADER])
                 && seq >= from
                 && let Some(frame) = self.frame(offset + at as u64)?
             {
                 return Ok(Some(frame.seq));
             }
+            at += FRAME_ALIGN as usize;
         }
         Ok(None)
     }
+}
+
+/// `offset` rounded up to the next frame start.
+fn aligned(offset: u64) -> u64 {
+    offset.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
 fn le32(bytes: &[u8]) -> u32 {
@@ -536,7 +546,7 @@ mod tests {
     }
 
     fn frame_offset(nth: u64, len: usize) -> u64 {
-        FRAMES_START + (nth - 1) * (FRAME_HEADER + len) as u64
+        FRAMES_START + (nth - 1) * aligned((FRAME_HEADER + len) as u64)
     }
 
     fn damage(dir: &Path, segment: usize, offset: u64, bytes: &[u8]) {
@@ -594,7 +604,7 @@ mod tests {
         let (_tmp, dir, mut journal) = written(0, len);
         for seq in 1..=30 {
             journal.append(&payload(seq, len)).unwrap();
-            if journal.checkpoint_due() {
+            if journal.checkpoint_due(Duration::from_secs(1)) {
                 journal.checkpointed(seq);
             }
         }

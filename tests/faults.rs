@@ -482,7 +482,12 @@ fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
     let disk = FaultyDisk::new(Arc::clone(&image), fault, countdown, Arc::clone(&counts));
     let opened = if journaled {
         let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
-        Store::with_journaled_backend(disk, journal, config(&clock).journal(true))
+        // Every other batch a checkpoint, so that faults land in
+        // checkpoints too, not only in frames.
+        let config = config(&clock)
+            .journal(true)
+            .checkpoint_interval(Duration::ZERO);
+        Store::with_journaled_backend(disk, journal, config)
     } else {
         Store::with_backend(disk, config(&clock))
     };

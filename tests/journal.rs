@@ -64,7 +64,8 @@ fn segment_ends(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, u64)>> {
             if of != number || len == 0 || offset + FRAME_HEADER + len > SEGMENT_BYTES {
                 break;
             }
-            offset += FRAME_HEADER + len;
+            // Frames start at multiples of 512 bytes.
+            offset = (offset + FRAME_HEADER + len).div_ceil(512) * 512;
         }
         ends.push((path, number, offset));
     }
