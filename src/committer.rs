@@ -75,7 +75,7 @@ use crate::record::{StoredRecord, StoredState, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage::{
-    LINGER_SHARE, META_JOURNAL_SEQ, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables,
+    Change, LINGER_SHARE, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
 };
 
 /// Most operations applied in one write transaction.
@@ -803,11 +803,7 @@ impl Worker {
         };
         if let Some(journal) = &mut self.journal {
             if journaled && !changes.is_empty() {
-                let frame = postcard::to_allocvec(&changes).map_err(|err| {
-                    Error::corrupted(format!(
-                        "a batch could not be encoded for the journal: {err}"
-                    ))
-                })?;
+                let frame = Change::encode_frame(&changes)?;
                 if Journal::fits(frame.len()) {
                     // Synced before the commit makes the batch visible.
                     journal.append(&frame)?;
@@ -817,8 +813,7 @@ impl Worker {
                 }
             }
             if checkpoint {
-                txn.open_table(crate::storage::META)?
-                    .insert(META_JOURNAL_SEQ, journal.last_seq())?;
+                set_journal_seq(&txn, journal.last_seq())?;
             }
         }
         txn.commit()?;
@@ -1077,8 +1072,7 @@ impl Worker {
         self.engine.read(|db| {
             let txn = db.begin_write()?;
             if let Some(seq) = covered {
-                txn.open_table(crate::storage::META)?
-                    .insert(META_JOURNAL_SEQ, seq)?;
+                set_journal_seq(&txn, seq)?;
             }
             txn.commit()?;
             Ok(())

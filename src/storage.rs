@@ -225,41 +225,45 @@ fn prepare_unshielded(
         }
         meta.get(META_JOURNAL_SEQ)?.map_or(0, |v| v.value())
     };
-    let journal = match journal {
-        Some(at) => {
-            let name = at.storage.describe();
-            let recovered = Journal::recover(at.storage, covered_seq)?;
-            {
-                let mut tables = WriteTables::open(&txn, false)?;
+    let (journal, token_ceiling, live_records, released, in_flight) = {
+        let mut tables = WriteTables::open(&txn, false)?;
+        let journal = match journal {
+            Some(at) => {
+                let name = at.storage.describe();
+                let recovered = Journal::recover(at.storage, covered_seq)?;
                 for (seq, payload) in &recovered.frames {
-                    let changes: Vec<Change> = postcard::from_bytes(payload).map_err(|err| {
+                    let changes = Change::decode_frame(payload).map_err(|err| {
                         Error::corrupted(format!(
                             "journal frame {seq} of {name} cannot be decoded ({err}); restore the store's file and journal from a backup"
                         ))
                     })?;
                     tables.replay(&txn, changes)?;
                 }
+                let last = recovered.journal.last_seq();
+                if last != covered_seq {
+                    set_journal_seq(&txn, last)?;
+                }
+                Some((recovered.journal, last, at.keep))
             }
-            let last = recovered.journal.last_seq();
-            if last != covered_seq {
-                txn.open_table(META)?.insert(META_JOURNAL_SEQ, last)?;
-            }
-            Some((recovered.journal, last, at.keep))
-        }
-        None => None,
-    };
-    let token_ceiling = txn
-        .open_table(META)?
-        .get(META_TOKEN_CEILING)?
-        .map_or(0, |v| v.value());
-    let (live_records, released, in_flight) = {
-        let mut tables = WriteTables::open(&txn, false)?;
+            None => None,
+        };
+        // Read after the replay, which may have raised it.
+        let token_ceiling = txn
+            .open_table(META)?
+            .get(META_TOKEN_CEILING)?
+            .map_or(0, |v| v.value());
         let released = if release_in_flight {
             tables.release_all_in_flight()?
         } else {
             0
         };
-        (tables.len()?, released, tables.in_flight_len()?)
+        (
+            journal,
+            token_ceiling,
+            tables.len()?,
+            released,
+            tables.in_flight_len()?,
+        )
     };
     txn.commit()?;
     let opened = Opened {
@@ -345,6 +349,29 @@ pub(crate) enum Change {
     ExpiryDeleted { at_ms: u64, hash: [u8; 32] },
     /// A `meta` value set.
     Meta { name: String, value: u64 },
+}
+
+impl Change {
+    /// One batch's changes as a journal frame's payload (postcard).
+    pub fn encode_frame(changes: &[Change]) -> Result<Vec<u8>> {
+        postcard::to_allocvec(changes).map_err(|err| {
+            Error::corrupted(format!(
+                "a batch could not be encoded for the journal: {err}"
+            ))
+        })
+    }
+
+    /// A journal frame's payload back as the batch's changes.
+    pub fn decode_frame(payload: &[u8]) -> std::result::Result<Vec<Change>, postcard::Error> {
+        postcard::from_bytes(payload)
+    }
+}
+
+/// Records in `meta` that the file holds every journal frame up to `seq`
+/// (what a checkpoint writes).
+pub(crate) fn set_journal_seq(txn: &WriteTransaction, seq: u64) -> Result<()> {
+    txn.open_table(META)?.insert(META_JOURNAL_SEQ, seq)?;
+    Ok(())
 }
 
 /// The tables of one write transaction, with the operations that keep the
