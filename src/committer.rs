@@ -40,7 +40,9 @@
 //!   see what is not on disk; a checkpoint batch (about once a second)
 //!   commits with a sync instead, writes no frame, and records the last
 //!   frame it covers in `meta`. A batch too large for a frame is a
-//!   checkpoint too.
+//!   checkpoint too. Between checkpoints a writeback thread
+//!   ([`crate::writeback`]) syncs the file's pages that the engine has
+//!   already written, so that a checkpoint waits for fewer of them.
 //! - Fencing tokens only grow: tokens are handed out from blocks of
 //!   [`TOKEN_BLOCK`]; a block's ceiling is persisted in `meta` in the same
 //!   transaction as the first claim that uses it, and a reopened store starts
@@ -62,7 +64,7 @@ use redb::Database;
 
 use crate::clock::StoreTime;
 use crate::config::{ClaimTerms, Config, Durability};
-use crate::engine::Engine;
+use crate::engine::{Engine, Source};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
@@ -77,6 +79,7 @@ use crate::response::StoredResponse;
 use crate::storage::{
     Change, LINGER_SHARE, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
 };
+use crate::writeback::Writeback;
 
 /// Most operations applied in one write transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -390,7 +393,7 @@ impl Committer {
         counters.set_live_records(live_records);
         counters.in_flight.set(in_flight);
         let worker = Worker {
-            engine,
+            engine: Arc::clone(&engine),
             config,
             time,
             counters,
@@ -402,6 +405,7 @@ impl Committer {
             unsynced: false,
             swept_at_ms: None,
             in_flight,
+            writeback: journal.as_ref().and_then(|_| start_writeback(&engine)),
             journal,
         };
         let shared = Arc::new(Shared {
@@ -489,6 +493,28 @@ struct Worker {
     in_flight: u64,
     /// The journal's writer, when the store journals its commits.
     journal: Option<Journal>,
+    /// Syncs a journaled file store's file between checkpoints.
+    writeback: Option<Writeback>,
+}
+
+/// The writeback thread of a journaled store over a file; none for other
+/// stores, or when the file cannot be opened a second time (the checkpoints
+/// then sync everything themselves, as they would anyway).
+fn start_writeback(engine: &Engine) -> Option<Writeback> {
+    let Source::File(path) = engine.source() else {
+        return None;
+    };
+    match Writeback::for_file(path) {
+        Ok(writeback) => Some(writeback),
+        Err(_err) => {
+            event!(
+                warn,
+                error = %_err,
+                "cannot open the store's file for writeback: checkpoints sync all of its pages themselves"
+            );
+            None
+        }
+    }
 }
 
 /// How a caller's own commit went; its answer is in its reply either way.
@@ -825,6 +851,9 @@ impl Worker {
         self.in_flight = self.in_flight.saturating_add_signed(in_flight_delta);
         self.counters.in_flight.set(self.in_flight);
         self.unsynced = self.config.durability == Durability::None || journaled;
+        if journaled && let Some(writeback) = &self.writeback {
+            writeback.committed();
+        }
         Ok(())
     }
 

@@ -54,6 +54,16 @@ use crate::journal_storage::JournalStorage;
 /// Bytes of one segment file.
 pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Full segments of frames that no checkpoint covers yet after which a
+/// checkpoint is due whatever `Config::checkpoint_interval` says. Each
+/// checkpoint syncs the pages that the store's unsynced commits dirtied and
+/// rewrites the tree's upper pages: under heavy load, checkpointing at every
+/// full segment (4 MiB of frames, a few tenths of a second at 64 threads)
+/// spent twice the time in checkpoints that a checkpoint per second did
+/// (docs/benchmarks.md). Four segments bound the journal at 20 MiB and
+/// the replay at open to 16 MiB of frames.
+pub(crate) const CHECKPOINT_SEGMENTS: usize = 4;
+
 /// Where a segment's frames start; the header sits in the page before.
 pub(crate) const FRAMES_START: u64 = 4096;
 
@@ -258,17 +268,23 @@ impl Journal {
 
     /// Whether the next commit should be a checkpoint: some frame is not
     /// covered yet, and the last checkpoint is `interval` old
-    /// (`Config::checkpoint_interval`) or a segment other than the current
-    /// one holds frames a checkpoint does not cover yet (so the pool stays
-    /// at two or three segments under any load).
+    /// (`Config::checkpoint_interval`) or [`CHECKPOINT_SEGMENTS`] segments
+    /// other than the current one hold frames a checkpoint does not cover
+    /// yet (so the pool stays at most one segment above that under any
+    /// load).
     pub fn checkpoint_due(&self, interval: Duration) -> bool {
         if self.last_seq() == self.covered_seq {
             return false;
         }
-        self.checkpoint_at.elapsed() >= interval
-            || self.segments.iter().enumerate().any(|(i, s)| {
-                Some(i) != self.current && s.number != 0 && s.last_seq > self.covered_seq
+        let uncovered = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                Some(*i) != self.current && s.number != 0 && s.last_seq > self.covered_seq
             })
+            .count();
+        self.checkpoint_at.elapsed() >= interval || uncovered >= CHECKPOINT_SEGMENTS
     }
 
     /// Appends one frame with `payload` and syncs it; returns its sequence
@@ -608,7 +624,11 @@ mod tests {
                 journal.checkpointed(seq);
             }
         }
-        assert!(journal.pool_size() <= 3, "{} segments", journal.pool_size());
+        assert!(
+            journal.pool_size() <= CHECKPOINT_SEGMENTS + 2,
+            "{} segments",
+            journal.pool_size()
+        );
         let covered = journal.covered_seq;
         drop(journal);
         // Earlier uses of the reused segments are ignored, the rest replays.

@@ -110,6 +110,7 @@ mod storage_backend;
 mod store;
 mod sweeper;
 mod verify;
+mod writeback;
 
 pub use async_store::AsyncStore;
 pub use backend::Backend;

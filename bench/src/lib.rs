@@ -22,6 +22,18 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
 
 pub mod plot;
 
+/// The number after `name` on the command line, or `default` without one.
+pub fn arg(name: &str, default: u64) -> Result<u64, BoxError> {
+    let args: Vec<String> = std::env::args().collect();
+    Ok(args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
 /// The `p` quantile (0.0 to 1.0) of sorted nanosecond samples, by nearest
 /// rank; zero for no samples.
 pub fn percentile(sorted_ns: &[u64], p: f64) -> std::time::Duration {

@@ -29,17 +29,6 @@ use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse
 
 type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
 
-fn arg(name: &str, default: u64) -> Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    Ok(args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(default))
-}
-
 /// One begin → Claimed → complete on a fresh key.
 fn cycle(store: &Store, name: &str) -> Result<()> {
     let key = Key::new("soak", name)?;
@@ -227,8 +216,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    let seconds = arg("--seconds", 150)?;
-    let retention = arg("--retention", 10)?;
+    let seconds = idemkv_bench::arg("--seconds", 150)?;
+    let retention = idemkv_bench::arg("--retention", 10)?;
     let dir = tempfile::Builder::new()
         .prefix("idemkv-soak")
         .tempdir_in(std::env::current_dir()?)?;

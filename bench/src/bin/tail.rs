@@ -1,0 +1,110 @@
+//! Tail latency under load, store settings side by side.
+//!
+//! ```text
+//! cargo run --release -p idemkv-bench --bin tail                 # about 2 minutes
+//! cargo run --release -p idemkv-bench --bin tail -- --seconds 5 --rounds 1
+//! ```
+//!
+//! 64 threads run begin → complete on fresh keys (256-byte bodies) against
+//! a new file store for `--seconds` (default 8), once per setting, and the
+//! settings alternate for `--rounds` rounds (default 2), so that the disk's
+//! slow and fast moments fall on all of them. Each line gives cycles per
+//! second and the cycle's latency percentiles, p99.9 and the worst cycle
+//! included: a stall of the writer shows there and not in the median.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+use idemkv_bench::percentile;
+
+type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
+
+/// The settings compared, by name.
+fn settings() -> Vec<(&'static str, Config)> {
+    vec![
+        (
+            "defaults (journal, 128 MiB storage cache)",
+            Config::default(),
+        ),
+        (
+            "storage_cache_bytes(32 MiB)",
+            Config::default().storage_cache_bytes(32 << 20),
+        ),
+        ("journal(false)", Config::default().journal(false)),
+    ]
+}
+
+/// One round of one setting: cycles per second and sorted latencies (ns).
+fn round(config: Config, seconds: u64) -> Result<(f64, Vec<u64>)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("tail.redb"), config)?;
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let mut latencies = thread::scope(|scope| -> Result<Vec<u64>> {
+        let workers: Vec<_> = (0..64)
+            .map(|t| {
+                let (store, stop) = (&store, &stop);
+                scope.spawn(move || -> Result<Vec<u64>> {
+                    let mut latencies = Vec::new();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let name = format!("t{t}-{i}");
+                        let key = Key::new("tail", &name)?;
+                        let began = Instant::now();
+                        match store.begin(&key, Fingerprint::of(name.as_bytes()))? {
+                            Begin::Claimed(claim) => {
+                                store.complete(claim, StoredResponse::new(201, vec![b't'; 256]))?
+                            }
+                            other => return Err(format!("{name}: {other:?}").into()),
+                        }
+                        latencies.push(began.elapsed().as_nanos() as u64);
+                        i += 1;
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.join().map_err(|_| "worker panicked")??);
+        }
+        Ok(all)
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    store.close()?;
+    latencies.sort_unstable();
+    Ok((latencies.len() as f64 / elapsed, latencies))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn run() -> Result<()> {
+    let seconds = idemkv_bench::arg("--seconds", 8)?;
+    let rounds = idemkv_bench::arg("--rounds", 2)?;
+    println!("64 threads, fresh keys, {seconds} s per run, settings alternating\n");
+    println!("| round | setting | cycles/s | p50 | p99 | p99.9 | max |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in 1..=rounds {
+        for (name, config) in settings() {
+            let (rate, sorted) = round(config, seconds)?;
+            println!(
+                "| {r} | {name} | {rate:.0} | {} | {} | {} | {} |",
+                ms(percentile(&sorted, 0.5)),
+                ms(percentile(&sorted, 0.99)),
+                ms(percentile(&sorted, 0.999)),
+                ms(percentile(&sorted, 1.0)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(run)
+}
