@@ -646,14 +646,28 @@ fn a_failed_commit_poisons_writes_but_reads_go_on() -> TestResult {
 /// intact.
 #[test]
 fn a_full_disk_heals_on_the_same_handle() -> TestResult {
+    full_disk_heals(false)
+}
+
+/// The same with the journal, whose segments sit on the same full disk.
+#[test]
+fn a_full_disk_heals_on_the_same_handle_with_the_journal() -> TestResult {
+    full_disk_heals(true)
+}
+
+fn full_disk_heals(journaled: bool) -> TestResult {
     let clock = ManualClock::default();
     let image = Arc::new(Mutex::new(Image::default()));
+    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
     let disk = FaultyDisk::new(Arc::clone(&image), Fault::Write, i64::MAX, Arc::default());
     let control = Arc::clone(&disk.control);
-    let store = Store::with_backend(
-        disk,
-        config(&clock).reopen_backoff(Duration::from_millis(5)),
-    )?;
+    let healing = config(&clock).reopen_backoff(Duration::from_millis(5));
+    let store = if journaled {
+        let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+        Store::with_journaled_backend(disk, journal, healing.journal(true))?
+    } else {
+        Store::with_backend(disk, healing)?
+    };
     let mut acked = Vec::new();
     for i in 0..20 {
         let k = key(&format!("before-{i}"));
@@ -719,7 +733,15 @@ fn a_full_disk_heals_on_the_same_handle() -> TestResult {
     store.close()?;
 
     // What the disk made durable holds all of it.
-    let reopened = reopen_synced(&image, &clock)?;
+    let synced = |image: &Image| image.synced.clone();
+    let survivor = Survivor {
+        file: synced(&image.lock().unwrap_or_else(PoisonError::into_inner)),
+        journal: journaled.then(|| {
+            let segments = segments.lock().unwrap_or_else(PoisonError::into_inner);
+            segments.iter().map(synced).collect()
+        }),
+    };
+    let reopened = survivor.open(config(&clock))?;
     for (k, body) in &acked {
         assert_eq!(&replayed(reopened.begin(k, fp("a"))?), body);
     }
