@@ -8,7 +8,9 @@
 # (default df94721: the layer before the async store, when every store call
 # went through spawn_blocking); SECONDS the length of each wrk run (10).
 # Both servers are bench/http_target/src/main.rs built against each tree,
-# each on a fresh durable store file in a temporary directory.
+# each on a fresh durable store file in a temporary directory; with
+# IDEMKV_STORAGE_CACHE_MIB in the environment, both stores get that storage
+# cache.
 #
 # Scenarios, each for both versions:
 #   fresh  64 connections, a new key per request (claim, run, complete);

@@ -157,11 +157,11 @@ impl Config {
     /// With the journal, up to half of it holds the pages of commits not
     /// synced yet, and a checkpoint writes them out while writes wait, so
     /// it also bounds that stall: under 64 threads of fresh claims on a
-    /// disk where an fsync takes 200 µs, the slowest cycle took about
-    /// 90 ms at 128 MiB and 45 ms at 32 MiB, for 10–20% fewer cycles per
-    /// second and reads that miss the smaller cache more often (a replay
-    /// from the file at 100k records: 1.7 µs at 128 MiB, 5.2 µs at 32 MiB;
-    /// docs/benchmarks.md, "Checkpoint stalls").
+    /// fast disk, the slowest cycle took about 100 ms at 128 MiB and 40 ms
+    /// at 32 MiB, for 5–15% fewer cycles per second and reads that miss
+    /// the smaller cache more often (a replay from the file at 100k
+    /// records: 1.7 µs at 128 MiB, 5.2 µs at 32 MiB; docs/benchmarks.md,
+    /// "Checkpoint stalls").
     pub fn storage_cache_bytes(mut self, bytes: usize) -> Self {
         self.storage_cache_bytes = bytes;
         self

@@ -9,6 +9,9 @@
 //!   so that duplicates of its key pile up waiting;
 //! - `POST /release`: lets held requests finish (no idempotency key needed).
 //!
+//! With `IDEMKV_STORAGE_CACHE_MIB` set, the store's storage cache is that
+//! many MiB instead of the default.
+//!
 //! Only the layer's public API of both versions compared is used
 //! (`IdempotencyLayer::new`, `wait_for_in_flight`), so this file builds
 //! against either.
@@ -51,7 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(db), Some(port)) = (args.next(), args.next()) else {
         return Err("usage: idemkv-http-target DB PORT".into());
     };
-    let store = Store::open(&db, Config::default())?;
+    let mut config = Config::default();
+    if let Ok(mib) = std::env::var("IDEMKV_STORAGE_CACHE_MIB") {
+        config = config.storage_cache_bytes(mib.parse::<usize>()? << 20);
+    }
+    let store = Store::open(&db, config)?;
     let (release, released) = watch::channel(false);
     let release = Arc::new(release);
     let app = App {
