@@ -118,20 +118,49 @@ async fn two_pools_race_and_every_loser_gets_the_winners_response() -> TestResul
     .await
 }
 
+/// A replica process, killed and reaped when dropped: a test that fails
+/// or returns early must not leave a replica running, holding claims and
+/// the test harness's output pipe.
+struct Replica(Child);
+
+impl std::ops::Deref for Replica {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Replica {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Both fail harmlessly on a replica that has exited and been reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// This test binary as a replica process.
-fn spawn_replica(mode: &str, schema: &str) -> Result<Child, BoxError> {
-    Ok(Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "replica_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("IDEMKV_PG_CHILD", mode)
-        .env("IDEMKV_PG_CHILD_SCHEMA", schema)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+fn spawn_replica(mode: &str, schema: &str) -> Result<Replica, BoxError> {
+    Ok(Replica(
+        Command::new(std::env::current_exe()?)
+            .args([
+                "--exact",
+                "replica_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("IDEMKV_PG_CHILD", mode)
+            .env("IDEMKV_PG_CHILD_SCHEMA", schema)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    ))
 }
 
 /// The `RESULT`/`CLAIMED` lines a replica printed, read as they come (the
@@ -163,7 +192,7 @@ async fn two_processes_race_and_every_loser_gets_the_winners_response() -> TestR
         ];
         let outputs: Vec<_> = children
             .iter_mut()
-            .map(lines_of)
+            .map(|child| lines_of(child))
             .collect::<Result<_, _>>()?;
         let reading = tokio::task::spawn_blocking(move || {
             // Read concurrently, so neither replica blocks on a full pipe.
