@@ -1,7 +1,7 @@
 //! Tail latency under load, store settings side by side.
 //!
 //! ```text
-//! cargo run --release -p idemkv-bench --bin tail                 # about 2 minutes
+//! cargo run --release -p idemkv-bench --bin tail                 # about a minute
 //! cargo run --release -p idemkv-bench --bin tail -- --seconds 5 --rounds 1
 //! ```
 //!
