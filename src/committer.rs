@@ -392,8 +392,10 @@ impl Committer {
         } = *opened;
         counters.set_live_records(live_records);
         counters.in_flight.set(in_flight);
+        // Only a journaled store leaves pages unsynced between commits.
+        let writeback = journal.as_ref().and_then(|_| start_writeback(&engine));
         let worker = Worker {
-            engine: Arc::clone(&engine),
+            engine,
             config,
             time,
             counters,
@@ -405,7 +407,7 @@ impl Committer {
             unsynced: false,
             swept_at_ms: None,
             in_flight,
-            writeback: journal.as_ref().and_then(|_| start_writeback(&engine)),
+            writeback,
             journal,
         };
         let shared = Arc::new(Shared {

@@ -275,15 +275,16 @@ impl Journal {
         if self.last_seq() == self.covered_seq {
             return false;
         }
-        let uncovered = self
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| {
-                Some(*i) != self.current && s.number != 0 && s.last_seq > self.covered_seq
-            })
-            .count();
-        self.checkpoint_at.elapsed() >= interval || uncovered >= CHECKPOINT_SEGMENTS
+        let uncovered = || {
+            self.segments
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    Some(*i) != self.current && s.number != 0 && s.last_seq > self.covered_seq
+                })
+                .count()
+        };
+        self.checkpoint_at.elapsed() >= interval || uncovered() >= CHECKPOINT_SEGMENTS
     }
 
     /// Appends one frame with `payload` and syncs it; returns its sequence

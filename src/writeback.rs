@@ -54,13 +54,12 @@ impl Writeback {
     /// was [recorded](Self::committed).
     pub fn start(
         interval: Duration,
-        sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
     ) -> std::io::Result<Writeback> {
         let commits = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = {
             let commits = Arc::clone(&commits);
-            let mut sync = sync;
             std::thread::Builder::new()
                 .name("idemkv-writeback".into())
                 .spawn(move || {

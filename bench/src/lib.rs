@@ -22,6 +22,18 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
 
 pub mod plot;
 
+/// One begin → `Claimed` → complete on a fresh key `name` in `scope`, with
+/// a 256-byte response; any other answer is an error.
+pub fn fresh_cycle(store: &idemkv::Store, scope: &str, name: &str) -> Result<(), BoxError> {
+    let key = idemkv::Key::new(scope, name)?;
+    match store.begin(&key, idemkv::Fingerprint::of(name.as_bytes()))? {
+        idemkv::Begin::Claimed(claim) => {
+            Ok(store.complete(claim, idemkv::StoredResponse::new(201, vec![b'x'; 256]))?)
+        }
+        other => Err(format!("{name}: {other:?}").into()),
+    }
+}
+
 /// The number after `name` on the command line, or `default` without one.
 pub fn arg(name: &str, default: u64) -> Result<u64, BoxError> {
     let args: Vec<String> = std::env::args().collect();

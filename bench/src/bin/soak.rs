@@ -25,20 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use idemkv::{Begin, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
+use idemkv::{Config, ManualClock, Store};
 
 type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
-
-/// One begin → Claimed → complete on a fresh key.
-fn cycle(store: &Store, name: &str) -> Result<()> {
-    let key = Key::new("soak", name)?;
-    match store.begin(&key, Fingerprint::of(name.as_bytes()))? {
-        Begin::Claimed(claim) => {
-            Ok(store.complete(claim, StoredResponse::new(201, vec![b's'; 256]))?)
-        }
-        other => Err(format!("{name}: {other:?}").into()),
-    }
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
@@ -61,7 +50,7 @@ fn churn(dir: &std::path::Path, seconds: u64, retention: u64) -> Result<()> {
                 scope.spawn(move || -> Result<()> {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        cycle(store, &format!("c{t}-{i}"))?;
+                        idemkv_bench::fresh_cycle(store, "soak", &format!("c{t}-{i}"))?;
                         cycles.fetch_add(1, Ordering::Relaxed);
                         i += 1;
                     }
@@ -125,7 +114,7 @@ fn claim_latencies(
                     let mut i = 0;
                     while busy() {
                         let began = Instant::now();
-                        cycle(store, &format!("{tag}-{t}-{i}"))?;
+                        idemkv_bench::fresh_cycle(store, "soak", &format!("{tag}-{t}-{i}"))?;
                         samples.push(began.elapsed());
                         i += 1;
                     }
@@ -160,7 +149,7 @@ fn sweep_impact(dir: &std::path::Path, sweep_batch: usize) -> Result<()> {
                 let store = &store;
                 scope.spawn(move || -> Result<()> {
                     for i in (t..EXPIRED).step_by(64) {
-                        cycle(store, &format!("old-{i}"))?;
+                        idemkv_bench::fresh_cycle(store, "soak", &format!("old-{i}"))?;
                     }
                     Ok(())
                 })

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+use idemkv::{Config, Store};
 use idemkv_bench::percentile;
 
 type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
@@ -51,14 +51,8 @@ fn round(config: Config, seconds: u64) -> Result<(f64, Vec<u64>)> {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let name = format!("t{t}-{i}");
-                        let key = Key::new("tail", &name)?;
                         let began = Instant::now();
-                        match store.begin(&key, Fingerprint::of(name.as_bytes()))? {
-                            Begin::Claimed(claim) => {
-                                store.complete(claim, StoredResponse::new(201, vec![b't'; 256]))?
-                            }
-                            other => return Err(format!("{name}: {other:?}").into()),
-                        }
+                        idemkv_bench::fresh_cycle(store, "tail", &name)?;
                         latencies.push(began.elapsed().as_nanos() as u64);
                         i += 1;
                     }
