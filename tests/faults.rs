@@ -4,10 +4,13 @@
 //! lucky crash would leave (every byte written), and every acknowledged claim
 //! and completion must be there.
 //!
-//! Every round runs twice: on the store's file alone, and with the
+//! Every round runs three times: on the store's file alone; with the
 //! write-ahead journal (`Config::journal`) in segments that fail with the
 //! same disk, where a power loss keeps only the synced bytes of the file and
-//! of each segment.
+//! of each segment; and journaled again with claims and completions made
+//! through the async API, which always queues for the committer thread, so
+//! that each frame is synced by the syncer thread after its batch committed
+//! (a lone blocking caller syncs its own frame first).
 //!
 //! The heavy sweep (every countdown over the whole workload) runs with
 //! `IDEMKV_FAULT_ROUNDS=all`; by default a spread of countdowns runs.
@@ -21,8 +24,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
-use idemkv::{Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
+use idemkv::{AsyncStore, Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
 use idemkv::{JournalStorage, StorageBackend};
+
+/// How a round's store is set up and driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The file alone, blocking calls.
+    File,
+    /// With the journal, blocking calls (each commits its own batch).
+    Journal,
+    /// With the journal, claims and completions through the async API (the
+    /// committer thread commits, the syncer thread syncs the frame).
+    JournalQueued,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -320,7 +335,16 @@ fn assert_storage_error(err: &Error) {
 
 /// Claims and completes keys, with a sweep of expired records in between,
 /// until the disk fails; returns what was acknowledged, and what failed.
-fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
+fn workload(store: &Store, clock: &ManualClock, fault: Fault, queued: bool) -> Acked {
+    let queue = AsyncStore::from(store.clone());
+    let begin = |k: &Key| match queued {
+        true => pollster::block_on(queue.begin(k, fp("payload"))),
+        false => store.begin(k, fp("payload")),
+    };
+    let complete = |claim, body| match queued {
+        true => pollster::block_on(queue.complete(claim, body)),
+        false => store.complete(claim, body),
+    };
     let mut acked = Acked::default();
     let mut failed = false;
     for i in 0..30 {
@@ -334,7 +358,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
             }
         }
         let k = key(&format!("k{i}"));
-        match store.begin(&k, fp("payload")) {
+        match begin(&k) {
             Ok(Begin::Claimed(claim)) => {
                 acked.claims.push((k.clone(), claim.token()));
                 if i % 4 == 3 {
@@ -343,7 +367,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
                     continue;
                 }
                 let body = response(&format!("answer {i}"));
-                match store.complete(claim, body.clone()) {
+                match complete(claim, body.clone()) {
                     Ok(()) if i >= 10 => {
                         acked.completions.insert(format!("k{i}"), body);
                     }
@@ -366,7 +390,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
             // The disk keeps failing: later writes must fail too, cleanly.
             // Only a fault of reads alone may leave a write working (the
             // pages it needs can all be cached).
-            let later = store.begin(&key("after-the-fault"), fp("x"));
+            let later = begin(&key("after-the-fault"));
             match later {
                 Err(err) => assert_storage_error(&err),
                 Ok(Begin::Claimed(_)) if fault == Fault::Read => {}
@@ -474,7 +498,8 @@ fn is_early(k: &Key) -> bool {
 
 /// Runs one round: `fault` after `countdown` operations of its kind, with
 /// or without the journal.
-fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
+fn round(fault: Fault, countdown: i64, mode: Mode) -> (u64, u64, u64) {
+    let journaled = mode != Mode::File;
     let image = Arc::new(Mutex::new(Image::default()));
     let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
     let counts = Arc::new(Counts::default());
@@ -492,7 +517,7 @@ fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
         Store::with_backend(disk, config(&clock))
     };
     let acked = match opened {
-        Ok(store) => workload(&store, &clock, fault),
+        Ok(store) => workload(&store, &clock, fault, mode == Mode::JournalQueued),
         Err(err) => {
             assert_storage_error(&err);
             Acked::default()
@@ -509,10 +534,7 @@ fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
         .map(|s| (s.current.clone(), s.synced.clone()))
         .unzip();
     let journal = |bytes: Vec<Vec<u8>>| journaled.then_some(bytes);
-    let what = format!(
-        "{fault:?} fault after {countdown}{}",
-        if journaled { ", journal" } else { "" }
-    );
+    let what = format!("{fault:?} fault after {countdown}, {mode:?}");
     let mut checked = 0;
     if !synced.is_empty() {
         checked += verify(
@@ -551,13 +573,13 @@ fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
 #[test]
 fn acknowledged_operations_survive_every_injected_fault() {
     let every = std::env::var("IDEMKV_FAULT_ROUNDS").is_ok_and(|v| v == "all");
-    for journaled in [false, true] {
+    for mode in [Mode::File, Mode::Journal, Mode::JournalQueued] {
         let mut rounds = 0;
         let mut injected = 0;
         let mut checked = 0;
         for fault in [Fault::Write, Fault::Sync, Fault::Read, Fault::Any] {
             // How many operations of this kind a fault-free run performs.
-            let (total, none, _) = round(fault, i64::MAX, journaled);
+            let (total, none, _) = round(fault, i64::MAX, mode);
             assert_eq!(none, 0);
             let step = if every {
                 1
@@ -565,7 +587,7 @@ fn acknowledged_operations_survive_every_injected_fault() {
                 (total / 40).max(1) as usize
             };
             for countdown in (0..=total as i64).step_by(step) {
-                let (_, faults, verified) = round(fault, countdown, journaled);
+                let (_, faults, verified) = round(fault, countdown, mode);
                 rounds += 1;
                 injected += faults;
                 checked += verified;
@@ -573,10 +595,10 @@ fn acknowledged_operations_survive_every_injected_fault() {
         }
         println!(
             "{}: fault rounds: {rounds}, faults injected: {injected}, acknowledged operations verified: {checked}",
-            if journaled {
-                "with the journal"
-            } else {
-                "the file alone"
+            match mode {
+                Mode::File => "the file alone",
+                Mode::Journal => "with the journal",
+                Mode::JournalQueued => "with the journal, queued (syncer thread)",
             }
         );
         assert!(rounds > 100 && injected > 100 && checked > 0);
