@@ -6,6 +6,7 @@
 # the rest of a thread's 5 s it was blocked (an fsync, a lock, a reply).
 #
 #   bench/threads.sh
+#   TAIL=/path/to/another/build/tail bench/threads.sh   # another build's tail
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p idemkv-bench --bin tail
@@ -18,7 +19,7 @@ sample() {
   done
 }
 
-target/release/tail --seconds 8 --rounds 1 > /dev/null &
+${TAIL:-target/release/tail} --seconds 8 --rounds 1 > /dev/null &
 pid=$!
 sleep 2.5
 first=$(sample "$pid")

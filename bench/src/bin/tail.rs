@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p idemkv-bench --bin tail                 # about a minute
 //! cargo run --release -p idemkv-bench --bin tail -- --seconds 5 --rounds 1
+//! cargo run --release -p idemkv-bench --bin tail -- --setting 1   # the defaults only
 //! ```
 //!
 //! 64 threads run begin → complete on fresh keys (256-byte bodies) against
@@ -81,11 +82,16 @@ fn ms(d: Duration) -> String {
 fn run() -> Result<()> {
     let seconds = idemkv_bench::arg("--seconds", 8)?;
     let rounds = idemkv_bench::arg("--rounds", 2)?;
+    // 0: every setting; n: the n-th only.
+    let only = idemkv_bench::arg("--setting", 0)? as usize;
     println!("64 threads, fresh keys, {seconds} s per run, settings alternating\n");
     println!("| round | setting | cycles/s | p50 | p99 | p99.9 | max |");
     println!("|---|---|---|---|---|---|---|");
     for r in 1..=rounds {
-        for (name, config) in settings() {
+        for (i, (name, config)) in settings().into_iter().enumerate() {
+            if only != 0 && only != i + 1 {
+                continue;
+            }
             let (rate, sorted) = round(config, seconds)?;
             println!(
                 "| {r} | {name} | {rate:.0} | {} | {} | {} | {} |",
