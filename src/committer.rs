@@ -24,8 +24,7 @@
 //! - One writer at a time: the writer's state ([`Worker`]) sits behind one
 //!   mutex, held for a whole batch, by the thread or by an inline caller.
 //! - No caller is answered before the commit that covers its operation
-//!   returned and is durable; if the commit or its frame's sync fails,
-//!   every caller in the batch gets the error.
+//!   returned; if the commit fails, every caller in the batch gets the error.
 //! - Holder operations (complete, release, renew) are judged here, against
 //!   the record read inside the write transaction: a token that no longer
 //!   holds the key is `LeaseLost`, and nothing else refuses a holder.
@@ -36,14 +35,9 @@
 //!   keeps exactly what was committed durably), reads the token ceiling and
 //!   record count back, and takes writes again. An in-memory store cannot
 //!   reopen and stays poisoned.
-//! - With the journal ([`crate::journal`]), a batch's changes are one frame
-//!   and the transaction commits without a sync. A lone caller syncs the
-//!   frame before the commit. The committer thread commits first, hands
-//!   the frame's sync and the batch's answers to the syncer thread
-//!   ([`crate::syncer`]) and goes on with the next batch; readers of what
-//!   the batch wrote wait for the sync ([`crate::visibility`]), and no
-//!   caller is answered before it. Either way nobody is told of a change
-//!   that is not on disk. A checkpoint batch (about once a second)
+//! - With the journal ([`crate::journal`]), a batch's changes are one frame,
+//!   synced before the transaction commits without a sync, so readers never
+//!   see what is not on disk; a checkpoint batch (about once a second)
 //!   commits with a sync instead, writes no frame, and records the last
 //!   frame it covers in `meta`. A batch too large for a frame is a
 //!   checkpoint too. Between checkpoints a writeback thread
@@ -85,8 +79,6 @@ use crate::response::StoredResponse;
 use crate::storage::{
     Change, LINGER_SHARE, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
 };
-use crate::syncer::{Flight, Syncer};
-use crate::visibility::Visibility;
 use crate::writeback::Writeback;
 
 /// Most operations applied in one write transaction.
@@ -94,11 +86,6 @@ pub(crate) const MAX_BATCH: usize = 1024;
 
 /// Longest a batch waits for the callers of the previous batch to come back.
 const LINGER: Duration = Duration::from_micros(200);
-
-/// How often an idle committer thread looks whether the sync of its last
-/// batch failed, while that sync is under way (a failure poisons the store,
-/// which then reopens on the committer's schedule).
-const FLIGHT_POLL: Duration = Duration::from_millis(5);
 
 /// Fencing tokens reserved (and persisted) at a time.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
@@ -396,7 +383,6 @@ impl Committer {
         opened: &Opened,
         journal: Option<Journal>,
     ) -> Result<Committer> {
-        let visibility = Arc::new(Visibility::new());
         let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
         let Opened {
             token_ceiling,
@@ -408,13 +394,6 @@ impl Committer {
         counters.in_flight.set(in_flight);
         // Only a journaled store leaves pages unsynced between commits.
         let writeback = journal.as_ref().and_then(|_| start_writeback(&engine));
-        let report = Report {
-            counters: Arc::clone(&counters),
-            slow_commit: config.slow_commit,
-        };
-        let syncer = journal
-            .as_ref()
-            .and_then(|journal| start_syncer(journal, &visibility, &report));
         let worker = Worker {
             engine,
             config,
@@ -429,16 +408,12 @@ impl Committer {
             swept_at_ms: None,
             in_flight,
             writeback,
-            syncer,
-            visibility: Arc::clone(&visibility),
-            report,
             journal,
         };
         let shared = Arc::new(Shared {
             worker: Mutex::new(Some(worker)),
             receiver,
             last_batch: AtomicUsize::new(1),
-            visibility,
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -451,12 +426,6 @@ impl Committer {
             submitter: Some(Submitter { sender, shared }),
             thread: Some(thread),
         })
-    }
-
-    /// Which of this committer's batches readers may see yet.
-    pub fn visibility(&self) -> Result<Arc<Visibility>> {
-        let submitter = self.submitter()?;
-        Ok(Arc::clone(&submitter.shared.visibility))
     }
 
     /// The submitter of this committer, or `Closed` once it is shutting down.
@@ -528,95 +497,6 @@ struct Worker {
     journal: Option<Journal>,
     /// Syncs a journaled file store's file between checkpoints.
     writeback: Option<Writeback>,
-    /// Syncs the committer thread's journal frames and answers their
-    /// callers (a journaled store; none if its thread could not start).
-    syncer: Option<Syncer<Done>>,
-    /// Which batches readers may see (shared with the store's readers).
-    visibility: Arc<Visibility>,
-    /// Times and answers finished batches, on whichever thread finishes them.
-    report: Report,
-}
-
-/// A committed (or failed) batch on its way to its callers.
-struct Done {
-    batch: Vec<Request>,
-    /// When its write transaction began.
-    started: Instant,
-}
-
-/// What finishing a batch needs: the commit timings and the slow-commit
-/// threshold.
-#[derive(Clone)]
-struct Report {
-    counters: Arc<Counters>,
-    slow_commit: Duration,
-}
-
-impl Report {
-    /// Records how long `done` took, from its transaction's start to its
-    /// durability (its frame's sync included, on whichever thread), and
-    /// answers its callers with `result`.
-    fn settle(&self, done: Done, result: Result<()>) {
-        let took = done.started.elapsed();
-        self.counters.timings.commit(took, done.batch.len());
-        if took > self.slow_commit {
-            event!(
-                warn,
-                elapsed_ms = took.as_secs_f64() * 1e3,
-                batch = done.batch.len(),
-                threshold_ms = self.slow_commit.as_secs_f64() * 1e3,
-                "slow commit: {:.1} ms for {} operation(s)",
-                took.as_secs_f64() * 1e3,
-                done.batch.len(),
-            );
-        }
-        answer(done.batch, result);
-    }
-}
-
-/// The syncer of `journal`; none if its thread cannot start (the committer
-/// then syncs every frame itself, as a lone caller does).
-fn start_syncer(
-    journal: &Journal,
-    visibility: &Arc<Visibility>,
-    report: &Report,
-) -> Option<Syncer<Done>> {
-    let report = report.clone();
-    let settle = move |done, result| report.settle(done, result);
-    match Syncer::start(journal.segment_sync(), Arc::clone(visibility), settle) {
-        Ok(syncer) => Some(syncer),
-        Err(_err) => {
-            event!(
-                warn,
-                error = %_err,
-                "cannot start the journal's syncer thread: the committer syncs each frame itself"
-            );
-            None
-        }
-    }
-}
-
-/// Answers a batch whose commit (and frame sync) returned `result`.
-fn answer(batch: Vec<Request>, result: Result<()>) {
-    match result {
-        Ok(()) => {
-            for request in batch {
-                request.send();
-            }
-        }
-        Err(err) => {
-            // The first caller gets the original error, the others the same
-            // cause as `Poisoned`.
-            let cause = err.to_string();
-            let mut err = Some(err);
-            for request in batch {
-                let answer = err.take().unwrap_or_else(|| Error::Poisoned {
-                    cause: cause.clone(),
-                });
-                request.fail(answer);
-            }
-        }
-    }
 }
 
 /// The writeback thread of a journaled store over a file; none for other
@@ -657,8 +537,6 @@ struct Shared {
     receiver: Receiver<Request>,
     /// Operations in the latest batch, whoever committed it.
     last_batch: AtomicUsize,
-    /// Whether a batch's sync is under way (see [`Worker::syncer`]).
-    visibility: Arc<Visibility>,
 }
 
 impl Shared {
@@ -703,9 +581,7 @@ impl Shared {
         let mut batch = vec![request];
         drain_into(&self.receiver, &mut batch, MAX_BATCH);
         self.last_batch.store(batch.len(), Ordering::Relaxed);
-        // Nothing else to do on this thread: the caller syncs its own frame
-        // before the commit, with no hand-off.
-        worker.run_batch(batch, false);
+        worker.run_batch(batch);
         match worker.poisoned {
             None => Inline::Committed,
             Some(_) => Inline::Poisoned,
@@ -717,22 +593,14 @@ impl Shared {
     fn run(&self) -> Result<()> {
         loop {
             let next_attempt = self.worker().as_ref().and_then(Worker::next_attempt);
-            // Poisoned: wake up for the next reopen attempt even when no
-            // request comes; with a sync under way, to see whether it failed.
-            let wake_at = next_attempt.or_else(|| {
-                self.visibility
-                    .in_flight()
-                    .then(|| Instant::now() + FLIGHT_POLL)
-            });
-            let first = match wake_at {
+            let first = match next_attempt {
+                // Poisoned: wake up for the next reopen attempt even when no
+                // request comes.
                 Some(at) => match self.receiver.recv_deadline(at) {
                     Ok(request) => request,
                     Err(RecvTimeoutError::Timeout) => {
                         if let Some(worker) = self.worker().as_mut() {
-                            worker.notice_sync_failure();
-                            if worker.next_attempt().is_some_and(|at| Instant::now() >= at) {
-                                worker.heal();
-                            }
+                            worker.heal();
                         }
                         continue;
                     }
@@ -752,11 +620,9 @@ impl Shared {
             // with their next operation within microseconds; waiting briefly
             // for them makes the next commit carry them all instead of
             // splitting them over two fsyncs. A lone caller (last batch of 1)
-            // never waits, and neither does a batch while the last one's
-            // sync is under way: its callers cannot come back before the
-            // sync returns, and this batch's work overlaps that sync.
+            // never waits.
             let last_batch = self.last_batch.load(Ordering::Relaxed);
-            if batch.len() < last_batch && !self.visibility.in_flight() {
+            if batch.len() < last_batch {
                 let deadline = Instant::now() + LINGER;
                 while batch.len() < last_batch {
                     match self.receiver.recv_deadline(deadline) {
@@ -781,7 +647,7 @@ impl Shared {
             if worker.next_attempt().is_some_and(|at| Instant::now() >= at) {
                 worker.heal();
             }
-            worker.run_batch(batch, true);
+            worker.run_batch(batch);
         }
         match self.worker().take() {
             Some(mut worker) => worker.sync_on_shutdown(),
@@ -832,15 +698,8 @@ impl Worker {
             return;
         };
         poison.attempts += 1;
-        // Every flight is answered (or failed) before the journal it syncs
-        // is replaced.
-        self.syncer = None;
         match self.engine.reopen() {
             Ok((opened, journal)) => {
-                self.visibility.reopened();
-                self.syncer = journal
-                    .as_ref()
-                    .and_then(|journal| start_syncer(journal, &self.visibility, &self.report));
                 self.journal = journal;
                 // Tokens issued before the failure may have landed: never
                 // reissue one. The file's ceiling covers every durable token.
@@ -883,21 +742,7 @@ impl Worker {
         }
     }
 
-    /// A failed sync on the syncer thread poisons the store, as a failed
-    /// commit does.
-    fn notice_sync_failure(&mut self) {
-        if self.poisoned.is_none()
-            && let Some(cause) = self.visibility.failure()
-        {
-            self.poison(cause);
-        }
-    }
-
-    /// Commits `batch` and answers it; with `pipelined` (the committer
-    /// thread), a journaled batch's frame is synced and its callers answered
-    /// by the syncer thread while this thread goes on.
-    fn run_batch(&mut self, mut batch: Vec<Request>, pipelined: bool) {
-        self.notice_sync_failure();
+    fn run_batch(&mut self, mut batch: Vec<Request>) {
         if let Some(poison) = &self.poisoned {
             for request in batch {
                 request.fail(Error::Poisoned {
@@ -910,76 +755,49 @@ impl Worker {
         // storage error, and poisons the store.
         let engine = Arc::clone(&self.engine);
         let started = Instant::now();
-        let committed = engine.read(|db| self.commit_batch(db, &mut batch, pipelined));
-        let done = Done { batch, started };
+        let committed = engine.read(|db| self.commit_batch(db, &mut batch));
+        let took = started.elapsed();
+        self.counters.timings.commit(took, batch.len());
+        if took > self.config.slow_commit {
+            event!(
+                warn,
+                elapsed_ms = took.as_secs_f64() * 1e3,
+                batch = batch.len(),
+                threshold_ms = self.config.slow_commit.as_secs_f64() * 1e3,
+                "slow commit: {:.1} ms for {} operation(s)",
+                took.as_secs_f64() * 1e3,
+                batch.len(),
+            );
+        }
         match committed {
-            Ok(flight) => {
+            Ok(()) => {
                 bump(&self.counters.commits);
-                add(&self.counters.committed_ops, done.batch.len() as u64);
-                match (flight, &self.syncer) {
-                    (None, _) => self.report.settle(done, Ok(())),
-                    (Some((number, segment)), Some(syncer)) => {
-                        if let Err(flight) = syncer.send(Flight {
-                            batch: number,
-                            segment,
-                            answers: done,
-                        }) {
-                            self.sync_here(flight);
-                        }
-                    }
-                    (Some((number, segment)), None) => self.sync_here(Flight {
-                        batch: number,
-                        segment,
-                        answers: done,
-                    }),
+                add(&self.counters.committed_ops, batch.len() as u64);
+                for request in batch {
+                    request.send();
                 }
             }
             Err(err) => {
                 let cause = err.to_string();
-                // A numbered batch that did not commit will never be
-                // durable: its readers (and those of the same buckets)
-                // stop waiting.
-                if self.visibility.in_flight() {
-                    self.visibility.failed(cause.clone());
+                self.poison(cause.clone());
+                let mut err = Some(err);
+                for request in batch {
+                    // The first caller gets the original error, the others
+                    // the same cause as `Poisoned`.
+                    let answer = err.take().unwrap_or_else(|| Error::Poisoned {
+                        cause: cause.clone(),
+                    });
+                    request.fail(answer);
                 }
-                self.poison(cause);
-                self.report.settle(done, Err(err));
             }
         }
-    }
-
-    /// Syncs a flight on this thread, for want of a syncer thread.
-    fn sync_here(&mut self, flight: Flight<Done>) {
-        let result = match &self.journal {
-            Some(journal) => journal.segment_sync().sync(flight.segment),
-            None => Err(Error::Closed),
-        };
-        match &result {
-            Ok(()) => self.visibility.synced(flight.batch),
-            Err(err) => {
-                let cause = err.to_string();
-                self.visibility.failed(cause.clone());
-                self.poison(cause);
-            }
-        }
-        self.report.settle(flight.answers, result);
     }
 
     /// Applies `batch` in one write transaction and commits it, leaving each
     /// operation's answer in its reply. An error fails the whole batch;
     /// answers that are errors belong to single operations, which then
     /// changed nothing.
-    ///
-    /// With `pipelined`, a journaled batch's frame is written but not
-    /// synced, the transaction commits with its keys marked in
-    /// [`Visibility`], and the batch's number and frame segment come back
-    /// for the syncer; otherwise `None` comes back and the batch is durable.
-    fn commit_batch(
-        &mut self,
-        db: &Database,
-        batch: &mut [Request],
-        pipelined: bool,
-    ) -> Result<Option<(u64, usize)>> {
+    fn commit_batch(&mut self, db: &Database, batch: &mut [Request]) -> Result<()> {
         let mut txn = db.begin_write()?;
         let interval = self.config.checkpoint_interval;
         let mut checkpoint = self
@@ -1011,29 +829,12 @@ impl Worker {
                 tables.take_changes(),
             )
         };
-        let mut flight = None;
         if let Some(journal) = &mut self.journal {
             if journaled && !changes.is_empty() {
                 let frame = Change::encode_frame(&changes)?;
                 if Journal::fits(frame.len()) {
-                    // Only the newest frame may be unsynced: the previous
-                    // flight's sync first (it has had this batch's work to
-                    // overlap with).
-                    let visibility = &self.visibility;
-                    visibility.wait_for(visibility.seen_all())?;
-                    if pipelined && self.syncer.is_some() {
-                        // Readers of these keys wait for the sync.
-                        let (_, segment) = journal.write(&frame)?;
-                        let number = visibility.next_batch();
-                        for hash in changes.iter().filter_map(Change::key_hash) {
-                            visibility.mark(hash, number);
-                        }
-                        visibility.applied(number);
-                        flight = Some((number, segment));
-                    } else {
-                        // Synced before the commit makes the batch visible.
-                        journal.append(&frame)?;
-                    }
+                    // Synced before the commit makes the batch visible.
+                    journal.append(&frame)?;
                 } else {
                     txn.set_durability(redb::Durability::Immediate)?;
                     checkpoint = true;
@@ -1055,7 +856,7 @@ impl Worker {
         if journaled && let Some(writeback) = &self.writeback {
             writeback.committed();
         }
-        Ok(flight)
+        Ok(())
     }
 
     fn apply(
@@ -1290,9 +1091,6 @@ impl Worker {
     /// so only a crash can lose its commits; the outcome is reported to
     /// `Store::close`.
     fn sync_on_shutdown(&mut self) -> Result<()> {
-        // The last flight is answered first.
-        self.syncer = None;
-        self.notice_sync_failure();
         if let Some(poison) = &self.poisoned {
             return Err(Error::Poisoned {
                 cause: poison.cause.clone(),

@@ -156,19 +156,15 @@ impl Stats {
 
 /// Visits every stored record matching `filter`, in-flight records first,
 /// each table in key-hash order. A record that fails verification is passed
-/// as `Err(Error::Corrupted)` (filters cannot apply to it). `ready` runs
-/// once the read snapshot is taken, before the first visit (the store waits
-/// there until everything the snapshot holds is durable).
+/// as `Err(Error::Corrupted)` (filters cannot apply to it).
 pub(crate) fn scan(
     db: &Database,
     filter: &ScanFilter,
     now_ms: u64,
-    ready: &dyn Fn() -> Result<()>,
     visit: &mut dyn FnMut(Result<Record>) -> ControlFlow<()>,
 ) -> Result<()> {
     shielded(|| {
         let txn = db.begin_read()?;
-        ready()?;
         let mut left = filter.limit.unwrap_or(usize::MAX);
         for table in [INFLIGHT, RECORDS] {
             for entry in txn.open_table(table)?.iter()? {

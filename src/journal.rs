@@ -3,12 +3,10 @@
 //!
 //! With [`Config::journal`](crate::Config::journal), the committer applies a
 //! batch in a write transaction, appends the batch's changes to the journal
-//! as one frame and syncs it (`fdatasync`), and commits the transaction
-//! with the engine's `Durability::None`: a small sequential append replaces
-//! the engine's durable commit, which writes every page the batch dirtied.
-//! A lone caller syncs its frame before the commit; the committer thread
-//! commits first and leaves the sync to the syncer thread
-//! ([`crate::syncer`]), while readers wait for it ([`crate::visibility`]). Now and then (see [`Journal::checkpoint_due`]) a batch is
+//! as one frame and syncs it (`fdatasync`), and only then commits the
+//! transaction with the engine's `Durability::None`: a small sequential
+//! append replaces the engine's durable commit, which writes every page the
+//! batch dirtied. Now and then (see [`Journal::checkpoint_due`]) a batch is
 //! committed durably instead, with the last journaled sequence number in
 //! `meta` (`journal_seq`): a checkpoint, which covers every frame up to it.
 //! After a crash the engine's file is as of its last checkpoint, and opening
@@ -31,13 +29,9 @@
 //! - Frames carry consecutive sequence numbers across segments, and each
 //!   frame names its segment: a frame left over from a segment's earlier use
 //!   has an older segment number, and ends the segment like zeros do.
-//! - Nothing a reader is given is missing from the journal or a
-//!   checkpoint: a frame is synced before the transaction that carries its
-//!   changes commits, or, for the committer thread's batches, before any
-//!   read of those changes returns ([`crate::visibility`]).
-//! - At most one frame is unsynced at any time, and it is the newest: the
-//!   next frame, or a new segment's header, is written only after it is
-//!   synced. So a power loss can damage only the journal's last frame.
+//! - A frame is on disk (synced) before the transaction that carries its
+//!   changes commits: nothing a reader can see is missing from the journal
+//!   or a checkpoint.
 //! - A segment is reused only once a checkpoint covers every frame in it,
 //!   and the segment being written is never reused.
 //! - A segment's header is synced before its first frame is written; a new
@@ -297,17 +291,6 @@ impl Journal {
     /// number. On an error the frame may be on disk in part or whole; the
     /// store must not write more frames (it reopens and recovers).
     pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
-        let (seq, segment) = self.write(payload)?;
-        self.segment_sync().sync(segment).map(|()| seq)
-    }
-
-    /// Writes one frame with `payload` without syncing it; returns its
-    /// sequence number and the segment to sync ([`SegmentSync`]). The frame
-    /// must be synced before the next `write` or `append`: recovery
-    /// tolerates a damaged frame only at the end of the newest segment, and
-    /// a segment's header is written only after the frames before it are
-    /// synced. Errors as for [`append`](Self::append).
-    pub fn write(&mut self, payload: &[u8]) -> Result<(u64, usize)> {
         let needed = (FRAME_HEADER + payload.len()) as u64;
         if !Self::fits(payload.len()) {
             return Err(Error::corrupted(format!(
@@ -322,18 +305,12 @@ impl Journal {
         let frame = encode_frame(self.segments[current].number, seq, payload);
         self.storage
             .write(current, self.offset, &frame)
+            .and_then(|()| self.storage.sync_data(current))
             .map_err(|err| io_error(&*self.storage, err))?;
         self.segments[current].last_seq = seq;
         self.offset = aligned(self.offset + needed);
         self.next_seq += 1;
-        Ok((seq, current))
-    }
-
-    /// A handle that syncs this journal's segments, from any thread.
-    pub fn segment_sync(&self) -> SegmentSync {
-        SegmentSync {
-            storage: Arc::clone(&self.storage),
-        }
+        Ok(seq)
     }
 
     /// Records that a durable commit covers every frame up to `seq`: each
@@ -391,26 +368,6 @@ impl Journal {
         self.current = Some(index);
         self.offset = FRAMES_START;
         Ok(index)
-    }
-}
-
-/// Syncs the frames [`Journal::write`] left unsynced, on another thread than
-/// the writer's (the syncer's).
-#[derive(Clone)]
-pub(crate) struct SegmentSync {
-    storage: Arc<dyn JournalStorage>,
-}
-
-impl SegmentSync {
-    /// Makes every frame written to segment `index` durable.
-    ///
-    /// # Errors
-    ///
-    /// The I/O error, naming the journal.
-    pub fn sync(&self, index: usize) -> Result<()> {
-        self.storage
-            .sync_data(index)
-            .map_err(|err| io_error(&*self.storage, err))
     }
 }
 

@@ -109,9 +109,7 @@ mod storage;
 mod storage_backend;
 mod store;
 mod sweeper;
-mod syncer;
 mod verify;
-mod visibility;
 mod writeback;
 
 pub use async_store::AsyncStore;

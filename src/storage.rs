@@ -352,14 +352,6 @@ pub(crate) enum Change {
 }
 
 impl Change {
-    /// The key hash of a record row this change writes or deletes.
-    pub fn key_hash(&self) -> Option<&[u8; 32]> {
-        match self {
-            Change::Row { hash, .. } | Change::RowDeleted { hash, .. } => Some(hash),
-            Change::Expiry { .. } | Change::ExpiryDeleted { .. } | Change::Meta { .. } => None,
-        }
-    }
-
     /// One batch's changes as a journal frame's payload (postcard).
     pub fn encode_frame(changes: &[Change]) -> Result<Vec<u8>> {
         postcard::to_allocvec(changes).map_err(|err| {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::Database;
 
 use crate::cache::CachedCompletion;
 use crate::clock::StoreTime;
@@ -25,14 +24,13 @@ use crate::log::{event, span};
 use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::once::{OnError, Once};
 use crate::outcome::{Begin, Claim, CompleteError, Takeover};
-use crate::record::{Record, StoredRecord, decide};
+use crate::record::{Record, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage;
 use crate::storage_backend::StorageBackend;
 use crate::sweeper::{self, Sweeper};
 use crate::verify::{self, EngineCheck, VerifyReport};
-use crate::visibility::Visibility;
 
 /// An idempotency-key store over one redb file.
 ///
@@ -90,9 +88,6 @@ struct Inner {
     /// The config's lease and retention, for claims without terms of their
     /// own.
     default_terms: ClaimTerms,
-    /// Which committed batches are durable: every read waits until what it
-    /// read is (see [`crate::visibility`]).
-    visibility: Arc<Visibility>,
 }
 
 /// What `begin` decided without waiting.
@@ -104,27 +99,6 @@ enum Step {
 impl Inner {
     fn committer(&self) -> Result<&Submitter> {
         self.committer.as_ref().ok_or(Error::Closed)?.submitter()
-    }
-
-    /// The stored record of `key`, once every write it may hold is durable.
-    fn read_record(&self, key: &Key) -> Result<Option<StoredRecord>> {
-        let (stored, seen) = self.engine.read(|db| {
-            let stored = storage::read_record(db, key)?;
-            Ok((stored, self.visibility.seen_key(key.hash())))
-        })?;
-        self.visibility.wait_for(seen)?;
-        Ok(stored)
-    }
-
-    /// What `read` returns from the engine, once every write it may have
-    /// seen is durable: for reads of many keys.
-    fn read_all<T>(&self, read: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
-        let (value, seen) = self.engine.read(|db| {
-            let value = read(db)?;
-            Ok((value, self.visibility.seen_all()))
-        })?;
-        self.visibility.wait_for(seen)?;
-        Ok(value)
     }
 }
 
@@ -233,7 +207,6 @@ impl Store {
             &opened,
             journal,
         )?;
-        let visibility = committer.visibility()?;
         let sweeper = Sweeper::start(
             committer.submitter()?.clone(),
             Arc::clone(&engine),
@@ -267,7 +240,6 @@ impl Store {
                 time,
                 counters,
                 health,
-                visibility,
             }),
         })
     }
@@ -458,7 +430,7 @@ impl Store {
         // No claim of this process is live: the disk decides. The shard
         // lock is held across the read so no other `begin` can claim in
         // between.
-        let stored = inner.read_record(key)?;
+        let stored = inner.engine.read(|db| storage::read_record(db, key))?;
         let step = match decide(stored, &fingerprint, now_ms).claim_or_answer() {
             Err(answer) => Step::Answered(answer),
             Ok(_) => Step::Commit(shard.start_claim(&inner.locks, fingerprint)),
@@ -737,7 +709,8 @@ impl Store {
         let now_ms = self.inner.time.now_ms();
         Ok(self
             .inner
-            .read_record(key)?
+            .engine
+            .read(|db| storage::read_record(db, key))?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }
@@ -938,11 +911,9 @@ impl Store {
         mut visit: impl FnMut(Result<Record>) -> ControlFlow<()>,
     ) -> Result<()> {
         let now_ms = self.inner.time.now_ms();
-        let visibility = &self.inner.visibility;
-        let durable = || visibility.wait_for(visibility.seen_all());
         self.inner
             .engine
-            .read(|db| inspect::scan(db, filter, now_ms, &durable, &mut visit))
+            .read(|db| inspect::scan(db, filter, now_ms, &mut visit))
     }
 
     /// A summary of the store: records by state, claims past their lease,
@@ -967,9 +938,7 @@ impl Store {
     pub fn stats_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<Stats> {
         let now_ms = self.inner.time.now_ms();
         let engine = &self.inner.engine;
-        let mut stats = self
-            .inner
-            .read_all(|db| inspect::record_stats(db, now_ms, &mut progress))?;
+        let mut stats = engine.read(|db| inspect::record_stats(db, now_ms, &mut progress))?;
         stats.allocated_bytes = engine.read(inspect::allocated_bytes)?;
         if let Source::File(path) = engine.source() {
             stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());

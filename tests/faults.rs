@@ -4,13 +4,10 @@
 //! lucky crash would leave (every byte written), and every acknowledged claim
 //! and completion must be there.
 //!
-//! Every round runs three times: on the store's file alone; with the
+//! Every round runs twice: on the store's file alone, and with the
 //! write-ahead journal (`Config::journal`) in segments that fail with the
 //! same disk, where a power loss keeps only the synced bytes of the file and
-//! of each segment; and journaled again with claims and completions made
-//! through the async API, which always queues for the committer thread, so
-//! that each frame is synced by the syncer thread after its batch committed
-//! (a lone blocking caller syncs its own frame first).
+//! of each segment.
 //!
 //! The heavy sweep (every countdown over the whole workload) runs with
 //! `IDEMKV_FAULT_ROUNDS=all`; by default a spread of countdowns runs.
@@ -24,20 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
-use idemkv::{AsyncStore, Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
+use idemkv::{Begin, Config, Error, Health, Key, ManualClock, Store, StoredResponse};
 use idemkv::{JournalStorage, StorageBackend};
-
-/// How a round's store is set up and driven.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// The file alone, blocking calls.
-    File,
-    /// With the journal, blocking calls (each commits its own batch).
-    Journal,
-    /// With the journal, claims and completions through the async API (the
-    /// committer thread commits, the syncer thread syncs the frame).
-    JournalQueued,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -335,16 +320,7 @@ fn assert_storage_error(err: &Error) {
 
 /// Claims and completes keys, with a sweep of expired records in between,
 /// until the disk fails; returns what was acknowledged, and what failed.
-fn workload(store: &Store, clock: &ManualClock, fault: Fault, queued: bool) -> Acked {
-    let queue = AsyncStore::from(store.clone());
-    let begin = |k: &Key| match queued {
-        true => pollster::block_on(queue.begin(k, fp("payload"))),
-        false => store.begin(k, fp("payload")),
-    };
-    let complete = |claim, body| match queued {
-        true => pollster::block_on(queue.complete(claim, body)),
-        false => store.complete(claim, body),
-    };
+fn workload(store: &Store, clock: &ManualClock, fault: Fault) -> Acked {
     let mut acked = Acked::default();
     let mut failed = false;
     for i in 0..30 {
@@ -358,7 +334,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault, queued: bool) -> A
             }
         }
         let k = key(&format!("k{i}"));
-        match begin(&k) {
+        match store.begin(&k, fp("payload")) {
             Ok(Begin::Claimed(claim)) => {
                 acked.claims.push((k.clone(), claim.token()));
                 if i % 4 == 3 {
@@ -367,7 +343,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault, queued: bool) -> A
                     continue;
                 }
                 let body = response(&format!("answer {i}"));
-                match complete(claim, body.clone()) {
+                match store.complete(claim, body.clone()) {
                     Ok(()) if i >= 10 => {
                         acked.completions.insert(format!("k{i}"), body);
                     }
@@ -390,7 +366,7 @@ fn workload(store: &Store, clock: &ManualClock, fault: Fault, queued: bool) -> A
             // The disk keeps failing: later writes must fail too, cleanly.
             // Only a fault of reads alone may leave a write working (the
             // pages it needs can all be cached).
-            let later = begin(&key("after-the-fault"));
+            let later = store.begin(&key("after-the-fault"), fp("x"));
             match later {
                 Err(err) => assert_storage_error(&err),
                 Ok(Begin::Claimed(_)) if fault == Fault::Read => {}
@@ -498,8 +474,7 @@ fn is_early(k: &Key) -> bool {
 
 /// Runs one round: `fault` after `countdown` operations of its kind, with
 /// or without the journal.
-fn round(fault: Fault, countdown: i64, mode: Mode) -> (u64, u64, u64) {
-    let journaled = mode != Mode::File;
+fn round(fault: Fault, countdown: i64, journaled: bool) -> (u64, u64, u64) {
     let image = Arc::new(Mutex::new(Image::default()));
     let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
     let counts = Arc::new(Counts::default());
@@ -517,7 +492,7 @@ fn round(fault: Fault, countdown: i64, mode: Mode) -> (u64, u64, u64) {
         Store::with_backend(disk, config(&clock))
     };
     let acked = match opened {
-        Ok(store) => workload(&store, &clock, fault, mode == Mode::JournalQueued),
+        Ok(store) => workload(&store, &clock, fault),
         Err(err) => {
             assert_storage_error(&err);
             Acked::default()
@@ -534,7 +509,10 @@ fn round(fault: Fault, countdown: i64, mode: Mode) -> (u64, u64, u64) {
         .map(|s| (s.current.clone(), s.synced.clone()))
         .unzip();
     let journal = |bytes: Vec<Vec<u8>>| journaled.then_some(bytes);
-    let what = format!("{fault:?} fault after {countdown}, {mode:?}");
+    let what = format!(
+        "{fault:?} fault after {countdown}{}",
+        if journaled { ", journal" } else { "" }
+    );
     let mut checked = 0;
     if !synced.is_empty() {
         checked += verify(
@@ -573,13 +551,13 @@ fn round(fault: Fault, countdown: i64, mode: Mode) -> (u64, u64, u64) {
 #[test]
 fn acknowledged_operations_survive_every_injected_fault() {
     let every = std::env::var("IDEMKV_FAULT_ROUNDS").is_ok_and(|v| v == "all");
-    for mode in [Mode::File, Mode::Journal, Mode::JournalQueued] {
+    for journaled in [false, true] {
         let mut rounds = 0;
         let mut injected = 0;
         let mut checked = 0;
         for fault in [Fault::Write, Fault::Sync, Fault::Read, Fault::Any] {
             // How many operations of this kind a fault-free run performs.
-            let (total, none, _) = round(fault, i64::MAX, mode);
+            let (total, none, _) = round(fault, i64::MAX, journaled);
             assert_eq!(none, 0);
             let step = if every {
                 1
@@ -587,7 +565,7 @@ fn acknowledged_operations_survive_every_injected_fault() {
                 (total / 40).max(1) as usize
             };
             for countdown in (0..=total as i64).step_by(step) {
-                let (_, faults, verified) = round(fault, countdown, mode);
+                let (_, faults, verified) = round(fault, countdown, journaled);
                 rounds += 1;
                 injected += faults;
                 checked += verified;
@@ -595,10 +573,10 @@ fn acknowledged_operations_survive_every_injected_fault() {
         }
         println!(
             "{}: fault rounds: {rounds}, faults injected: {injected}, acknowledged operations verified: {checked}",
-            match mode {
-                Mode::File => "the file alone",
-                Mode::Journal => "with the journal",
-                Mode::JournalQueued => "with the journal, queued (syncer thread)",
+            if journaled {
+                "with the journal"
+            } else {
+                "the file alone"
             }
         );
         assert!(rounds > 100 && injected > 100 && checked > 0);

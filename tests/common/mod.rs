@@ -73,14 +73,3 @@ pub fn mismatch(begin: Begin) {
         other => panic!("expected Mismatch, got {other:?}"),
     }
 }
-
-/// Copies the bytes of `bytes` at `offset` into `out`, as a disk image's
-/// read does; reading past the end is an error.
-pub fn read_image(bytes: &[u8], offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-    let start = offset as usize;
-    let source = bytes.get(start..start + out.len()).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "read past the end")
-    })?;
-    out.copy_from_slice(source);
-    Ok(())
-}
