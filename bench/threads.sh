@@ -9,7 +9,13 @@
 #   TAIL=/path/to/another/build/tail bench/threads.sh   # another build's tail
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p idemkv-bench --bin tail
+tail_bin=${TAIL:-target/release/tail}
+if [ -z "${TAIL:-}" ]; then
+  cargo build --release -q -p idemkv-bench --bin tail
+fi
+# The client threads are unnamed: they bear the binary's name, cut to the
+# 15 bytes a thread name keeps.
+client=$(basename "$tail_bin" | cut -c1-15)
 
 sample() {
   for task in /proc/"$1"/task/*; do
@@ -19,7 +25,7 @@ sample() {
   done
 }
 
-${TAIL:-target/release/tail} --seconds 8 --rounds 1 > /dev/null &
+"$tail_bin" --seconds 8 --rounds 1 > /dev/null &
 pid=$!
 sleep 2.5
 first=$(sample "$pid")
@@ -29,8 +35,8 @@ wait "$pid"
 
 echo "| thread | count | on a core, ms of 5,000 | waiting for a core, ms |"
 echo "|---|---|---|---|"
-{ echo "$first" | sed 's/^/a /'; echo "$second" | sed 's/^/b /'; } | awk '
-  { name = ($2 == "tail") ? "client" : $2
+{ echo "$first" | sed 's/^/a /'; echo "$second" | sed 's/^/b /'; } | awk -v client="$client" '
+  { name = ($2 == client) ? "client" : $2
     sign = ($1 == "a") ? -1 : 1
     on[name] += sign * $3; wait[name] += sign * $4
     if ($1 == "b") count[name]++ }
