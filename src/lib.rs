@@ -133,10 +133,19 @@ pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
 pub use verify::{EngineCheck, VerifyReport};
 
-/// Entry points for the fuzz targets and their corpus replay tests. Not part
-/// of the stable API.
+/// Entry points for the fuzz targets, their corpus replay tests and the
+/// benchmarks. Not part of the stable API.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// The name of the table completed records live in, for benchmarks that
+    /// read a closed store's file with redb directly.
+    pub const RECORDS_TABLE: &str = "records";
+
+    /// The 32-byte hash `key`'s rows are stored under, in every table.
+    pub fn table_key(key: &crate::Key) -> [u8; 32] {
+        *key.hash()
+    }
+
     /// Decodes `bytes` as a stored record, as a read from the file would.
     ///
     /// # Errors

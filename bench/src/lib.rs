@@ -20,6 +20,7 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
     }
 }
 
+pub mod ceiling;
 pub mod plot;
 
 /// One begin → `Claimed` → complete on a fresh key `name` in `scope`, with
@@ -44,6 +45,18 @@ pub fn arg(name: &str, default: u64) -> Result<u64, BoxError> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(default))
+}
+
+/// Uniformly spread indices below `n`, the same sequence on every call
+/// (xorshift64), so that every pass of a program samples the same keys.
+pub fn sample_indices(n: u64) -> impl Iterator<Item = u64> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    })
 }
 
 /// The `p` quantile (0.0 to 1.0) of sorted nanosecond samples, by nearest

@@ -4,6 +4,7 @@
 //! cargo run --release -p idemkv-bench --bin compare   # everything, default sizes
 //! cargo run --release -p idemkv-bench --bin compare -- --quick   # smaller runs (CI smoke)
 //! cargo run --release -p idemkv-bench --bin compare -- --svg docs/img   # and write the charts
+//! cargo run --release -p idemkv-bench --bin compare -- --rounds 9   # more rounds against the engine (3 by default)
 //! ```
 //!
 //! Every system runs the same workloads with the same 256-byte responses:
@@ -25,8 +26,10 @@
 //! 64-client fresh run, each followed by its ceiling: idemkv's write set
 //! applied by one thread to a raw redb file at the batch size the run
 //! reached, made durable by a minimal journal (the default idemkv) or by
-//! one durable redb commit per batch (idemkv with the journal off); see
-//! `engine_ceiling`.
+//! one durable redb commit per batch (idemkv with the journal off), and
+//! the journal ceiling's write set fed by 64 client threads to one writer
+//! (the handed-off ceiling: the design's own cost on these cores); see
+//! `idemkv_bench::ceiling`.
 //!
 //! Systems: idemkv (default settings: durable, with its write-ahead
 //! journal), idemkv with the journal off (`Config::journal(false)`: one
@@ -46,6 +49,7 @@ use std::time::{Duration, Instant};
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use idemkv_bench::ceiling::{self, Durable};
 use idemkv_bench::plot::Point;
 use idemkv_bench::{BoxError, percentile};
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -830,196 +834,6 @@ fn fill(system: &Idemkv, keys: &[String], body: &[u8]) -> Result<()> {
     })
 }
 
-// ---------------------------------------------------------------- ceiling
-
-/// idemkv's tables, as `src/storage.rs` defines them, for the ceiling run.
-const CEILING_RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
-const CEILING_INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
-const CEILING_EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
-/// Encoded sizes of a claim and of a completed record with a 256-byte body
-/// (key, fingerprint, token, four times, version byte and crc around the
-/// body).
-const CLAIM_BYTES: usize = 116;
-const COMPLETED_BYTES: usize = 366;
-
-/// The engine's ceiling for idemkv's write set: one thread applying, to a
-/// raw redb file with idemkv's three tables, exactly what `cycles` fresh-key
-/// cycles write (a claim: an in-flight row and its expiry entry; a
-/// completion: the in-flight row replaced by a completed row, which keeps
-/// the claim's expiry entry), `batch` operations per durable
-/// commit, with claims and completions interleaved as under load. No
-/// threads, channels, locks, codec or decisions: what is left is redb's own
-/// cost for these pages at this batch size. Returns cycles per second.
-///
-/// The file first gets `existing` completed records, as many as idemkv's
-/// file held when its run started, so both trees have the same depth.
-///
-/// With `journal`, the same write set is made durable the way a
-/// write-ahead journal would: each batch is applied with
-/// `Durability::None`, its operations are appended as frames (length,
-/// sequence number, crc, then the row) to a preallocated, zero-filled
-/// journal file and `fdatasync`ed, and once a second a durable redb commit
-/// checkpoints, and once more at the end, inside the timing. One thread,
-/// apply then sync, no overlap: this measures what
-/// replacing redb's durable commit by a sequential append pays, not a
-/// journal's whole design (no reader visibility rule, no segment recycling,
-/// no recovery).
-fn engine_ceiling(
-    dir: &Path,
-    existing: u64,
-    batch: usize,
-    cycles: usize,
-    journal: bool,
-) -> Result<f64> {
-    let name = if journal { "journal" } else { "ceiling" };
-    let db = Database::create(dir.join(format!("{name}-{batch}.redb")))?;
-    let mut log = if journal {
-        Some(Journal::create(
-            &dir.join(format!("{name}-{batch}.log")),
-            cycles,
-        )?)
-    } else {
-        None
-    };
-    let hash = |i: usize| *blake3::hash(format!("ceiling-{i}").as_bytes()).as_bytes();
-    let (claim_row, completed_row) = (vec![b'c'; CLAIM_BYTES], vec![b'r'; COMPLETED_BYTES]);
-    let (lease_ms, retention_ms) = (60_000u64, 86_400_000u64);
-    {
-        let txn = db.begin_write()?;
-        {
-            let mut records = txn.open_table(CEILING_RECORDS)?;
-            let mut expiry = txn.open_table(CEILING_EXPIRY)?;
-            for i in 0..existing {
-                let h = *blake3::hash(format!("existing-{i}").as_bytes()).as_bytes();
-                records.insert(&h, completed_row.as_slice())?;
-                expiry.insert((retention_ms + i, &h), ())?;
-            }
-        }
-        txn.commit()?;
-    }
-    // Operation j of the stream: a claim of cycle j/2 for even j, the
-    // completion of the cycle claimed `batch` operations earlier for odd j,
-    // so a completion always lands in a later commit than its claim.
-    let started = Instant::now();
-    let mut last_checkpoint = Instant::now();
-    let mut claimed = std::collections::VecDeque::new();
-    let mut next_claim = 0;
-    let mut done = 0;
-    while done < cycles {
-        let now_ms = started.elapsed().as_millis() as u64 + 1_000_000;
-        let mut txn = db.begin_write()?;
-        let checkpoint = log.is_none() || last_checkpoint.elapsed() >= Duration::from_secs(1);
-        if !checkpoint {
-            txn.set_durability(redb::Durability::None)?;
-        }
-        {
-            let mut records = txn.open_table(CEILING_RECORDS)?;
-            let mut inflight = txn.open_table(CEILING_INFLIGHT)?;
-            let mut expiry = txn.open_table(CEILING_EXPIRY)?;
-            let mut in_this_commit = Vec::new();
-            for slot in 0..batch {
-                let complete = slot % 2 == 1 || next_claim >= cycles;
-                if complete {
-                    let Some(i) = claimed.pop_front() else {
-                        continue;
-                    };
-                    let h = hash(i);
-                    inflight.remove(&h)?;
-                    records.insert(&h, completed_row.as_slice())?;
-                    if let Some(log) = &mut log {
-                        log.frame(&h, &completed_row);
-                    }
-                    done += 1;
-                } else if next_claim < cycles {
-                    let h = hash(next_claim);
-                    let claim_expiry = now_ms + lease_ms + retention_ms;
-                    inflight.insert(&h, claim_row.as_slice())?;
-                    expiry.insert((claim_expiry, &h), ())?;
-                    if let Some(log) = &mut log {
-                        log.frame(&h, &claim_row);
-                    }
-                    in_this_commit.push(next_claim);
-                    next_claim += 1;
-                }
-            }
-            claimed.extend(in_this_commit);
-        }
-        txn.commit()?;
-        if checkpoint {
-            last_checkpoint = Instant::now();
-        }
-        if let Some(log) = &mut log {
-            log.sync()?;
-        }
-    }
-    if log.is_some() {
-        // The closing checkpoint is part of the cost: it writes every page
-        // the undurable commits left dirty. (A run shorter than the
-        // checkpoint interval pays for more checkpoints per cycle than a
-        // long one.)
-        db.begin_write()?.commit()?;
-    }
-    Ok(cycles as f64 / started.elapsed().as_secs_f64())
-}
-
-/// The journal of the journal ceiling: a preallocated, zero-filled file
-/// written at an advancing offset, so that `fdatasync` has no metadata to
-/// update.
-struct Journal {
-    file: std::fs::File,
-    offset: u64,
-    sequence: u64,
-    pending: Vec<u8>,
-}
-
-impl Journal {
-    fn create(path: &Path, cycles: usize) -> Result<Journal> {
-        use std::io::Write;
-        let size = (cycles * 2 * (16 + 32 + COMPLETED_BYTES)) as u64 + (1 << 20);
-        let mut file = std::fs::File::create(path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..size.div_ceil(zeros.len() as u64) {
-            file.write_all(&zeros)?;
-        }
-        file.sync_all()?;
-        if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(Journal {
-            file,
-            offset: 0,
-            sequence: 0,
-            pending: Vec::new(),
-        })
-    }
-
-    /// Frames one operation: length, sequence, crc of the rest, key, row.
-    fn frame(&mut self, key: &[u8; 32], row: &[u8]) {
-        self.sequence += 1;
-        let len = (32 + row.len()) as u32;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&self.sequence.to_le_bytes());
-        crc.update(key);
-        crc.update(row);
-        self.pending.extend_from_slice(&len.to_le_bytes());
-        self.pending.extend_from_slice(&self.sequence.to_le_bytes());
-        self.pending
-            .extend_from_slice(&crc.finalize().to_le_bytes());
-        self.pending.extend_from_slice(key);
-        self.pending.extend_from_slice(row);
-    }
-
-    /// Writes the batch's frames at the end of the journal and syncs them.
-    fn sync(&mut self) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(&self.pending, self.offset)?;
-        self.file.sync_data()?;
-        self.offset += self.pending.len() as u64;
-        self.pending.clear();
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- main
 
 fn main() -> std::process::ExitCode {
@@ -1040,6 +854,7 @@ fn run() -> Result<()> {
         })
         .transpose()?;
     let per_client = if quick { 20 } else { 200 };
+    let engine_rounds = idemkv_bench::arg("--rounds", 3)?.max(1) as usize;
     let dir = tempfile::Builder::new()
         .prefix("idemkv-compare")
         .tempdir_in(std::env::current_dir()?)?;
@@ -1199,14 +1014,13 @@ fn run() -> Result<()> {
         // idemkv against its engine: rounds of the 64-client fresh run, each
         // followed at once by the engine ceiling at the batch size that run
         // had (the disk's speed drifts between minutes, not within one).
-        const ROUNDS: usize = 3;
         println!(
-            "\n### The {CLIENTS}-client fresh run against the engine ({ROUNDS} rounds, each idemkv run followed at once by the ceiling)\n"
+            "\n### The {CLIENTS}-client fresh run against the engine ({engine_rounds} rounds, each idemkv run followed at once by the ceilings; the two handed-off ones in turn)\n"
         );
         println!(
-            "| round | idemkv cycles/s | operations per commit | journal ceiling at that batch, cycles/s | idemkv / journal ceiling | idemkv (no journal) cycles/s | operations per commit | B-tree ceiling at that batch, cycles/s | no journal / B-tree ceiling |"
+            "| round | idemkv cycles/s | operations per commit | journal ceiling at that batch, cycles/s | idemkv / journal ceiling | handed-off ceiling, cycles/s | its operations per commit | idemkv / handed-off ceiling | handed off with the reads that decide, cycles/s | idemkv / it | idemkv (no journal) cycles/s | operations per commit | B-tree ceiling at that batch, cycles/s | no journal / B-tree ceiling |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut rounds = Vec::new();
         // One 64-client fresh run: cycles/s, operations per commit, and the
         // records in the file when it started.
@@ -1222,28 +1036,49 @@ fn run() -> Result<()> {
                 before.live_records,
             ))
         };
-        let ceiling_of = |existing: u64, batch: f64, journal: bool| {
-            engine_ceiling(
+        let ceiling_of = |existing: u64, batch: f64, durable: Durable| {
+            ceiling::engine(
                 dir.path(),
                 existing,
                 (batch.round() as usize).max(1),
                 CLIENTS * per_client,
-                journal,
+                durable,
             )
         };
-        for round in 1..=ROUNDS {
+        for round in 1..=engine_rounds {
             // Each ceiling at the batch size its own run had.
             let (rate, batch, existing) = fresh_run(&idemkv, format!("{run_tag}-engine{round}"))?;
-            let journaled = ceiling_of(existing, batch, true)?;
+            let journaled = ceiling_of(existing, batch, Durable::Journal)?;
+            let handed_off = |decide| {
+                ceiling::handed_off(
+                    dir.path(),
+                    existing,
+                    CLIENTS,
+                    per_client,
+                    Durable::Journal,
+                    decide,
+                )
+            };
+            // Alternately first, so that a drift of the disk between them
+            // does not favour one.
+            let ((handed, handed_batch), (deciding, _)) = if round % 2 == 1 {
+                let handed = handed_off(false)?;
+                (handed, handed_off(true)?)
+            } else {
+                let deciding = handed_off(true)?;
+                (handed_off(false)?, deciding)
+            };
             let (plain_rate, plain_batch, existing) =
                 fresh_run(&idemkv_plain, format!("{run_tag}-plain{round}"))?;
-            let ceiling = ceiling_of(existing, plain_batch, false)?;
+            let ceiling = ceiling_of(existing, plain_batch, Durable::EveryCommit)?;
             println!(
-                "| {round} | {rate:.0} | {batch:.1} | {journaled:.0} | {:.0}% | {plain_rate:.0} | {plain_batch:.1} | {ceiling:.0} | {:.0}% |",
+                "| {round} | {rate:.0} | {batch:.1} | {journaled:.0} | {:.0}% | {handed:.0} | {handed_batch:.1} | {:.0}% | {deciding:.0} | {:.0}% | {plain_rate:.0} | {plain_batch:.1} | {ceiling:.0} | {:.0}% |",
                 100.0 * rate / journaled,
+                100.0 * rate / handed,
+                100.0 * rate / deciding,
                 100.0 * plain_rate / ceiling
             );
-            rounds.push((rate, journaled, plain_rate, ceiling));
+            rounds.push((rate, journaled, plain_rate, ceiling, handed, deciding));
         }
         let median = |mut values: Vec<f64>| {
             values.sort_by(f64::total_cmp);
@@ -1255,6 +1090,10 @@ fn run() -> Result<()> {
         let plain_rate = median(rounds.iter().map(|r| r.2).collect());
         let ceiling = median(rounds.iter().map(|r| r.3).collect());
         let plain_share = median(rounds.iter().map(|r| r.2 / r.3).collect());
+        let handed = median(rounds.iter().map(|r| r.4).collect());
+        let handed_share = median(rounds.iter().map(|r| r.0 / r.4).collect());
+        let deciding = median(rounds.iter().map(|r| r.5).collect());
+        let deciding_share = median(rounds.iter().map(|r| r.0 / r.5).collect());
         let floor = 1.0 / redb_commit.as_secs_f64();
         let rate_of = |name: &str| {
             points
@@ -1273,6 +1112,18 @@ fn run() -> Result<()> {
             "| journal ceiling: idemkv's write set at its batch size, 1 thread, raw redb with no sync, append + fdatasync per batch, durable checkpoint every second | {journaled:.0} ({:.1}× the one-commit loop) | {:.0}% |",
             journaled / floor,
             100.0 * share
+        );
+        println!(
+            "| handed-off ceiling: the journal ceiling's write set fed by {CLIENTS} client threads through a channel to one writer, which takes what is queued as a batch and answers each operation | {handed:.0} ({:.1}× the one-commit loop, {:.0}% of the journal ceiling) | {:.0}% |",
+            handed / floor,
+            100.0 * handed / journaled,
+            100.0 * handed_share
+        );
+        println!(
+            "| the same, the writer also reading each key's rows as deciding does (`records`, then `inflight`) | {deciding:.0} ({:.1}× the one-commit loop, {:.0}% of the journal ceiling) | {:.0}% |",
+            deciding / floor,
+            100.0 * deciding / journaled,
+            100.0 * deciding_share
         );
         println!(
             "| idemkv without the journal, {CLIENTS} clients | {plain_rate:.0} ({:.1}× the one-commit loop) | {:.2}× |",

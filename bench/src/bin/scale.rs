@@ -14,13 +14,16 @@
 //! API, 64 threads at a time, and at 100k, 1M and 10M records reports the file
 //! size, the replay latency of uniformly random keys (with the default replay
 //! cache, on the store that did the filling, so the cache holds the most
-//! recent completions; and with the cache off, after a reopen) and the
-//! process's resident memory. The file is written to the current directory and deleted at the end.
+//! recent completions; and with the cache off, after a reopen), the
+//! engine's own lookup of the same keys (a raw redb point get in the closed
+//! store's file, same page cache: the floor for the cache-off replay) and
+//! the process's resident memory. The file is written to the current directory and deleted at the end.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use idemkv::{Begin, Config, Fingerprint, Key, Store, StoredResponse};
+use redb::ReadableDatabase;
 
 type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
 
@@ -58,20 +61,50 @@ fn fill(store: &Store, from: u64, to: u64) -> Result<()> {
 
 /// p50 and p99 of replaying uniformly random keys among the first `n`.
 fn replay_latency(store: &Store, n: u64) -> Result<(Duration, Duration)> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for _ in 0..SAMPLES {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let i = state % n;
-        let key = key(i)?;
+    sample_lookups(n, |i, key| {
         let began = Instant::now();
-        let answer = store.begin(&key, Fingerprint::of(&i.to_le_bytes()))?;
-        samples.push(began.elapsed());
-        if !matches!(answer, Begin::Replay(_)) {
-            return Err(format!("key {i}: expected a replay, got {answer:?}").into());
+        let answer = store.begin(key, Fingerprint::of(&i.to_le_bytes()))?;
+        let took = began.elapsed();
+        match answer {
+            Begin::Replay(_) => Ok(took),
+            other => Err(format!("key {i}: expected a replay, got {other:?}").into()),
         }
+    })
+}
+
+/// p50 and p99 of the engine's own lookup of the same keys: a raw redb
+/// point get of the key's row in `records`, in a fresh read transaction, on
+/// the closed store's file opened with the same page cache.
+fn redb_get_latency(path: &Path, cache_bytes: usize, n: u64) -> Result<(Duration, Duration)> {
+    let records: redb::TableDefinition<&[u8; 32], &[u8]> =
+        redb::TableDefinition::new(idemkv::fuzzing::RECORDS_TABLE);
+    let db = redb::Database::builder()
+        .set_cache_size(cache_bytes)
+        .open(path)?;
+    sample_lookups(n, |i, key| {
+        let hash = idemkv::fuzzing::table_key(key);
+        let began = Instant::now();
+        let txn = db.begin_read()?;
+        let table = txn.open_table(records)?;
+        let found = table.get(&hash)?.map(|row| row.value().len());
+        let took = began.elapsed();
+        match found {
+            Some(_) => Ok(took),
+            None => Err(format!("key {i}: no row in the file").into()),
+        }
+    })
+}
+
+/// Times `lookup` of `SAMPLES` uniformly random keys among the first `n`
+/// (the same sequence of keys on every call, each built before its timing
+/// starts); returns the p50 and p99 of the times it reports.
+fn sample_lookups(
+    n: u64,
+    mut lookup: impl FnMut(u64, &Key) -> Result<Duration>,
+) -> Result<(Duration, Duration)> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in idemkv_bench::sample_indices(n).take(SAMPLES) {
+        samples.push(lookup(i, &key(i)?)?);
     }
     samples.sort_unstable();
     Ok((samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]))
@@ -127,10 +160,10 @@ fn run() -> Result<()> {
         format!(" replay p50 (cache off, {mib} MiB storage cache) | p99 |")
     });
     println!(
-        "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 |{big_column} RSS | peak RSS |"
+        "| records | fill rate | ops/commit | file size | bytes/record | replay p50 (cache) | p99 | replay p50 (cache off) | p99 | raw redb get p50 | p99 |{big_column} RSS | peak RSS |"
     );
     println!(
-        "|---|---|---|---|---|---|---|---|---|{}---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|{}---|---|",
         if big_cache.is_some() { "---|---|" } else { "" }
     );
 
@@ -155,6 +188,8 @@ fn run() -> Result<()> {
         let uncached = Store::open(&path, config.clone().cache_bytes(0))?;
         let (cold50, cold99) = replay_latency(&uncached, filled)?;
         drop(uncached);
+        let (raw50, raw99) =
+            redb_get_latency(&path, config.settings().storage_cache_bytes(), filled)?;
         let big = match big_cache {
             Some(mib) => {
                 let roomy = Store::open(
@@ -168,13 +203,15 @@ fn run() -> Result<()> {
             None => String::new(),
         };
         println!(
-            "| {filled} | {rate:.0}/s | {batch:.1} | {:.1} MiB | {:.0} | {} | {} | {} | {} |{big} {:.0} MiB | {:.0} MiB |",
+            "| {filled} | {rate:.0}/s | {batch:.1} | {:.1} MiB | {:.0} | {} | {} | {} | {} | {} | {} |{big} {:.0} MiB | {:.0} MiB |",
             size as f64 / (1 << 20) as f64,
             size as f64 / filled as f64,
             micros(hot50),
             micros(hot99),
             micros(cold50),
             micros(cold99),
+            micros(raw50),
+            micros(raw99),
             rss_mib("VmRSS:"),
             rss_mib("VmHWM:"),
         );
