@@ -1,0 +1,40 @@
+//! The handed-off ceiling alone, for as long as asked: 64 client threads
+//! hand idemkv's write set to one writer (see `idemkv_bench::ceiling`), so
+//! that the writer can be profiled beside idemkv's committer under `tail`.
+//!
+//! ```text
+//! cargo run --release -p idemkv-bench --bin skeleton                       # 7,000 cycles per client
+//! cargo run --release -p idemkv-bench --bin skeleton -- --per-client 1000 --decide
+//! ```
+//!
+//! With `--decide` the writer also reads each key's rows before writing, as
+//! idemkv's committer does. The writer is the program's main thread. The
+//! files go to a temporary directory in the current one.
+
+use idemkv_bench::ceiling::{self, Durable};
+
+const CLIENTS: usize = 64;
+/// Completed records in the file before the run, as in `compare`'s rounds.
+const EXISTING: u64 = 100_000;
+
+fn main() -> std::process::ExitCode {
+    idemkv_bench::run_main(|| {
+        let per_client = idemkv_bench::arg("--per-client", 7_000)?.max(1) as usize;
+        let decide = std::env::args().any(|a| a == "--decide");
+        let dir = tempfile::Builder::new()
+            .prefix("idemkv-skeleton")
+            .tempdir_in(std::env::current_dir()?)?;
+        let (rate, batch) = ceiling::handed_off(
+            dir.path(),
+            EXISTING,
+            CLIENTS,
+            per_client,
+            Durable::Journal,
+            decide,
+        )?;
+        println!(
+            "{CLIENTS} clients, {per_client} cycles each: {rate:.0} cycles/s, {batch:.1} operations per commit"
+        );
+        Ok(())
+    })
+}
