@@ -139,7 +139,7 @@ pub use verify::{EngineCheck, VerifyReport};
 pub mod fuzzing {
     /// The name of the table completed records live in, for benchmarks that
     /// read a closed store's file with redb directly.
-    pub const RECORDS_TABLE: &str = "records";
+    pub const RECORDS_TABLE: &str = crate::storage::RECORDS_NAME;
 
     /// The 32-byte hash `key`'s rows are stored under, in every table.
     pub fn table_key(key: &crate::Key) -> [u8; 32] {

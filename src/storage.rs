@@ -45,8 +45,10 @@ use crate::journal_storage::JournalStorage;
 use crate::key::Key;
 use crate::record::{StoredRecord, StoredState};
 
-pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> =
-    TableDefinition::new(crate::fuzzing::RECORDS_TABLE);
+/// The name of the `records` table (also given to benchmarks that read a
+/// closed store's file with redb, see [`crate::fuzzing::RECORDS_TABLE`]).
+pub(crate) const RECORDS_NAME: &str = "records";
+pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(RECORDS_NAME);
 pub(crate) const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
 pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

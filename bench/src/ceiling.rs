@@ -29,16 +29,21 @@ use crate::BoxError;
 
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
-const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
-const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
-const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
-/// Encoded sizes of a claim and of a completed record with a 256-byte body
-/// (key, fingerprint, token, four times, version byte and crc around the
-/// body).
-const CLAIM_BYTES: usize = 116;
-const COMPLETED_BYTES: usize = 366;
-const LEASE_MS: u64 = 60_000;
-const RETENTION_MS: u64 = 86_400_000;
+/// idemkv's completed records.
+pub const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
+/// idemkv's in-flight records.
+pub const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
+/// idemkv's expiry index: (sweep time, key hash).
+pub const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
+/// Encoded size of a claim (key, fingerprint, token, four times, version
+/// byte and crc).
+pub const CLAIM_BYTES: usize = 116;
+/// Encoded size of a completed record with a 256-byte body.
+pub const COMPLETED_BYTES: usize = 366;
+/// idemkv's default lease, in ms.
+pub const LEASE_MS: u64 = 60_000;
+/// idemkv's default retention, in ms.
+pub const RETENTION_MS: u64 = 86_400_000;
 
 /// One operation of the write set, on cycle number `.0`.
 #[derive(Clone, Copy)]
@@ -244,27 +249,24 @@ impl CeilingFile {
             let mut inflight = txn.open_table(INFLIGHT)?;
             let mut expiry = txn.open_table(EXPIRY)?;
             for op in ops {
+                let (Op::Claim(i) | Op::Complete(i)) = *op;
+                let h = hash(i);
                 if self.decide {
-                    let h = match *op {
-                        Op::Claim(i) | Op::Complete(i) => hash(i),
-                    };
                     let found = match records.get(&h)? {
                         Some(row) => Some(row.value().len()),
                         None => inflight.get(&h)?.map(|row| row.value().len()),
                     };
                     std::hint::black_box(found);
                 }
-                match *op {
-                    Op::Claim(i) => {
-                        let h = hash(i);
+                match op {
+                    Op::Claim(_) => {
                         inflight.insert(&h, self.claim_row.as_slice())?;
                         expiry.insert((now_ms + LEASE_MS + RETENTION_MS, &h), ())?;
                         if let Some(journal) = &mut self.journal {
                             journal.frame(&h, &self.claim_row);
                         }
                     }
-                    Op::Complete(i) => {
-                        let h = hash(i);
+                    Op::Complete(_) => {
                         inflight.remove(&h)?;
                         records.insert(&h, self.completed_row.as_slice())?;
                         if let Some(journal) = &mut self.journal {

@@ -36,23 +36,19 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use idemkv_bench::ceiling::{
+    CLAIM_BYTES, COMPLETED_BYTES, EXPIRY, INFLIGHT, LEASE_MS, RECORDS, RETENTION_MS,
+};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 type Result<T, E = idemkv_bench::BoxError> = std::result::Result<T, E>;
 
-const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
-const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
-const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
 const INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("index");
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 
 /// Operations per commit: about what idemkv's committer gathers at 64
 /// threads (`ops/commit` in `scale`).
 const BATCH: usize = 54;
-/// Row sizes as idemkv encodes them for a 256-byte response (see
-/// `compare`'s engine ceiling).
-const CLAIM_BYTES: usize = 116;
-const COMPLETED_BYTES: usize = 366;
 const INDEX_BYTES: usize = 64;
 const BODY_BYTES: usize = COMPLETED_BYTES - INDEX_BYTES;
 const SAMPLES: usize = 200_000;
@@ -81,7 +77,6 @@ fn hash(i: u64) -> [u8; 32] {
 fn fill(db: &Database, layout: Layout, from: u64, to: u64) -> Result<f64> {
     let (claim_row, body_row) = (vec![b'c'; CLAIM_BYTES], vec![b'b'; BODY_BYTES]);
     let completed_row = vec![b'r'; COMPLETED_BYTES];
-    let (lease_ms, retention_ms) = (60_000u64, 86_400_000u64);
     let started = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut claimed: Vec<u64> = Vec::new();
@@ -126,7 +121,7 @@ fn fill(db: &Database, layout: Layout, from: u64, to: u64) -> Result<f64> {
             for i in next_claim..(next_claim + claims).min(to) {
                 let h = hash(i);
                 inflight.insert(&h, claim_row.as_slice())?;
-                expiry.insert((now_ms + lease_ms + retention_ms, &h), ())?;
+                expiry.insert((now_ms + LEASE_MS + RETENTION_MS, &h), ())?;
                 claimed.push(i);
             }
             next_claim = (next_claim + claims).min(to);
