@@ -27,9 +27,13 @@ const RECORD_VERSION_1: u8 = 1;
 const CRC_LEN: usize = 4;
 
 pub(crate) fn encode(record: &StoredRecord) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_VERSION];
-    out = postcard::to_extend(record, out)
-        .map_err(|e| Error::corrupted(format!("record could not be encoded: {e}")))?;
+    let failed = |e: postcard::Error| Error::corrupted(format!("record could not be encoded: {e}"));
+    // Sized first (a pass that writes nothing), so the encoding is written
+    // into one allocation instead of a vector grown from one byte.
+    let payload_len = postcard::experimental::serialized_size(record).map_err(failed)?;
+    let mut out = Vec::with_capacity(1 + payload_len + CRC_LEN);
+    out.push(RECORD_VERSION);
+    out = postcard::to_extend(record, out).map_err(failed)?;
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)

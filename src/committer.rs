@@ -58,6 +58,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use futures_channel::oneshot;
 use redb::Database;
@@ -883,9 +884,13 @@ impl Worker {
                     None => Err(Error::LeaseLost),
                     Some(mut record) => {
                         let old = record.slot();
-                        record.state = StoredState::Completed {
-                            response: response.clone(),
-                        };
+                        // Applied once: the request's response moves into
+                        // the record instead of being copied.
+                        let response = std::mem::replace(
+                            response,
+                            StoredResponse::from_bytes(0, Bytes::new()),
+                        );
+                        record.state = StoredState::Completed { response };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
                         let linger_ms = *retention_ms / LINGER_SHARE;
