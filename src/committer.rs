@@ -88,6 +88,14 @@ pub(crate) const MAX_BATCH: usize = 1024;
 /// Longest a batch waits for the callers of the previous batch to come back.
 const LINGER: Duration = Duration::from_micros(200);
 
+/// The largest previous batch whose callers a batch waits for. Past it the
+/// committer takes what is queued: a commit carrying this many operations
+/// loses little by leaving a few late callers to the next one, while
+/// waiting for them costs the committer a sleep and a wake-up per arrival,
+/// on the thread that bounds the throughput (docs/benchmarks.md, "The
+/// linger at 64 callers").
+const LINGER_MAX_BATCH: usize = 16;
+
 /// Fencing tokens reserved (and persisted) at a time.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
 
@@ -621,9 +629,10 @@ impl Shared {
             // with their next operation within microseconds; waiting briefly
             // for them makes the next commit carry them all instead of
             // splitting them over two fsyncs. A lone caller (last batch of 1)
-            // never waits.
+            // never waits, and neither does a batch after one of more than
+            // `LINGER_MAX_BATCH`.
             let last_batch = self.last_batch.load(Ordering::Relaxed);
-            if batch.len() < last_batch {
+            if batch.len() < last_batch && last_batch <= LINGER_MAX_BATCH {
                 let deadline = Instant::now() + LINGER;
                 while batch.len() < last_batch {
                     match self.receiver.recv_deadline(deadline) {
