@@ -106,19 +106,34 @@ pub fn engine(
     Ok(cycles as f64 / started.elapsed().as_secs_f64())
 }
 
+/// What a handed-off run measured.
+#[derive(Clone, Copy, Debug)]
+pub struct HandedOff {
+    /// Claim + completion cycles per second.
+    pub cycles_per_s: f64,
+    /// Operations per commit on average.
+    pub ops_per_commit: f64,
+    /// Commits made.
+    pub commits: u64,
+    /// What the scheduler counted for the writer thread during the run
+    /// (`None` where `/proc` does not tell); the setup is not in it.
+    pub writer: Option<crate::ThreadStats>,
+}
+
 /// The same write set and durability, fed by `clients` threads the way
 /// idemkv's committer is: each client sends its claim through a channel
 /// and waits for the answer, then its completion, `per_client` cycles in
 /// turn; one writer thread takes whatever is queued as a batch (no
 /// lingering for more), applies it, makes it durable and answers each
 /// operation. Nothing else: no decisions, no codec, no reads. Returns
-/// cycles per second and the mean operations per commit.
+/// cycles per second, the mean operations per commit and what the scheduler
+/// counted for the writer (this thread).
 ///
 /// This is the ceiling of the design (one writer, callers handing off to it)
 /// on this machine's cores, which the clients share with the writer. With
 /// `decide`, the writer also reads what idemkv's committer reads to decide
-/// each operation before writing it: the key's row in `records`, then (on a
-/// miss) in `inflight`.
+/// each operation before writing it: the key's row in `inflight`, then (on
+/// a miss) in `records`.
 pub fn handed_off(
     dir: &Path,
     existing: u64,
@@ -126,11 +141,12 @@ pub fn handed_off(
     per_client: usize,
     durable: Durable,
     decide: bool,
-) -> Result<(f64, f64)> {
+) -> Result<HandedOff> {
     let cycles = clients * per_client;
     let mut file = CeilingFile::create(dir, "handed-off", existing, cycles, durable)?;
     file.decide = decide;
     let (submit, queue) = mpsc::channel::<(Op, mpsc::SyncSender<()>)>();
+    let writer_before = crate::ThreadStats::of(None);
     let started = Instant::now();
     let commits = std::thread::scope(|scope| -> Result<u64> {
         for client in 0..clients {
@@ -150,32 +166,101 @@ pub fn handed_off(
             });
         }
         drop(submit);
-        let mut commits = 0;
-        let mut ops = Vec::new();
-        let mut waiting = Vec::new();
-        while let Ok(first) = queue.recv() {
-            let mut next = Some(first);
-            while let Some((op, answer)) = next {
-                ops.push(op);
-                waiting.push(answer);
-                next = queue.try_recv().ok();
-            }
-            file.apply(&ops)?;
-            commits += 1;
-            ops.clear();
-            for answer in waiting.drain(..) {
+        file.serve(&queue, |answers| {
+            for answer in answers.drain(..) {
                 // A client that is gone needs no answer.
                 let _ = answer.send(());
             }
-        }
-        Ok(commits)
+        })
     })?;
-    file.finish()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok((
-        cycles as f64 / elapsed,
-        (2 * cycles) as f64 / commits.max(1) as f64,
-    ))
+    HandedOff::measured(&file, started, cycles, commits, writer_before)
+}
+
+impl HandedOff {
+    /// Closes a run: the closing checkpoint (part of the cost), then the
+    /// figures since `started` and the writer's counts since `writer_before`.
+    fn measured(
+        file: &CeilingFile,
+        started: Instant,
+        cycles: usize,
+        commits: u64,
+        writer_before: Option<crate::ThreadStats>,
+    ) -> Result<HandedOff> {
+        file.finish()?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let writer_after = crate::ThreadStats::of(None);
+        Ok(HandedOff {
+            cycles_per_s: cycles as f64 / elapsed,
+            ops_per_commit: (2 * cycles) as f64 / commits.max(1) as f64,
+            commits,
+            writer: writer_before
+                .zip(writer_after)
+                .map(|(before, after)| after.since(before)),
+        })
+    }
+}
+
+/// [`handed_off`] with one wake-up call per batch instead of one per
+/// operation: the writer marks each answered client's flag and then wakes
+/// every waiting client at once (`Condvar::notify_all`); a client whose flag
+/// is still clear waits again.
+pub fn handed_off_broadcast(
+    dir: &Path,
+    existing: u64,
+    clients: usize,
+    per_client: usize,
+    durable: Durable,
+) -> Result<HandedOff> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    let cycles = clients * per_client;
+    let mut file = CeilingFile::create(dir, "broadcast", existing, cycles, durable)?;
+    let (submit, queue) = mpsc::channel::<(Op, usize)>();
+    let answered: Vec<AtomicBool> = (0..clients).map(|_| AtomicBool::new(false)).collect();
+    let board = (Mutex::new(()), Condvar::new());
+    let stopped = AtomicBool::new(false);
+    let writer_before = crate::ThreadStats::of(None);
+    let started = Instant::now();
+    let commits = std::thread::scope(|scope| -> Result<u64> {
+        for client in 0..clients {
+            let submit = submit.clone();
+            let (answered, board, stopped) = (&answered[client], &board, &stopped);
+            scope.spawn(move || {
+                for n in 0..per_client {
+                    let cycle = client * per_client + n;
+                    for op in [Op::Claim(cycle), Op::Complete(cycle)] {
+                        if submit.send((op, client)).is_err() {
+                            return;
+                        }
+                        let mut guard = board.0.lock().unwrap_or_else(|e| e.into_inner());
+                        while !answered.swap(false, Ordering::Acquire) {
+                            if stopped.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            guard = board.1.wait(guard).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                }
+            });
+        }
+        drop(submit);
+        let wake_all = || {
+            let _guard = board.0.lock().unwrap_or_else(|e| e.into_inner());
+            board.1.notify_all();
+        };
+        let served = file.serve(&queue, |clients| {
+            for client in clients.drain(..) {
+                answered[client].store(true, Ordering::Release);
+            }
+            wake_all();
+        });
+        if served.is_err() {
+            stopped.store(true, Ordering::Relaxed);
+            wake_all();
+        }
+        served
+    })?;
+    HandedOff::measured(&file, started, cycles, commits, writer_before)
 }
 
 /// A raw redb file with idemkv's tables and, for [`Durable::Journal`], its
@@ -234,6 +319,32 @@ impl CeilingFile {
         })
     }
 
+    /// The writer's loop: takes whatever is queued as a batch, applies it in
+    /// one commit, then has `answer` answer the batch's clients (and empty
+    /// the list); returns the number of commits once every client is gone.
+    fn serve<A>(
+        &mut self,
+        queue: &mpsc::Receiver<(Op, A)>,
+        mut answer: impl FnMut(&mut Vec<A>),
+    ) -> Result<u64> {
+        let mut commits = 0;
+        let mut ops = Vec::new();
+        let mut waiting = Vec::new();
+        while let Ok(first) = queue.recv() {
+            let mut next = Some(first);
+            while let Some((op, client)) = next {
+                ops.push(op);
+                waiting.push(client);
+                next = queue.try_recv().ok();
+            }
+            self.apply(&ops)?;
+            commits += 1;
+            ops.clear();
+            answer(&mut waiting);
+        }
+        Ok(commits)
+    }
+
     /// Applies `ops` in one commit and makes them durable.
     fn apply(&mut self, ops: &[Op]) -> Result<()> {
         let hash = |i: usize| *blake3::hash(format!("ceiling-{i}").as_bytes()).as_bytes();
@@ -252,9 +363,10 @@ impl CeilingFile {
                 let (Op::Claim(i) | Op::Complete(i)) = *op;
                 let h = hash(i);
                 if self.decide {
-                    let found = match records.get(&h)? {
+                    // In idemkv's order: `inflight`, then `records`.
+                    let found = match inflight.get(&h)? {
                         Some(row) => Some(row.value().len()),
-                        None => inflight.get(&h)?.map(|row| row.value().len()),
+                        None => records.get(&h)?.map(|row| row.value().len()),
                     };
                     std::hint::black_box(found);
                 }

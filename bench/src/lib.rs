@@ -21,6 +21,67 @@ pub fn run_main(run: impl FnOnce() -> Result<(), BoxError>) -> ExitCode {
 }
 
 pub mod ceiling;
+
+/// What the scheduler counted for one thread so far (Linux `/proc`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadStats {
+    /// Time on a CPU (ns), from `schedstat`.
+    pub cpu_ns: u64,
+    /// Times it blocked (waiting for a lock, a queue, the disk).
+    pub sleeps: u64,
+    /// Times it was preempted while it could have run on.
+    pub preempted: u64,
+}
+
+impl ThreadStats {
+    /// The counts of this process's thread named `name` (as `/proc` shows
+    /// it: at most 15 bytes), or of the calling thread for `None`; `None`
+    /// where `/proc` does not tell (not Linux, or no such thread yet: a
+    /// thread names itself once it runs).
+    pub fn of(name: Option<&str>) -> Option<ThreadStats> {
+        let dir = match name {
+            None => std::path::PathBuf::from("/proc/thread-self"),
+            Some(name) => std::fs::read_dir("/proc/self/task")
+                .ok()?
+                .find_map(|task| {
+                    let path = task.ok()?.path();
+                    let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                    (comm.trim_end() == name).then_some(path)
+                })?,
+        };
+        let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        };
+        Some(ThreadStats {
+            cpu_ns: schedstat.split_whitespace().next()?.parse().ok()?,
+            sleeps: field("voluntary_ctxt_switches:")?,
+            preempted: field("nonvoluntary_ctxt_switches:")?,
+        })
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: ThreadStats) -> ThreadStats {
+        ThreadStats {
+            cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
+            sleeps: self.sleeps.saturating_sub(earlier.sleeps),
+            preempted: self.preempted.saturating_sub(earlier.preempted),
+        }
+    }
+
+    /// "CPU per cycle, sleeps and preemptions per commit", for a report.
+    pub fn per(self, cycles: f64, commits: f64) -> String {
+        format!(
+            "{:.1} µs/cycle, {:.1} sleeps and {:.1} preemptions per commit",
+            self.cpu_ns as f64 / 1e3 / cycles.max(1.0),
+            self.sleeps as f64 / commits.max(1.0),
+            self.preempted as f64 / commits.max(1.0)
+        )
+    }
+}
 pub mod plot;
 
 /// One begin → `Claimed` → complete on a fresh key `name` in `scope`, with

@@ -5,11 +5,16 @@
 //! ```text
 //! cargo run --release -p idemkv-bench --bin skeleton                       # 7,000 cycles per client
 //! cargo run --release -p idemkv-bench --bin skeleton -- --per-client 1000 --decide
+//! cargo run --release -p idemkv-bench --bin skeleton -- --broadcast        # one wake-up call per batch
 //! ```
 //!
 //! With `--decide` the writer also reads each key's rows before writing, as
-//! idemkv's committer does. The writer is the program's main thread. The
-//! files go to a temporary directory in the current one.
+//! idemkv's committer does. With `--broadcast` it wakes its clients with one
+//! `notify_all` per batch instead of one wake-up per operation. The writer
+//! is the program's main thread; the line printed ends with what the
+//! scheduler counted for it (CPU time per cycle, sleeps and preemptions per
+//! commit; Linux only). The files go to a temporary directory in the
+//! current one.
 
 use idemkv_bench::ceiling::{self, Durable};
 
@@ -24,16 +29,32 @@ fn main() -> std::process::ExitCode {
         let dir = tempfile::Builder::new()
             .prefix("idemkv-skeleton")
             .tempdir_in(std::env::current_dir()?)?;
-        let (rate, batch) = ceiling::handed_off(
-            dir.path(),
-            EXISTING,
-            CLIENTS,
-            per_client,
-            Durable::Journal,
-            decide,
-        )?;
+        let broadcast = std::env::args().any(|a| a == "--broadcast");
+        let run = if broadcast {
+            ceiling::handed_off_broadcast(
+                dir.path(),
+                EXISTING,
+                CLIENTS,
+                per_client,
+                Durable::Journal,
+            )?
+        } else {
+            ceiling::handed_off(
+                dir.path(),
+                EXISTING,
+                CLIENTS,
+                per_client,
+                Durable::Journal,
+                decide,
+            )?
+        };
+        let cycles = (CLIENTS * per_client) as f64;
+        let writer = run.writer.map_or("?".to_string(), |writer| {
+            writer.per(cycles, run.commits as f64)
+        });
         println!(
-            "{CLIENTS} clients, {per_client} cycles each: {rate:.0} cycles/s, {batch:.1} operations per commit"
+            "{CLIENTS} clients, {per_client} cycles each: {:.0} cycles/s, {:.1} operations per commit; writer: {writer}",
+            run.cycles_per_s, run.ops_per_commit
         );
         Ok(())
     })

@@ -10,8 +10,11 @@
 //! a new file store for `--seconds` (default 8), once per setting, and the
 //! settings alternate for `--rounds` rounds (default 2), so that the disk's
 //! slow and fast moments fall on all of them. Each line gives cycles per
-//! second and the cycle's latency percentiles, p99.9 and the worst cycle
-//! included: a stall of the writer shows there and not in the median.
+//! second, operations per commit, what the scheduler counted for the
+//! committer thread (CPU time per cycle, times it blocked and was preempted
+//! per commit; from `/proc`, Linux only) and the
+//! cycle's latency percentiles, p99.9 and the worst cycle included: a stall
+//! of the writer shows there and not in the median.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -37,8 +40,21 @@ fn settings() -> Vec<(&'static str, Config)> {
     ]
 }
 
-/// One round of one setting: cycles per second and sorted latencies (ns).
-fn round(config: Config, seconds: u64) -> Result<(f64, Vec<u64>)> {
+/// What one round measured.
+struct Round {
+    cycles_per_s: f64,
+    ops_per_commit: f64,
+    /// The committer thread's CPU time and switches, where `/proc` tells.
+    committer: Option<String>,
+    /// Every cycle's latency (ns), sorted.
+    latencies: Vec<u64>,
+}
+
+/// The committer thread's name as `/proc` shows it (15 bytes).
+const COMMITTER: &str = "idemkv-committe";
+
+/// One round of one setting.
+fn round(config: Config, seconds: u64) -> Result<Round> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path().join("tail.redb"), config)?;
     let stop = AtomicBool::new(false);
@@ -70,9 +86,19 @@ fn round(config: Config, seconds: u64) -> Result<(f64, Vec<u64>)> {
         Ok(all)
     })?;
     let elapsed = started.elapsed().as_secs_f64();
+    // Counted from the thread's start: it has nothing to do before the
+    // clients come (and may not have named itself when the store opens).
+    let committer = idemkv_bench::ThreadStats::of(Some(COMMITTER));
+    let metrics = store.metrics();
     store.close()?;
     latencies.sort_unstable();
-    Ok((latencies.len() as f64 / elapsed, latencies))
+    let cycles = latencies.len().max(1) as f64;
+    Ok(Round {
+        cycles_per_s: latencies.len() as f64 / elapsed,
+        ops_per_commit: metrics.committed_ops as f64 / metrics.commits.max(1) as f64,
+        committer: committer.map(|stats| stats.per(cycles, metrics.commits as f64)),
+        latencies,
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -85,16 +111,24 @@ fn run() -> Result<()> {
     // 0: every setting; n: the n-th only.
     let only = idemkv_bench::arg("--setting", 0)? as usize;
     println!("64 threads, fresh keys, {seconds} s per run, settings alternating\n");
-    println!("| round | setting | cycles/s | p50 | p99 | p99.9 | max |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| round | setting | cycles/s | ops/commit | committer thread | p50 | p99 | p99.9 | max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in 1..=rounds {
         for (i, (name, config)) in settings().into_iter().enumerate() {
             if only != 0 && only != i + 1 {
                 continue;
             }
-            let (rate, sorted) = round(config, seconds)?;
+            let Round {
+                cycles_per_s,
+                ops_per_commit,
+                committer,
+                latencies: sorted,
+            } = round(config, seconds)?;
+            let committer = committer.unwrap_or_else(|| "?".to_string());
             println!(
-                "| {r} | {name} | {rate:.0} | {} | {} | {} | {} |",
+                "| {r} | {name} | {cycles_per_s:.0} | {ops_per_commit:.1} | {committer} | {} | {} | {} | {} |",
                 ms(percentile(&sorted, 0.5)),
                 ms(percentile(&sorted, 0.99)),
                 ms(percentile(&sorted, 0.999)),
