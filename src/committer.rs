@@ -93,7 +93,7 @@ const LINGER: Duration = Duration::from_micros(200);
 /// loses little by leaving a few late callers to the next one, while
 /// waiting for them costs the committer a sleep and a wake-up per arrival,
 /// on the thread that bounds the throughput (docs/benchmarks.md, "The
-/// linger at 64 callers").
+/// committer's CPU per operation").
 const LINGER_MAX_BATCH: usize = 16;
 
 /// Fencing tokens reserved (and persisted) at a time.
