@@ -118,6 +118,8 @@ pub struct HandedOff {
     /// What the scheduler counted for the writer thread during the run
     /// (`None` where `/proc` does not tell); the setup is not in it.
     pub writer: Option<crate::ThreadStats>,
+    /// The client threads' CPU time per cycle (µs), where `/proc` tells.
+    pub clients_us: Option<f64>,
 }
 
 /// The same write set and durability, fed by `clients` threads the way
@@ -146,23 +148,26 @@ pub fn handed_off(
     let mut file = CeilingFile::create(dir, "handed-off", existing, cycles, durable)?;
     file.decide = decide;
     let (submit, queue) = mpsc::channel::<(Op, mpsc::SyncSender<()>)>();
+    let clients_cpu = ClientsCpu::default();
     let writer_before = crate::ThreadStats::of(None);
     let started = Instant::now();
     let commits = std::thread::scope(|scope| -> Result<u64> {
         for client in 0..clients {
             let submit = submit.clone();
+            let clients_cpu = &clients_cpu;
             scope.spawn(move || {
                 let (answer, answered) = mpsc::sync_channel(1);
-                for n in 0..per_client {
+                'cycles: for n in 0..per_client {
                     let cycle = client * per_client + n;
                     for op in [Op::Claim(cycle), Op::Complete(cycle)] {
                         // A send or receive fails only when the writer
                         // stopped on an error, which it returns itself.
                         if submit.send((op, answer.clone())).is_err() || answered.recv().is_err() {
-                            return;
+                            break 'cycles;
                         }
                     }
                 }
+                clients_cpu.add_this_thread();
             });
         }
         drop(submit);
@@ -173,7 +178,7 @@ pub fn handed_off(
             }
         })
     })?;
-    HandedOff::measured(&file, started, cycles, commits, writer_before)
+    HandedOff::measured(&file, started, cycles, commits, writer_before, &clients_cpu)
 }
 
 impl HandedOff {
@@ -185,6 +190,7 @@ impl HandedOff {
         cycles: usize,
         commits: u64,
         writer_before: Option<crate::ThreadStats>,
+        clients: &ClientsCpu,
     ) -> Result<HandedOff> {
         file.finish()?;
         let elapsed = started.elapsed().as_secs_f64();
@@ -196,7 +202,34 @@ impl HandedOff {
             writer: writer_before
                 .zip(writer_after)
                 .map(|(before, after)| after.since(before)),
+            clients_us: clients.per_cycle(cycles),
         })
+    }
+}
+
+/// The client threads' CPU time, each adding its own as it ends.
+#[derive(Default)]
+struct ClientsCpu {
+    ns: std::sync::atomic::AtomicU64,
+    unknown: std::sync::atomic::AtomicBool,
+}
+
+impl ClientsCpu {
+    /// Adds the calling thread's CPU time over its life.
+    fn add_this_thread(&self) {
+        use std::sync::atomic::Ordering;
+        match crate::ThreadStats::of(None) {
+            Some(stats) => {
+                self.ns.fetch_add(stats.cpu_ns, Ordering::Relaxed);
+            }
+            None => self.unknown.store(true, Ordering::Relaxed),
+        }
+    }
+
+    fn per_cycle(&self, cycles: usize) -> Option<f64> {
+        use std::sync::atomic::Ordering;
+        (!self.unknown.load(Ordering::Relaxed))
+            .then(|| self.ns.load(Ordering::Relaxed) as f64 / 1e3 / cycles.max(1) as f64)
     }
 }
 
@@ -219,28 +252,31 @@ pub fn handed_off_broadcast(
     let answered: Vec<AtomicBool> = (0..clients).map(|_| AtomicBool::new(false)).collect();
     let board = (Mutex::new(()), Condvar::new());
     let stopped = AtomicBool::new(false);
+    let clients_cpu = ClientsCpu::default();
     let writer_before = crate::ThreadStats::of(None);
     let started = Instant::now();
     let commits = std::thread::scope(|scope| -> Result<u64> {
         for client in 0..clients {
             let submit = submit.clone();
             let (answered, board, stopped) = (&answered[client], &board, &stopped);
+            let clients_cpu = &clients_cpu;
             scope.spawn(move || {
-                for n in 0..per_client {
+                'cycles: for n in 0..per_client {
                     let cycle = client * per_client + n;
                     for op in [Op::Claim(cycle), Op::Complete(cycle)] {
                         if submit.send((op, client)).is_err() {
-                            return;
+                            break 'cycles;
                         }
                         let mut guard = board.0.lock().unwrap_or_else(|e| e.into_inner());
                         while !answered.swap(false, Ordering::Acquire) {
                             if stopped.load(Ordering::Relaxed) {
-                                return;
+                                break 'cycles;
                             }
                             guard = board.1.wait(guard).unwrap_or_else(|e| e.into_inner());
                         }
                     }
                 }
+                clients_cpu.add_this_thread();
             });
         }
         drop(submit);
@@ -260,7 +296,7 @@ pub fn handed_off_broadcast(
         }
         served
     })?;
-    HandedOff::measured(&file, started, cycles, commits, writer_before)
+    HandedOff::measured(&file, started, cycles, commits, writer_before, &clients_cpu)
 }
 
 /// A raw redb file with idemkv's tables and, for [`Durable::Journal`], its

@@ -52,8 +52,11 @@ fn main() -> std::process::ExitCode {
         let writer = run.writer.map_or("?".to_string(), |writer| {
             writer.per(cycles, run.commits as f64)
         });
+        let clients = run
+            .clients_us
+            .map_or("?".to_string(), |us| format!("{us:.1} µs"));
         println!(
-            "{CLIENTS} clients, {per_client} cycles each: {:.0} cycles/s, {:.1} operations per commit; writer: {writer}",
+            "{CLIENTS} clients, {per_client} cycles each: {:.0} cycles/s, {:.1} operations per commit; writer: {writer}; clients' CPU per cycle {clients}",
             run.cycles_per_s, run.ops_per_commit
         );
         Ok(())
