@@ -147,14 +147,22 @@ pub fn handed_off(
     let cycles = clients * per_client;
     let mut file = CeilingFile::create(dir, "handed-off", existing, cycles, durable)?;
     file.decide = decide;
+    HandedOff::measure(&mut file, cycles, |file, clients_cpu| {
+        handed_off_run(file, clients_cpu, clients, per_client)
+    })
+}
+
+/// The clients and the writer of [`handed_off`]; returns the commits made.
+fn handed_off_run(
+    file: &mut CeilingFile,
+    clients_cpu: &ClientsCpu,
+    clients: usize,
+    per_client: usize,
+) -> Result<u64> {
     let (submit, queue) = mpsc::channel::<(Op, mpsc::SyncSender<()>)>();
-    let clients_cpu = ClientsCpu::default();
-    let writer_before = crate::ThreadStats::of(None);
-    let started = Instant::now();
-    let commits = std::thread::scope(|scope| -> Result<u64> {
+    std::thread::scope(|scope| -> Result<u64> {
         for client in 0..clients {
             let submit = submit.clone();
-            let clients_cpu = &clients_cpu;
             scope.spawn(move || {
                 let (answer, answered) = mpsc::sync_channel(1);
                 'cycles: for n in 0..per_client {
@@ -177,21 +185,22 @@ pub fn handed_off(
                 let _ = answer.send(());
             }
         })
-    })?;
-    HandedOff::measured(&file, started, cycles, commits, writer_before, &clients_cpu)
+    })
 }
 
 impl HandedOff {
-    /// Closes a run: the closing checkpoint (part of the cost), then the
-    /// figures since `started` and the writer's counts since `writer_before`.
-    fn measured(
-        file: &CeilingFile,
-        started: Instant,
+    /// Measures `run` (clients handing `cycles` cycles to a writer on this
+    /// thread, returning the commits made) and the closing checkpoint, part
+    /// of the cost; the file's setup is not in the figures.
+    fn measure(
+        file: &mut CeilingFile,
         cycles: usize,
-        commits: u64,
-        writer_before: Option<crate::ThreadStats>,
-        clients: &ClientsCpu,
+        run: impl FnOnce(&mut CeilingFile, &ClientsCpu) -> Result<u64>,
     ) -> Result<HandedOff> {
+        let clients = ClientsCpu::default();
+        let writer_before = crate::ThreadStats::of(None);
+        let started = Instant::now();
+        let commits = run(file, &clients)?;
         file.finish()?;
         let elapsed = started.elapsed().as_secs_f64();
         let writer_after = crate::ThreadStats::of(None);
@@ -244,22 +253,31 @@ pub fn handed_off_broadcast(
     per_client: usize,
     durable: Durable,
 ) -> Result<HandedOff> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Condvar, Mutex};
     let cycles = clients * per_client;
     let mut file = CeilingFile::create(dir, "broadcast", existing, cycles, durable)?;
+    HandedOff::measure(&mut file, cycles, |file, clients_cpu| {
+        broadcast_run(file, clients_cpu, clients, per_client)
+    })
+}
+
+/// The clients and the writer of [`handed_off_broadcast`]; returns the
+/// commits made.
+fn broadcast_run(
+    file: &mut CeilingFile,
+    clients_cpu: &ClientsCpu,
+    clients: usize,
+    per_client: usize,
+) -> Result<u64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
     let (submit, queue) = mpsc::channel::<(Op, usize)>();
     let answered: Vec<AtomicBool> = (0..clients).map(|_| AtomicBool::new(false)).collect();
     let board = (Mutex::new(()), Condvar::new());
     let stopped = AtomicBool::new(false);
-    let clients_cpu = ClientsCpu::default();
-    let writer_before = crate::ThreadStats::of(None);
-    let started = Instant::now();
-    let commits = std::thread::scope(|scope| -> Result<u64> {
+    std::thread::scope(|scope| -> Result<u64> {
         for client in 0..clients {
             let submit = submit.clone();
             let (answered, board, stopped) = (&answered[client], &board, &stopped);
-            let clients_cpu = &clients_cpu;
             scope.spawn(move || {
                 'cycles: for n in 0..per_client {
                     let cycle = client * per_client + n;
@@ -295,8 +313,7 @@ pub fn handed_off_broadcast(
             wake_all();
         }
         served
-    })?;
-    HandedOff::measured(&file, started, cycles, commits, writer_before, &clients_cpu)
+    })
 }
 
 /// A raw redb file with idemkv's tables and, for [`Durable::Journal`], its

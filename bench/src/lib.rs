@@ -82,6 +82,7 @@ impl ThreadStats {
         )
     }
 }
+
 pub mod plot;
 
 /// One begin → `Claimed` → complete on a fresh key `name` in `scope`, with
