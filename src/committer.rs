@@ -788,6 +788,7 @@ impl Worker {
                 }
             }
             Err(err) => {
+                engine.committed();
                 let cause = err.to_string();
                 self.poison(cause.clone());
                 let mut err = Some(err);
@@ -855,6 +856,8 @@ impl Worker {
             }
         }
         txn.commit()?;
+        // Before any caller of the batch hears of it.
+        self.engine.committed();
         if checkpoint && let Some(journal) = &mut self.journal {
             journal.checkpointed(journal.last_seq());
         }

@@ -9,6 +9,12 @@
 //!   alone, so a reopen never pulls the file from under a transaction.
 //! - While the database is closed (between a failed reopen and the next, or
 //!   after `close`) every access answers the error recorded in `closed_by`.
+//! - The lookups' shared snapshot ([`Latest`]) holds every commit that was
+//!   acknowledged: the single writer clears it after each commit, before
+//!   anyone is told of that commit ([`Engine::committed`]), and a lookup
+//!   installs the snapshot it opened only if no commit ended since it saw
+//!   the slot empty. So a lookup that starts after a commit was
+//!   acknowledged sees that commit, as with a transaction of its own.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -19,8 +25,10 @@ use redb::backends::InMemoryBackend;
 use crate::error::{Error, Result};
 use crate::journal::{self, Journal};
 use crate::journal_storage::{DirJournal, JournalStorage};
+use crate::key::Key;
 use crate::log::event;
-use crate::storage::{self, JournalAt, Opened};
+use crate::record::StoredRecord;
+use crate::storage::{self, JournalAt, Opened, Snapshot};
 use crate::storage_backend::{EngineBackend, StorageBackend};
 
 /// Where the database lives, kept so that it can be opened again.
@@ -48,12 +56,23 @@ impl Source {
 /// The shared database of one store.
 pub(crate) struct Engine {
     db: RwLock<Slot>,
+    /// The snapshot lookups share (see the module's invariants).
+    latest: RwLock<Latest>,
     source: Source,
     cache_bytes: usize,
     integrity_check: bool,
     /// Whether the store writes a journal (a file store only); a file's
     /// journal is replayed at every open either way.
     journal: bool,
+}
+
+/// The snapshot lookups share, and how many commits have ended: a lookup
+/// opens a snapshot when there is none, and installs it if no commit ended
+/// meanwhile.
+#[derive(Default)]
+struct Latest {
+    commits: u64,
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 struct Slot {
@@ -97,6 +116,7 @@ impl Engine {
                 db: Some(db),
                 closed_by: String::new(),
             }),
+            latest: RwLock::new(Latest::default()),
             source,
             cache_bytes,
             integrity_check,
@@ -114,11 +134,66 @@ impl Engine {
         }
     }
 
+    /// Reads and verifies one key's record, in the snapshot lookups share.
+    /// The first lookup after a commit opens it, in a read transaction, and
+    /// the lookups after it until the next commit share it: two B-tree
+    /// searches each, without a transaction and two table opens of their
+    /// own.
+    pub fn read_record(&self, key: &Key) -> Result<Option<StoredRecord>> {
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = &slot.db else {
+            return Err(slot.closed_error());
+        };
+        // Cloned, not read under the lock: the writer clearing it never
+        // waits for a lookup.
+        let (seen, shared) = {
+            let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
+            (latest.commits, latest.snapshot.clone())
+        };
+        let snapshot = match shared {
+            Some(snapshot) => snapshot,
+            None => {
+                // Opened after `seen` commits ended, so it holds all of
+                // them (and perhaps a later one not yet acknowledged).
+                let fresh = Arc::new(Snapshot::open(db)?);
+                let mut latest = self.latest_mut();
+                if latest.commits == seen && latest.snapshot.is_none() {
+                    latest.snapshot = Some(Arc::clone(&fresh));
+                }
+                fresh
+            }
+        };
+        snapshot.read_record(key)
+    }
+
+    /// Tells lookups that a commit ended: the next one opens a fresh
+    /// snapshot. The single writer calls it after each commit, before the
+    /// commit is acknowledged, and after a failed one too (what it left
+    /// visible is for a fresh transaction to tell).
+    pub fn committed(&self) {
+        let old = {
+            let mut latest = self.latest_mut();
+            latest.commits += 1;
+            latest.snapshot.take()
+        };
+        // The last holder of the old snapshot ends its read transaction,
+        // here or in a lookup still using it, outside the lock.
+        drop(old);
+    }
+
+    fn latest_mut(&self) -> std::sync::RwLockWriteGuard<'_, Latest> {
+        self.latest.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `f` with the database to itself: no transaction of anyone else
-    /// is alive meanwhile.
+    /// is alive meanwhile (the lookups' snapshot included).
     pub fn exclusive<T>(&self, f: impl FnOnce(&mut Database) -> Result<T>) -> Result<T> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         let closed = slot.closed_error();
+        // Every lookup runs under the shared lock, so once the snapshot is
+        // out of `latest` nobody holds it; `f` may write, so it counts as a
+        // commit.
+        self.committed();
         match &mut slot.db {
             Some(db) => storage::shielded(|| f(db)),
             None => Err(closed),
@@ -142,6 +217,7 @@ impl Engine {
     /// if any, is replayed, and its new writer comes back.
     pub fn reopen(&self) -> Result<(Opened, Option<Journal>)> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        self.committed();
         if let Some(old) = slot.db.take() {
             // Closing may commit and fail; what is durable is on disk anyway.
             let _ = close_shielded(old);
@@ -171,6 +247,7 @@ impl Engine {
     /// only attempt.
     pub fn close(&self, final_commit: bool) -> Result<()> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        self.committed();
         let db = slot.db.take();
         slot.closed_by.clear();
         match db {

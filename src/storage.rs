@@ -33,8 +33,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    TableHandle, WriteTransaction,
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -287,19 +287,39 @@ fn prepare_unshielded(
     Ok((opened, journal))
 }
 
-/// Reads and verifies one key's record in a fresh read transaction.
-pub(crate) fn read_record(db: &Database, key: &Key) -> Result<Option<StoredRecord>> {
-    shielded(|| read_record_unshielded(db, key))
+/// The tables a record is read from, as one committed state of the database
+/// holds them (a read transaction's view, kept open as long as the snapshot
+/// lives). Lookups share one until the next commit
+/// ([`crate::engine::Engine::read_record`]).
+pub(crate) struct Snapshot {
+    records: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    inflight: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
 }
 
-fn read_record_unshielded(db: &Database, key: &Key) -> Result<Option<StoredRecord>> {
-    let txn = db.begin_read()?;
-    for table in [RECORDS, INFLIGHT] {
-        if let Some(bytes) = txn.open_table(table)?.get(key.hash())? {
-            return codec::decode_for(key, bytes.value()).map(Some);
-        }
+impl Snapshot {
+    /// The state of `db`'s latest commit.
+    pub fn open(db: &Database) -> Result<Snapshot> {
+        shielded(|| {
+            let txn = db.begin_read()?;
+            Ok(Snapshot {
+                records: txn.open_table(RECORDS)?,
+                inflight: txn.open_table(INFLIGHT)?,
+            })
+        })
     }
-    Ok(None)
+
+    /// Reads and verifies one key's record. `records` comes first: a key
+    /// read without a claim of this process on it is most often completed.
+    pub fn read_record(&self, key: &Key) -> Result<Option<StoredRecord>> {
+        shielded(|| {
+            for table in [&self.records, &self.inflight] {
+                if let Some(bytes) = table.get(key.hash())? {
+                    return codec::decode_for(key, bytes.value()).map(Some);
+                }
+            }
+            Ok(None)
+        })
+    }
 }
 
 /// Whether any record's sweep time has come: one read of the first entry of

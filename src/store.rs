@@ -27,7 +27,6 @@ use crate::outcome::{Begin, Claim, CompleteError, Takeover};
 use crate::record::{Record, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
-use crate::storage;
 use crate::storage_backend::StorageBackend;
 use crate::sweeper::{self, Sweeper};
 use crate::verify::{self, EngineCheck, VerifyReport};
@@ -430,7 +429,7 @@ impl Store {
         // No claim of this process is live: the disk decides. The shard
         // lock is held across the read so no other `begin` can claim in
         // between.
-        let stored = inner.engine.read(|db| storage::read_record(db, key))?;
+        let stored = inner.engine.read_record(key)?;
         let step = match decide(stored, &fingerprint, now_ms).claim_or_answer() {
             Err(answer) => Step::Answered(answer),
             Ok(_) => Step::Commit(shard.start_claim(&inner.locks, fingerprint)),
@@ -710,7 +709,7 @@ impl Store {
         Ok(self
             .inner
             .engine
-            .read(|db| storage::read_record(db, key))?
+            .read_record(key)?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }

@@ -233,3 +233,72 @@ fn stress_few_keys_one_winner_each() -> TestResult {
     }
     Ok(())
 }
+
+/// A lookup that starts after a write was acknowledged sees it, on any
+/// thread: lookups read the snapshot the committer publishes before it
+/// answers. The replay cache is off, so every answer below comes from a
+/// lookup; the channels order the reader's lookups after the writer's
+/// acknowledgement, and the writer's next write after the reader's checks.
+#[test]
+fn lookups_see_every_acknowledged_write() -> TestResult {
+    #[derive(Clone, Copy)]
+    enum Step {
+        Completed(usize),
+        Removed(usize),
+    }
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        dir.path().join("visibility.redb"),
+        Config::default().cache_bytes(0).sweep_interval(None),
+    )?;
+    const KEYS: usize = 200;
+    let (to_reader, steps) = std::sync::mpsc::channel::<Step>();
+    let (checked, from_reader) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let store = store.clone();
+        thread::spawn(
+            move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                for step in steps {
+                    match step {
+                        Step::Completed(i) => {
+                            let k = key(&format!("k{i}"));
+                            let record = store.get(&k)?.ok_or("completed key reads as absent")?;
+                            assert_eq!(record.response(), Some(&response("r")), "k{i}");
+                            assert_eq!(replayed(store.begin(&k, fp("p"))?), response("r"));
+                        }
+                        Step::Removed(i) => {
+                            let k = key(&format!("k{i}"));
+                            assert!(store.get(&k)?.is_none(), "k{i} removed");
+                            store.release(claimed(store.begin(&k, fp("other"))?))?;
+                        }
+                    }
+                    checked.send(())?;
+                }
+                Ok(())
+            },
+        )
+    };
+    // Each step waits for the reader's check; a reader that failed ends the
+    // loop, and its failure is reported by the join below.
+    let check = |step| to_reader.send(step).is_ok() && from_reader.recv().is_ok();
+    for i in 0..KEYS {
+        let k = key(&format!("k{i}"));
+        let claim = claimed(store.begin(&k, fp("p"))?);
+        store.complete(claim, response("r"))?;
+        if !check(Step::Completed(i)) {
+            break;
+        }
+        if i % 2 == 0 {
+            assert!(store.remove(&k)?);
+            if !check(Step::Removed(i)) {
+                break;
+            }
+        }
+    }
+    drop(to_reader);
+    reader
+        .join()
+        .map_err(|_| "reader panicked")?
+        .map_err(|err| err.to_string())?;
+    Ok(())
+}
