@@ -25,6 +25,10 @@
 //!   mutex, held for a whole batch, by the thread or by an inline caller.
 //! - No caller is answered before the commit that covers its operation
 //!   returned; if the commit fails, every caller in the batch gets the error.
+//! - Every operation of a committed batch is answered exactly once: by the
+//!   committer, or by a blocked caller of the batch to whom it handed the
+//!   answer ([`Relay`]), and by whoever drops that caller's share if the
+//!   caller stopped waiting.
 //! - Holder operations (complete, release, renew) are judged here, against
 //!   the record read inside the write transaction: a token that no longer
 //!   holds the key is `LeaseLost`, and nothing else refuses a holder.
@@ -142,30 +146,80 @@ pub struct Imported {
     pub skipped_expired: u64,
 }
 
+/// What a caller receives: its answer, and other callers' answers to pass
+/// on ([`Relay`]).
+type Delivery<T> = (Result<T>, Relay);
+
 /// Where one operation's answer goes once the commit that covers it returned.
 struct Reply<T> {
-    sender: oneshot::Sender<Result<T>>,
+    sender: oneshot::Sender<Delivery<T>>,
     /// Set while the batch is applied; sent after the commit.
     answer: Option<Result<T>>,
+    /// Whether the caller is a blocked thread ([`crate::blocking`]), which
+    /// runs the moment it is woken and so may pass answers on.
+    relays: bool,
 }
 
 impl<T> Reply<T> {
-    fn new(sender: oneshot::Sender<Result<T>>) -> Reply<T> {
+    fn new(sender: oneshot::Sender<Delivery<T>>) -> Reply<T> {
         Reply {
             sender,
             answer: None,
+            relays: crate::blocking::in_block_on(),
         }
     }
 
-    fn send(self) {
+    fn send(self, relay: Relay) {
         // A caller that gave up waiting (a dropped future) has dropped its
-        // receiver; what was committed stays committed.
+        // receiver; what was committed stays committed, and the answers it
+        // was to pass on are passed on here, as `relay` drops.
         let answer = self.answer.unwrap_or(Err(Error::Closed));
-        let _ = self.sender.send(answer);
+        let _ = self.sender.send((answer, relay));
     }
 
     fn fail(self, err: Error) {
-        let _ = self.sender.send(Err(err));
+        let _ = self.sender.send((Err(err), Relay::default()));
+    }
+}
+
+/// Answers a committed batch's blocked callers spread over a binary tree:
+/// the committer wakes two of them, each woken caller wakes two more, and
+/// so on, so the batch's wake-ups (a system call each, and on a virtual
+/// machine an interrupt to another core) fall on the callers' threads, in
+/// parallel, instead of all on the one writer. A relay answers what it
+/// holds when it is dropped, wherever that happens: in the woken caller's
+/// poll, in the committer when the caller's receiver is gone, or with a
+/// receiver dropped holding it; so every request in it is answered exactly
+/// once. Only blocked threads relay: an async task runs when its runtime
+/// gets to it, which must not delay anyone else's answer.
+#[derive(Default)]
+struct Relay(Vec<Request>);
+
+impl Relay {
+    /// Answers every request of a committed batch: async callers at once,
+    /// blocked threads through the tree.
+    fn answer(batch: Vec<Request>) {
+        let (relayed, direct): (Vec<Request>, Vec<Request>) =
+            batch.into_iter().partition(Request::relays);
+        for request in direct {
+            request.send(Relay::default());
+        }
+        drop(Relay(relayed));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let mut first = std::mem::take(&mut self.0);
+        if first.is_empty() {
+            return;
+        }
+        let second = first.split_off(first.len() / 2);
+        for mut half in [first, second] {
+            if let Some(head) = half.pop() {
+                head.send(Relay(half));
+            }
+        }
     }
 }
 
@@ -215,31 +269,36 @@ enum Request {
     Wake,
 }
 
-impl Request {
-    fn send(self) {
-        match self {
-            Request::Claim { reply, .. } => reply.send(),
-            Request::Complete { reply, .. } => reply.send(),
-            Request::Release { reply, .. } => reply.send(),
-            Request::Renew { reply, .. } => reply.send(),
-            Request::Remove { reply, .. } => reply.send(),
-            Request::Sweep { reply, .. } => reply.send(),
-            Request::Import { reply, .. } => reply.send(),
-            Request::Wake => {}
+/// Runs `$body` with `$reply` bound to the request's reply, whatever its
+/// variant, or `$wake` for [`Request::Wake`], which has none.
+macro_rules! with_reply {
+    ($request:expr, $reply:ident => $body:expr, Wake => $wake:expr) => {
+        match $request {
+            Request::Claim { $reply, .. } => $body,
+            Request::Complete { $reply, .. } => $body,
+            Request::Release { $reply, .. } => $body,
+            Request::Renew { $reply, .. } => $body,
+            Request::Remove { $reply, .. } => $body,
+            Request::Sweep { $reply, .. } => $body,
+            Request::Import { $reply, .. } => $body,
+            Request::Wake => $wake,
         }
+    };
+}
+
+impl Request {
+    /// Sends the answer, with `relay` for the caller to pass on.
+    fn send(self, relay: Relay) {
+        with_reply!(self, reply => reply.send(relay), Wake => drop(relay))
+    }
+
+    /// Whether the caller may pass answers on ([`Relay`]).
+    fn relays(&self) -> bool {
+        with_reply!(self, reply => reply.relays, Wake => false)
     }
 
     fn fail(self, err: Error) {
-        match self {
-            Request::Claim { reply, .. } => reply.fail(err),
-            Request::Complete { reply, .. } => reply.fail(err),
-            Request::Release { reply, .. } => reply.fail(err),
-            Request::Renew { reply, .. } => reply.fail(err),
-            Request::Remove { reply, .. } => reply.fail(err),
-            Request::Sweep { reply, .. } => reply.fail(err),
-            Request::Import { reply, .. } => reply.fail(err),
-            Request::Wake => {}
-        }
+        with_reply!(self, reply => reply.fail(err), Wake => ())
     }
 }
 
@@ -260,17 +319,23 @@ pub(crate) struct Submitter {
 }
 
 /// The answer to one submitted operation.
-pub(crate) struct Pending<T>(Result<oneshot::Receiver<Result<T>>>);
+pub(crate) struct Pending<T>(Result<oneshot::Receiver<Delivery<T>>>);
 
 impl<T> Future for Pending<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         match &mut self.0 {
-            // The committer stopped without answering: the store is closing.
-            Ok(receiver) => Pin::new(receiver)
-                .poll(cx)
-                .map(|answer| answer.unwrap_or(Err(Error::Closed))),
+            Ok(receiver) => Pin::new(receiver).poll(cx).map(|delivery| match delivery {
+                Ok((answer, relay)) => {
+                    // Other callers' answers first: they wait on this one.
+                    drop(relay);
+                    answer
+                }
+                // The committer stopped without answering: the store is
+                // closing.
+                Err(oneshot::Canceled) => Err(Error::Closed),
+            }),
             Err(err) => Poll::Ready(Err(std::mem::replace(err, Error::Closed))),
         }
     }
@@ -783,9 +848,7 @@ impl Worker {
             Ok(()) => {
                 bump(&self.counters.commits);
                 add(&self.counters.committed_ops, batch.len() as u64);
-                for request in batch {
-                    request.send();
-                }
+                Relay::answer(batch);
             }
             Err(err) => {
                 engine.committed();
@@ -1183,4 +1246,95 @@ fn held_record(
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of `n` sweep requests from blocked callers, each answered
+    /// with its own index, and their receivers.
+    fn batch(n: u64) -> (Vec<Request>, Vec<oneshot::Receiver<Delivery<Swept>>>) {
+        (0..n)
+            .map(|i| {
+                let (sender, receiver) = oneshot::channel();
+                let mut reply = Reply::new(sender);
+                reply.relays = i % 5 != 4;
+                reply.answer = Some(Ok(Swept {
+                    deleted: i,
+                    more: false,
+                }));
+                (Request::Sweep { limit: 1, reply }, receiver)
+            })
+            .unzip()
+    }
+
+    /// Takes what `receiver` holds, passing its relay on as a woken caller
+    /// does.
+    fn receive(receiver: &mut oneshot::Receiver<Delivery<Swept>>) -> Option<u64> {
+        let (answer, relay) = receiver.try_recv().ok().flatten()?;
+        drop(relay);
+        answer.ok().map(|swept| swept.deleted)
+    }
+
+    #[test]
+    fn a_relay_answers_every_caller_once_through_the_callers() {
+        for n in [0, 1, 2, 3, 7, 38, 64, 1_024] {
+            let (requests, mut receivers) = batch(n);
+            Relay::answer(requests);
+            // The committer itself answered every async caller and at most
+            // two blocked ones; the blocked ones pass the rest on.
+            let first: Vec<(usize, Delivery<Swept>)> = receivers
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, receiver)| Some((i, receiver.try_recv().ok().flatten()?)))
+                .collect();
+            let blocked = first.iter().filter(|(i, _)| i % 5 != 4).count();
+            let asynchronous = (0..n).filter(|i| i % 5 == 4).count();
+            assert_eq!(first.len() - blocked, asynchronous, "batch of {n}");
+            assert!(
+                blocked <= 2,
+                "batch of {n}: {blocked} woken by the committer"
+            );
+            let mut answered = vec![None; receivers.len()];
+            for (i, (answer, relay)) in first {
+                drop(relay);
+                answered[i] = answer.ok().map(|swept| swept.deleted);
+            }
+            // Callers woken in index order; those not answered yet wait
+            // for a caller further on, so the loop goes round until none
+            // is left.
+            for _round in 0..=receivers.len() {
+                for (i, receiver) in receivers.iter_mut().enumerate() {
+                    if answered[i].is_none() {
+                        answered[i] = receive(receiver);
+                    }
+                }
+            }
+            let expected: Vec<Option<u64>> = (0..n).map(Some).collect();
+            assert_eq!(answered, expected, "batch of {n}");
+        }
+    }
+
+    #[test]
+    fn a_relay_is_passed_on_past_callers_that_gave_up() {
+        let (requests, receivers) = batch(100);
+        // Every third caller stopped waiting before the answers came.
+        let mut kept: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, receiver)| (i % 3 != 0).then_some((i as u64, receiver)))
+            .collect();
+        Relay::answer(requests);
+        let mut answered = vec![None; kept.len()];
+        for _round in 0..=kept.len() {
+            for (slot, (_, receiver)) in answered.iter_mut().zip(kept.iter_mut()) {
+                if slot.is_none() {
+                    *slot = receive(receiver);
+                }
+            }
+        }
+        let expected: Vec<Option<u64>> = kept.iter().map(|(i, _)| Some(*i)).collect();
+        assert_eq!(answered, expected);
+    }
 }
