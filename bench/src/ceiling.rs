@@ -136,20 +136,21 @@ pub struct HandedOff {
 /// `decide`, the writer also reads what idemkv's committer reads to decide
 /// each operation before writing it: the key's row in `inflight`, then (on
 /// a miss) in `records`.
-pub fn handed_off(
-    dir: &Path,
-    existing: u64,
-    clients: usize,
-    per_client: usize,
-    durable: Durable,
-    decide: bool,
-) -> Result<HandedOff> {
-    let cycles = clients * per_client;
-    let mut file = CeilingFile::create(dir, "handed-off", existing, cycles, durable)?;
-    file.decide = decide;
-    HandedOff::measure(&mut file, cycles, |file, clients_cpu| {
-        handed_off_run(file, clients_cpu, clients, per_client)
-    })
+pub fn handed_off(dir: &Path, shape: Shape, decide: bool) -> Result<HandedOff> {
+    HandedOff::measure(dir, "handed-off", shape, decide, handed_off_run)
+}
+
+/// The file and the clients of one handed-off measurement.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Records in the file before the run.
+    pub existing: u64,
+    /// Client threads.
+    pub clients: usize,
+    /// Cycles each client runs.
+    pub per_client: usize,
+    /// How the writer makes its batches durable.
+    pub durable: Durable,
 }
 
 /// The clients and the writer of [`handed_off`]; returns the commits made.
@@ -189,18 +190,25 @@ fn handed_off_run(
 }
 
 impl HandedOff {
-    /// Measures `run` (clients handing `cycles` cycles to a writer on this
-    /// thread, returning the commits made) and the closing checkpoint, part
-    /// of the cost; the file's setup is not in the figures.
+    /// Creates the file `name` in `dir` and measures `run` (`shape`'s
+    /// clients handing their cycles to a writer on this thread, returning
+    /// the commits made) and the closing checkpoint, part of the cost; the
+    /// file's setup is not in the figures. With `decide`, the writer reads
+    /// what deciding reads.
     fn measure(
-        file: &mut CeilingFile,
-        cycles: usize,
-        run: impl FnOnce(&mut CeilingFile, &ClientsCpu) -> Result<u64>,
+        dir: &Path,
+        name: &str,
+        shape: Shape,
+        decide: bool,
+        run: fn(&mut CeilingFile, &ClientsCpu, usize, usize) -> Result<u64>,
     ) -> Result<HandedOff> {
+        let cycles = shape.clients * shape.per_client;
+        let mut file = CeilingFile::create(dir, name, shape.existing, cycles, shape.durable)?;
+        file.decide = decide;
         let clients = ClientsCpu::default();
         let writer_before = crate::ThreadStats::of(None);
         let started = Instant::now();
-        let commits = run(file, &clients)?;
+        let commits = run(&mut file, &clients, shape.clients, shape.per_client)?;
         file.finish()?;
         let elapsed = started.elapsed().as_secs_f64();
         let writer_after = crate::ThreadStats::of(None);
@@ -246,18 +254,8 @@ impl ClientsCpu {
 /// operation: the writer marks each answered client's flag and then wakes
 /// every waiting client at once (`Condvar::notify_all`); a client whose flag
 /// is still clear waits again.
-pub fn handed_off_broadcast(
-    dir: &Path,
-    existing: u64,
-    clients: usize,
-    per_client: usize,
-    durable: Durable,
-) -> Result<HandedOff> {
-    let cycles = clients * per_client;
-    let mut file = CeilingFile::create(dir, "broadcast", existing, cycles, durable)?;
-    HandedOff::measure(&mut file, cycles, |file, clients_cpu| {
-        broadcast_run(file, clients_cpu, clients, per_client)
-    })
+pub fn handed_off_broadcast(dir: &Path, shape: Shape) -> Result<HandedOff> {
+    HandedOff::measure(dir, "broadcast", shape, false, broadcast_run)
 }
 
 /// The clients and the writer of [`handed_off_broadcast`]; returns the

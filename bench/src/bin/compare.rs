@@ -1049,16 +1049,13 @@ fn run() -> Result<()> {
             // Each ceiling at the batch size its own run had.
             let (rate, batch, existing) = fresh_run(&idemkv, format!("{run_tag}-engine{round}"))?;
             let journaled = ceiling_of(existing, batch, Durable::Journal)?;
-            let handed_off = |decide| {
-                ceiling::handed_off(
-                    dir.path(),
-                    existing,
-                    CLIENTS,
-                    per_client,
-                    Durable::Journal,
-                    decide,
-                )
+            let shape = ceiling::Shape {
+                existing,
+                clients: CLIENTS,
+                per_client,
+                durable: Durable::Journal,
             };
+            let handed_off = |decide| ceiling::handed_off(dir.path(), shape, decide);
             // Alternately first, so that a drift of the disk between them
             // does not favour one.
             let (handed, deciding) = if round % 2 == 1 {

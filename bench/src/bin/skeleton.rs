@@ -30,23 +30,16 @@ fn main() -> std::process::ExitCode {
             .prefix("idemkv-skeleton")
             .tempdir_in(std::env::current_dir()?)?;
         let broadcast = std::env::args().any(|a| a == "--broadcast");
+        let shape = ceiling::Shape {
+            existing: EXISTING,
+            clients: CLIENTS,
+            per_client,
+            durable: Durable::Journal,
+        };
         let run = if broadcast {
-            ceiling::handed_off_broadcast(
-                dir.path(),
-                EXISTING,
-                CLIENTS,
-                per_client,
-                Durable::Journal,
-            )?
+            ceiling::handed_off_broadcast(dir.path(), shape)?
         } else {
-            ceiling::handed_off(
-                dir.path(),
-                EXISTING,
-                CLIENTS,
-                per_client,
-                Durable::Journal,
-                decide,
-            )?
+            ceiling::handed_off(dir.path(), shape, decide)?
         };
         let cycles = (CLIENTS * per_client) as f64;
         let writer = run.writer.map_or("?".to_string(), |writer| {
