@@ -198,13 +198,13 @@ struct Relay(Vec<Request>);
 impl Relay {
     /// Answers every request of a committed batch: async callers at once,
     /// blocked threads through the tree.
-    fn answer(batch: Vec<Request>) {
-        let (relayed, direct): (Vec<Request>, Vec<Request>) =
-            batch.into_iter().partition(Request::relays);
-        for request in direct {
+    fn answer(mut batch: Vec<Request>) {
+        // Nothing is allocated when every caller relays (a lone caller's
+        // batch of one included).
+        for request in batch.extract_if(.., |request| !request.relays()) {
             request.send(Relay::default());
         }
-        drop(Relay(relayed));
+        drop(Relay(batch));
     }
 }
 
@@ -214,7 +214,8 @@ impl Drop for Relay {
         if first.is_empty() {
             return;
         }
-        let second = first.split_off(first.len() / 2);
+        // The larger half first, so that a relay of one splits off nothing.
+        let second = first.split_off(first.len().div_ceil(2));
         for mut half in [first, second] {
             if let Some(head) = half.pop() {
                 head.send(Relay(half));
