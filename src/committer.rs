@@ -56,7 +56,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -363,14 +363,19 @@ impl Submitter {
             }
             return Pending(Ok(answer));
         }
+        if self.shared.dead.load(Ordering::SeqCst) {
+            return Pending(Err(Error::Closed));
+        }
         // The queue holds 4,096 operations; a sender beyond that waits for
         // room (backpressure), a thread or a runtime worker alike.
-        Pending(
-            self.sender
-                .send(request)
-                .map(|()| answer)
-                .map_err(|_| Error::Closed),
-        )
+        let sent = self.sender.send(request);
+        // The committer died after the check above: nobody else may drain
+        // what was just queued, so this caller does (every request is
+        // answered once, by whoever receives it).
+        if self.shared.dead.load(Ordering::SeqCst) {
+            self.shared.fail_queued();
+        }
+        Pending(sent.map(|()| answer).map_err(|_| Error::Closed))
     }
 
     pub fn claim(
@@ -489,6 +494,9 @@ impl Committer {
             worker: Mutex::new(Some(worker)),
             receiver,
             last_batch: AtomicUsize::new(1),
+            dead: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_gate: Mutex::new(None),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -612,9 +620,52 @@ struct Shared {
     receiver: Receiver<Request>,
     /// Operations in the latest batch, whoever committed it.
     last_batch: AtomicUsize,
+    /// Set once the committer thread has died (a panic, which is a bug):
+    /// from then on every request queued or submitted is answered `Closed`.
+    dead: AtomicBool,
+    /// Makes the committer thread panic at its next batch, once it has
+    /// said so on the first channel and heard back on the second (tests of
+    /// the dead-committer path).
+    #[cfg(test)]
+    panic_gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+}
+
+/// Marks the committer dead if its thread unwinds, and answers everything
+/// queued: a caller never waits for a thread that is gone.
+struct DeathWatch<'a>(&'a Shared);
+
+impl Drop for DeathWatch<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let shared = self.0;
+        shared.dead.store(true, Ordering::SeqCst);
+        event!(
+            error,
+            "the committer thread panicked: writes are answered Error::Closed; reopen the store"
+        );
+        if let Some(worker) = shared.worker().as_ref() {
+            let health = Health::Failed {
+                cause: "the committer thread stopped after an internal error (a panic); \
+                        close the store and open it again"
+                    .to_string(),
+            };
+            worker.health.set(health, &worker.counters);
+        }
+        shared.fail_queued();
+    }
 }
 
 impl Shared {
+    /// Answers `Closed` to every request in the queue (once the committer
+    /// is dead).
+    fn fail_queued(&self) {
+        while let Ok(request) = self.receiver.try_recv() {
+            request.fail(Error::Closed);
+        }
+    }
+
     fn worker(&self) -> MutexGuard<'_, Option<Worker>> {
         // A panic while the lock was held (redb panics are caught inside
         // `Engine::read`, so this is a bug elsewhere) leaves a worker whose
@@ -631,6 +682,7 @@ impl Shared {
     /// `None` and the caller queues, so group commit is unchanged.
     fn idle_writer(&self) -> Option<MutexGuard<'_, Option<Worker>>> {
         if !crate::blocking::in_block_on()
+            || self.dead.load(Ordering::SeqCst)
             || self.last_batch.load(Ordering::Relaxed) > 1
             || !self.receiver.is_empty()
         {
@@ -666,6 +718,7 @@ impl Shared {
     /// The committer thread: serves the queue until every sender is gone,
     /// then syncs (see [`Worker::sync_on_shutdown`]) and drops the worker.
     fn run(&self) -> Result<()> {
+        let _watch = DeathWatch(self);
         loop {
             let next_attempt = self.worker().as_ref().and_then(Worker::next_attempt);
             let first = match next_attempt {
@@ -712,6 +765,17 @@ impl Shared {
                 }
             }
             self.last_batch.store(batch.len(), Ordering::Relaxed);
+            #[cfg(test)]
+            if let Some((arrived, go)) = self
+                .panic_gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                let _ = arrived.send(());
+                let _ = go.recv();
+                panic!("injected panic in the committer");
+            }
             let mut guard = self.worker();
             let Some(worker) = guard.as_mut() else {
                 // Only this thread takes the worker out, below.
@@ -923,6 +987,7 @@ impl Worker {
         // Before any caller of the batch hears of it.
         self.engine.committed();
         if checkpoint && let Some(journal) = &mut self.journal {
+            crate::crash_point::reached("checkpoint.committed");
             journal.checkpointed(journal.last_seq());
         }
         self.live_records = (self.live_records + added).saturating_sub(deleted);
@@ -1252,6 +1317,57 @@ fn held_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A committer over an in-memory database.
+    fn in_memory_committer() -> (Committer, Arc<HealthCell>) {
+        let (engine, opened, journal) =
+            Engine::open(Source::Memory, 1 << 20, false, false, false).unwrap();
+        let config = Config::default();
+        let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
+        let health = Arc::new(HealthCell::new());
+        let committer = Committer::start(
+            Arc::new(engine),
+            config,
+            time,
+            Arc::new(Counters::default()),
+            Arc::clone(&health),
+            &opened,
+            journal,
+        )
+        .unwrap();
+        (committer, health)
+    }
+
+    #[test]
+    fn a_dead_committer_answers_every_queued_and_later_request_closed() {
+        let (committer, health) = in_memory_committer();
+        let submitter = committer.submitter().unwrap().clone();
+        // A healthy committer answers.
+        assert!(submitter.sweep(1).wait().is_ok());
+        let (arrived, arrival) = crossbeam_channel::bounded(0);
+        let (go, gate) = crossbeam_channel::bounded(0);
+        *submitter.shared.panic_gate.lock().unwrap() = Some((arrived, gate));
+        // The thread takes the first request and stops at the gate, while
+        // the others stay queued behind it.
+        let first = submitter.sweep(1);
+        arrival.recv().unwrap();
+        let queued: Vec<_> = (0..10).map(|_| submitter.sweep(1)).collect();
+        go.send(()).unwrap();
+        assert!(matches!(first.wait(), Err(Error::Closed)));
+        for pending in queued {
+            assert!(matches!(pending.wait(), Err(Error::Closed)));
+        }
+        // And everything after it, at once.
+        assert!(matches!(submitter.sweep(1).wait(), Err(Error::Closed)));
+        assert!(
+            matches!(health.get(), Health::Failed { .. }),
+            "{:?}",
+            health.get()
+        );
+        drop(submitter);
+        // Stopping reports that the thread died.
+        assert!(matches!(committer.shut_down(), Err(Error::Closed)));
+    }
 
     /// A batch of `n` sweep requests from blocked callers, each answered
     /// with its own index, and their receivers.

@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::crash_point;
 use crate::error::{Error, Result};
 use crate::journal_storage::JournalStorage;
 
@@ -132,7 +133,10 @@ impl Journal {
     /// frame; every existing segment is free once the caller has
     /// checkpointed the replayed frames (see [`Journal::checkpointed`]).
     pub fn recover(storage: Arc<dyn JournalStorage>, covered_seq: u64) -> Result<Recovered> {
-        let count = storage.segments().map_err(|err| io_error(&*storage, err))?;
+        storage
+            .remove_leftovers()
+            .map_err(|err| io_error(&*storage, err))?;
+        let mut count = storage.segments().map_err(|err| io_error(&*storage, err))?;
         let mut headers = Vec::with_capacity(count);
         for index in 0..count {
             let len = match storage.segment_len(index) {
@@ -142,13 +146,28 @@ impl Journal {
                 }
                 Err(err) => return Err(io_error(&*storage, err)),
             };
-            if len != SEGMENT_BYTES {
-                return Err(damaged(
-                    &*storage,
-                    format!("segment {index} is {len} bytes instead of {SEGMENT_BYTES}"),
-                ));
+            if len == SEGMENT_BYTES {
+                headers.push(Reader::new(&*storage, index).header()?);
+                continue;
             }
-            headers.push(Reader::new(&*storage, index).header()?);
+            // A newest segment of the wrong length without a header was
+            // never activated (its creation was cut short, by a crash or a
+            // full disk, on a storage that does not create segments
+            // atomically): it holds nothing, and is deleted.
+            let newest = index + 1 == count;
+            let has_header =
+                len >= SEGMENT_HEADER as u64 && Reader::new(&*storage, index).header()?.is_some();
+            if newest && !has_header {
+                storage
+                    .remove_segment(index)
+                    .map_err(|err| io_error(&*storage, err))?;
+                count -= 1;
+                break;
+            }
+            return Err(damaged(
+                &*storage,
+                format!("segment {index} is {len} bytes instead of {SEGMENT_BYTES}"),
+            ));
         }
         // Segments in use, oldest first.
         let mut order: Vec<(usize, Header)> = headers
@@ -305,8 +324,12 @@ impl Journal {
         let frame = encode_frame(self.segments[current].number, seq, payload);
         self.storage
             .write(current, self.offset, &frame)
-            .and_then(|()| self.storage.sync_data(current))
+            .and_then(|()| {
+                crash_point::reached("segment.frame_written");
+                self.storage.sync_data(current)
+            })
             .map_err(|err| io_error(&*self.storage, err))?;
+        crash_point::reached("segment.frame_synced");
         self.segments[current].last_seq = seq;
         self.offset = aligned(self.offset + needed);
         self.next_seq += 1;
@@ -358,8 +381,12 @@ impl Journal {
         let header = encode_header(number, self.next_seq);
         self.storage
             .write(index, 0, &header)
-            .and_then(|()| self.storage.sync_data(index))
+            .and_then(|()| {
+                crash_point::reached("segment.header_written");
+                self.storage.sync_data(index)
+            })
             .map_err(|err| io_error(&*self.storage, err))?;
+        crash_point::reached("segment.header_synced");
         self.segments[index] = Segment {
             number,
             last_seq: 0,
@@ -372,9 +399,18 @@ impl Journal {
 }
 
 fn io_error(storage: &dyn JournalStorage, err: std::io::Error) -> Error {
+    let advice = if err.kind() == std::io::ErrorKind::StorageFull {
+        format!(
+            " (the journal needs {} MiB of free space for a new segment: free space on its \
+             file system; a store that is running resumes writes by itself once there is room)",
+            SEGMENT_BYTES >> 20
+        )
+    } else {
+        String::new()
+    };
     Error::io(std::io::Error::new(
         err.kind(),
-        format!("journal {}: {err}", storage.describe()),
+        format!("journal {}: {err}{advice}", storage.describe()),
     ))
 }
 
@@ -680,6 +716,93 @@ mod tests {
         let recovered = recover(&dir, 3).unwrap();
         assert!(recovered.frames.is_empty());
         assert_eq!(recovered.journal.last_seq(), 3);
+    }
+
+    #[test]
+    fn a_damaged_frame_larger_than_an_alignment_slot_is_refused() {
+        // Each frame spans several 512-byte slots: the search for a later
+        // frame must look past the damaged frame's own slots.
+        let len = 2000;
+        let (_tmp, dir, journal) = written(5, len);
+        drop(journal);
+        damage(&dir, 0, frame_offset(2, len) + 1500, &[0xEE; 4]);
+        let err = recover(&dir, 0).err().unwrap();
+        assert!(matches!(err, Error::Corrupted { .. }), "{err}");
+        // The last one torn is a torn tail.
+        let (_tmp, dir, journal) = written(5, len);
+        drop(journal);
+        damage(&dir, 0, frame_offset(5, len) + 1500, &[0xEE; 4]);
+        assert_eq!(seqs(&recover(&dir, 0).unwrap().frames), [1, 2, 3, 4]);
+    }
+
+    /// Writes `len` zero bytes as segment `index`, as a creation in place
+    /// cut short would leave it.
+    fn short_segment(dir: &Path, index: usize, len: u64) {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = std::fs::File::create(segment_path(dir, index)).unwrap();
+        file.set_len(len).unwrap();
+    }
+
+    #[test]
+    fn a_short_newest_segment_without_a_header_is_deleted() {
+        // A new store's first segment cut short, or empty.
+        for len in [0, 10, 1_785_856] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = dir_of(&tmp.path().join("store.redb"));
+            short_segment(&dir, 0, len);
+            let mut journal = recover(&dir, 0).unwrap().journal;
+            assert!(!segment_path(&dir, 0).exists(), "left a {len}-byte segment");
+            assert_eq!(journal.append(&payload(1, 100)).unwrap(), 1);
+            drop(journal);
+            assert_eq!(seqs(&recover(&dir, 0).unwrap().frames), [1]);
+        }
+        // Behind full segments with frames: those frames still replay.
+        let len = 1 << 20;
+        let (_tmp, dir, journal) = written(4, len);
+        drop(journal);
+        short_segment(&dir, 2, SEGMENT_BYTES / 3);
+        let recovered = recover(&dir, 0).unwrap();
+        assert_eq!(seqs(&recovered.frames), [1, 2, 3, 4]);
+        assert!(!segment_path(&dir, 2).exists());
+        let mut journal = recovered.journal;
+        journal.checkpointed(4);
+        assert_eq!(journal.append(&payload(5, 10)).unwrap(), 5);
+        drop(journal);
+        assert_eq!(seqs(&recover(&dir, 4).unwrap().frames), [5]);
+    }
+
+    #[test]
+    fn a_short_segment_that_is_not_the_newest_or_has_a_header_is_refused() {
+        let len = 1 << 20;
+        // Segment 0 holds frames and is cut: acknowledged frames are gone.
+        let (_tmp, dir, journal) = written(4, len);
+        drop(journal);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&dir, 0))
+            .unwrap();
+        file.set_len(SEGMENT_BYTES / 2).unwrap();
+        assert!(matches!(recover(&dir, 0), Err(Error::Corrupted { .. })));
+        // The newest, with a header, cut: it held frames.
+        let (_tmp, dir, journal) = written(4, len);
+        drop(journal);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&dir, 1))
+            .unwrap();
+        file.set_len(SEGMENT_BYTES / 2).unwrap();
+        assert!(matches!(recover(&dir, 0), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn a_segment_left_half_created_under_its_temporary_name_is_removed() {
+        let (_tmp, dir, journal) = written(2, 100);
+        drop(journal);
+        let temp = dir.join("segment-1.creating");
+        std::fs::write(&temp, vec![0u8; 12345]).unwrap();
+        let recovered = recover(&dir, 0).unwrap();
+        assert_eq!(seqs(&recovered.frames), [1, 2]);
+        assert!(!temp.exists());
     }
 
     #[test]

@@ -89,6 +89,7 @@ mod clock;
 mod codec;
 mod committer;
 mod config;
+mod crash_point;
 mod engine;
 mod error;
 mod fingerprint;
@@ -132,6 +133,16 @@ pub use response::StoredResponse;
 pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
 pub use verify::{EngineCheck, VerifyReport};
+
+/// Test hooks of the `fault-injection` feature: the named points where a
+/// process started with `IDEMKV_CRASH_AT=<point>[:<n>]` aborts, as a kill
+/// there would stop it. Not part of the stable API; never enable the
+/// feature in production.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault_injection {
+    pub use crate::crash_point::POINTS as CRASH_POINTS;
+}
 
 /// Entry points for the fuzz targets, their corpus replay tests and the
 /// benchmarks. Not part of the stable API.
