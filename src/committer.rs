@@ -873,9 +873,16 @@ impl Worker {
                     retry_in_ms = poison.backoff.as_millis() as u64,
                     "reopening the store after a failed commit failed; trying again"
                 );
-                let health = Health::Recovering {
-                    cause: format!("{}; reopening failed: {err}", poison.cause),
-                    attempts: poison.attempts,
+                let cause = format!("{}; reopening failed: {err}", poison.cause);
+                // A file that is gone needs an operator; a full disk or an
+                // I/O error may pass by itself.
+                let health = if matches!(err, Error::FileReplaced { .. }) {
+                    Health::Failed { cause }
+                } else {
+                    Health::Recovering {
+                        cause,
+                        attempts: poison.attempts,
+                    }
                 };
                 self.health.set(health, &self.counters);
             }
@@ -982,6 +989,12 @@ impl Worker {
             if checkpoint {
                 set_journal_seq(&txn, journal.last_seq())?;
             }
+        }
+        if checkpoint {
+            // The allocator's state goes into the checkpoint (a two-phase
+            // commit), so that the open after a crash loads it instead of
+            // walking the whole file (redb's quick-repair).
+            txn.set_quick_repair(true);
         }
         txn.commit()?;
         // Before any caller of the batch hears of it.

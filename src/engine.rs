@@ -56,6 +56,9 @@ impl Source {
 /// The shared database of one store.
 pub(crate) struct Engine {
     db: RwLock<Slot>,
+    /// The file a file store opened (device and inode): a reopen opens this
+    /// file or fails, and never creates a new one in its place.
+    file_identity: Option<FileIdentity>,
     /// The snapshot lookups share (see the module's invariants).
     latest: RwLock<Latest>,
     source: Source,
@@ -104,14 +107,35 @@ impl Engine {
         release_in_flight: bool,
         journal: bool,
     ) -> Result<(Engine, Opened, Option<Journal>)> {
+        // The file's directory as an absolute path, so that the process
+        // changing its working directory cannot send a reopen elsewhere.
+        let source = match source {
+            Source::File(path) => Source::File(absolute_dir(&path)),
+            other => other,
+        };
         let (db, opened, writer) = open_prepared(
             &source,
             cache_bytes,
             integrity_check,
             release_in_flight,
             journal,
+            true,
         )?;
+        let file_identity = match &source {
+            Source::File(path) => match FileIdentity::of(path) {
+                Ok(identity) => Some(identity),
+                Err(err) => {
+                    let _ = close_shielded(db);
+                    return Err(Error::CannotOpen {
+                        path: path.clone(),
+                        source: err,
+                    });
+                }
+            },
+            _ => None,
+        };
         let engine = Engine {
+            file_identity,
             db: RwLock::new(Slot {
                 db: Some(db),
                 closed_by: String::new(),
@@ -222,13 +246,16 @@ impl Engine {
             // Closing may commit and fail; what is durable is on disk anyway.
             let _ = close_shielded(old);
         }
-        let reopened = open_prepared(
-            &self.source,
-            self.cache_bytes,
-            self.integrity_check,
-            false,
-            self.journal,
-        );
+        let reopened = self.check_same_file().and_then(|()| {
+            open_prepared(
+                &self.source,
+                self.cache_bytes,
+                self.integrity_check,
+                false,
+                self.journal,
+                false,
+            )
+        });
         match reopened {
             Ok((db, opened, writer)) => {
                 slot.db = Some(db);
@@ -239,6 +266,27 @@ impl Engine {
                 slot.closed_by = format!("reopening the store failed: {err}");
                 Err(err)
             }
+        }
+    }
+
+    /// Checks that the file at the store's path is still the file it
+    /// opened: a reopen must never create an empty store where the file
+    /// was (moved, deleted, or replaced), which would forget every answer.
+    fn check_same_file(&self) -> Result<()> {
+        let (Some(identity), Source::File(path)) = (&self.file_identity, &self.source) else {
+            return Ok(());
+        };
+        let found = FileIdentity::of(path);
+        match found {
+            Ok(found) if found == *identity => Ok(()),
+            Ok(_) => Err(Error::FileReplaced {
+                path: path.clone(),
+                detail: "another file is at its path now".to_string(),
+            }),
+            Err(err) => Err(Error::FileReplaced {
+                path: path.clone(),
+                detail: err.to_string(),
+            }),
         }
     }
 
@@ -274,6 +322,42 @@ impl Drop for Engine {
     }
 }
 
+/// Which file a path names: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+}
+
+/// `path` with its directory made absolute and resolved (the file name
+/// itself is kept: a store opened through a symbolic link keeps its journal
+/// beside the link). Unchanged if the directory cannot be resolved: opening
+/// then reports the error.
+fn absolute_dir(path: &Path) -> PathBuf {
+    let (Some(name), dir) = (path.file_name(), path.parent()) else {
+        return path.to_path_buf();
+    };
+    let dir = match dir {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::canonicalize(dir) {
+        Ok(dir) => dir.join(name),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 /// Opens the database and prepares it (format check, recovery policy). A
 /// database that fails preparation is closed behind the shield: closing
 /// commits, and after redb panicked on a damaged page its own state (a
@@ -284,8 +368,9 @@ fn open_prepared(
     integrity_check: bool,
     release_in_flight: bool,
     journal: bool,
+    create: bool,
 ) -> Result<(Database, Opened, Option<Journal>)> {
-    let db = open_database(source, cache_bytes, integrity_check)?;
+    let db = open_database(source, cache_bytes, integrity_check, create)?;
     let storage: Option<Arc<dyn JournalStorage>> = match source {
         Source::File(path) => Some(Arc::new(DirJournal::new(journal::dir_of(path)))),
         Source::Backend(_, storage) => storage.clone(),
@@ -312,14 +397,24 @@ fn close_shielded(db: Database) -> Result<()> {
     })
 }
 
-fn open_database(source: &Source, cache_bytes: usize, integrity_check: bool) -> Result<Database> {
+/// Opens the database; a file store's file is created when `create` (a
+/// reopen never creates one).
+fn open_database(
+    source: &Source,
+    cache_bytes: usize,
+    integrity_check: bool,
+    create: bool,
+) -> Result<Database> {
     storage::shielded(|| {
         let mut builder = Database::builder();
         builder
             .set_cache_size(cache_bytes)
             .set_check_integrity_on_open(integrity_check);
         match source {
-            Source::File(path) => storage::create_file(&builder, path),
+            Source::File(path) if create => storage::create_file(&builder, path),
+            Source::File(path) => builder
+                .open(path)
+                .map_err(|err| storage::open_error(err, path)),
             Source::Backend(backend, _) => Ok(builder
                 .create_with_backend(EngineBackend(Arc::clone(backend)))
                 .map_err(|err| storage::open_error(err, source.path()))?),

@@ -117,6 +117,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The store's file is no longer at its path (moved, deleted or
+    /// replaced) when the store tries to reopen it after a failed commit.
+    /// The store refuses writes rather than create an empty file in its
+    /// place, which would forget every stored answer.
+    #[error(
+        "the store's file {path} is not the file the store opened ({detail}): it was moved, \
+         deleted or replaced; the store refuses writes rather than start an empty file. Put \
+         the file back (the store then heals by itself) or close the store and open the file \
+         where it is now"
+    )]
+    FileReplaced {
+        /// The path the store opened.
+        path: PathBuf,
+        /// What is at the path now.
+        detail: String,
+    },
+
     /// Another `Store` (in this or another process) has the file open.
     #[error(
         "{path} is already open by another Store or process; \

@@ -189,7 +189,7 @@ fn prepare_unshielded(
     release_in_flight: bool,
     journal: Option<JournalAt>,
 ) -> Result<(Opened, Option<Journal>)> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
     let ours = [RECORDS.name(), INFLIGHT.name(), EXPIRY.name(), META.name()];
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
     let foreign = tables.iter().any(|name| !ours.contains(&name.as_str()))
@@ -268,6 +268,9 @@ fn prepare_unshielded(
             tables.in_flight_len()?,
         )
     };
+    // Durable, with the allocator's state (redb's quick-repair): an open
+    // after a crash that follows it needs no full repair.
+    txn.set_quick_repair(true);
     txn.commit()?;
     let opened = Opened {
         token_ceiling,
