@@ -370,6 +370,19 @@ fn open_prepared(
     journal: bool,
     create: bool,
 ) -> Result<(Database, Opened, Option<Journal>)> {
+    if let Source::File(path) = source
+        && create
+        && matches!(std::fs::symlink_metadata(path), Err(err) if err.kind() == std::io::ErrorKind::NotFound)
+        && let Some(created) = create_whole(
+            path,
+            cache_bytes,
+            integrity_check,
+            release_in_flight,
+            journal,
+        )?
+    {
+        return Ok(created);
+    }
     let db = open_database(source, cache_bytes, integrity_check, create)?;
     let storage: Option<Arc<dyn JournalStorage>> = match source {
         Source::File(path) => Some(Arc::new(DirJournal::new(journal::dir_of(path)))),
@@ -389,12 +402,94 @@ fn open_prepared(
     }
 }
 
+/// Creates a new store file whole: under a temporary name, prepared (its
+/// tables and format in one durable commit), then linked into place and
+/// its directory synced. A crash or a full disk on the way leaves at most
+/// the temporary file, which the next creation replaces, never a file at
+/// the store's path that does not open. `None` if another process created
+/// the file meanwhile (the caller then opens that one).
+fn create_whole(
+    path: &Path,
+    cache_bytes: usize,
+    integrity_check: bool,
+    release_in_flight: bool,
+    journal: bool,
+) -> Result<Option<(Database, Opened, Option<Journal>)>> {
+    let cannot = |source: std::io::Error| Error::CannotOpen {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    let temp = PathBuf::from(name);
+    match std::fs::remove_file(&temp) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(cannot(err)),
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(cannot)?;
+    let created = (|| {
+        let db = storage::shielded(|| {
+            redb::backends::FileBackend::new(file)
+                .and_then(|backend| {
+                    builder(cache_bytes, integrity_check).create_with_backend(backend)
+                })
+                .map_err(|err| storage::open_error(err, path))
+        })?;
+        let at = JournalAt {
+            storage: Arc::new(DirJournal::new(journal::dir_of(path))),
+            keep: journal,
+        };
+        let (opened, writer) = match storage::prepare(&db, path, release_in_flight, Some(at)) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                let _ = close_shielded(db);
+                return Err(err);
+            }
+        };
+        // A link fails if a file appeared at the path meanwhile; a file
+        // system without hard links gets a rename (which would replace one).
+        let placed = match std::fs::hard_link(&temp, path) {
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = close_shielded(db);
+                return Ok(None);
+            }
+            Err(_) if !path.exists() => std::fs::rename(&temp, path),
+            other => other,
+        };
+        if let Err(err) = placed {
+            let _ = close_shielded(db);
+            return Err(cannot(err));
+        }
+        Ok(Some((db, opened, writer)))
+    })();
+    let _ = std::fs::remove_file(&temp);
+    if let Ok(Some(_)) = &created {
+        crate::journal_storage::sync_dir(crate::journal_storage::parent_of(path))
+            .map_err(cannot)?;
+    }
+    created
+}
+
 /// Drops (closes) `db`, turning a panic of the storage engine into an error.
 fn close_shielded(db: Database) -> Result<()> {
     storage::shielded(move || {
         drop(db);
         Ok(())
     })
+}
+
+/// The storage engine's settings for a store.
+fn builder(cache_bytes: usize, integrity_check: bool) -> redb::Builder {
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(cache_bytes)
+        .set_check_integrity_on_open(integrity_check);
+    builder
 }
 
 /// Opens the database; a file store's file is created when `create` (a
@@ -406,10 +501,7 @@ fn open_database(
     create: bool,
 ) -> Result<Database> {
     storage::shielded(|| {
-        let mut builder = Database::builder();
-        builder
-            .set_cache_size(cache_bytes)
-            .set_check_integrity_on_open(integrity_check);
+        let builder = builder(cache_bytes, integrity_check);
         match source {
             Source::File(path) if create => storage::create_file(&builder, path),
             Source::File(path) => builder
