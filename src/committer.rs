@@ -473,7 +473,9 @@ impl Committer {
         counters.set_live_records(live_records);
         counters.in_flight.set(in_flight);
         // Only a journaled store leaves pages unsynced between commits.
-        let writeback = journal.as_ref().and_then(|_| start_writeback(&engine));
+        let writeback = journal
+            .as_ref()
+            .and_then(|_| start_writeback(&engine, config.writeback_interval));
         let worker = Worker {
             engine,
             config,
@@ -582,20 +584,26 @@ struct Worker {
     writeback: Option<Writeback>,
 }
 
-/// The writeback thread of a journaled store over a file; none for other
-/// stores, or when the file cannot be opened a second time (the checkpoints
-/// then sync everything themselves, as they would anyway).
-fn start_writeback(engine: &Engine) -> Option<Writeback> {
-    let Source::File(path) = engine.source() else {
-        return None;
+/// The writeback thread of a journaled store: it syncs the file (from a
+/// handle of its own) or the custom backend; none for an in-memory store,
+/// or when the file cannot be opened a second time (the checkpoints then
+/// sync everything themselves, as they would anyway).
+fn start_writeback(engine: &Engine, interval: Duration) -> Option<Writeback> {
+    let started = match engine.source() {
+        Source::File(path) => Writeback::for_file(path, interval),
+        Source::Backend(backend, _) => {
+            let backend = Arc::clone(backend);
+            Writeback::start(interval, move || backend.sync_data())
+        }
+        Source::Memory => return None,
     };
-    match Writeback::for_file(path) {
+    match started {
         Ok(writeback) => Some(writeback),
         Err(_err) => {
             event!(
                 warn,
                 error = %_err,
-                "cannot open the store's file for writeback: checkpoints sync all of its pages themselves"
+                "cannot start the writeback thread: checkpoints sync all of the file's pages themselves"
             );
             None
         }

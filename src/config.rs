@@ -66,6 +66,7 @@ pub struct Config {
     pub(crate) verify_on_open: bool,
     pub(crate) journal: bool,
     pub(crate) checkpoint_interval: Duration,
+    pub(crate) writeback_interval: Duration,
     pub(crate) reopen_backoff: Duration,
     pub(crate) slow_commit: Duration,
 }
@@ -87,6 +88,7 @@ impl Default for Config {
             verify_on_open: false,
             journal: true,
             checkpoint_interval: Duration::from_secs(1),
+            writeback_interval: crate::writeback::WRITEBACK_INTERVAL,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),
         }
@@ -240,6 +242,15 @@ impl Config {
         self
     }
 
+    /// With the journal, how often the writeback thread syncs the store's
+    /// file between checkpoints while commits come (default 25 ms), so that
+    /// a checkpoint finds most pages on disk already (see docs/design.md,
+    /// "The write-ahead journal"). Must be positive.
+    pub fn writeback_interval(mut self, interval: Duration) -> Self {
+        self.writeback_interval = interval;
+        self
+    }
+
     /// How long the store waits after a failed commit before it reopens its
     /// file to heal (default 50 ms). Each failed reopen doubles the wait, up
     /// to 5 s or this value if larger. While it waits writes are refused;
@@ -273,6 +284,7 @@ impl Config {
             verify_on_open: self.verify_on_open,
             journal: self.journal,
             checkpoint_interval: self.checkpoint_interval,
+            writeback_interval: self.writeback_interval,
             reopen_backoff: self.reopen_backoff,
             slow_commit: self.slow_commit,
         }
@@ -288,6 +300,11 @@ impl Config {
             return Err(Error::InvalidConfig(
                 "retention must be at least 1 ms; it should outlast the clients' retry window"
                     .into(),
+            ));
+        }
+        if self.writeback_interval.is_zero() {
+            return Err(Error::InvalidConfig(
+                "writeback_interval must be positive; the default is 25 ms".into(),
             ));
         }
         if self.sweep_batch == 0 {
@@ -320,6 +337,7 @@ impl fmt::Debug for Config {
             .field("verify_on_open", &self.verify_on_open)
             .field("journal", &self.journal)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("writeback_interval", &self.writeback_interval)
             .field("reopen_backoff", &self.reopen_backoff)
             .field("slow_commit", &self.slow_commit)
             .finish_non_exhaustive()
@@ -344,6 +362,7 @@ pub struct Settings {
     verify_on_open: bool,
     journal: bool,
     checkpoint_interval: Duration,
+    writeback_interval: Duration,
     reopen_backoff: Duration,
     slow_commit: Duration,
 }
@@ -377,6 +396,11 @@ impl Settings {
     /// [`Config::checkpoint_interval`].
     pub fn checkpoint_interval(&self) -> Duration {
         self.checkpoint_interval
+    }
+
+    /// [`Config::writeback_interval`].
+    pub fn writeback_interval(&self) -> Duration {
+        self.writeback_interval
     }
 
     /// [`Config::retention`].

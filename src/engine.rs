@@ -180,6 +180,12 @@ impl Engine {
                 // Opened after `seen` commits ended, so it holds all of
                 // them (and perhaps a later one not yet acknowledged).
                 let fresh = Arc::new(Snapshot::open(db)?);
+                #[cfg(test)]
+                tests::AFTER_SNAPSHOT_OPEN.with(|hook| {
+                    if let Some(hook) = hook.borrow_mut().as_mut() {
+                        hook();
+                    }
+                });
                 let mut latest = self.latest_mut();
                 if latest.commits == seen && latest.snapshot.is_none() {
                     latest.snapshot = Some(Arc::clone(&fresh));
@@ -513,4 +519,46 @@ fn open_database(
             Source::Memory => Ok(builder.create_with_backend(InMemoryBackend::new())?),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Runs in a lookup between opening its snapshot and installing
+        /// it: where a commit ending meanwhile must stop the install.
+        pub(super) static AFTER_SNAPSHOT_OPEN: RefCell<Option<Box<dyn FnMut()>>> =
+            RefCell::new(None);
+    }
+
+    fn shared_snapshot(engine: &Engine) -> bool {
+        engine
+            .latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot
+            .is_some()
+    }
+
+    #[test]
+    fn a_lookup_never_installs_a_snapshot_older_than_a_commit_that_ended_meanwhile() {
+        let (engine, _, _) = Engine::open(Source::Memory, 1 << 20, false, false, false).unwrap();
+        let engine = Arc::new(engine);
+        let key = Key::new("t", "k").unwrap();
+        let writer = Arc::clone(&engine);
+        AFTER_SNAPSHOT_OPEN.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || writer.committed()));
+        });
+        engine.read_record(&key).unwrap();
+        AFTER_SNAPSHOT_OPEN.with(|hook| *hook.borrow_mut() = None);
+        // The snapshot predates the commit: the next lookup opens a fresh one.
+        assert!(!shared_snapshot(&engine), "a stale snapshot was installed");
+        // Without a commit in between, lookups share one.
+        engine.read_record(&key).unwrap();
+        assert!(shared_snapshot(&engine));
+        engine.committed();
+        assert!(!shared_snapshot(&engine));
+    }
 }

@@ -36,7 +36,8 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::log::event;
 
-/// How often the thread syncs the file while commits happen.
+/// How often the thread syncs the file while commits happen, by default
+/// ([`Config::writeback_interval`](crate::Config::writeback_interval)).
 pub(crate) const WRITEBACK_INTERVAL: Duration = Duration::from_millis(25);
 
 /// A running writeback thread; dropping it stops the thread and waits for
@@ -88,9 +89,9 @@ impl Writeback {
     }
 
     /// Starts a thread that syncs the file at `path` (opened read-only).
-    pub fn for_file(path: &std::path::Path) -> std::io::Result<Writeback> {
+    pub fn for_file(path: &std::path::Path, interval: Duration) -> std::io::Result<Writeback> {
         let file = std::fs::File::open(path)?;
-        Writeback::start(WRITEBACK_INTERVAL, move || file.sync_data())
+        Writeback::start(interval, move || file.sync_data())
     }
 
     /// Records a commit that did not sync the file.

@@ -302,3 +302,80 @@ fn lookups_see_every_acknowledged_write() -> TestResult {
         .map_err(|err| err.to_string())?;
     Ok(())
 }
+
+/// Lookups on other threads while commits run: a lookup that starts after
+/// a write was acknowledged sees it, even while later commits are being
+/// made (the lookups' shared snapshot must never hold a state older than
+/// the last acknowledged commit). The replay cache is off, so every lookup
+/// reads the file.
+#[test]
+fn lookups_during_commits_see_every_acknowledged_write() -> TestResult {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        dir.path().join("during.redb"),
+        Config::default().cache_bytes(0).sweep_interval(None),
+    )?;
+    const WRITES: usize = 400;
+    // Keys 0..acknowledged are completed and acknowledged.
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    thread::scope(|scope| -> TestResult {
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let (store, acknowledged, done) = (&store, &acknowledged, &done);
+            readers.push(scope.spawn(move || -> Result<u64, String> {
+                let mut lookups = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let n = acknowledged.load(Ordering::SeqCst);
+                    if n == 0 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let k = key(&format!("w{}", n - 1));
+                    let record = store.get(&k).map_err(|e| e.to_string())?;
+                    match record {
+                        Some(record) if record.response() == Some(&response("w")) => {}
+                        other => {
+                            return Err(format!(
+                                "w{} was acknowledged, a lookup read {other:?}",
+                                n - 1
+                            ));
+                        }
+                    }
+                    lookups += 1;
+                }
+                Ok(lookups)
+            }));
+        }
+        // Unrelated commits from another writer keep the committer busy, so
+        // that lookups overlap commits.
+        let noise = {
+            let (store, done) = (&store, &done);
+            scope.spawn(move || -> Result<(), String> {
+                let mut i = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let k = key(&format!("noise{i}"));
+                    let claim = claimed(store.begin(&k, fp("n")).map_err(|e| e.to_string())?);
+                    store.release(claim).map_err(|e| e.to_string())?;
+                    i += 1;
+                }
+                Ok(())
+            })
+        };
+        let written = (|| -> TestResult {
+            for i in 0..WRITES {
+                let k = key(&format!("w{i}"));
+                store.complete(claimed(store.begin(&k, fp("p"))?), response("w"))?;
+                acknowledged.store(i + 1, Ordering::SeqCst);
+            }
+            Ok(())
+        })();
+        done.store(true, Ordering::SeqCst);
+        noise.join().map_err(|_| "noise writer panicked")??;
+        for reader in readers {
+            reader.join().map_err(|_| "reader panicked")??;
+        }
+        written
+    })
+}

@@ -213,6 +213,48 @@ fn import_writes_what_a_scan_read_exactly() -> TestResult {
     Ok(())
 }
 
+/// The token ceiling an import raises is persisted with it: after the
+/// file is closed and opened again, a new claim's token is still above
+/// every imported one (fencing across restarts).
+#[test]
+fn import_persists_the_token_ceiling_in_the_file() -> TestResult {
+    let (source, clock) = populated()?;
+    const IMPORTED_TOKEN: u64 = 50_000_000;
+    let records: Vec<Record> = scanned(&source, &ScanFilter::default())?
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let mut parts = record.into_parts();
+            parts.token = IMPORTED_TOKEN + i as u64;
+            Record::from_parts(parts)
+        })
+        .collect();
+    let highest = IMPORTED_TOKEN + records.len() as u64 - 1;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("imported.redb");
+    let config = || {
+        idemkv::Config::default()
+            .clock(clock.clone())
+            .lease(LEASE)
+            .retention(RETENTION)
+            .sweep_interval(None)
+    };
+    let target = Store::open(&path, config())?;
+    target.import(records)?;
+    target.close()?;
+    let reopened = Store::open(&path, config())?;
+    let fresh = claimed(reopened.begin(&idemkv::Key::new("t9", "fresh")?, fp("a"))?);
+    assert!(
+        fresh.token() > highest,
+        "token {} after a reopen is not above the imported {highest}",
+        fresh.token()
+    );
+    let stuck = idemkv::Key::new("t1", "stuck")?;
+    let takeover = claimed(reopened.begin(&stuck, fp("a"))?);
+    assert!(takeover.token() > highest);
+    Ok(())
+}
+
 #[test]
 fn import_refuses_duplicates_and_skips_what_expired() -> TestResult {
     let (source, clock) = populated()?;

@@ -34,9 +34,12 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    // 256 cases by default; PROPTEST_CASES=N for a deeper run.
+    // 256 cases by default; PROPTEST_CASES=N for a deeper run. A failure is
+    // reported with its shrunk steps and not written to a file: runs never
+    // modify the tree. Past failures are the `regression_*` tests below.
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
@@ -56,4 +59,53 @@ proptest! {
             harness.run(&Step::Get { key: k });
         }
     }
+}
+
+/// Runs `steps` on every cache size and with and without the journal, as
+/// the property does.
+fn replay_steps(steps: &[Step]) {
+    for cache_bytes in [0usize, 64 * 200, 64 << 20] {
+        for journal in [false, true] {
+            let mut harness = Harness::new(cache_bytes, false, journal);
+            for step in steps {
+                harness.run(step);
+            }
+            for k in 0..KEYS {
+                harness.run(&Step::Get { key: k });
+            }
+        }
+    }
+}
+
+/// Shrunk failures the property found in the past.
+#[test]
+fn regression_a_lease_that_ran_out_is_taken_over() {
+    replay_steps(&[
+        Step::Begin { key: 0, payload: 0 },
+        Step::Advance { ms: 6000 },
+        Step::Begin { key: 0, payload: 0 },
+    ]);
+}
+
+#[test]
+fn regression_a_second_key_one_second_later() {
+    replay_steps(&[
+        Step::Begin { key: 0, payload: 0 },
+        Step::Begin { key: 0, payload: 0 },
+        Step::Begin { key: 2, payload: 1 },
+        Step::Advance { ms: 1 },
+        Step::Advance { ms: 999 },
+        Step::Begin { key: 2, payload: 1 },
+    ]);
+}
+
+#[test]
+fn regression_a_sweep_after_a_completion_expired() {
+    replay_steps(&[
+        Step::Begin { key: 0, payload: 0 },
+        Step::Complete { claim: 0 },
+        Step::Advance { ms: 1 },
+        Step::Advance { ms: 4999 },
+        Step::Sweep,
+    ]);
 }
