@@ -12,7 +12,10 @@
 //! Odd rounds run with the write-ahead journal (`Config::journal`), even
 //! ones without, on the same file: a round's check opens the file the way
 //! its child did, and the next child the other way, so a journal left by a
-//! kill is replayed by stores of both kinds.
+//! kill is replayed by stores of both kinds. Checkpoints come every 20 ms
+//! and answers are 12 KiB, so a kill lands after many checkpoints with
+//! frames behind the last, and children fill journal segments; a kill at
+//! each exact step of a segment's life is tests/lifecycle.rs's job.
 //!
 //! This file has its own `main` (no test harness): the same binary is the
 //! parent and, with `IDEMKV_CRASH_CHILD` set, the child.
@@ -42,6 +45,7 @@ const MIN_ACKS: usize = 20;
 /// How long the child may take to acknowledge them.
 const ACK_DEADLINE: Duration = Duration::from_secs(120);
 const SIGKILL: i32 = 9;
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 
 fn config(round: u64, sweeping: bool) -> Config {
     let start = UNIX_EPOCH + Duration::from_secs(1_767_225_600) + ROUND_SPACING * round as u32;
@@ -51,6 +55,10 @@ fn config(round: u64, sweeping: bool) -> Config {
         .sweep_batch(5)
         .sweep_interval(sweeping.then_some(Duration::from_millis(1)))
         .journal(round % 2 == 1)
+        // Checkpoints every few milliseconds: a kill lands after many of
+        // them, with frames behind the last one, and the journal's segments
+        // fill, are freed and are reused within one child's life.
+        .checkpoint_interval(CHECKPOINT_INTERVAL)
 }
 
 fn key(round: u64, thread: usize, i: u64) -> Result<Key> {
@@ -64,7 +72,8 @@ fn fingerprint(key: &Key) -> Fingerprint {
 fn body(key: &Key) -> StoredResponse {
     StoredResponse::new(
         201,
-        format!("the one answer for {}", key.idempotency_key()).repeat(4),
+        // About 12 KiB: a child's frames fill journal segments.
+        format!("the one answer for {}", key.idempotency_key()).repeat(512),
     )
     .with_header("x-key", key.idempotency_key())
 }
@@ -106,12 +115,21 @@ fn emit(line: &str) -> Result<()> {
 fn kill_after(round: u64) -> Duration {
     let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     x ^= x >> 31;
-    Duration::from_millis(x % 300)
+    Duration::from_millis(x % 800)
 }
 
 struct Round {
     claims: usize,
     completions: usize,
+    /// Segment files in the killed child's journal.
+    segments: usize,
+}
+
+/// Segment files in the journal of the store at `path`.
+fn journal_segments(path: &Path) -> Result<usize> {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push(".journal");
+    Ok(std::fs::read_dir(&dir).map_or(0, |entries| entries.count()))
 }
 
 fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
@@ -179,6 +197,7 @@ fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
         }
     }
 
+    let segments = journal_segments(path)?;
     let store = Store::open(path, config(round, false))?;
     for name in &completed {
         let k = Key::new("crash", name)?;
@@ -216,6 +235,7 @@ fn parent_round(exe: &Path, path: &Path, round: u64) -> Result<Round> {
     Ok(Round {
         claims: claimed.len(),
         completions: completed.len(),
+        segments,
     })
 }
 
@@ -233,11 +253,13 @@ fn main() -> Result<()> {
     let path: PathBuf = dir.path().join("crash.redb");
     let started = SystemTime::now();
     let (mut claims, mut completions, mut passed, mut failed) = (0, 0, 0, 0);
+    let mut most_segments = 0;
     for round in 0..rounds {
         match parent_round(&exe, &path, round) {
             Ok(r) => {
                 claims += r.claims;
                 completions += r.completions;
+                most_segments = most_segments.max(r.segments);
                 passed += 1;
             }
             Err(err) => {
@@ -253,6 +275,7 @@ fn main() -> Result<()> {
         store.metrics().live_records,
         started.elapsed().unwrap_or_default()
     );
+    println!("journal at the kills: up to {most_segments} segment files");
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
