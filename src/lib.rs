@@ -83,6 +83,7 @@
 
 mod async_store;
 mod backend;
+mod backup;
 mod blocking;
 mod cache;
 mod clock;
@@ -115,6 +116,7 @@ mod writeback;
 
 pub use async_store::AsyncStore;
 pub use backend::Backend;
+pub use backup::Backup;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use committer::Imported;
 pub use config::{Config, Durability, Recovery, Settings, Terms};

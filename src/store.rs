@@ -1020,6 +1020,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes a consistent copy of this store, as of the latest commit, to
+    /// a new file at `path` that opens on its own (no journal beside it):
+    /// every write acknowledged before the call is in it. Safe while the
+    /// store serves requests: writes go on during the copy (a heal after a
+    /// failed commit waits for it to end), and the copy appears at `path`
+    /// only once it is complete and durable. Copying a live store's file
+    /// and journal with other tools is not safe (docs/operations.md,
+    /// "Backups").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CannotOpen`] if `path` (or `<path>.journal`) exists or
+    /// cannot be written; [`Error::Storage`] if reading the store or
+    /// writing the copy fails (nothing is left at `path` then);
+    /// [`Error::Closed`] or [`Error::Poisoned`] while the store cannot be
+    /// read.
+    pub fn backup_to(&self, path: impl AsRef<Path>) -> Result<crate::Backup> {
+        let path = path.as_ref();
+        self.inner.engine.read(|db| crate::backup::backup(db, path))
+    }
+}
+
 /// What [`Store::compact`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -366,3 +366,26 @@ fn a_heal_never_reopens_a_moved_file_as_a_new_store() -> Result<()> {
     store.close()?;
     Ok(())
 }
+
+#[test]
+fn a_backup_on_a_full_disk_leaves_nothing_and_works_once_space_returns() -> Result<()> {
+    let Some(disk) = SmallDisk::mount(24) else {
+        return Ok(());
+    };
+    let store = Store::open(disk.path("idem.redb"), config())?;
+    let acknowledged: Vec<u64> = (0..50).collect();
+    for &i in &acknowledged {
+        assert!(write(&store, i)?);
+    }
+    disk.fill(0)?;
+    let backup = disk.path("backup.redb");
+    assert!(store.backup_to(&backup).is_err(), "a backup on a full disk");
+    assert!(!backup.exists(), "a failed backup left a file");
+    assert!(!disk.path("backup.redb.creating").exists());
+    disk.free()?;
+    store.backup_to(&backup)?;
+    store.close()?;
+    let restored = Store::open(&backup, config())?;
+    check_replays(&restored, &acknowledged)?;
+    Ok(())
+}

@@ -48,6 +48,10 @@ pub enum Command {
     Verify(FileArg),
     /// Returns free space inside the file to the file system.
     Compact(FileArg),
+    /// Writes a consistent copy of the store (its file and journal) to a
+    /// new file that opens on its own. For a store a running service holds,
+    /// call `Store::backup_to` in the service instead.
+    Backup(BackupArgs),
     /// Writes every live record to standard output, one JSON object a line.
     Export(FileArg),
     /// Reads records written by `export` from standard input into the file
@@ -60,6 +64,15 @@ pub enum Command {
 pub struct FileArg {
     /// The store file.
     pub file: PathBuf,
+}
+
+/// `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The store file.
+    pub file: PathBuf,
+    /// Where the copy goes: a new path (an existing file is never replaced).
+    pub dest: PathBuf,
 }
 
 /// A store file and one key in it.

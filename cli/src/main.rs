@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => admin::sweep(&a.file, json),
         Command::Verify(a) => admin::verify(&a.file, json),
         Command::Compact(a) => admin::compact(&a.file, json),
+        Command::Backup(a) => admin::backup(a, json),
         Command::Export(a) => transfer::export(&a.file),
         Command::Import(a) => transfer::import(&a.file, json),
     };

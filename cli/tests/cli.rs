@@ -247,6 +247,28 @@ fn a_bad_import_line_is_named_and_nothing_is_imported() -> TestResult {
 }
 
 #[test]
+fn backup_writes_a_copy_that_opens_alone_and_never_replaces_a_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = populated(dir.path())?;
+    let file = path.to_str().ok_or("path")?;
+    let dest = dir.path().join("copy.redb");
+    let dest_arg = dest.to_str().ok_or("path")?;
+    let done: serde_json::Value =
+        serde_json::from_str(&ok(&["backup", file, dest_arg, "--json"])?)?;
+    let listed = json_lines(&ok(&["list", file, "--json"])?)?;
+    assert_eq!(done["records"].as_u64(), Some(listed.len() as u64));
+    assert_eq!(json_lines(&ok(&["list", dest_arg, "--json"])?)?, listed);
+    assert!(!dir.path().join("copy.redb.journal").exists());
+    // A second backup to the same path is refused, and changes nothing.
+    let before = std::fs::read(&dest)?;
+    let again = idemkv(&["backup", file, dest_arg], b"")?;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("new path"));
+    assert_eq!(std::fs::read(&dest)?, before);
+    Ok(())
+}
+
+#[test]
 fn sweep_verify_and_compact() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("old.redb");

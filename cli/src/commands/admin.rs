@@ -1,11 +1,11 @@
-//! `release`, `remove`, `sweep`, `verify` and `compact`: changing the file
-//! on an operator's word.
+//! `release`, `remove`, `sweep`, `verify`, `compact` and `backup`: changing
+//! (or copying) the file on an operator's word.
 
 use idemkv::{Error, Store};
 use serde::Serialize;
 
 use super::key_of;
-use crate::args::AdminArgs;
+use crate::args::{AdminArgs, BackupArgs};
 use crate::confirm::confirm;
 use crate::open::{self, DAMAGED, Failure};
 use crate::{output, progress};
@@ -190,6 +190,31 @@ pub fn compact(file: &std::path::Path, json: bool) -> Result<(), Failure> {
             "{} -> {}",
             output::bytes(compaction.bytes_before),
             output::bytes(compaction.bytes_after)
+        );
+    }
+    Ok(())
+}
+
+/// `idemkv backup FILE DEST`: a consistent copy of the store (its journal
+/// replayed) in a new file that opens on its own.
+pub fn backup(args: &BackupArgs, json: bool) -> Result<(), Failure> {
+    let store = open::existing(&args.file)?;
+    let spinner = progress::spinner("backing up");
+    let backup = store.backup_to(&args.dest)?;
+    spinner.finish_and_clear();
+    open::close(store)?;
+    if json {
+        output::json(&serde_json::json!({
+            "backup": args.dest.display().to_string(),
+            "records": backup.records,
+            "bytes": backup.bytes,
+        }))?;
+    } else {
+        println!(
+            "{} records ({}) -> {}",
+            backup.records,
+            output::bytes(backup.bytes),
+            args.dest.display()
         );
     }
     Ok(())
