@@ -81,6 +81,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The journal's positional writes, directory syncs and the file identity a
+// heal checks use Unix file APIs; Windows has other semantics for all three
+// (and for renaming an open file), so the crate says so instead of
+// building something untested.
+#[cfg(not(unix))]
+compile_error!(
+    "idemkv supports Unix-like systems only (Linux, macOS, the BSDs): its journal and file \
+     checks use Unix file APIs (positional I/O, directory sync, device and inode numbers). \
+     It is developed and tested on Linux."
+);
+
 mod async_store;
 mod backend;
 mod backup;
