@@ -1,15 +1,20 @@
 //! The kill test of `examples/multi_step.rs`: a child process works through
 //! orders (charge, write, notify, each step recorded as a recovery point)
-//! and the parent kills it with SIGKILL at a random moment, round after
-//! round, on the same directory. Each new child takes the killed one's order
-//! over after its lease and resumes it from its recovery point. At the end
-//! a last child finishes every order, and the parent checks the effect
-//! lines: every order was charged, written and notified exactly once, and
-//! its claim completed with the receipt of that one charge.
+//! and dies in the middle of one, round after round, on the same directory.
+//! Each new child takes the dead one's order over after its lease and
+//! resumes it from its recovery point. At the end a last child finishes
+//! every order, and the parent checks the effect lines: every order was
+//! charged, written and notified exactly once, and its claim completed with
+//! the receipt of that one charge.
 //!
-//! Every round must prove something: each child must die by the SIGKILL
-//! (not by an error or by running out of work), and over the run, children
-//! must have resumed orders from recovery points (counted per phase).
+//! Where a child dies is arranged, not left to the machine's load: each
+//! child aborts (as a kill would stop it: no destructor, no flush) just
+//! before the effect of its k-th step, k from a seeded sequence (the
+//! example's `crash_after`), so every death lands inside an order, after
+//! at least one recovery point, at each of the three steps in turn. Every
+//! round must prove something: each child must die that way (not by an
+//! error or by running out of work), and every death must be followed by a
+//! takeover that resumes from a recovery point (counted per phase).
 //!
 //! This file has its own `main` (no test harness): the same binary is the
 //! parent and, with `IDEMKV_MULTI_STEP_CHILD` set, the child, which runs
@@ -33,7 +38,10 @@ use multi_step::{EFFECTS, Options, STORE, complete_lines, order_key, receipt};
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 const CHILD_ENV: &str = "IDEMKV_MULTI_STEP_CHILD";
-const SIGKILL: i32 = 9;
+const SIGABRT: i32 = 6;
+/// How long a child may take to reach its crash step (it is a few
+/// milliseconds of work and, at most, a lease's wait).
+const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 /// Short, so that a killed child's order is taken over a round or two
 /// later; every step's checkpoint restarts it.
 const LEASE: Duration = Duration::from_millis(50);
@@ -54,19 +62,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `DIR FROM [UNTIL]`: works on orders `FROM..UNTIL` (or on and on).
+/// `DIR FROM UNTIL [CRASH_AFTER]`: works on orders `FROM..UNTIL` (an empty
+/// `UNTIL`: on and on), and aborts after `CRASH_AFTER` steps if given.
 fn child(args: &str) -> Result<()> {
     let parts: Vec<&str> = args.split('\t').collect();
-    let [dir, from, until @ ..] = &parts[..] else {
-        return Err(format!("{CHILD_ENV}={args:?} is not DIR\\tFROM[\\tUNTIL]").into());
+    let [dir, from, until, crash_after @ ..] = &parts[..] else {
+        return Err(
+            format!("{CHILD_ENV}={args:?} is not DIR\\tFROM\\tUNTIL[\\tCRASH_AFTER]").into(),
+        );
     };
     let options = Options {
         dir: dir.into(),
         from: from.parse()?,
-        until: until.first().map(|u| u.parse()).transpose()?,
+        until: (!until.is_empty()).then(|| until.parse()).transpose()?,
         lease: LEASE,
         pause: PAUSE,
-        crash_after: None,
+        crash_after: crash_after.first().map(|k| k.parse()).transpose()?,
     };
     multi_step::work(&options, &mut std::io::stdout())?;
     Ok(())
@@ -111,6 +122,25 @@ impl Reports {
     }
 }
 
+/// Waits for `child` to exit; past `deadline`, kills it and fails.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> Result<std::process::ExitStatus> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > until {
+            child.kill()?;
+            child.wait()?;
+            return Err(format!("a child did not reach its crash step within {deadline:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn spawn(args: String) -> Result<std::process::Child> {
     Ok(Command::new(std::env::current_exe()?)
         .env(CHILD_ENV, args)
@@ -129,17 +159,26 @@ fn parent() -> Result<()> {
     let dir = scratch.path();
     let dir_text = dir.to_str().ok_or("the scratch path is not UTF-8")?;
     let mut reports = Reports::default();
-    let mut random = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1;
+    // xorshift, seeded per run and printed, so that a failure can be rerun
+    // with IDEMKV_MULTI_STEP_SEED.
+    let mut random: u64 = match std::env::var("IDEMKV_MULTI_STEP_SEED") {
+        Ok(seed) => seed.parse()?,
+        Err(_) => SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64,
+    } | 1;
+    let seed = random;
     let started = std::time::Instant::now();
     for round in 0..rounds {
-        let mut child = spawn(format!("{dir_text}\t{}", reports.first_open()))?;
-        // xorshift: a kill between 15 and 60 ms after the start.
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
-        std::thread::sleep(Duration::from_millis(15 + random % 46));
-        child.kill()?;
-        let status = child.wait()?;
+        // The child dies before the effect of its k-th step: 1 to 9 steps,
+        // so every step of an order is where some child dies.
+        let crash_after = 1 + random % 9;
+        let mut child = spawn(format!(
+            "{dir_text}\t{}\t\t{crash_after}",
+            reports.first_open()
+        ))?;
+        let status = wait_or_kill(&mut child, CHILD_DEADLINE)?;
         let (mut output, mut errors) = (String::new(), String::new());
         child
             .stdout
@@ -151,9 +190,10 @@ fn parent() -> Result<()> {
             .take()
             .ok_or("no stderr")?
             .read_to_string(&mut errors)?;
-        if status.signal() != Some(SIGKILL) {
+        if status.signal() != Some(SIGABRT) || !errors.contains("crashing after") {
             return Err(format!(
-                "round {round}: the child was not killed but ended with {status}: {errors}"
+                "round {round} (seed {seed}): the child did not die at its step {crash_after} but \
+                 ended with {status}: {errors}"
             )
             .into());
         }
@@ -177,17 +217,16 @@ fn parent() -> Result<()> {
     let charges = check(dir, until)?;
     let resumed: u64 = reports.resumed.values().sum();
     println!(
-        "{rounds} kill rounds in {:.1} s; {until} orders, each charged, written and notified \
-         exactly once; {resumed} resumed from a recovery point ({:?}); {charges} charges",
+        "{rounds} crash rounds in {:.1} s (seed {seed}); {until} orders, each charged, written \
+         and notified exactly once; {resumed} resumed from a recovery point ({:?}); {charges} charges",
         killing.as_secs_f64(),
         reports.resumed
     );
-    // The kills must have cut orders short and the takeovers resumed them
-    // (every kill lands inside an order unless it lands between two).
-    if resumed < rounds / 4 {
+    // Every death left an order in flight with a recovery point, and a
+    // later child resumed it.
+    if resumed < rounds {
         return Err(format!(
-            "only {resumed} of {rounds} rounds left an order to resume: the kills did not test \
-             recovery"
+            "only {resumed} resumptions after {rounds} deaths inside orders (seed {seed})"
         )
         .into());
     }
