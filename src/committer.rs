@@ -998,7 +998,7 @@ impl Worker {
                 set_journal_seq(&txn, journal.last_seq())?;
             }
         }
-        if checkpoint {
+        if checkpoint && self.config.quick_repair {
             // The allocator's state goes into the checkpoint (a two-phase
             // commit), so that the open after a crash loads it instead of
             // walking the whole file (redb's quick-repair).
@@ -1342,7 +1342,7 @@ mod tests {
     /// A committer over an in-memory database.
     fn in_memory_committer() -> (Committer, Arc<HealthCell>) {
         let (engine, opened, journal) =
-            Engine::open(Source::Memory, 1 << 20, false, false, false).unwrap();
+            Engine::open(Source::Memory, 1 << 20, false, false, false, false).unwrap();
         let config = Config::default();
         let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
         let health = Arc::new(HealthCell::new());

@@ -67,6 +67,7 @@ pub struct Config {
     pub(crate) journal: bool,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) writeback_interval: Duration,
+    pub(crate) quick_repair: bool,
     pub(crate) reopen_backoff: Duration,
     pub(crate) slow_commit: Duration,
 }
@@ -89,6 +90,7 @@ impl Default for Config {
             journal: true,
             checkpoint_interval: Duration::from_secs(1),
             writeback_interval: crate::writeback::WRITEBACK_INTERVAL,
+            quick_repair: true,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),
         }
@@ -251,6 +253,23 @@ impl Config {
         self
     }
 
+    /// With the journal, whether checkpoints (and the commit of every open)
+    /// record redb's allocator state (redb's quick-repair; default on), so
+    /// that the open after a crash and every heal load it instead of
+    /// walking the whole file (docs/benchmarks.md, "Recovery after a
+    /// kill").
+    /// The price: one more sync per checkpoint, and a known weakness of the
+    /// storage engine with damaged files: redb can panic inside a
+    /// destructor while it unwinds from damage it met in its freed-page
+    /// records, which aborts the process instead of answering
+    /// `Error::Corrupted` (docs/reliability.md, damaged files). A service
+    /// that prefers an error to an abort on a damaged disk over a fast
+    /// recovery turns it off.
+    pub fn quick_repair(mut self, enabled: bool) -> Self {
+        self.quick_repair = enabled;
+        self
+    }
+
     /// How long the store waits after a failed commit before it reopens its
     /// file to heal (default 50 ms). Each failed reopen doubles the wait, up
     /// to 5 s or this value if larger. While it waits writes are refused;
@@ -285,6 +304,7 @@ impl Config {
             journal: self.journal,
             checkpoint_interval: self.checkpoint_interval,
             writeback_interval: self.writeback_interval,
+            quick_repair: self.quick_repair,
             reopen_backoff: self.reopen_backoff,
             slow_commit: self.slow_commit,
         }
@@ -338,6 +358,7 @@ impl fmt::Debug for Config {
             .field("journal", &self.journal)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("writeback_interval", &self.writeback_interval)
+            .field("quick_repair", &self.quick_repair)
             .field("reopen_backoff", &self.reopen_backoff)
             .field("slow_commit", &self.slow_commit)
             .finish_non_exhaustive()
@@ -363,6 +384,7 @@ pub struct Settings {
     journal: bool,
     checkpoint_interval: Duration,
     writeback_interval: Duration,
+    quick_repair: bool,
     reopen_backoff: Duration,
     slow_commit: Duration,
 }
@@ -401,6 +423,11 @@ impl Settings {
     /// [`Config::writeback_interval`].
     pub fn writeback_interval(&self) -> Duration {
         self.writeback_interval
+    }
+
+    /// [`Config::quick_repair`].
+    pub fn quick_repair(&self) -> bool {
+        self.quick_repair
     }
 
     /// [`Config::retention`].

@@ -67,6 +67,9 @@ pub(crate) struct Engine {
     /// Whether the store writes a journal (a file store only); a file's
     /// journal is replayed at every open either way.
     journal: bool,
+    /// Whether the open's commit records the allocator state
+    /// (`Config::quick_repair`).
+    quick_repair: bool,
 }
 
 /// The snapshot lookups share, and how many commits have ended: a lookup
@@ -106,6 +109,7 @@ impl Engine {
         integrity_check: bool,
         release_in_flight: bool,
         journal: bool,
+        quick_repair: bool,
     ) -> Result<(Engine, Opened, Option<Journal>)> {
         // The file's directory as an absolute path, so that the process
         // changing its working directory cannot send a reopen elsewhere.
@@ -118,7 +122,10 @@ impl Engine {
             cache_bytes,
             integrity_check,
             release_in_flight,
-            journal,
+            JournalMode {
+                keep: journal,
+                quick_repair,
+            },
             true,
         )?;
         let file_identity = match &source {
@@ -145,6 +152,7 @@ impl Engine {
             cache_bytes,
             integrity_check,
             journal,
+            quick_repair,
         };
         Ok((engine, opened, writer))
     }
@@ -258,7 +266,10 @@ impl Engine {
                 self.cache_bytes,
                 self.integrity_check,
                 false,
-                self.journal,
+                JournalMode {
+                    keep: self.journal,
+                    quick_repair: self.quick_repair,
+                },
                 false,
             )
         });
@@ -328,6 +339,14 @@ impl Drop for Engine {
     }
 }
 
+/// Whether the store journals its commits, and whether its durable
+/// commits record the allocator state.
+#[derive(Clone, Copy)]
+struct JournalMode {
+    keep: bool,
+    quick_repair: bool,
+}
+
 /// Which file a path names: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FileIdentity {
@@ -373,7 +392,7 @@ fn open_prepared(
     cache_bytes: usize,
     integrity_check: bool,
     release_in_flight: bool,
-    journal: bool,
+    journal: JournalMode,
     create: bool,
 ) -> Result<(Database, Opened, Option<Journal>)> {
     if let Source::File(path) = source
@@ -397,7 +416,8 @@ fn open_prepared(
     };
     let at = storage.map(|storage| JournalAt {
         storage,
-        keep: journal,
+        keep: journal.keep,
+        quick_repair: journal.quick_repair,
     });
     match storage::prepare(&db, source.path(), release_in_flight, at) {
         Ok((opened, writer)) => Ok((db, opened, writer)),
@@ -419,7 +439,7 @@ fn create_whole(
     cache_bytes: usize,
     integrity_check: bool,
     release_in_flight: bool,
-    journal: bool,
+    journal: JournalMode,
 ) -> Result<Option<(Database, Opened, Option<Journal>)>> {
     let cannot = |source: std::io::Error| Error::CannotOpen {
         path: path.to_path_buf(),
@@ -448,7 +468,8 @@ fn create_whole(
         })?;
         let at = JournalAt {
             storage: Arc::new(DirJournal::new(journal::dir_of(path))),
-            keep: journal,
+            keep: journal.keep,
+            quick_repair: journal.quick_repair,
         };
         let (opened, writer) = match storage::prepare(&db, path, release_in_flight, Some(at)) {
             Ok(prepared) => prepared,
@@ -544,7 +565,8 @@ mod tests {
 
     #[test]
     fn a_lookup_never_installs_a_snapshot_older_than_a_commit_that_ended_meanwhile() {
-        let (engine, _, _) = Engine::open(Source::Memory, 1 << 20, false, false, false).unwrap();
+        let (engine, _, _) =
+            Engine::open(Source::Memory, 1 << 20, false, false, false, false).unwrap();
         let engine = Arc::new(engine);
         let key = Key::new("t", "k").unwrap();
         let writer = Arc::clone(&engine);

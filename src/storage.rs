@@ -167,6 +167,9 @@ pub(crate) struct Opened {
 pub(crate) struct JournalAt {
     pub storage: Arc<dyn JournalStorage>,
     pub keep: bool,
+    /// Whether durable commits record the allocator state
+    /// (`Config::quick_repair`).
+    pub quick_repair: bool,
 }
 
 /// Checks the file is an idemkv store this build understands, creates the
@@ -203,6 +206,9 @@ fn prepare_unshielded(
         Some(JournalAt { keep: true, .. }) => FORMAT_VERSION,
         _ => FORMAT_WITHOUT_JOURNAL,
     };
+    let quick_repair = journal
+        .as_ref()
+        .is_some_and(|at| at.keep && at.quick_repair);
     let covered_seq = {
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_FORMAT_VERSION)?.map(|v| v.value());
@@ -268,9 +274,9 @@ fn prepare_unshielded(
             tables.in_flight_len()?,
         )
     };
-    // Durable, with the allocator's state (redb's quick-repair): an open
-    // after a crash that follows it needs no full repair.
-    txn.set_quick_repair(true);
+    // Durable; with quick repair, with the allocator's state, so that an
+    // open after a crash that follows it needs no full repair.
+    txn.set_quick_repair(quick_repair);
     txn.commit()?;
     let opened = Opened {
         token_ceiling,

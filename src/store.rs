@@ -181,6 +181,7 @@ impl Store {
             config.verify_on_open,
             config.recovery == Recovery::ReleaseAtOpen,
             journaled,
+            config.quick_repair,
         )?;
         let engine = Arc::new(engine);
         if config.verify_on_open {
@@ -787,6 +788,7 @@ impl Store {
         let (engine, _, _) = Engine::open(
             Source::File(path.to_path_buf()),
             Config::default().storage_cache_bytes,
+            false,
             false,
             false,
             false,
