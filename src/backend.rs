@@ -5,7 +5,7 @@
 //! run on several machines.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -14,10 +14,77 @@ use crate::config::Terms;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
+use crate::log::event;
 use crate::metrics::Metrics;
 use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError};
 use crate::record::Record;
 use crate::response::StoredResponse;
+
+/// The first wait before a completion is repeated after a transient
+/// failure; each further one doubles, up to [`RETRY_BACKOFF_MAX`].
+const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// The longest wait between two attempts: a heal takes tens of
+/// milliseconds, a database failover seconds.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Completes `claim` with `response`, repeating the completion with backoff
+/// (10 ms, doubling up to 1 s) while it fails transiently
+/// ([`Error::is_transient`](crate::Error::is_transient): the store heals, the
+/// database is unreachable) and the next attempt would start within
+/// `budget` of the first. A repeat after a completion that landed but whose
+/// answer was lost answers `Ok`: completions are idempotent by token. The
+/// HTTP layer and [`once`](crate::once) use it with half the lease as the
+/// budget, so that the claim's lease outlasts the attempts and no retry of
+/// the request takes the key over meanwhile.
+///
+/// # Errors
+///
+/// The last attempt's error: not transient, or transient past the budget
+/// (with the claim handed back, as [`Backend::complete`] does).
+pub async fn complete_with_retry<B: Backend>(
+    backend: &B,
+    mut claim: B::Claim,
+    response: StoredResponse,
+    budget: Duration,
+) -> std::result::Result<(), CompleteError<B::Claim>> {
+    let started = Instant::now();
+    let mut backoff = RETRY_BACKOFF_FIRST;
+    let mut attempts = 1u32;
+    loop {
+        let err = match backend.complete(claim, response.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        let within_budget = started.elapsed() + backoff <= budget;
+        if !err.error().is_transient() || !within_budget {
+            if err.error().is_transient() {
+                event!(
+                    warn,
+                    attempts,
+                    error = %err,
+                    "completing a claim failed transiently until the retry budget ran out; \
+                     the key stays in flight until its lease ends"
+                );
+            }
+            return Err(err);
+        }
+        let (error, back) = err.into_parts();
+        let Some(back) = back else {
+            return Err(CompleteError::failed(error));
+        };
+        event!(
+            debug,
+            attempts,
+            error = %error,
+            retry_in_ms = backoff.as_millis() as u64,
+            "completing a claim failed transiently; repeating it"
+        );
+        futures_timer::Delay::new(backoff).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        attempts += 1;
+        claim = back;
+    }
+}
 
 /// An idempotency backend: claim a key, wait for it, complete, release or
 /// renew a claim, read a record, with the semantics of [`crate::Store`]

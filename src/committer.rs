@@ -1043,7 +1043,12 @@ impl Worker {
                 reply,
             } => {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
-                    None => Err(Error::LeaseLost),
+                    // The same completion by the same holder landed before
+                    // (a retry after an answer that was lost): done.
+                    None => match landed_completion(tables, key, *token, response, now_ms)? {
+                        Some(expires_at_ms) => Ok(Completed { expires_at_ms }),
+                        None => Err(Error::LeaseLost),
+                    },
                     Some(mut record) => {
                         let old = record.slot();
                         // Applied once: the request's response moves into
@@ -1330,6 +1335,30 @@ fn held_record(
                 && matches!(record.state, StoredState::InFlight { .. }) =>
         {
             Some(record)
+        }
+        _ => None,
+    })
+}
+
+/// When `key`'s live record is the completion of the claim with `token`,
+/// with exactly `response`: its expiry. So a completion repeated after one
+/// that landed (its answer lost to a failed sync, a heal, a dropped reply)
+/// is success, not `LeaseLost`. Any other state, token or response is not
+/// this completion.
+fn landed_completion(
+    tables: &WriteTables<'_>,
+    key: &Key,
+    token: u64,
+    response: &StoredResponse,
+    now_ms: u64,
+) -> Result<Option<u64>> {
+    Ok(match tables.read(key)? {
+        Some(Ok(record))
+            if record.token == token
+                && !record.is_expired(now_ms)
+                && matches!(&record.state, StoredState::Completed { response: stored } if stored == response) =>
+        {
+            Some(record.expires_at_ms)
         }
         _ => None,
     })

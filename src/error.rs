@@ -249,6 +249,20 @@ impl std::error::Error for StorageError {
 impl Error {
     /// An I/O failure of idemkv's own (spawning a thread, reading a file's
     /// size), reported like a storage failure.
+    /// Whether the failure may pass by itself, so that the same call may
+    /// succeed if repeated (with backoff): a storage or database error, a
+    /// store refusing writes while it heals. A write that failed this way
+    /// may still have landed: repeat it with the claim the error handed
+    /// back (holder writes are idempotent by token), rather than start the
+    /// side effect again. Everything else (a lost lease, bad input, damaged
+    /// data, a closed store) answers the same however often it is repeated.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(_) | Error::Poisoned { .. } | Error::Unavailable(_)
+        )
+    }
+
     pub(crate) fn io(err: std::io::Error) -> Self {
         Error::Storage(StorageError {
             io_kind: Some(err.kind()),
@@ -307,6 +321,34 @@ fn storage(err: redb::Error) -> Error {
                 cause: Box::new(other),
                 io_kind,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_may_pass_if_repeated_is_transient() {
+        let io = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(Error::io(io()).is_transient());
+        assert!(Error::Unavailable(StorageError::new(io())).is_transient());
+        assert!(
+            Error::Poisoned {
+                cause: "disk full".into()
+            }
+            .is_transient()
+        );
+        for permanent in [
+            Error::LeaseLost,
+            Error::Closed,
+            Error::WrongStore,
+            Error::corrupted("bad crc"),
+            Error::invalid_key("empty"),
+            Error::ResponseTooLarge { size: 2, limit: 1 },
+        ] {
+            assert!(!permanent.is_transient(), "{permanent:?}");
         }
     }
 }

@@ -126,7 +126,7 @@ mod verify;
 mod writeback;
 
 pub use async_store::AsyncStore;
-pub use backend::Backend;
+pub use backend::{Backend, complete_with_retry};
 pub use backup::Backup;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use committer::Imported;

@@ -150,9 +150,11 @@ fn settle<E: Display>(
 ///
 /// # Errors
 ///
-/// The backend's errors from `begin`, `complete` or `release`. An error
-/// after the operation ran means its result may not be stored: the key
-/// stays in flight (or holds the result, if the write landed), so do not
+/// The backend's errors from `begin`, `complete` or `release`. After the
+/// operation ran, a completion that fails transiently is repeated with
+/// backoff for up to half the lease ([`complete_with_retry`](crate::complete_with_retry)).
+/// An error after that means its result may not be stored: the key stays
+/// in flight (or holds the result, if the write landed), so do not
 /// acknowledge the message; a redelivery after the lease takes over.
 pub async fn once<B, F, Fut, E>(
     backend: &B,
@@ -175,7 +177,10 @@ where
     let result = operation(B::claim_info(&claim)).await;
     match settle(result, on_error) {
         Settle::Complete(response, outcome) => {
-            backend.complete(claim, response).await?;
+            // The operation ran: its result is stored even if the backend
+            // hiccups now, as long as half the lease lasts.
+            crate::backend::complete_with_retry(backend, claim, response, backend.lease() / 2)
+                .await?;
             Ok(outcome)
         }
         Settle::Release(outcome) => {
@@ -204,7 +209,11 @@ pub(crate) fn once_blocking<E: Display>(
     let result = operation(claim.info());
     match settle(result, on_error) {
         Settle::Complete(response, outcome) => {
-            store.complete(claim, response)?;
+            let backend = store.to_async();
+            let budget = crate::backend::Backend::lease(&backend) / 2;
+            crate::blocking::block_on(crate::backend::complete_with_retry(
+                &backend, claim, response, budget,
+            ))?;
             Ok(outcome)
         }
         Settle::Release(outcome) => {

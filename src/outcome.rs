@@ -210,11 +210,15 @@ impl fmt::Debug for Claim {
 
 /// The error of [`Store::complete`](crate::Store::complete) (and of any
 /// [`Backend`](crate::Backend)'s): the cause, and the claim itself when the
-/// store refused the call before writing anything (as
-/// [`std::sync::mpsc::SendError`] hands back what it could not send).
+/// store refused the call before writing anything, or when the write failed
+/// in a way that may pass ([`Error::is_transient`]: it may or may not have
+/// landed), as [`std::sync::mpsc::SendError`] hands back what it could not
+/// send.
 ///
 /// With the claim back a caller can still [`release`](crate::Store::release)
-/// it, or complete it with a smaller response. `?` turns it into an
+/// it, complete it with a smaller response, or, after a transient failure,
+/// repeat the same completion: a completion by the same claim with the same
+/// response that landed already answers `Ok`. `?` turns it into an
 /// [`Error`] (dropping the claim, which keeps the key in flight until its
 /// lease runs out).
 #[must_use = "the claim inside must be completed, released or dropped on purpose"]
@@ -226,7 +230,8 @@ struct CompleteErrorParts<C> {
 }
 
 impl<C> CompleteError<C> {
-    /// Refused before anything was written: the claim comes back.
+    /// Refused before anything was written, or failed in a way that may
+    /// pass: the claim comes back.
     pub fn refused(error: Error, claim: C) -> CompleteError<C> {
         CompleteError(Box::new(CompleteErrorParts {
             error,
@@ -245,8 +250,9 @@ impl<C> CompleteError<C> {
     }
 
     /// The claim, if the store refused the call before writing anything
-    /// ([`Error::ResponseTooLarge`], [`Error::WrongStore`]); `None` when the
-    /// write was attempted.
+    /// ([`Error::ResponseTooLarge`], [`Error::WrongStore`]) or the write
+    /// failed in a way that may pass ([`Error::is_transient`]); `None` when
+    /// the claim is over ([`Error::LeaseLost`]) or the store is closed.
     pub fn into_claim(self) -> Option<C> {
         self.0.claim
     }

@@ -520,9 +520,13 @@ impl Store {
     /// consumed: [`Error::LeaseLost`] if another attempt took the key over or
     /// it was removed (nothing changed); [`Error::Storage`] or
     /// [`Error::Poisoned`] if the commit failed. A failed commit may still
-    /// have reached the disk: the key then reads as completed; otherwise it
-    /// stays in flight until its lease runs out. Either way no retry runs
-    /// the side effect before the lease ends.
+    /// have reached the disk, so these transient errors
+    /// ([`Error::is_transient`]) hand the claim back
+    /// ([`CompleteError::into_claim`]): repeat the same `complete` with it
+    /// once the store is healthy (a completion that landed answers `Ok`),
+    /// while the lease lasts. A claim dropped instead keeps the key in
+    /// flight until its lease runs out; either way no retry runs the side
+    /// effect before the lease ends.
     pub fn complete(&self, claim: Claim, response: StoredResponse) -> Result<(), CompleteError> {
         crate::blocking::block_on(self.complete_async(claim, response))
     }
@@ -567,6 +571,13 @@ impl Store {
                 });
                 bump(&self.inner.counters.completions);
                 Ok(())
+            }
+            // The write may pass if repeated: the claim stays held here and
+            // goes back to the caller, who repeats the completion (which is
+            // idempotent by token) or releases or drops the claim.
+            Err(err) if err.is_transient() => {
+                drop(busy);
+                Err(CompleteError::refused(err, claim))
             }
             Err(err) => {
                 busy.end_claim(|_| {});

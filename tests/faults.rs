@@ -889,3 +889,167 @@ fn a_heal_after_a_sync_fault_whose_write_landed_loses_nothing() -> TestResult {
     assert_eq!(record.token(), after_token);
     Ok(())
 }
+
+/// A completion's frame sync fails: the store cannot know whether it
+/// landed, so the error is transient and hands the claim back. Once the
+/// store heals, the same completion repeated with that claim answers `Ok`,
+/// whether the first one landed (its write reached the disk) or not (its
+/// write failed); the key replays the one response, and survives a power
+/// cut. A repeat with another response is not that completion.
+#[test]
+fn a_failed_completion_hands_the_claim_back_and_its_repeat_answers_ok() -> TestResult {
+    for (fault, landed) in [(Fault::Sync, true), (Fault::Write, false)] {
+        let clock = ManualClock::default();
+        let image = Arc::new(Mutex::new(Image::default()));
+        let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
+        let disk = FaultyDisk::new(Arc::clone(&image), fault, i64::MAX, Arc::default());
+        let control = Arc::clone(&disk.control);
+        let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+        let healing = config(&clock)
+            .journal(true)
+            .checkpoint_interval(Duration::MAX)
+            .reopen_backoff(Duration::from_millis(5));
+        let store = Store::with_journaled_backend(disk, journal, healing)?;
+        let k = key("charge");
+        let claim = claimed(store.begin(&k, fp("a"))?);
+        control.fail_from_now();
+        let err = store
+            .complete(claim, response("charged"))
+            .expect_err("the completion's frame fails");
+        assert!(err.error().is_transient(), "{fault:?}: {:?}", err.error());
+        let claim = err
+            .into_claim()
+            .ok_or("a transient failure hands the claim back")?;
+        control.cure();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.health() != Health::Ok {
+            assert!(
+                Instant::now() < deadline,
+                "not healed: {:?}",
+                store.health()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Landed or not, the key is not free while its holder may repeat
+        // the completion: a retry is told it is in progress (or replays).
+        match store.begin(&k, fp("a"))? {
+            Begin::Replay(stored) if landed => assert_eq!(stored, response("charged")),
+            Begin::InProgress { .. } => {}
+            other => panic!("{fault:?}: after the failed completion: {other:?}"),
+        }
+        store.complete(claim, response("charged"))?;
+        assert_eq!(replayed(store.begin(&k, fp("a"))?), response("charged"));
+        assert_eq!(store.metrics().completions, 1, "{fault:?}");
+        drop(store);
+        let survivor = Survivor {
+            file: image
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .synced
+                .clone(),
+            journal: Some(
+                segments
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|s| s.synced.clone())
+                    .collect(),
+            ),
+        };
+        let reopened = survivor.open(config(&clock))?;
+        assert_eq!(replayed(reopened.begin(&k, fp("a"))?), response("charged"));
+    }
+    Ok(())
+}
+
+/// The idempotent repeat is exact: the same claim with another response
+/// after its completion landed is `LeaseLost`, and changes nothing.
+#[test]
+fn a_repeated_completion_with_another_response_is_lease_lost() -> TestResult {
+    let clock = ManualClock::default();
+    let image = Arc::new(Mutex::new(Image::default()));
+    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
+    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Sync, i64::MAX, Arc::default());
+    let control = Arc::clone(&disk.control);
+    let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+    let healing = config(&clock)
+        .journal(true)
+        .reopen_backoff(Duration::from_millis(5));
+    let store = Store::with_journaled_backend(disk, journal, healing)?;
+    let k = key("charge");
+    let claim = claimed(store.begin(&k, fp("a"))?);
+    control.fail_from_now();
+    let claim = store
+        .complete(claim, response("first"))
+        .expect_err("the sync fails")
+        .into_claim()
+        .ok_or("the claim comes back")?;
+    control.cure();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.health() != Health::Ok {
+        assert!(
+            Instant::now() < deadline,
+            "not healed: {:?}",
+            store.health()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let err = store
+        .complete(claim, response("second"))
+        .expect_err("another response is another completion");
+    assert!(matches!(err.error(), Error::LeaseLost), "{:?}", err.error());
+    assert!(err.into_claim().is_none());
+    assert_eq!(replayed(store.begin(&k, fp("a"))?), response("first"));
+    Ok(())
+}
+
+/// `once` stores the operation's result even when the store fails just
+/// after the operation ran: the completion is repeated (with backoff) until
+/// the store has healed, so the operation runs once and a redelivery
+/// replays its result.
+#[test]
+fn once_stores_its_result_across_a_store_that_heals() -> TestResult {
+    let clock = ManualClock::default();
+    let image = Arc::new(Mutex::new(Image::default()));
+    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
+    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Sync, i64::MAX, Arc::default());
+    let control = Arc::clone(&disk.control);
+    let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+    let healing = config(&clock)
+        .journal(true)
+        .reopen_backoff(Duration::from_millis(5));
+    let store = Store::with_journaled_backend(disk, journal, healing)?;
+    let k = key("message-1");
+    let runs = AtomicU64::new(0);
+    std::thread::scope(|scope| -> TestResult {
+        // The disk comes back once the store has noticed it failing.
+        let curer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !matches!(store.health(), Health::Recovering { .. }) {
+                assert!(Instant::now() < deadline, "the store never failed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            control.cure();
+        });
+        let outcome = store.once(&k, fp("m"), idemkv::OnError::KeepInFlight, |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            // The side effect happened; now the disk fails.
+            control.fail_from_now();
+            Ok::<_, String>(response("handled"))
+        })?;
+        assert!(matches!(outcome, idemkv::Once::Ran(_)), "{outcome:?}");
+        curer.join().map_err(|_| "curer panicked")?;
+        Ok(())
+    })?;
+    let again = store.once(&k, fp("m"), idemkv::OnError::KeepInFlight, |_| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>(response("twice"))
+    })?;
+    assert!(
+        matches!(&again, idemkv::Once::Replayed(stored) if *stored == response("handled")),
+        "{again:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(store.metrics().failed_commits >= 1);
+    Ok(())
+}

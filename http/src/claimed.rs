@@ -65,6 +65,7 @@ pub(crate) async fn finish<B: Backend>(
     backend: &B,
     claim: Arc<B::Claim>,
     stored: Option<StoredResponse>,
+    lease: Duration,
 ) {
     let claim = match Arc::try_unwrap(claim) {
         Ok(claim) => claim,
@@ -87,10 +88,13 @@ pub(crate) async fn finish<B: Backend>(
     // Once polled, the operation is queued with the committer, so it is
     // committed even if this future is dropped afterwards.
     let (action, outcome) = match stored {
+        // A transient failure (the store healing, the database
+        // unreachable) is repeated for up to half the lease: the handler
+        // ran, and its answer must be stored before a retry could take the
+        // key over and run it again.
         Some(stored) => (
             "storing the response",
-            backend
-                .complete(claim, stored)
+            idemkv::complete_with_retry(backend, claim, stored, lease / 2)
                 .await
                 .map_err(|err| err.to_string()),
         ),

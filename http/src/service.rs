@@ -300,6 +300,6 @@ where
             not_kept(parts.status, stored.stored_len())
         }
     });
-    finish(backend, claim, stored).await;
+    finish(backend, claim, stored, lease).await;
     Ok(Response::from_parts(parts, ResBody::from(body)))
 }

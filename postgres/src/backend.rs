@@ -438,6 +438,10 @@ impl Backend for PgBackend {
                 bump(&self.inner.counters.completions);
                 Ok(())
             }
+            // The statement may not have run, or run without its answer
+            // arriving: the claim goes back for the caller to repeat the
+            // completion (idempotent by token) or release it.
+            Err(err) if err.is_transient() => Err(CompleteError::refused(err, claim)),
             Err(err) => Err(CompleteError::failed(err)),
         }
     }

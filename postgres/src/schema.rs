@@ -227,13 +227,18 @@ impl Statements {
                  RETURNING token, takeover, phase, phase_state",
                 seq_text = seq.replace('\'', "''"),
             ),
+            // Also matches the same completion by the same holder that
+            // landed before (a retry after a lost answer), and leaves it as
+            // it was: completing is idempotent by token.
             complete: format!(
                 "UPDATE {t} SET in_flight = false, takeover = false, lease_until = NULL,
                         phase = NULL, phase_state = NULL, status = $4, header_names = $5, header_values = $6, body = $7,
-                        updated_at = c.n, expires_at = c.n + $8::bigint {ms}
+                        updated_at = CASE WHEN in_flight THEN c.n ELSE updated_at END,
+                        expires_at = CASE WHEN in_flight THEN c.n + $8::bigint {ms} ELSE expires_at END
                  FROM (SELECT {now} AS n) c
-                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
-                   AND expires_at > c.n"
+                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND expires_at > c.n
+                   AND (in_flight OR (status = $4 AND header_names = $5
+                                      AND header_values = $6 AND body = $7))"
             ),
             release: format!(
                 "DELETE FROM {t} USING (SELECT {now} AS n) c
