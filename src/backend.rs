@@ -49,7 +49,8 @@ pub async fn complete_with_retry<B: Backend>(
 ) -> std::result::Result<(), CompleteError<B::Claim>> {
     let started = Instant::now();
     let mut backoff = RETRY_BACKOFF_FIRST;
-    let mut attempts = 1u32;
+    // Counted for the events (which compile to nothing without `tracing`).
+    let mut _attempts = 1u32;
     loop {
         let err = match backend.complete(claim, response.clone()).await {
             Ok(()) => return Ok(()),
@@ -60,7 +61,7 @@ pub async fn complete_with_retry<B: Backend>(
             if err.error().is_transient() {
                 event!(
                     warn,
-                    attempts,
+                    attempts = _attempts,
                     error = %err,
                     "completing a claim failed transiently until the retry budget ran out; \
                      the key stays in flight until its lease ends"
@@ -74,14 +75,14 @@ pub async fn complete_with_retry<B: Backend>(
         };
         event!(
             debug,
-            attempts,
+            attempts = _attempts,
             error = %error,
             retry_in_ms = backoff.as_millis() as u64,
             "completing a claim failed transiently; repeating it"
         );
         futures_timer::Delay::new(backoff).await;
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-        attempts += 1;
+        _attempts += 1;
         claim = back;
     }
 }
