@@ -150,6 +150,24 @@ impl<B> IdempotencyLayer<B> {
     }
 }
 
+impl<B> IdempotencyLayer<B> {
+    /// Claimed handlers of this layer's services running right now.
+    pub fn handlers_running(&self) -> usize {
+        self.settings.handlers.running()
+    }
+
+    /// Resolves once no claimed handler of this layer's services is
+    /// running. A claimed handler runs in a task of its own, so that a
+    /// client that hangs up never cancels it midway; at shutdown, stop
+    /// accepting requests, then await this before the runtime stops, so
+    /// that every handler finishes and stores its answer (a handler cut off
+    /// by the runtime's end leaves its key in flight until its lease ends,
+    /// as a crash would).
+    pub async fn drain(&self) {
+        self.settings.handlers.drained().await;
+    }
+}
+
 impl<S, B: Clone> tower::Layer<S> for IdempotencyLayer<B> {
     type Service = Idempotency<S, B>;
 

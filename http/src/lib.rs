@@ -57,6 +57,7 @@
 
 mod claimed;
 mod future;
+mod handlers;
 mod key_header;
 mod layer;
 mod problem;

@@ -115,11 +115,15 @@ async fn handle<S, B, ReqBody, ResBody>(
     body: ReqBody,
 ) -> Result<Response<ResBody>, S::Error>
 where
-    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
     B: Backend,
-    ReqBody: http_body::Body + From<Bytes>,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: http_body::Body + From<Bytes>,
+    ResBody: http_body::Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     let key = match key_of(&settings, &parts) {
@@ -139,7 +143,23 @@ where
     // The handler sees its claim: the key, the fencing token for its
     // downstream writes, and whether an earlier attempt died holding it.
     request.extensions_mut().insert(B::claim_info(&claim));
-    run_claimed(&mut inner, &backend, &settings, claim, request).await
+    // From here on the side effect may start: the handler runs in a task of
+    // its own, so that a client that hangs up (its request future dropped)
+    // never cancels it midway. It runs to the end and its answer is stored;
+    // the retry replays it (docs/http.md, "A client that hangs up").
+    let running = settings.handlers.start();
+    let task = tokio::spawn(async move {
+        let _running = running;
+        run_claimed(&mut inner, &backend, &settings, claim, request).await
+    });
+    match task.await {
+        Ok(result) => result,
+        // The handler's panic is this request's, as without the task.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down: the handler was cut off, and its
+        // key stays in flight until its lease ends (as after a crash).
+        Err(_) => Ok(unavailable("the server is shutting down")),
+    }
 }
 
 /// The request's key in its scope, or the 400 that says what is wrong.

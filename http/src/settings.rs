@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub retention: Option<Duration>,
     pub store_status: StatusFn,
     pub deny_headers: Vec<HeaderName>,
+    /// The claimed handlers running detached (shared by every clone).
+    pub handlers: Arc<crate::handlers::Handlers>,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
                 HeaderName::from_static("set-cookie"),
                 HeaderName::from_static("date"),
             ],
+            handlers: Arc::default(),
         }
     }
 }

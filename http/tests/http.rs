@@ -1103,3 +1103,136 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// What the hang-up test's handler shares with the test: a signal when it
+/// started, the gate it waits at, and how often it ran to the end.
+#[derive(Clone, Default)]
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    go: Arc<tokio::sync::Notify>,
+    runs: Counter,
+}
+
+async fn gated_charge(State(gate): State<Gate>) -> (StatusCode, String) {
+    gate.started.notify_one();
+    gate.go.notified().await;
+    let n = gate.runs.0.fetch_add(1, Ordering::SeqCst) + 1;
+    (StatusCode::CREATED, format!("charge #{n}"))
+}
+
+/// A client that hangs up while its claimed handler runs (a timeout, which
+/// is exactly when it will retry) does not cancel the handler: it runs to
+/// the end in a task of its own, its answer is stored, and the retry
+/// replays it; the side effect ran once. `drain` waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_hangs_up_never_cancels_its_handler() -> TestResult {
+    let gate = Gate::default();
+    let layer = IdempotencyLayer::new(store());
+    let router = Router::new()
+        .route("/v1/charges", post(gated_charge))
+        .layer(layer.clone())
+        .with_state(gate.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/charges", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let client = Client::new();
+    // A client on a raw socket, so that hanging up closes the connection
+    // for sure (a pooled HTTP client may keep it open).
+    let mut socket = tokio::net::TcpStream::connect(
+        url.trim_start_matches("http://")
+            .split('/')
+            .next()
+            .ok_or("addr")?,
+    )
+    .await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut socket,
+        b"POST /v1/charges HTTP/1.1\r\nhost: test\r\nidempotency-key: hang-up-1\r\ncontent-length: 1\r\n\r\nx",
+    )
+    .await?;
+    // The handler has started (the key is claimed): the client hangs up,
+    // with a reset, as a client's timeout does.
+    gate.started.notified().await;
+    socket.set_zero_linger()?;
+    drop(socket);
+    // Time for the server to see the reset (without the layer's own task,
+    // hyper would drop the handler at its gate then). Nothing below depends
+    // on whether it did: the outcome must be the same either way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(layer.handlers_running(), 1);
+    // The handler goes on and finishes.
+    gate.go.notify_one();
+    tokio::time::timeout(Duration::from_secs(60), layer.drain()).await?;
+    assert_eq!(layer.handlers_running(), 0);
+    assert_eq!(gate.runs.0.load(Ordering::SeqCst), 1);
+    // The retry gets the stored answer, and nothing runs again.
+    let retry = post_with(&client, &url, Some("hang-up-1"), "x").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(retry.text().await?, "charge #1");
+    assert_eq!(gate.runs.0.load(Ordering::SeqCst), 1);
+    server.abort();
+    Ok(())
+}
+
+/// The same at the service's level, where a hang-up is exactly what hyper
+/// makes of it: the request's future dropped while the handler waits.
+/// Deterministic: the future is dropped after the handler started and
+/// before it may finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_future_never_cancels_its_handler() -> TestResult {
+    use tower::{Service, ServiceExt};
+    let gate = Gate::default();
+    let layer = IdempotencyLayer::new(store());
+    let mut service = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(tower::service_fn({
+            let gate = gate.clone();
+            move |_request: axum::http::Request<axum::body::Body>| {
+                let gate = gate.clone();
+                async move {
+                    let (status, body) = gated_charge(State(gate)).await;
+                    let mut response = axum::http::Response::new(axum::body::Body::from(body));
+                    *response.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            }
+        }));
+    let request = || {
+        axum::http::Request::post("/v1/charges")
+            .header("idempotency-key", "dropped-1")
+            .body(axum::body::Body::from("x"))
+    };
+    let call = service.ready().await?.call(request()?);
+    let first = tokio::spawn(call);
+    gate.started.notified().await;
+    // The connection is gone: its future is dropped mid-handler.
+    first.abort();
+    assert!(first.await.is_err_and(|err| err.is_cancelled()));
+    gate.go.notify_one();
+    tokio::time::timeout(Duration::from_secs(60), layer.drain()).await?;
+    assert_eq!(
+        gate.runs.0.load(Ordering::SeqCst),
+        1,
+        "the handler ran to its end once"
+    );
+    let retry = service.ready().await?.call(request()?).await?;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(gate.runs.0.load(Ordering::SeqCst), 1);
+    Ok(())
+}
