@@ -4,12 +4,27 @@ use ::http::header::HeaderValue;
 use ::http::{Response, StatusCode};
 use bytes::Bytes;
 
-pub(crate) fn unavailable<ResBody: From<Bytes>>(detail: &str) -> Response<ResBody> {
-    problem(
+/// The 503 of a store that failed before any handler ran. Its body says
+/// only what the client may act on (retry later, with the same key):
+/// the error itself, which can name database hosts, file paths or server
+/// messages, goes to the log (`cause`), never to the client.
+pub(crate) fn unavailable<ResBody: From<Bytes>>(
+    cause: &dyn std::fmt::Display,
+) -> Response<ResBody> {
+    tracing::error!(
+        target: "idemkv_http",
+        error = %cause,
+        "the idempotency store failed before the handler ran; answered 503, nothing was run"
+    );
+    let mut response = problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "The idempotency store is unavailable",
-        detail,
-    )
+        "nothing was run; retry later with the same Idempotency-Key",
+    );
+    response
+        .headers_mut()
+        .insert(::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// An RFC 9457 problem response.
@@ -51,6 +66,23 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_failure_never_shows_its_cause_to_the_client() {
+        let cause = "the database at secret-host:5432 refused: password authentication failed";
+        let response: Response<Bytes> = unavailable(&cause);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = String::from_utf8_lossy(response.body());
+        assert!(!body.contains("secret-host"), "{body}");
+        assert!(
+            body.contains("retry later with the same Idempotency-Key"),
+            "{body}"
+        );
+        assert_eq!(
+            response.headers().get(::http::header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+    }
 
     #[test]
     fn problem_json_escapes() {

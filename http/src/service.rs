@@ -158,7 +158,11 @@ where
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         // The runtime is shutting down: the handler was cut off, and its
         // key stays in flight until its lease ends (as after a crash).
-        Err(_) => Ok(unavailable("the server is shutting down")),
+        Err(_) => Ok(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is shutting down",
+            "the request was cut off; a retry with the same Idempotency-Key is answered once its lease ends",
+        )),
     }
 }
 
@@ -267,7 +271,7 @@ async fn answer<B: Backend, ResBody: From<Bytes>>(
             "Idempotency-Key reused with a different request",
             "this key was first used with another payload; use a new key for a new request",
         )),
-        Err(err) => Err(unavailable(&err.to_string())),
+        Err(err) => Err(unavailable(&err)),
     }
 }
 
