@@ -3,7 +3,8 @@
 //! fail under `CI=true`). The disk fills at open, while the store runs, and
 //! while it creates a journal segment; in each case, once space returns,
 //! the same `Store` handle takes writes again and every acknowledged write
-//! is there, in that handle and after a reopen. A store whose file was
+//! is there, in that handle and after a reopen. The disk also fills during
+//! a checkpoint and during a backup. A store whose file was
 //! moved away while it was failing refuses to heal into a new empty file.
 
 use std::fs::File;
@@ -255,6 +256,21 @@ fn a_disk_that_fills_while_a_journal_segment_is_created_heals() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[test]
+fn a_disk_that_fills_during_a_checkpoint_heals() -> Result<()> {
+    let Some(disk) = SmallDisk::mount(24) else {
+        return Ok(());
+    };
+    // Every batch after a journaled one is a checkpoint, and the storage
+    // engine keeps its pages in memory until then: frames go into the
+    // segment created before the disk filled, so the first write the full
+    // disk refuses is a checkpoint's.
+    let config = config()
+        .storage_cache_bytes(128 << 20)
+        .checkpoint_interval(Duration::ZERO);
+    fills_and_heals(&disk, config, 0, "No space left")
 }
 
 #[test]
