@@ -131,9 +131,10 @@ impl<B> IdempotencyLayer<B> {
         self
     }
 
-    /// Which response statuses are stored (default: all but 5xx, 408 and
-    /// 429). A response that is not stored releases the claim, so a retry
-    /// runs the request again.
+    /// Which response statuses are stored (default: all of them, 5xx
+    /// included). A response that is not stored releases the claim, so a
+    /// retry runs the request again; so does any response carrying the
+    /// [`RetrySafe`](crate::RetrySafe) extension, whatever its status.
     pub fn store_status_when(
         mut self,
         f: impl Fn(StatusCode) -> bool + Send + Sync + 'static,

@@ -316,7 +316,12 @@ where
     // What to keep: the response; for one too large to store, its status
     // and a marker, so that the handler never runs a second time; nothing
     // for a status the settings do not store (the claim is released).
-    let stored = (settings.store_status)(parts.status).then(|| {
+    // A response the handler marked retry-safe (nothing happened), or whose
+    // status the settings do not store, releases the key; every other one
+    // is stored, a 5xx included.
+    let keep = (settings.store_status)(parts.status)
+        && parts.extensions.get::<crate::RetrySafe>().is_none();
+    let stored = keep.then(|| {
         let stored = stored_response(&parts, &body, settings);
         if stored.stored_len() <= backend.max_response_bytes() {
             stored

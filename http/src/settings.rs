@@ -56,11 +56,7 @@ impl Default for Settings {
             wait: None,
             lease: None,
             retention: None,
-            store_status: Arc::new(|status| {
-                !(status.is_server_error()
-                    || status == StatusCode::REQUEST_TIMEOUT
-                    || status == StatusCode::TOO_MANY_REQUESTS)
-            }),
+            store_status: Arc::new(|_| true),
             deny_headers: vec![
                 HeaderName::from_static("set-cookie"),
                 HeaderName::from_static("date"),

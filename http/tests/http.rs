@@ -21,12 +21,14 @@ struct Counter(Arc<AtomicU64>);
 
 /// A charge: sleeps `?ms=` milliseconds (default 50), counts, answers 201
 /// with a body that names the execution, or the status in `?status=`, or a
-/// body of `?bytes=` bytes.
+/// body of `?bytes=` bytes; with `?retry_safe=1` it marks its response
+/// [`RetrySafe`](idemkv_http::RetrySafe).
 async fn charge(
     State(counter): State<Counter>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
     body: String,
-) -> (StatusCode, HeaderMap, String) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let ms = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
     tokio::time::sleep(Duration::from_millis(ms)).await;
     let n = counter.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -45,7 +47,11 @@ async fn charge(
         Some(len) => "x".repeat(len),
         None => format!("charge #{n} for {body}"),
     };
-    (status, headers, body)
+    let mut response = (status, headers, body).into_response();
+    if q.contains_key("retry_safe") {
+        response.extensions_mut().insert(idemkv_http::RetrySafe);
+    }
+    response
 }
 
 struct Server {
@@ -284,22 +290,31 @@ async fn a_response_too_large_to_store_is_never_run_twice() -> TestResult {
     Ok(())
 }
 
+/// A 5xx is an answer like any other: the handler may have failed after
+/// its side effect, so it is stored and replayed, and the handler does not
+/// run again. A handler that knows nothing happened marks its response
+/// `RetrySafe`: the key is released and the retry runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn server_errors_are_not_stored_so_a_retry_runs_again() -> TestResult {
+async fn a_server_error_is_replayed_unless_the_handler_marks_it_retry_safe() -> TestResult {
     let server = Server::start(store(), |l| l).await;
     let client = Client::new();
-    let url = format!("{}?status=503", server.url);
+    let url = format!("{}?status=500", server.url);
+    let first = post_with(&client, &url, Some("k-6"), "x").await;
+    assert_eq!(first.status(), 500);
+    let replay = post_with(&client, &url, Some("k-6"), "x").await;
+    assert_eq!(replay.status(), 500);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(server.executions(), 1);
+    // Marked retry-safe: released, and the retry runs the handler again.
+    let url = format!("{}?status=503&retry_safe=1", server.url);
     assert_eq!(
         post_with(&client, &url, Some("k-7"), "x").await.status(),
         503
     );
-    assert_eq!(
-        post_with(&client, &server.url, Some("k-7"), "x")
-            .await
-            .status(),
-        201
-    );
-    assert_eq!(server.executions(), 2);
+    let retry = post_with(&client, &url, Some("k-7"), "x").await;
+    assert_eq!(retry.status(), 503);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(server.executions(), 3);
     // A 4xx is an answer like any other: stored and replayed.
     let url = format!("{}?status=402", server.url);
     assert_eq!(
@@ -309,7 +324,7 @@ async fn server_errors_are_not_stored_so_a_retry_runs_again() -> TestResult {
     let replay = post_with(&client, &url, Some("k-8"), "x").await;
     assert_eq!(replay.status(), 402);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(server.executions(), 3);
+    assert_eq!(server.executions(), 4);
     server.stop().await;
     Ok(())
 }
