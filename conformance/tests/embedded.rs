@@ -1,4 +1,5 @@
-//! The suite against the embedded store, in memory and on a file.
+//! The suite against the embedded store: in memory, on a file, and on a
+//! file with the replay cache off.
 
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ fn config(setup: Setup, clock: &ManualClock) -> Config {
 enum Placement {
     InMemory,
     OnFile,
+    /// On a file, with the replay cache off: every answer comes from the
+    /// file, so a case cannot pass on what the cache remembers.
+    OnFileWithoutCache,
 }
 
 impl Harness for Placement {
@@ -55,6 +59,13 @@ impl Harness for Placement {
         let config = config(setup, &clock);
         let (store, dir) = match self {
             Placement::InMemory => (Store::in_memory(config)?, None),
+            Placement::OnFileWithoutCache => {
+                let dir = tempfile::tempdir()?;
+                (
+                    Store::open(dir.path().join("suite.redb"), config.cache_bytes(0))?,
+                    Some(dir),
+                )
+            }
             Placement::OnFile => {
                 let dir = tempfile::tempdir()?;
                 (
@@ -77,4 +88,8 @@ mod in_memory {
 
 mod on_file {
     idemkv_conformance::suite!(super::Placement::OnFile);
+}
+
+mod on_file_without_replay_cache {
+    idemkv_conformance::suite!(super::Placement::OnFileWithoutCache);
 }

@@ -7,7 +7,7 @@ use idemkv::{Backend, Error, RecordState, Terms};
 
 use super::{BackendOf, begin, fp, info, key, response};
 use crate::expect::{claimed, in_progress, mismatch, replayed};
-use crate::{Harness, LEASE, Outcome, Setup, Subject};
+use crate::{Harness, LEASE, Outcome, RETENTION, Setup, Subject};
 
 /// A released key holds no record, and the next claim (of any payload)
 /// gets a larger token.
@@ -128,6 +128,29 @@ pub async fn an_expired_holder_may_still_complete_if_nobody_took_over<H: Harness
         replayed(begin(b, &k, fp("a")).await?),
         response("late but fine")
     );
+    Ok(())
+}
+
+/// A holder whose record has fully expired (its lease and then the
+/// retention passed, nobody took over) holds nothing any more: its
+/// completion is `LeaseLost` and stores nothing, and the key is claimed
+/// afresh, not taken over. Checks the expiry bound of every holder write.
+pub async fn a_holder_whose_record_expired_cannot_complete<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("long-gone");
+    let claim = claimed(begin(b, &k, fp("a")).await?);
+    subject.advance(LEASE + RETENTION).await;
+    assert!(b.get(&k).await?.is_none(), "the record has expired");
+    let err = b
+        .complete(claim, response("too late"))
+        .await
+        .expect_err("an expired record holds no claim");
+    assert!(matches!(err.error(), Error::LeaseLost), "{:?}", err.error());
+    let fresh = claimed(begin(b, &k, fp("a")).await?);
+    assert!(!info::<BackendOf<H>>(&fresh).is_takeover());
+    b.complete(fresh, response("fresh")).await?;
+    assert_eq!(replayed(begin(b, &k, fp("a")).await?), response("fresh"));
     Ok(())
 }
 

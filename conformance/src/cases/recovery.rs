@@ -33,6 +33,31 @@ pub async fn a_fresh_claim_starts_with_no_recovery_point<H: Harness>(harness: &H
     Ok(())
 }
 
+/// A renewal restarts the lease and keeps the recovery point: a handler
+/// that checkpoints and then renews (the HTTP layer renews every third of
+/// the lease) must not lose its point, or a takeover would repeat its
+/// steps.
+pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("renew-keeps");
+    let first = claimed(begin(b, &k, fp("a")).await?);
+    b.checkpoint(&first, "charged", Bytes::from_static(b"ch_9"))
+        .await?;
+    b.renew(&first).await?;
+    let record = b.get(&k).await?.ok_or("the claim's record is missing")?;
+    assert_eq!(record.recovery_point().cloned(), point("charged", "ch_9"));
+    drop(first);
+    subject.advance(LEASE).await;
+    let second = claimed(begin(b, &k, fp("a")).await?);
+    assert_eq!(
+        info::<BackendOf<H>>(&second).recovered().cloned(),
+        point("charged", "ch_9")
+    );
+    b.complete(second, response("done")).await?;
+    Ok(())
+}
+
 /// The holder checkpoints twice and dies: the takeover gets the second
 /// point, `get` shows it, and a takeover of that takeover (which recorded
 /// nothing of its own) still gets it.
