@@ -813,6 +813,72 @@ fn full_disk_heals(journaled: bool) -> TestResult {
     Ok(())
 }
 
+/// A journaled store over a disk whose `fault` the test switches on and off
+/// (`control`), reopening 5 ms after a failure; the disk's images stay with
+/// the test for a power cut.
+struct Healing {
+    store: Store,
+    control: Arc<Control>,
+    image: Arc<Mutex<Image>>,
+    segments: Arc<Mutex<Vec<Image>>>,
+    clock: ManualClock,
+}
+
+impl Healing {
+    /// `tune` adjusts the store's config (the journal is on).
+    fn open(fault: Fault, tune: impl FnOnce(Config) -> Config) -> idemkv::Result<Healing> {
+        let clock = ManualClock::default();
+        let image = Arc::new(Mutex::new(Image::default()));
+        let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
+        let disk = FaultyDisk::new(Arc::clone(&image), fault, i64::MAX, Arc::default());
+        let control = Arc::clone(&disk.control);
+        let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
+        let config = tune(
+            config(&clock)
+                .journal(true)
+                .reopen_backoff(Duration::from_millis(5)),
+        );
+        let store = Store::with_journaled_backend(disk, journal, config)?;
+        Ok(Healing {
+            store,
+            control,
+            image,
+            segments,
+            clock,
+        })
+    }
+
+    /// Waits (up to a minute) until the store has healed.
+    fn wait_healed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.store.health() != Health::Ok {
+            assert!(
+                Instant::now() < deadline,
+                "not healed: {:?}",
+                self.store.health()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// What a power cut now leaves: the synced bytes of the file and of
+    /// each segment.
+    fn power_cut(&self) -> Survivor {
+        let synced = |image: &Image| image.synced.clone();
+        Survivor {
+            file: synced(&self.image.lock().unwrap_or_else(PoisonError::into_inner)),
+            journal: Some(
+                self.segments
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(synced)
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// A journal frame's sync fails although its write reached the disk (the
 /// disk hiccups once). The heal replays that frame into the file; the
 /// journal writer after the heal must continue after it, not write over it,
@@ -821,18 +887,12 @@ fn full_disk_heals(journaled: bool) -> TestResult {
 /// claim this process holds stays held even under `Recovery::ReleaseAtOpen`.
 #[test]
 fn a_heal_after_a_sync_fault_whose_write_landed_loses_nothing() -> TestResult {
-    let clock = ManualClock::default();
-    let image = Arc::new(Mutex::new(Image::default()));
-    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
-    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Sync, i64::MAX, Arc::default());
-    let control = Arc::clone(&disk.control);
-    let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
-    let healing = config(&clock)
-        .journal(true)
-        .checkpoint_interval(Duration::MAX)
-        .reopen_backoff(Duration::from_millis(5))
-        .recovery(idemkv::Recovery::ReleaseAtOpen);
-    let store = Store::with_journaled_backend(disk, journal, healing)?;
+    let healing = Healing::open(Fault::Sync, |config| {
+        config
+            .checkpoint_interval(Duration::MAX)
+            .recovery(idemkv::Recovery::ReleaseAtOpen)
+    })?;
+    let (store, control) = (&healing.store, &healing.control);
     let held = claimed(store.begin(&key("held"), fp("a"))?);
     let before = key("before");
     store.complete(claimed(store.begin(&before, fp("a"))?), response("before"))?;
@@ -844,15 +904,7 @@ fn a_heal_after_a_sync_fault_whose_write_landed_loses_nothing() -> TestResult {
         .expect_err("sync fails");
     assert_storage_error(&err);
     control.cure();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.health() != Health::Ok {
-        assert!(
-            Instant::now() < deadline,
-            "not healed: {:?}",
-            store.health()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    healing.wait_healed();
     // The claim held across the heal is still this process's.
     in_progress(store.begin(&key("held"), fp("a"))?);
     // Acknowledged after the heal.
@@ -864,15 +916,9 @@ fn a_heal_after_a_sync_fault_whose_write_landed_loses_nothing() -> TestResult {
     store.complete(held, response("held"))?;
 
     // A power cut: only what was synced survives.
-    let synced = |image: &Image| image.synced.clone();
-    let survivor = Survivor {
-        file: synced(&image.lock().unwrap_or_else(PoisonError::into_inner)),
-        journal: Some({
-            let segments = segments.lock().unwrap_or_else(PoisonError::into_inner);
-            segments.iter().map(synced).collect()
-        }),
-    };
-    drop(store);
+    let survivor = healing.power_cut();
+    let clock = healing.clock.clone();
+    drop(healing);
     let reopened = survivor.open(config(&clock))?;
     assert_eq!(
         replayed(reopened.begin(&before, fp("a"))?),
@@ -899,17 +945,8 @@ fn a_heal_after_a_sync_fault_whose_write_landed_loses_nothing() -> TestResult {
 #[test]
 fn a_failed_completion_hands_the_claim_back_and_its_repeat_answers_ok() -> TestResult {
     for (fault, landed) in [(Fault::Sync, true), (Fault::Write, false)] {
-        let clock = ManualClock::default();
-        let image = Arc::new(Mutex::new(Image::default()));
-        let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
-        let disk = FaultyDisk::new(Arc::clone(&image), fault, i64::MAX, Arc::default());
-        let control = Arc::clone(&disk.control);
-        let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
-        let healing = config(&clock)
-            .journal(true)
-            .checkpoint_interval(Duration::MAX)
-            .reopen_backoff(Duration::from_millis(5));
-        let store = Store::with_journaled_backend(disk, journal, healing)?;
+        let healing = Healing::open(fault, |config| config.checkpoint_interval(Duration::MAX))?;
+        let (store, control) = (&healing.store, &healing.control);
         let k = key("charge");
         let claim = claimed(store.begin(&k, fp("a"))?);
         control.fail_from_now();
@@ -921,15 +958,7 @@ fn a_failed_completion_hands_the_claim_back_and_its_repeat_answers_ok() -> TestR
             .into_claim()
             .ok_or("a transient failure hands the claim back")?;
         control.cure();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while store.health() != Health::Ok {
-            assert!(
-                Instant::now() < deadline,
-                "not healed: {:?}",
-                store.health()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        healing.wait_healed();
         // Landed or not, the key is not free while its holder may repeat
         // the completion: a retry is told it is in progress (or replays).
         match store.begin(&k, fp("a"))? {
@@ -940,22 +969,9 @@ fn a_failed_completion_hands_the_claim_back_and_its_repeat_answers_ok() -> TestR
         store.complete(claim, response("charged"))?;
         assert_eq!(replayed(store.begin(&k, fp("a"))?), response("charged"));
         assert_eq!(store.metrics().completions, 1, "{fault:?}");
-        drop(store);
-        let survivor = Survivor {
-            file: image
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .synced
-                .clone(),
-            journal: Some(
-                segments
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .map(|s| s.synced.clone())
-                    .collect(),
-            ),
-        };
+        let survivor = healing.power_cut();
+        let clock = healing.clock.clone();
+        drop(healing);
         let reopened = survivor.open(config(&clock))?;
         assert_eq!(replayed(reopened.begin(&k, fp("a"))?), response("charged"));
     }
@@ -966,16 +982,8 @@ fn a_failed_completion_hands_the_claim_back_and_its_repeat_answers_ok() -> TestR
 /// after its completion landed is `LeaseLost`, and changes nothing.
 #[test]
 fn a_repeated_completion_with_another_response_is_lease_lost() -> TestResult {
-    let clock = ManualClock::default();
-    let image = Arc::new(Mutex::new(Image::default()));
-    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
-    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Sync, i64::MAX, Arc::default());
-    let control = Arc::clone(&disk.control);
-    let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
-    let healing = config(&clock)
-        .journal(true)
-        .reopen_backoff(Duration::from_millis(5));
-    let store = Store::with_journaled_backend(disk, journal, healing)?;
+    let healing = Healing::open(Fault::Sync, |config| config)?;
+    let (store, control) = (&healing.store, &healing.control);
     let k = key("charge");
     let claim = claimed(store.begin(&k, fp("a"))?);
     control.fail_from_now();
@@ -985,15 +993,7 @@ fn a_repeated_completion_with_another_response_is_lease_lost() -> TestResult {
         .into_claim()
         .ok_or("the claim comes back")?;
     control.cure();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.health() != Health::Ok {
-        assert!(
-            Instant::now() < deadline,
-            "not healed: {:?}",
-            store.health()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    healing.wait_healed();
     let err = store
         .complete(claim, response("second"))
         .expect_err("another response is another completion");
@@ -1009,16 +1009,8 @@ fn a_repeated_completion_with_another_response_is_lease_lost() -> TestResult {
 /// replays its result.
 #[test]
 fn once_stores_its_result_across_a_store_that_heals() -> TestResult {
-    let clock = ManualClock::default();
-    let image = Arc::new(Mutex::new(Image::default()));
-    let segments = Arc::new(Mutex::new(Vec::<Image>::new()));
-    let disk = FaultyDisk::new(Arc::clone(&image), Fault::Sync, i64::MAX, Arc::default());
-    let control = Arc::clone(&disk.control);
-    let journal = FaultyJournal::beside(&disk, Arc::clone(&segments));
-    let healing = config(&clock)
-        .journal(true)
-        .reopen_backoff(Duration::from_millis(5));
-    let store = Store::with_journaled_backend(disk, journal, healing)?;
+    let healing = Healing::open(Fault::Sync, |config| config)?;
+    let (store, control) = (&healing.store, &healing.control);
     let k = key("message-1");
     let runs = AtomicU64::new(0);
     std::thread::scope(|scope| -> TestResult {
