@@ -15,7 +15,7 @@
 //! only a heal (a reopen after a failed commit) waits for the copy to end.
 //! The backup carries no journal: everything it holds is in its file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -23,8 +23,8 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::journal;
-use crate::journal_storage::{parent_of, sync_dir};
 use crate::storage::{EXPIRY, INFLIGHT, META, META_JOURNAL_SEQ, RECORDS, shielded};
+use crate::whole_file;
 
 /// Rows copied per transaction of the destination: bounds the memory the
 /// copy's own writes take, whatever the store's size.
@@ -64,34 +64,19 @@ pub(crate) fn backup(source: &Database, path: &Path) -> Result<Backup> {
     if std::fs::symlink_metadata(&journal_dir).is_ok() {
         return Err(exists(&journal_dir));
     }
-    let temp = temp_path(path);
-    match std::fs::remove_file(&temp) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(cannot(err)),
-        _ => {}
-    }
+    let temp = whole_file::temp_beside(path);
+    whole_file::clear(&temp).map_err(cannot)?;
     let copied = shielded(|| copy(source, &temp));
-    let placed = copied.and_then(|records| {
-        // A link refuses to replace a file that appeared meanwhile.
-        std::fs::hard_link(&temp, path)
-            .or_else(|err| match err.kind() {
-                std::io::ErrorKind::AlreadyExists => Err(err),
-                _ if !path.exists() => std::fs::rename(&temp, path),
-                _ => Err(err),
-            })
-            .map_err(cannot)?;
-        Ok(records)
+    let placed = copied.and_then(|records| match whole_file::link_into_place(&temp, path) {
+        Ok(true) => Ok(records),
+        Ok(false) => Err(exists(path)),
+        Err(err) => Err(cannot(err)),
     });
+    // Gone already if it was placed; what a failure left is removed here.
     let _ = std::fs::remove_file(&temp);
     let records = placed?;
-    sync_dir(parent_of(path)).map_err(cannot)?;
     let bytes = std::fs::metadata(path).map_err(cannot)?.len();
     Ok(Backup { records, bytes })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".creating");
-    PathBuf::from(name)
 }
 
 /// Writes every row of `source`'s latest commit into a new file at `temp`,

@@ -30,6 +30,7 @@ use crate::log::event;
 use crate::record::StoredRecord;
 use crate::storage::{self, JournalAt, Opened, Snapshot};
 use crate::storage_backend::{EngineBackend, StorageBackend};
+use crate::whole_file;
 
 /// Where the database lives, kept so that it can be opened again.
 pub(crate) enum Source {
@@ -445,13 +446,8 @@ fn create_whole(
         path: path.to_path_buf(),
         source,
     };
-    let mut name = path.as_os_str().to_owned();
-    name.push(".creating");
-    let temp = PathBuf::from(name);
-    match std::fs::remove_file(&temp) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(cannot(err)),
-        _ => {}
-    }
+    let temp = whole_file::temp_beside(path);
+    whole_file::clear(&temp).map_err(cannot)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -478,27 +474,21 @@ fn create_whole(
                 return Err(err);
             }
         };
-        // A link fails if a file appeared at the path meanwhile; a file
-        // system without hard links gets a rename (which would replace one).
-        let placed = match std::fs::hard_link(&temp, path) {
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+        match whole_file::link_into_place(&temp, path) {
+            Ok(true) => Ok(Some((db, opened, writer))),
+            // Another process created the file meanwhile.
+            Ok(false) => {
                 let _ = close_shielded(db);
-                return Ok(None);
+                Ok(None)
             }
-            Err(_) if !path.exists() => std::fs::rename(&temp, path),
-            other => other,
-        };
-        if let Err(err) = placed {
-            let _ = close_shielded(db);
-            return Err(cannot(err));
+            Err(err) => {
+                let _ = close_shielded(db);
+                Err(cannot(err))
+            }
         }
-        Ok(Some((db, opened, writer)))
     })();
+    // Gone already if it was placed; what a failure left is removed here.
     let _ = std::fs::remove_file(&temp);
-    if let Ok(Some(_)) = &created {
-        crate::journal_storage::sync_dir(crate::journal_storage::parent_of(path))
-            .map_err(cannot)?;
-    }
     created
 }
 

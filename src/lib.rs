@@ -123,6 +123,7 @@ mod storage_backend;
 mod store;
 mod sweeper;
 mod verify;
+mod whole_file;
 mod writeback;
 
 pub use async_store::AsyncStore;
