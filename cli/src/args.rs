@@ -80,8 +80,8 @@ pub struct BackupArgs {
 pub struct KeyArgs {
     /// The store file.
     pub file: PathBuf,
-    /// The key's scope (for the HTTP layer: what `default_scope` or the
-    /// service's `scope_with` made of the request).
+    /// The key's scope (for the HTTP layer: `idemkv_http::scope_for`, the
+    /// caller, the method and the path, as in "acct_42 POST /v1/charges").
     pub scope: String,
     /// The idempotency key.
     pub key: String,

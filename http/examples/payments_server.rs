@@ -26,9 +26,15 @@
 //! - `DELETE /admin/records?scope=SCOPE&key=KEY`: removes one record (a stuck
 //!   key's next attempt then runs again).
 //!
-//! Keys are scoped by the `Authorization` header (one client's key never
-//! reaches another client's charge) plus the route. See the README for curl
-//! commands that show a replay, a 422 and a 409.
+//! Callers authenticate with `Authorization: Bearer <API key>`; the
+//! [`authenticate`] middleware maps the API key to the account it belongs to
+//! and puts that account in the request as an [`idemkv_http::Principal`].
+//! The idempotency layer keeps keys per account (`Callers::by_principal`),
+//! not per credential: an account's two API keys (`sk_test_alice` and
+//! `sk_test_alice_rotated`, as during a key rotation) share its keys, so a
+//! retry sent with the new API key replays; two accounts never share a
+//! record. See the README for curl commands that show a replay, a 422 and a
+//! 409.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,12 +44,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use idemkv::{Backend, Config, Key, Record, RecordStateFilter, ScanFilter, Store};
-use idemkv_http::{IdempotencyLayer, credential_scope};
+use idemkv_http::{Callers, IdempotencyLayer, Principal};
 use idemkv_postgres::{PgBackend, PgConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -77,6 +85,37 @@ async fn charge(
             "currency": request.currency,
         })),
     )
+}
+
+/// The accounts' API keys. An account may hold two at once while it
+/// rotates one; both name the same account, and so the same keys.
+const API_KEYS: &[(&str, &str)] = &[
+    ("sk_test_alice", "acct_alice"),
+    ("sk_test_alice_rotated", "acct_alice"),
+    ("sk_test_bob", "acct_bob"),
+];
+
+/// The API's authentication: `Authorization: Bearer <API key>` names an
+/// account, which goes into the request as its [`Principal`]; anything else
+/// is a 401 before the idempotency layer sees the request.
+async fn authenticate(mut request: Request, next: Next) -> Response {
+    let account = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
+        .and_then(|key| API_KEYS.iter().find(|(k, _)| *k == key))
+        .map(|(_, account)| *account);
+    match account {
+        Some(account) => {
+            request.extensions_mut().insert(Principal::new(account));
+            next.run(request).await
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "send Authorization: Bearer <API key>" })),
+        )
+            .into_response(),
+    }
 }
 
 async fn count(State(app): State<App>) -> Json<serde_json::Value> {
@@ -281,7 +320,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             };
             let on = format!("PostgreSQL table {}", backend.table());
             (
-                routes(scoped(IdempotencyLayer::with_backend(backend)), app),
+                routes(
+                    IdempotencyLayer::with_backend(backend, Callers::by_principal()),
+                    app,
+                ),
                 on,
             )
         }
@@ -294,7 +336,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 prometheus,
             };
             (
-                routes(scoped(IdempotencyLayer::new(store)), app),
+                routes(IdempotencyLayer::new(store, Callers::by_principal()), app),
                 format!("store {db}"),
             )
         }
@@ -305,31 +347,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Keys scoped by who calls (a digest of the `Authorization` header) and
-/// the route.
-fn scoped<B>(layer: IdempotencyLayer<B>) -> IdempotencyLayer<B> {
-    layer.scope_with(|parts| {
-        // Hashed: the scope is stored in every record, a credential should not be.
-        let principal = parts.headers.get("authorization").map_or_else(
-            || "anonymous".to_string(),
-            |v| credential_scope(v.as_bytes()),
-        );
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map_or(parts.uri.path(), |m| m.as_str());
-        format!("{principal} {} {route}", parts.method)
-    })
-}
-
 /// The API behind the layer, and with `--admin` (embedded store only) the
 /// operator's routes beside it.
 fn routes<B: Backend>(idempotency: IdempotencyLayer<B>, app: App) -> Router {
-    let mut router = Router::new()
+    // Authentication wraps the idempotency layer (the later `.layer` runs
+    // first), so the layer sees each request's account.
+    let charges = Router::new()
         .route("/v1/charges", post(charge))
+        .layer(idempotency)
+        .layer(from_fn(authenticate));
+    let mut router = Router::new()
         .route("/v1/charges/count", get(count))
         .route("/metrics", get(metrics))
-        .layer(idempotency);
+        .merge(charges);
     if app.store.is_some() && std::env::args().any(|a| a == "--admin") {
         // Outside the idempotency layer: operator calls are not deduplicated.
         router = router

@@ -8,12 +8,14 @@ use ::http::header::HeaderName;
 use ::http::{Method, StatusCode, request};
 use idemkv::{AsyncStore, Fingerprint, Store};
 
+use crate::scope::Callers;
 use crate::service::Idempotency;
-use crate::settings::{Scope, Settings};
+use crate::settings::Settings;
 
 /// A [`tower::Layer`] that makes the requests it wraps idempotent by their
 /// `Idempotency-Key` header. Build it with [`IdempotencyLayer::new`] and the
-/// chained setters; every setter documents its default.
+/// chained setters; every setter documents its default. How the layer tells
+/// callers apart ([`Callers`]) has no default: it is chosen at construction.
 #[derive(Clone)]
 pub struct IdempotencyLayer<B = AsyncStore> {
     backend: B,
@@ -21,20 +23,22 @@ pub struct IdempotencyLayer<B = AsyncStore> {
 }
 
 impl IdempotencyLayer<AsyncStore> {
-    /// A layer over `store` with the default settings. The layer uses the
-    /// store's async API: no store call blocks a runtime worker, and waiting
-    /// requests park no thread.
-    pub fn new(store: Store) -> Self {
-        IdempotencyLayer::with_backend(store.to_async())
+    /// A layer over `store` that tells callers apart as `callers` says,
+    /// with the default settings. The layer uses the store's async API: no
+    /// store call blocks a runtime worker, and waiting requests park no
+    /// thread.
+    pub fn new(store: Store, callers: Callers) -> Self {
+        IdempotencyLayer::with_backend(store.to_async(), callers)
     }
 }
 
 impl<B> IdempotencyLayer<B> {
-    /// A layer over any [`Backend`](idemkv::Backend).
-    pub fn with_backend(backend: B) -> Self {
+    /// A layer over any [`Backend`](idemkv::Backend) that tells callers
+    /// apart as `callers` says.
+    pub fn with_backend(backend: B, callers: Callers) -> Self {
         IdempotencyLayer {
             backend,
-            settings: Arc::new(Settings::default()),
+            settings: Arc::new(Settings::new(callers)),
         }
     }
 
@@ -70,24 +74,6 @@ impl<B> IdempotencyLayer<B> {
     /// a missing header is a 400.
     pub fn require_key(mut self, required: bool) -> Self {
         self.settings().require_key = required;
-        self
-    }
-
-    /// The scope a key lives in (default: [`default_scope`](crate::default_scope):
-    /// a digest of the `Authorization` header when there is one, the method
-    /// and the path). Scope by tenant, API key or authenticated principal so
-    /// that one client's key can never reach another client's stored
-    /// response; [`credential_scope`](crate::credential_scope) digests a
-    /// credential for that.
-    ///
-    /// With the default scope, the first keyed request without an
-    /// `Authorization` header logs a warning (through `tracing`, once per
-    /// layer): its key is shared by every caller without credentials.
-    pub fn scope_with(
-        mut self,
-        f: impl Fn(&request::Parts) -> String + Send + Sync + 'static,
-    ) -> Self {
-        self.settings().scope = Scope::Custom(Arc::new(f));
         self
     }
 
@@ -186,6 +172,7 @@ impl<B> fmt::Debug for IdempotencyLayer<B> {
         f.debug_struct("IdempotencyLayer")
             .field("header", &self.settings.header)
             .field("methods", &self.settings.methods)
+            .field("callers", &self.settings.callers)
             .finish_non_exhaustive()
     }
 }

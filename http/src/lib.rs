@@ -6,12 +6,14 @@
 //! # async fn charge() -> &'static str { "charged" }
 //! use axum::{Router, routing::post};
 //! use idemkv::{Config, Store};
-//! use idemkv_http::IdempotencyLayer;
+//! use idemkv_http::{Callers, IdempotencyLayer};
 //!
 //! let store = Store::open("payments.redb", Config::default())?;
 //! let app: Router = Router::new()
 //!     .route("/v1/charges", post(charge))
-//!     .layer(IdempotencyLayer::new(store));
+//!     // Keys per authenticated caller: the service's authentication layer
+//!     // (added after this one, so that it runs first) inserts a Principal.
+//!     .layer(IdempotencyLayer::new(store, Callers::by_principal()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -21,6 +23,7 @@
 //! | case | status |
 //! |---|---|
 //! | key required but missing, or malformed | 400 |
+//! | the layer tells callers apart and this one is unknown | 401 |
 //! | request body over the configured limit | 413 |
 //! | same key, different payload | 422 |
 //! | same key while the first request runs | 409 with `Retry-After` (or wait, if configured) |
@@ -32,25 +35,25 @@
 //!
 //! # Scopes
 //!
-//! Every key lives in a scope, so equal keys sent to different endpoints (or
-//! by different tenants) name different records. The default scope is
-//! [`default_scope`]: the method and the path, `"POST /v1/charges"`. An
-//! operator who wants to inspect or remove a key with
+//! Every key lives in a scope, so equal keys sent by different callers or to
+//! different endpoints name different records: the caller, the method and
+//! the path ([`scope_for`]). The caller is the one choice every layer is
+//! built with ([`Callers`]): the authenticated [`Principal`] the service's
+//! auth layer provides, a function of the request, or deliberately a single
+//! tenant. The caller is who is calling, never their credential's bytes: a
+//! retry with a refreshed token or a fresh request signature is the same
+//! caller's, and replays.
+//!
+//! An operator who wants to inspect or remove a key with
 //! [`Store::get`](idemkv::Store::get)/[`Store::remove`](idemkv::Store::remove)
 //! builds the same [`Key`](idemkv::Key):
 //!
 //! ```
-//! let request = http::Request::post("/v1/charges?expand=fee").body(())?;
-//! let (parts, ()) = request.into_parts();
-//! let scope = idemkv_http::default_scope(&parts);
-//! assert_eq!(scope, "POST /v1/charges");
+//! let scope = idemkv_http::scope_for(Some("acct_42"), &http::Method::POST, "/v1/charges");
 //! let key = idemkv::Key::new(&scope, "order-1001")?;
-//! # let _ = key;
+//! assert_eq!(key.scope(), "acct_42 POST /v1/charges");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//!
-//! Scope by the caller's identity with [`IdempotencyLayer::scope_with`];
-//! [`credential_scope`] turns a credential into a digest fit to be stored.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -72,5 +75,5 @@ pub use future::ResponseFuture;
 pub use layer::IdempotencyLayer;
 pub use progress::Progress;
 pub use retry_safe::RetrySafe;
-pub use scope::{credential_scope, default_scope};
+pub use scope::{Callers, Principal, credential_scope, scope_for};
 pub use service::Idempotency;

@@ -166,7 +166,8 @@ where
     }
 }
 
-/// The request's key in its scope, or the 400 that says what is wrong.
+/// The request's key in its scope, or the 400 (or 401: no known caller)
+/// that says what is wrong.
 fn key_of<ResBody: From<Bytes>>(
     settings: &Settings,
     parts: &request::Parts,
@@ -178,8 +179,16 @@ fn key_of<ResBody: From<Bytes>>(
             &format!("this endpoint requires the {} header", settings.header),
         ));
     };
+    let Some(scope) = settings.scope(parts) else {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "The caller is unknown",
+            "this endpoint keeps idempotency keys per authenticated caller, and this request \
+             has none: send credentials",
+        ));
+    };
     parse_key(raw_key)
-        .and_then(|k| Key::new(&settings.scope.of(parts), &k).map_err(|e| e.to_string()))
+        .and_then(|k| Key::new(&scope, &k).map_err(|e| e.to_string()))
         .map_err(|why| {
             problem(
                 StatusCode::BAD_REQUEST,

@@ -8,7 +8,7 @@ use ::http::header::HeaderName;
 use ::http::{Method, StatusCode, request};
 use idemkv::{Fingerprint, Terms};
 
-use crate::scope::default_scope;
+use crate::scope::{Callers, scope_for};
 
 pub(crate) type PartsFn<T> = Arc<dyn Fn(&request::Parts) -> T + Send + Sync>;
 pub(crate) type FingerprintFn = Arc<dyn Fn(&request::Parts, &[u8]) -> Fingerprint + Send + Sync>;
@@ -20,7 +20,10 @@ pub(crate) struct Settings {
     pub methods: Vec<Method>,
     pub applies: Option<PartsFn<bool>>,
     pub require_key: bool,
-    pub scope: Scope,
+    pub callers: Callers,
+    /// Set once the layer has said that keyed requests arrive without a
+    /// known caller (an authentication layer in front of it may be missing).
+    pub warned_unknown_caller: Arc<AtomicBool>,
     pub fingerprint: FingerprintFn,
     pub max_request_bytes: usize,
     pub wait: Option<Duration>,
@@ -34,16 +37,16 @@ pub(crate) struct Settings {
     pub handlers: Arc<crate::handlers::Handlers>,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+impl Settings {
+    /// The default settings, with the layer's choice of callers.
+    pub fn new(callers: Callers) -> Self {
         Settings {
             header: HeaderName::from_static("idempotency-key"),
             methods: vec![Method::POST, Method::PATCH],
             applies: None,
             require_key: false,
-            scope: Scope::Default {
-                warned: Arc::new(AtomicBool::new(false)),
-            },
+            callers,
+            warned_unknown_caller: Arc::new(AtomicBool::new(false)),
             fingerprint: Arc::new(|parts, body| {
                 Fingerprint::builder()
                     .part(parts.method.as_str().as_bytes())
@@ -66,42 +69,32 @@ impl Default for Settings {
     }
 }
 
-/// Where a layer's scopes come from.
-#[derive(Clone)]
-pub(crate) enum Scope {
-    /// [`default_scope`]: the caller's `Authorization` digest, the method and
-    /// the path. `warned` is set once the layer has said that a request
-    /// without credentials shares its key with every such caller.
-    Default { warned: Arc<AtomicBool> },
-    /// The service's own (`scope_with`), which is trusted to name the caller.
-    Custom(PartsFn<String>),
-}
-
-impl Scope {
-    /// The scope of a request's key.
-    pub fn of(&self, parts: &request::Parts) -> String {
-        match self {
-            Scope::Custom(f) => f(parts),
-            Scope::Default { warned } => {
-                let anonymous = !parts.headers.contains_key(::http::header::AUTHORIZATION);
-                if anonymous && !warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        target: "idemkv_http",
-                        method = %parts.method,
-                        path = parts.uri.path(),
-                        "a keyed request carries no Authorization header, so the default scope \
-                         cannot tell its caller apart: its key is shared by every caller without \
-                         credentials on this method and path. Give the layer scope_with(...) to \
-                         scope keys by caller (said once per layer)"
-                    );
-                }
-                default_scope(parts)
-            }
-        }
-    }
-}
-
 impl Settings {
+    /// The scope of a request's key, or `None` when the layer tells callers
+    /// apart and does not know this one's (said once per layer in the log).
+    pub fn scope(&self, parts: &request::Parts) -> Option<String> {
+        let Ok(caller) = self.callers.of(parts) else {
+            if !self.warned_unknown_caller.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "idemkv_http",
+                    method = %parts.method,
+                    path = parts.uri.path(),
+                    callers = ?self.callers,
+                    "a keyed request arrived without a known caller and was answered 401; if \
+                     requests are authenticated, the authentication layer must run before the \
+                     idempotency layer (in axum, add it with .layer(..) after it) and insert \
+                     idemkv_http::Principal (said once per layer)"
+                );
+            }
+            return None;
+        };
+        Some(scope_for(
+            caller.as_deref(),
+            &parts.method,
+            parts.uri.path(),
+        ))
+    }
+
     /// The terms of this layer's claims.
     pub fn terms(&self) -> Terms {
         let mut terms = Terms::default();

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use idemkv::{Config, Store};
-use idemkv_http::IdempotencyLayer;
+use idemkv_http::{Callers, IdempotencyLayer, Principal};
 use reqwest::Client;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -62,11 +62,20 @@ struct Server {
 
 impl Server {
     async fn start(store: Store, layer: impl Fn(IdempotencyLayer) -> IdempotencyLayer) -> Server {
+        let layer = layer(IdempotencyLayer::new(store, Callers::single_tenant()));
+        Server::serve(
+            Router::new()
+                .route("/v1/charges", post(charge))
+                .layer(layer),
+        )
+        .await
+    }
+
+    /// Serves `router` (whose handlers count on its state) on an ephemeral
+    /// port.
+    async fn serve(router: Router<Counter>) -> Server {
         let counter = Counter::default();
-        let router = Router::new()
-            .route("/v1/charges", post(charge))
-            .layer(layer(IdempotencyLayer::new(store)))
-            .with_state(counter.clone());
+        let router = router.with_state(counter.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -329,36 +338,128 @@ async fn a_server_error_is_replayed_unless_the_handler_marks_it_retry_safe() -> 
     Ok(())
 }
 
+/// The test service's authentication: a bearer token `<who>-token-<n>`
+/// (any generation `n`: tokens are rotated) or a per-request signature
+/// `Signature: <who>;<nonce>;<mac>` (a fresh nonce every request) names the
+/// caller `<who>`, put in the request as its [`Principal`]; anything else is
+/// 401 before the idempotency layer runs.
+async fn authenticate(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let caller = {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        let bearer = header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|token| token.split_once("-token-"))
+            .map(|(who, _generation)| who.to_string());
+        let signed = header("signature").and_then(|v| {
+            let mut fields = v.split(';');
+            let (who, nonce, mac) = (fields.next()?, fields.next()?, fields.next()?);
+            (mac == signature(who, nonce)).then(|| who.to_string())
+        });
+        bearer.or(signed)
+    };
+    match caller {
+        Some(who) => {
+            request.extensions_mut().insert(Principal::new(who));
+            next.run(request).await
+        }
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+/// A request signature: a keyed digest of the caller's secret and a nonce.
+fn signature(who: &str, nonce: &str) -> String {
+    idemkv_http::credential_scope(format!("{who}-secret;{nonce}").as_bytes())
+}
+
+/// A server whose layer keeps keys per authenticated principal, behind
+/// [`authenticate`].
+async fn authenticated_server(store: Store) -> Server {
+    let router = Router::new()
+        .route("/v1/charges", post(charge))
+        .layer(IdempotencyLayer::new(store, Callers::by_principal()))
+        .layer(axum::middleware::from_fn(authenticate));
+    Server::serve(router).await
+}
+
+/// One principal retrying with a rotated bearer token, then with fresh
+/// per-request signatures: one run, every retry replays it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scopes_keep_clients_apart() -> TestResult {
-    let server = Server::start(store(), |l| {
-        l.scope_with(|parts| {
-            let who = parts
-                .headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("anonymous");
-            format!("{who} {}", parts.uri.path())
-        })
+async fn a_rotated_token_and_fresh_signatures_replay_for_one_principal() -> TestResult {
+    let server = authenticated_server(store()).await;
+    let client = Client::new();
+    let send = |name: &'static str, value: String| {
+        client
+            .post(&server.url)
+            .header(name, value)
+            .header("idempotency-key", "order-1")
+            .body("1200 eur")
+            .send()
+    };
+    let first = send("authorization", "Bearer alice-token-1".into()).await?;
+    assert_eq!(first.status(), 201);
+    let first_body = first.text().await?;
+    let mut retries = vec![send("authorization", "Bearer alice-token-2".into()).await?];
+    for nonce in ["n1", "n2"] {
+        let value = format!("alice;{nonce};{}", signature("alice", nonce));
+        retries.push(send("signature", value).await?);
+    }
+    for retry in retries {
+        assert_eq!(retry.status(), 201);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        assert_eq!(retry.text().await?, first_body);
+    }
+    assert_eq!(server.executions(), 1, "the side effect ran once");
+    server.stop().await;
+    Ok(())
+}
+
+/// Two principals sending one key and one payload: two runs, and neither
+/// ever reads the other's response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_principals_with_one_key_never_share_a_record() -> TestResult {
+    let server = authenticated_server(store()).await;
+    let client = Client::new();
+    let send = |token: &'static str| {
+        client
+            .post(&server.url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", "leaked-key")
+            .body("same payload")
+            .send()
+    };
+    let alice = send("alice-token-1").await?.text().await?;
+    let bob = send("bob-token-1").await?;
+    assert!(bob.headers().get("idempotent-replayed").is_none());
+    assert_ne!(bob.text().await?, alice, "bob got alice's response");
+    assert_eq!(server.executions(), 2);
+    let alice_again = send("alice-token-9").await?;
+    assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
+    assert_eq!(alice_again.text().await?, alice);
+    assert_eq!(server.executions(), 2);
+    server.stop().await;
+    Ok(())
+}
+
+/// A layer that keeps keys per principal answers a keyed request without
+/// one 401, and runs nothing (here the layer sits outside the
+/// authentication, the mistake the 401 and its warning point at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_request_without_a_known_caller_is_401_and_runs_nothing() -> TestResult {
+    let server = Server::start(store(), |_| {
+        IdempotencyLayer::new(store(), Callers::by_principal())
     })
     .await;
     let client = Client::new();
-    let send = |who: &'static str| {
-        client
-            .post(&server.url)
-            .header("authorization", who)
-            .header("idempotency-key", "shared-key")
-            .body("x")
-            .send()
-    };
-    let alice = send("alice").await?;
-    let bob = send("bob").await?;
-    assert!(
-        bob.headers().get("idempotent-replayed").is_none(),
-        "bob never sees alice's response"
-    );
-    assert_ne!(alice.bytes().await?, bob.bytes().await?);
-    assert_eq!(server.executions(), 2);
+    let response = post_with(&client, &server.url, Some("k"), "x").await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(server.executions(), 0);
+    // A request without a key is not the layer's: it passes through.
+    let response = post_with(&client, &server.url, None, "x").await;
+    assert_eq!(response.status(), 201);
     server.stop().await;
     Ok(())
 }
@@ -410,7 +511,7 @@ async fn other_methods_pass_through() -> TestResult {
     let counter = Counter::default();
     let router = Router::new()
         .route("/v1/charges", axum::routing::put(charge))
-        .layer(IdempotencyLayer::new(store()))
+        .layer(IdempotencyLayer::new(store(), Callers::single_tenant()))
         .with_state(counter.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/charges", listener.local_addr()?);
@@ -497,7 +598,7 @@ async fn an_inner_error_passes_through_and_keeps_the_key_in_flight() -> TestResu
             async { Err::<axum::http::Response<Full<Bytes>>, &'static str>("the upstream failed") }
         })
     };
-    let mut service = IdempotencyLayer::new(store()).layer(failing);
+    let mut service = IdempotencyLayer::new(store(), Callers::single_tenant()).layer(failing);
     let request = || {
         axum::http::Request::post("/v1/charges")
             .header("idempotency-key", "k-13")
@@ -547,7 +648,7 @@ async fn five_thousand_waiting_duplicates_starve_nobody() -> TestResult {
             }
         })
     };
-    let service = IdempotencyLayer::new(store.clone())
+    let service = IdempotencyLayer::new(store.clone(), Callers::single_tenant())
         .wait_for_in_flight(Some(Duration::from_secs(120)))
         .layer(handler);
     let request = |path: &str, key: &str| {
@@ -617,35 +718,6 @@ async fn a_replay_carries_the_right_content_length() -> TestResult {
     Ok(())
 }
 
-/// Under the default settings two clients that send the same key and the
-/// same payload to the same endpoint never see each other's response: the
-/// scope holds a digest of their credentials.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn by_default_two_clients_never_share_a_record() -> TestResult {
-    let server = Server::start(store(), |l| l).await;
-    let client = Client::new();
-    let send = |who: &'static str| {
-        client
-            .post(&server.url)
-            .header("idempotency-key", "leaked-key")
-            .header("authorization", format!("Bearer {who}"))
-            .body("same payload")
-            .send()
-    };
-    let alice = send("sk_alice").await?;
-    let alice_body = alice.text().await?;
-    let bob = send("sk_bob").await?;
-    assert!(bob.headers().get("idempotent-replayed").is_none());
-    assert_ne!(bob.text().await?, alice_body, "bob got alice's response");
-    assert_eq!(server.executions(), 2);
-    // Each one's own retry replays their own response.
-    let alice_again = send("sk_alice").await?;
-    assert_eq!(alice_again.headers()["idempotent-replayed"], "true");
-    assert_eq!(alice_again.text().await?, alice_body);
-    server.stop().await;
-    Ok(())
-}
-
 /// A request body that streams 1 KiB chunks without end, counting how many
 /// were read.
 struct Endless(Arc<AtomicU64>);
@@ -684,7 +756,7 @@ async fn an_oversized_request_body_is_413_without_being_read_whole() -> TestResu
             bytes::Bytes::from_static(b"ran"),
         )))
     });
-    let service = IdempotencyLayer::new(store())
+    let service = IdempotencyLayer::new(store(), Callers::single_tenant())
         .max_request_bytes(10 * 1024)
         .layer(handler);
     let read = Arc::new(AtomicU64::new(0));
@@ -726,7 +798,7 @@ async fn handlers_see_their_claim_in_the_extensions() -> TestResult {
     }
     let router = Router::new()
         .route("/v1/orders", post(echo_claim))
-        .layer(IdempotencyLayer::new(store()));
+        .layer(IdempotencyLayer::new(store(), Callers::single_tenant()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/orders", listener.local_addr()?);
     let task = tokio::spawn(async move {
@@ -784,7 +856,10 @@ async fn a_retry_after_a_crash_resumes_from_the_handlers_checkpoint() -> TestRes
     effects.crash.store(true, Ordering::SeqCst);
     let router = Router::new()
         .route("/v1/charges", post(charge_in_steps))
-        .layer(IdempotencyLayer::new(store.clone()))
+        .layer(IdempotencyLayer::new(
+            store.clone(),
+            Callers::single_tenant(),
+        ))
         .with_state(effects.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/charges", listener.local_addr()?);
@@ -909,11 +984,12 @@ fn capturing<T>(
     }))
 }
 
-/// The default scope cannot tell apart callers without credentials: the
-/// layer says so once (per layer, not per request), and never when requests
-/// carry credentials or the service scopes keys itself.
+/// A layer that keeps keys per principal and meets keyed requests without
+/// one says so once (per layer, not per request): an authentication layer
+/// in front of it may be missing. It never warns when requests carry their
+/// principal, nor when the service chose a single tenant.
 #[test]
-fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
+fn a_layer_says_once_that_its_callers_are_unknown() -> TestResult {
     use bytes::Bytes;
     use http_body_util::Full;
     use tower::{Layer, ServiceExt};
@@ -921,12 +997,14 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
     let handler = tower::service_fn(|_: axum::http::Request<Full<Bytes>>| async {
         Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(Bytes::new())))
     });
-    let request = |key: &str, credential: Option<&str>| {
-        let mut request = axum::http::Request::post("/v1/charges").header("idempotency-key", key);
-        if let Some(credential) = credential {
-            request = request.header("authorization", credential);
+    let request = |key: &str, principal: Option<&str>| {
+        let mut request = axum::http::Request::post("/v1/charges")
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from_static(b"{}")));
+        if let (Ok(request), Some(principal)) = (request.as_mut(), principal) {
+            request.extensions_mut().insert(Principal::new(principal));
         }
-        request.body(Full::new(Bytes::from_static(b"{}")))
+        request
     };
     // Warnings logged while `layer` serves `requests`, in order.
     let warnings_for =
@@ -944,7 +1022,10 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
             let seen = warnings.0.lock().map_err(|_| "poisoned")?;
             Ok(seen.iter().map(|(level, _)| *level).collect())
         };
-    let layer = || Store::in_memory(Config::default()).map(IdempotencyLayer::new);
+    let layer = || {
+        Store::in_memory(Config::default())
+            .map(|s| IdempotencyLayer::new(s, Callers::by_principal()))
+    };
 
     let anonymous = (0..3)
         .map(|i| request(&format!("k{i}"), None))
@@ -954,14 +1035,17 @@ fn a_layer_says_once_that_anonymous_callers_share_keys() -> TestResult {
         vec![tracing::Level::WARN]
     );
 
-    let signed = (0..3)
-        .map(|i| request(&format!("k{i}"), Some("Bearer alice")))
+    let known = (0..3)
+        .map(|i| request(&format!("k{i}"), Some("acct_1")))
         .collect::<Result<_, _>>()?;
-    assert!(warnings_for(layer()?, signed)?.is_empty());
+    assert!(warnings_for(layer()?, known)?.is_empty());
 
-    let own_scope = layer()?.scope_with(|_| "tenant-7".to_string());
+    let single_tenant = IdempotencyLayer::new(
+        Store::in_memory(Config::default())?,
+        Callers::single_tenant(),
+    );
     let anonymous = vec![request("k", None)?];
-    assert!(warnings_for(own_scope, anonymous)?.is_empty());
+    assert!(warnings_for(single_tenant, anonymous)?.is_empty());
     Ok(())
 }
 
@@ -985,7 +1069,7 @@ async fn a_response_body_is_sent_stored_and_replayed_from_one_buffer() -> TestRe
         })
     };
     let store = Store::in_memory(Config::default())?;
-    let service = IdempotencyLayer::new(store.clone()).layer(handler);
+    let service = IdempotencyLayer::new(store.clone(), Callers::single_tenant()).layer(handler);
     let request = || {
         axum::http::Request::post("/v1/reports")
             .header("idempotency-key", "report-1")
@@ -1033,7 +1117,7 @@ fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
             }
         })
     };
-    let service = IdempotencyLayer::new(store).layer(handler);
+    let service = IdempotencyLayer::new(store, Callers::single_tenant()).layer(handler);
     let request = axum::http::Request::post("/v1/orders")
         .header("idempotency-key", "revoked-1")
         .header("authorization", "Bearer alice")
@@ -1142,7 +1226,7 @@ async fn gated_charge(State(gate): State<Gate>) -> (StatusCode, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_hangs_up_never_cancels_its_handler() -> TestResult {
     let gate = Gate::default();
-    let layer = IdempotencyLayer::new(store());
+    let layer = IdempotencyLayer::new(store(), Callers::single_tenant());
     let router = Router::new()
         .route("/v1/charges", post(gated_charge))
         .layer(layer.clone())
@@ -1206,7 +1290,7 @@ async fn a_client_that_hangs_up_never_cancels_its_handler() -> TestResult {
 async fn a_dropped_request_future_never_cancels_its_handler() -> TestResult {
     use tower::{Service, ServiceExt};
     let gate = Gate::default();
-    let layer = IdempotencyLayer::new(store());
+    let layer = IdempotencyLayer::new(store(), Callers::single_tenant());
     let mut service = tower::ServiceBuilder::new()
         .layer(layer.clone())
         .service(tower::service_fn({

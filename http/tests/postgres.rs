@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use idemkv_http::IdempotencyLayer;
+use idemkv_http::{Callers, IdempotencyLayer};
 use idemkv_postgres::{PgBackend, PgConfig};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -37,7 +37,7 @@ async fn instance(
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let backend =
         PgBackend::connect(&url(), PgConfig::default().schema(schema).pool_size(4)).await?;
-    let layer = IdempotencyLayer::with_backend(backend)
+    let layer = IdempotencyLayer::with_backend(backend, Callers::single_tenant())
         .wait_for_in_flight(Some(std::time::Duration::from_secs(30)));
     let router = Router::new()
         .route("/v1/charges", post(charge))

@@ -12,7 +12,7 @@
 //! # async fn demo() -> idemkv::Result<()> {
 //! use idemkv_postgres::{PgBackend, PgConfig};
 //! let backend = PgBackend::connect("postgres://app@db.internal/app", PgConfig::default()).await?;
-//! // idemkv_http::IdempotencyLayer::with_backend(backend) ...
+//! // idemkv_http::IdempotencyLayer::with_backend(backend, Callers::by_principal()) ...
 //! # let _ = backend;
 //! # Ok(())
 //! # }

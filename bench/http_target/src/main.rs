@@ -25,7 +25,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use idemkv::{Config, Store};
-use idemkv_http::IdempotencyLayer;
+use idemkv_http::{Callers, IdempotencyLayer};
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         charges: Arc::new(AtomicU64::new(0)),
         released,
     };
-    let layer = IdempotencyLayer::new(store).wait_for_in_flight(Some(Duration::from_secs(60)));
+    let layer = IdempotencyLayer::new(store, Callers::single_tenant()).wait_for_in_flight(Some(Duration::from_secs(60)));
     let router = Router::new()
         .route("/v1/charges", post(charge))
         .route("/v1/hold", post(hold))
