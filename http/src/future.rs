@@ -5,27 +5,29 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use ::http::Response;
 use pin_project_lite::pin_project;
+
+use crate::body::ResponseBody;
+
+/// What the layer's handling of a request resolves to.
+type Handled<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 pin_project! {
     /// The response future of [`Idempotency`](crate::Idempotency): the inner
     /// service's own future for a request the layer passes through (no box,
-    /// no extra work), or the layer's handling of one it deduplicates.
-    pub struct ResponseFuture<F>
-    where
-        F: Future,
-    {
+    /// no extra work but wrapping its body), or the layer's handling of
+    /// one it deduplicates. `B` and `E` are the inner service's response
+    /// body and error.
+    pub struct ResponseFuture<F, B, E> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, B, E>,
     }
 }
 
 pin_project! {
     #[project = Projected]
-    enum Kind<F>
-    where
-        F: Future,
-    {
+    enum Kind<F, B, E> {
         // A request the layer does not apply to.
         Passthrough {
             #[pin]
@@ -33,19 +35,21 @@ pin_project! {
         },
         // A request the layer deduplicates.
         Handled {
-            inner: Pin<Box<dyn Future<Output = F::Output> + Send>>,
+            inner: Handled<B, E>,
         },
     }
 }
 
-impl<F: Future> ResponseFuture<F> {
+impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn passthrough(inner: F) -> Self {
         ResponseFuture {
             kind: Kind::Passthrough { inner },
         }
     }
 
-    pub(crate) fn handled(inner: impl Future<Output = F::Output> + Send + 'static) -> Self {
+    pub(crate) fn handled(
+        inner: impl Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Handled {
                 inner: Box::pin(inner),
@@ -54,18 +58,23 @@ impl<F: Future> ResponseFuture<F> {
     }
 }
 
-impl<F: Future> Future for ResponseFuture<F> {
-    type Output = F::Output;
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            Projected::Passthrough { inner } => inner.poll(cx),
+            Projected::Passthrough { inner } => inner
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::inner))),
             Projected::Handled { inner } => inner.as_mut().poll(cx),
         }
     }
 }
 
-impl<F: Future> fmt::Debug for ResponseFuture<F> {
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             Kind::Passthrough { .. } => "Passthrough",

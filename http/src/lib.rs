@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod body;
 mod claimed;
 mod future;
 mod handlers;
@@ -71,6 +72,7 @@ mod scope;
 mod service;
 mod settings;
 
+pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::IdempotencyLayer;
 pub use progress::Progress;

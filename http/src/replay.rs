@@ -43,21 +43,37 @@ pub(crate) fn stored_response(
 /// is the size of what was not kept.
 const NOT_KEPT: &str = "idemkv-response-not-kept";
 
+/// How large a response that was not kept was: its size, or for one
+/// streamed past the limit (never read whole), a lower bound.
+pub(crate) enum Size {
+    Exactly(usize),
+    MoreThan(usize),
+}
+
 /// The record of a completed request whose response exceeded the store's
 /// limit: the original status and the size, no headers and no body.
-pub(crate) fn not_kept(status: StatusCode, size: usize) -> StoredResponse {
-    StoredResponse::new(status.as_u16(), Vec::new()).with_header(NOT_KEPT, size.to_string())
+pub(crate) fn not_kept(status: StatusCode, size: Size) -> StoredResponse {
+    // The marker's value: the size in bytes, or ">N" (more than N bytes).
+    let size = match size {
+        Size::Exactly(n) => n.to_string(),
+        Size::MoreThan(n) => format!(">{n}"),
+    };
+    StoredResponse::new(status.as_u16(), Vec::new()).with_header(NOT_KEPT, size)
 }
 
 pub(crate) fn replay<ResBody: From<Bytes>>(stored: StoredResponse) -> Response<ResBody> {
     if let Some((_, size)) = stored.headers().iter().find(|(name, _)| name == NOT_KEPT) {
         let size = String::from_utf8_lossy(size);
+        let size = match size.strip_prefix('>') {
+            Some(limit) => format!("more than {limit} bytes"),
+            None => format!("{size} bytes"),
+        };
         let mut response = problem(
             StatusCode::CONFLICT,
             "The response to this request was not kept",
             &format!(
                 "the first request with this key completed with status {}, but its response \
-                 ({size} bytes) was larger than the store keeps, so it cannot be replayed; \
+                 ({size}) was larger than the store keeps, so it cannot be replayed; \
                  the request is not run again",
                 stored.status()
             ),

@@ -15,6 +15,8 @@ use ::http::header::{HeaderValue, RETRY_AFTER};
 use ::http::{Request, Response, StatusCode, request};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+
+use crate::body::{Read, ResponseBody, read_up_to};
 use idemkv::{AsyncStore, Backend, Begin, Key};
 
 use crate::claimed::{finish, run_renewing};
@@ -22,7 +24,7 @@ use crate::future::ResponseFuture;
 use crate::key_header::parse_key;
 use crate::problem::{problem, unavailable};
 use crate::progress::Progress;
-use crate::replay::{not_kept, replay, stored_response};
+use crate::replay::{Size, not_kept, replay, stored_response};
 use crate::settings::Settings;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,13 +71,13 @@ where
     ReqBody: http_body::Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: http_body::Body + From<Bytes> + Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -113,7 +115,7 @@ async fn handle<S, B, ReqBody, ResBody>(
     settings: Arc<Settings>,
     parts: request::Parts,
     body: ReqBody,
-) -> Result<Response<ResBody>, S::Error>
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
@@ -122,7 +124,7 @@ where
     ReqBody: http_body::Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: http_body::Body + From<Bytes> + Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
@@ -293,11 +295,11 @@ async fn run_claimed<S, B, ReqBody, ResBody>(
     settings: &Settings,
     claim: B::Claim,
     mut request: Request<ReqBody>,
-) -> Result<Response<ResBody>, S::Error>
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
     B: Backend,
-    ResBody: http_body::Body + From<Bytes>,
+    ResBody: http_body::Body,
     ResBody::Error: Into<BoxError>,
 {
     let claim = Arc::new(claim);
@@ -312,32 +314,45 @@ where
     let lease = settings.lease.unwrap_or_else(|| backend.lease());
     let response = run_renewing(inner, request, backend, &claim, lease).await?;
     let (parts, body) = response.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
+    // Read within the store's limit: a body past it is never held whole.
+    let limit = backend.max_response_bytes();
+    let body = match read_up_to(body, limit).await {
+        Ok(Read::Whole(body)) => body,
+        Ok(Read::Over(streaming)) => {
+            // Too large to store: the record is completed with the status
+            // and a marker (so the handler never runs a second time), then
+            // the body streams on to the client from where it was read.
+            let stored =
+                keeps(settings, &parts).then(|| not_kept(parts.status, Size::MoreThan(limit)));
+            finish(backend, claim, stored, lease).await;
+            return Ok(Response::from_parts(parts, streaming));
+        }
         Err(err) => {
+            // Whether the side effect happened is unknown and the answer is
+            // incomplete: nothing is stored, the claim stays in flight.
             return Ok(problem(
                 StatusCode::BAD_GATEWAY,
                 "The response body failed",
-                &err.into().to_string(),
+                &err.to_string(),
             ));
         }
     };
-    // What to keep: the response; for one too large to store, its status
-    // and a marker, so that the handler never runs a second time; nothing
-    // for a status the settings do not store (the claim is released).
-    // A response the handler marked retry-safe (nothing happened), or whose
-    // status the settings do not store, releases the key; every other one
-    // is stored, a 5xx included.
-    let keep = (settings.store_status)(parts.status)
-        && parts.extensions.get::<crate::RetrySafe>().is_none();
-    let stored = keep.then(|| {
+    let stored = keeps(settings, &parts).then(|| {
         let stored = stored_response(&parts, &body, settings);
-        if stored.stored_len() <= backend.max_response_bytes() {
+        if stored.stored_len() <= limit {
             stored
         } else {
-            not_kept(parts.status, stored.stored_len())
+            not_kept(parts.status, Size::Exactly(stored.stored_len()))
         }
     });
     finish(backend, claim, stored, lease).await;
-    Ok(Response::from_parts(parts, ResBody::from(body)))
+    Ok(Response::from_parts(parts, ResponseBody::from(body)))
+}
+
+/// Whether a handler's response is kept: a response the handler marked
+/// retry-safe (nothing happened), or whose status the settings do not
+/// store, releases the key; every other one is stored, a 5xx included. For
+/// one too large to store, what is kept is its status and a marker.
+fn keeps(settings: &Settings, parts: &::http::response::Parts) -> bool {
+    (settings.store_status)(parts.status) && parts.extensions.get::<crate::RetrySafe>().is_none()
 }

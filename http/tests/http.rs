@@ -299,6 +299,128 @@ async fn a_response_too_large_to_store_is_never_run_twice() -> TestResult {
     Ok(())
 }
 
+/// A response body fed by the test: each chunk it sends, then an error if
+/// it sends one, and the end when it drops its sender.
+struct Fed(tokio::sync::mpsc::UnboundedReceiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl http_body::Body for Fed {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+}
+
+/// A server whose one handler counts its runs and answers 201 with the
+/// body the test feeds through the sender it returns.
+async fn fed_server(
+    store: Store,
+) -> (
+    Server,
+    tokio::sync::mpsc::UnboundedSender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    let (feed, fed) = tokio::sync::mpsc::unbounded_channel();
+    let fed = Arc::new(std::sync::Mutex::new(Some(Fed(fed))));
+    let handler = move |State(counter): State<Counter>| {
+        let fed = fed.lock().ok().and_then(|mut f| f.take());
+        async move {
+            counter.0.fetch_add(1, Ordering::SeqCst);
+            match fed {
+                Some(body) => (StatusCode::CREATED, axum::body::Body::new(body)),
+                None => (StatusCode::GONE, axum::body::Body::empty()),
+            }
+        }
+    };
+    let layer = IdempotencyLayer::new(store, Callers::single_tenant());
+    let server = Server::serve(
+        Router::new()
+            .route("/v1/charges", post(handler))
+            .layer(layer),
+    )
+    .await;
+    (server, feed)
+}
+
+/// A response larger than the store keeps is never held whole: the client
+/// has its status and first bytes, and the record is completed with the
+/// not-kept marker, while the handler's body is still streaming (the test
+/// has not ended it); then the rest arrives. The retry is told what
+/// happened and nothing runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_streamed_response_is_never_held_whole() -> TestResult {
+    let store = Store::in_memory(Config::default().max_response_bytes(64 * 1024))?;
+    let (server, feed) = fed_server(store.clone()).await;
+    let chunk = bytes::Bytes::from(vec![b'x'; 32 * 1024]);
+    for _ in 0..3 {
+        feed.send(Ok(chunk.clone()))?;
+    }
+    let client = Client::new();
+    let mut response = tokio::time::timeout(
+        Duration::from_secs(60),
+        post_with(&client, &server.url, Some("big"), "x"),
+    )
+    .await
+    .map_err(|_| "the layer held the response until its body ended")?;
+    assert_eq!(response.status(), 201);
+    let mut received = response.chunk().await?.map_or(0, |c| c.len());
+    // The body has not ended, and the record is already completed.
+    let record = store
+        .get(&idemkv::Key::new("POST /v1/charges", "big")?)?
+        .ok_or("no record")?;
+    let idemkv::RecordState::Completed { response: stored } = record.state() else {
+        panic!("the record is not completed: {record:?}");
+    };
+    assert!(stored.body().is_empty(), "the body was not kept");
+    feed.send(Ok(chunk.clone()))?;
+    drop(feed);
+    while let Some(more) = response.chunk().await? {
+        received += more.len();
+    }
+    assert_eq!(received, 4 * chunk.len(), "the client got every byte");
+    let retry = post_with(&client, &server.url, Some("big"), "x").await;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(retry.headers()["idempotency-original-status"], "201");
+    let problem: serde_json::Value = retry.json().await?;
+    let detail = problem["detail"].as_str().ok_or("no detail")?;
+    assert!(detail.contains("more than 65536 bytes"), "{detail}");
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
+/// A handler's body that fails midway is an unknown outcome, never an
+/// answer: the client gets 502, nothing is stored (not an empty body, not
+/// the part that came), the key stays in flight until its lease ends, and
+/// the retry is not replayed a truncated response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_body_that_fails_midway_is_never_stored() -> TestResult {
+    let store = store();
+    let (server, feed) = fed_server(store.clone()).await;
+    feed.send(Ok(bytes::Bytes::from_static(b"{\"charge\":")))?;
+    feed.send(Err(std::io::Error::other("the upstream reset")))?;
+    let client = Client::new();
+    let response = post_with(&client, &server.url, Some("torn"), "x").await;
+    assert_eq!(response.status(), 502);
+    let record = store
+        .get(&idemkv::Key::new("POST /v1/charges", "torn")?)?
+        .ok_or("no record")?;
+    assert!(
+        matches!(record.state(), idemkv::RecordState::InFlight { .. }),
+        "the torn answer was stored: {record:?}"
+    );
+    let retry = post_with(&client, &server.url, Some("torn"), "x").await;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(server.executions(), 1);
+    server.stop().await;
+    Ok(())
+}
+
 /// A 5xx is an answer like any other: the handler may have failed after
 /// its side effect, so it is stored and replayed, and the handler does not
 /// run again. A handler that knows nothing happened marks its response
