@@ -8,7 +8,7 @@ use crate::fingerprint::Fingerprint;
 use crate::health::Health;
 use crate::key::Key;
 use crate::metrics::Metrics;
-use crate::outcome::{Begin, Claim, CompleteError};
+use crate::outcome::{Begin, Claim, CompleteError, ReleaseError};
 use crate::record::Record;
 use crate::response::StoredResponse;
 use crate::store::Store;
@@ -144,7 +144,7 @@ impl AsyncStore {
     /// # Errors
     ///
     /// As [`Store::release`].
-    pub async fn release(&self, claim: Claim) -> Result<()> {
+    pub async fn release(&self, claim: Claim) -> Result<(), ReleaseError> {
         self.store.release_async(claim).await
     }
 

@@ -16,7 +16,7 @@ use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::log::event;
 use crate::metrics::Metrics;
-use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError};
+use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 use crate::record::Record;
 use crate::response::StoredResponse;
 
@@ -43,16 +43,50 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// (with the claim handed back, as [`Backend::complete`] does).
 pub async fn complete_with_retry<B: Backend>(
     backend: &B,
-    mut claim: B::Claim,
+    claim: B::Claim,
     response: StoredResponse,
     budget: Duration,
 ) -> std::result::Result<(), CompleteError<B::Claim>> {
+    with_retry("completing", claim, budget, |claim| {
+        backend.complete(claim, response.clone())
+    })
+    .await
+}
+
+/// Releases `claim`, repeating the release with backoff while it fails
+/// transiently, within `budget`, as [`complete_with_retry`] repeats a
+/// completion. A repeat after a release that landed answers `Ok`.
+///
+/// # Errors
+///
+/// As [`complete_with_retry`].
+pub async fn release_with_retry<B: Backend>(
+    backend: &B,
+    claim: B::Claim,
+    budget: Duration,
+) -> std::result::Result<(), ReleaseError<B::Claim>> {
+    with_retry("releasing", claim, budget, |claim| backend.release(claim)).await
+}
+
+/// Runs `call` on `claim` until it succeeds, fails for good, or the next
+/// attempt would start past `budget`; a transient failure hands the claim
+/// back for the next attempt.
+async fn with_retry<C, F, Fut>(
+    _action: &str,
+    mut claim: C,
+    budget: Duration,
+    mut call: F,
+) -> std::result::Result<(), CompleteError<C>>
+where
+    F: FnMut(C) -> Fut,
+    Fut: Future<Output = std::result::Result<(), CompleteError<C>>>,
+{
     let started = Instant::now();
     let mut backoff = RETRY_BACKOFF_FIRST;
     // Counted for the events (which compile to nothing without `tracing`).
     let mut _attempts = 1u32;
     loop {
-        let err = match backend.complete(claim, response.clone()).await {
+        let err = match call(claim).await {
             Ok(()) => return Ok(()),
             Err(err) => err,
         };
@@ -63,7 +97,7 @@ pub async fn complete_with_retry<B: Backend>(
                     warn,
                     attempts = _attempts,
                     error = %err,
-                    "completing a claim failed transiently until the retry budget ran out; \
+                    "{_action} a claim failed transiently until the retry budget ran out; \
                      the key stays in flight until its lease ends"
                 );
             }
@@ -78,7 +112,7 @@ pub async fn complete_with_retry<B: Backend>(
             attempts = _attempts,
             error = %error,
             retry_in_ms = backoff.as_millis() as u64,
-            "completing a claim failed transiently; repeating it"
+            "{_action} a claim failed transiently; repeating it"
         );
         futures_timer::Delay::new(backoff).await;
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
@@ -138,12 +172,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
         response: StoredResponse,
     ) -> impl Future<Output = Result<(), CompleteError<Self::Claim>>> + Send;
 
-    /// Gives a key up without storing anything ([`crate::Store::release`]).
+    /// Gives a key up without storing anything ([`crate::Store::release`]);
+    /// repeating a release that landed answers `Ok`.
     ///
     /// # Errors
     ///
-    /// `LeaseLost` for a stale holder, or the backend's errors.
-    fn release(&self, claim: Self::Claim) -> impl Future<Output = Result<()>> + Send;
+    /// A [`ReleaseError`]: `LeaseLost` for a stale holder, or the backend's
+    /// errors, with the claim back when the release may pass if repeated.
+    fn release(
+        &self,
+        claim: Self::Claim,
+    ) -> impl Future<Output = Result<(), ReleaseError<Self::Claim>>> + Send;
 
     /// Restarts a claim's lease ([`crate::Store::renew`]).
     ///
@@ -228,7 +267,7 @@ impl Backend for AsyncStore {
         AsyncStore::complete(self, claim, response)
     }
 
-    fn release(&self, claim: Claim) -> impl Future<Output = Result<()>> + Send {
+    fn release(&self, claim: Claim) -> impl Future<Output = Result<(), ReleaseError>> + Send {
         AsyncStore::release(self, claim)
     }
 

@@ -1070,6 +1070,10 @@ impl Worker {
             }
             Request::Release { key, token, reply } => {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
+                    // Nothing live left to release (this release landed
+                    // before and its answer was lost, or the record expired
+                    // or was removed): the key is free, as asked.
+                    None if !has_live_record(tables, key, now_ms)? => Ok(()),
                     None => Err(Error::LeaseLost),
                     Some(record) => tables.delete(key, Some(record.slot())),
                 });
@@ -1337,6 +1341,16 @@ fn held_record(
             Some(record)
         }
         _ => None,
+    })
+}
+
+/// Whether `key` has a record that is not expired (a damaged one counts as
+/// live: it is not this holder's to judge).
+fn has_live_record(tables: &WriteTables<'_>, key: &Key, now_ms: u64) -> Result<bool> {
+    Ok(match tables.read(key)? {
+        None => false,
+        Some(Ok(record)) => !record.is_expired(now_ms),
+        Some(Err(_)) => true,
     })
 }
 

@@ -127,7 +127,7 @@ mod whole_file;
 mod writeback;
 
 pub use async_store::AsyncStore;
-pub use backend::{Backend, complete_with_retry};
+pub use backend::{Backend, complete_with_retry, release_with_retry};
 pub use backup::Backup;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use committer::Imported;
@@ -140,7 +140,7 @@ pub use journal_storage::JournalStorage;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::{Metrics, PUBLISHED_METRICS};
 pub use once::{OnError, Once, once};
-pub use outcome::{Begin, Claim, ClaimInfo, CompleteError};
+pub use outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 pub use record::{Record, RecordParts, RecordState};
 pub use recovery::{MAX_PHASE_LEN, RecoveryPoint};
 pub use response::StoredResponse;

@@ -184,7 +184,7 @@ where
             Ok(outcome)
         }
         Settle::Release(outcome) => {
-            backend.release(claim).await?;
+            crate::backend::release_with_retry(backend, claim, backend.lease() / 2).await?;
             Ok(outcome)
         }
         Settle::Keep(outcome) => {

@@ -208,17 +208,19 @@ impl fmt::Debug for Claim {
     }
 }
 
-/// The error of [`Store::complete`](crate::Store::complete) (and of any
-/// [`Backend`](crate::Backend)'s): the cause, and the claim itself when the
-/// store refused the call before writing anything, or when the write failed
-/// in a way that may pass ([`Error::is_transient`]: it may or may not have
-/// landed), as [`std::sync::mpsc::SendError`] hands back what it could not
-/// send.
+/// The error of [`Store::complete`](crate::Store::complete) and
+/// [`Store::release`](crate::Store::release) (and of any
+/// [`Backend`](crate::Backend)'s), the calls that end a claim: the cause,
+/// and the claim itself when the store refused the call before writing
+/// anything, or when the write failed in a way that may pass
+/// ([`Error::is_transient`]: it may or may not have landed), as
+/// [`std::sync::mpsc::SendError`] hands back what it could not send.
 ///
 /// With the claim back a caller can still [`release`](crate::Store::release)
 /// it, complete it with a smaller response, or, after a transient failure,
 /// repeat the same completion: a completion by the same claim with the same
-/// response that landed already answers `Ok`. `?` turns it into an
+/// response that landed already answers `Ok` (and a release repeated after
+/// one that landed answers `Ok`). `?` turns it into an
 /// [`Error`] (dropping the claim, which keeps the key in flight until its
 /// lease runs out).
 #[must_use = "the claim inside must be completed, released or dropped on purpose"]
@@ -262,6 +264,11 @@ impl<C> CompleteError<C> {
         (self.0.error, self.0.claim)
     }
 }
+
+/// The error of a release: the same shape as [`CompleteError`], with the
+/// claim back after a transient failure so that the release can be
+/// repeated.
+pub type ReleaseError<C = Claim> = CompleteError<C>;
 
 impl<C> From<CompleteError<C>> for Error {
     fn from(err: CompleteError<C>) -> Error {

@@ -23,7 +23,7 @@ use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::{event, span};
 use crate::metrics::{self, Counters, Metrics, add, bump};
 use crate::once::{OnError, Once};
-use crate::outcome::{Begin, Claim, CompleteError, Takeover};
+use crate::outcome::{Begin, Claim, CompleteError, ReleaseError, Takeover};
 use crate::record::{Record, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
@@ -593,26 +593,52 @@ impl Store {
     /// the next `begin` claims afresh (use it when the side effect did not
     /// happen, e.g. a validation error or a failure worth retrying).
     ///
+    /// Repeating a release is safe: one whose key holds no live record any
+    /// more (this release landed before and its answer was lost, or the
+    /// record expired or was removed) answers `Ok`, since the key is free
+    /// either way.
+    ///
     /// # Errors
     ///
-    /// [`Error::LeaseLost`], [`Error::WrongStore`], [`Error::Storage`] or
-    /// [`Error::Poisoned`], as for [`complete`](Self::complete).
-    pub fn release(&self, claim: Claim) -> Result<()> {
+    /// A [`ReleaseError`]: [`Error::LeaseLost`] when another claim holds the
+    /// key or it was completed; [`Error::WrongStore`] (with the claim back);
+    /// [`Error::Storage`] or [`Error::Poisoned`] with the claim back, to
+    /// repeat the release once the store heals.
+    pub fn release(&self, claim: Claim) -> Result<(), ReleaseError> {
         crate::blocking::block_on(self.release_async(claim))
     }
 
     /// The one implementation of `release`.
-    pub(crate) async fn release_async(&self, claim: Claim) -> Result<()> {
-        self.check_claim(&claim)?;
+    pub(crate) async fn release_async(&self, claim: Claim) -> Result<(), ReleaseError> {
+        if let Err(err) = self.check_claim(&claim) {
+            return Err(ReleaseError::refused(err, claim));
+        }
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
         let result = match self.inner.committer() {
             Ok(committer) => committer.release(&claim.key, claim.token).await,
             Err(err) => Err(err),
         };
-        busy.end_claim(|_| {});
-        self.note_lease_lost(result)?;
-        bump(&self.inner.counters.releases);
-        Ok(())
+        match result {
+            Ok(()) => {
+                busy.end_claim(|_| {});
+                bump(&self.inner.counters.releases);
+                Ok(())
+            }
+            // As for a completion: the claim stays held here and goes back
+            // to the caller, who repeats the release (safe to repeat) or
+            // drops the claim.
+            Err(err) if err.is_transient() => {
+                drop(busy);
+                Err(ReleaseError::refused(err, claim))
+            }
+            Err(err) => {
+                busy.end_claim(|_| {});
+                if matches!(err, Error::LeaseLost) {
+                    bump(&self.inner.counters.leases_lost);
+                }
+                Err(ReleaseError::failed(err))
+            }
+        }
     }
 
     /// Extends the claim's lease to `Config::lease` from now, durably. Long

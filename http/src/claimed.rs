@@ -91,7 +91,8 @@ pub(crate) async fn finish<B: Backend>(
         // A transient failure (the store healing, the database
         // unreachable) is repeated for up to half the lease: the handler
         // ran, and its answer must be stored before a retry could take the
-        // key over and run it again.
+        // key over and run it again. A release is repeated likewise, so
+        // that a retry need not wait out the lease.
         Some(stored) => (
             "storing the response",
             idemkv::complete_with_retry(backend, claim, stored, lease / 2)
@@ -100,7 +101,9 @@ pub(crate) async fn finish<B: Backend>(
         ),
         None => (
             "releasing the key",
-            backend.release(claim).await.map_err(|err| err.to_string()),
+            idemkv::release_with_retry(backend, claim, lease / 2)
+                .await
+                .map_err(|err| err.to_string()),
         ),
     };
     if let Err(error) = outcome {

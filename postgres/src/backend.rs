@@ -21,7 +21,8 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use idemkv::{
     Backend, Begin, ClaimInfo, CompleteError, Error, Fingerprint, Key, Metrics, Record,
-    RecordParts, RecordState, RecoveryPoint, Result, StorageError, StoredResponse, Terms,
+    RecordParts, RecordState, RecoveryPoint, ReleaseError, Result, StorageError, StoredResponse,
+    Terms,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -446,10 +447,33 @@ impl Backend for PgBackend {
         }
     }
 
-    async fn release(&self, claim: PgClaim) -> Result<()> {
-        self.fenced(&self.inner.sql.release, &claim, &[]).await?;
-        bump(&self.inner.counters.releases);
-        Ok(())
+    async fn release(&self, claim: PgClaim) -> Result<(), ReleaseError<PgClaim>> {
+        let outcome = async {
+            let client = self.client().await?;
+            let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
+            let row = client
+                .query_one(&self.inner.sql.release, &[&scope, &idem, &claim.token])
+                .await
+                .map_err(db_error)?;
+            let (released, live): (i64, bool) = (row.get(0), row.get(1));
+            // Released now, or nothing live was left to release (a repeat
+            // after a release that landed, an expired or removed record).
+            if released == 0 && live {
+                bump(&self.inner.counters.leases_lost);
+                return Err(Error::LeaseLost);
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                bump(&self.inner.counters.releases);
+                Ok(())
+            }
+            // As for a completion: the claim goes back, to repeat the release.
+            Err(err) if err.is_transient() => Err(ReleaseError::refused(err, claim)),
+            Err(err) => Err(ReleaseError::failed(err)),
+        }
     }
 
     async fn renew(&self, claim: &PgClaim) -> Result<()> {

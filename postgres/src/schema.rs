@@ -240,10 +240,20 @@ impl Statements {
                    AND (in_flight OR (status = $4 AND header_names = $5
                                       AND header_values = $6 AND body = $7))"
             ),
+            // Deletes the holder's row; also answers whether any live row
+            // is left for the key (read from the statement's snapshot, so
+            // the row it deletes counts), so that a release repeated after
+            // one that landed is told the key is already free.
             release: format!(
-                "DELETE FROM {t} USING (SELECT {now} AS n) c
-                 WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
-                   AND expires_at > c.n"
+                "WITH c AS (SELECT {now} AS n),
+                      released AS (
+                        DELETE FROM {t} USING c
+                         WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
+                           AND expires_at > c.n
+                        RETURNING 1)
+                 SELECT (SELECT count(*) FROM released) AS released,
+                        EXISTS (SELECT 1 FROM {t}, c
+                                 WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n) AS live"
             ),
             renew: format!(
                 "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
