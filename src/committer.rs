@@ -952,6 +952,10 @@ impl Worker {
     /// answers that are errors belong to single operations, which then
     /// changed nothing.
     fn commit_batch(&mut self, db: &Database, batch: &mut [Request]) -> Result<()> {
+        self.config
+            .write_faults
+            .before_commit()
+            .map_err(Error::io)?;
         let mut txn = db.begin_write()?;
         let interval = self.config.checkpoint_interval;
         let mut checkpoint = self
@@ -1007,6 +1011,7 @@ impl Worker {
         txn.commit()?;
         // Before any caller of the batch hears of it.
         self.engine.committed();
+        self.config.write_faults.after_commit().map_err(Error::io)?;
         if checkpoint && let Some(journal) = &mut self.journal {
             crate::crash_point::reached("checkpoint.committed");
             journal.checkpointed(journal.last_seq());

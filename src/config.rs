@@ -70,6 +70,9 @@ pub struct Config {
     pub(crate) quick_repair: bool,
     pub(crate) reopen_backoff: Duration,
     pub(crate) slow_commit: Duration,
+    /// Injected commit failures (a zero-sized no-op without the
+    /// `fault-injection` feature).
+    pub(crate) write_faults: crate::write_fault::WriteFaults,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             quick_repair: true,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),
+            write_faults: Default::default(),
         }
     }
 }
@@ -284,6 +288,15 @@ impl Config {
     /// default 500 ms, a hundred times this disk's fsync).
     pub fn slow_commit(mut self, threshold: Duration) -> Self {
         self.slow_commit = threshold;
+        self
+    }
+
+    /// Commit failures a test injects through `faults` (the
+    /// `fault-injection` feature's test hook; not for production).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn write_faults(mut self, faults: crate::fault_injection::WriteFaults) -> Self {
+        self.write_faults = faults;
         self
     }
 

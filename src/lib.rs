@@ -124,6 +124,7 @@ mod store;
 mod sweeper;
 mod verify;
 mod whole_file;
+mod write_fault;
 mod writeback;
 
 pub use async_store::AsyncStore;
@@ -150,12 +151,14 @@ pub use verify::{EngineCheck, VerifyReport};
 
 /// Test hooks of the `fault-injection` feature: the named points where a
 /// process started with `IDEMKV_CRASH_AT=<point>[:<n>]` aborts, as a kill
-/// there would stop it. Not part of the stable API; never enable the
+/// there would stop it, and the switch that fails a store's next commit
+/// before or after it lands. Not part of the stable API; never enable the
 /// feature in production.
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod fault_injection {
     pub use crate::crash_point::POINTS as CRASH_POINTS;
+    pub use crate::write_fault::WriteFaults;
 }
 
 /// Entry points for the fuzz targets, their corpus replay tests and the

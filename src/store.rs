@@ -371,6 +371,12 @@ impl Store {
                 self.count(&answer);
                 return Ok(answer);
             };
+            // A caller that asked to wait and found the key held is
+            // counted as waiting, however long its first look took.
+            if !parked && !timeout.is_zero() {
+                parked = true;
+                bump(&self.inner.counters.waits);
+            }
             let left = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
@@ -378,10 +384,6 @@ impl Store {
             if left.is_zero() {
                 self.count(&answer);
                 return Ok(answer);
-            }
-            if !parked {
-                parked = true;
-                bump(&self.inner.counters.waits);
             }
             // Woken early by the holder; otherwise re-check when its lease
             // would end (a holder in another process cannot wake us).

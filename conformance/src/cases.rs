@@ -2,6 +2,7 @@
 //! a [`Harness`]; [`suite!`](crate::suite) runs them all.
 
 pub mod basics;
+pub mod faults;
 pub mod holders;
 pub mod limits;
 pub mod once;

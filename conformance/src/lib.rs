@@ -90,6 +90,19 @@ impl std::fmt::Display for Skipped {
 
 impl std::error::Error for Skipped {}
 
+/// A failure a [`Subject`] arranges for its backend's next write, with the
+/// backend's real mechanism: for the embedded store a commit that fails
+/// (which poisons the store until it heals by reopening its file), for a
+/// database a connection that drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The write never lands: it fails on its way to the store.
+    BeforeLanding,
+    /// The write lands durably, and its answer is lost on the way back:
+    /// the caller sees a transient failure.
+    AnswerLost,
+}
+
 /// Opens a fresh backend for each case.
 pub trait Harness: Sync {
     /// What one case works with.
@@ -117,6 +130,11 @@ pub trait Subject: Send + Sync {
     /// Deletes every expired record now, in as many batches as it takes;
     /// returns how many were deleted.
     fn sweep(&self) -> impl Future<Output = idemkv::Result<u64>> + Send;
+
+    /// Makes the backend's next write meet `fault` (and only that write).
+    /// A subject that cannot (an in-memory store, which has no file to heal
+    /// from) returns [`Skipped`] with the reason.
+    fn inject(&self, fault: Fault) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// Runs one case to the end on a fresh multi-threaded runtime; panics with
@@ -189,6 +207,12 @@ macro_rules! suite {
             recovery::completion_and_release_end_the_recovery_point,
             recovery::bad_checkpoints_are_refused_and_change_nothing,
             recovery::the_checkpoint_limit_is_inclusive,
+            faults::a_completion_that_failed_is_repeated_and_lands_once,
+            faults::a_completion_whose_answer_was_lost_is_repeated_and_answers_ok,
+            faults::a_release_that_failed_is_repeated_and_frees_the_key,
+            faults::a_release_whose_answer_was_lost_is_repeated_and_answers_ok,
+            faults::a_renewal_that_failed_is_repeated_and_restarts_the_lease,
+            faults::a_renewal_whose_answer_was_lost_is_repeated_and_answers_ok,
         );
     };
     (@cases $harness:expr; $($module:ident :: $case:ident),* $(,)?) => {

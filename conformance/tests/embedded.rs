@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
+use idemkv::fault_injection::WriteFaults;
 use idemkv::{AsyncStore, Config, ManualClock, Store};
-use idemkv_conformance::{BoxError, Harness, Setup, Subject};
+use idemkv_conformance::{BoxError, Fault, Harness, Setup, Skipped, Subject};
 
 /// An [`AsyncStore`] on a manual clock, with its file's directory (if any)
 /// kept alive as long as the store.
 struct Embedded {
     store: AsyncStore,
     clock: ManualClock,
+    /// The switch that fails the store's next commit (`None` in memory: a
+    /// store without a file cannot heal from a failed commit).
+    faults: Option<WriteFaults>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -27,6 +31,22 @@ impl Subject for Embedded {
 
     async fn sweep(&self) -> idemkv::Result<u64> {
         self.store.blocking().sweep_expired()
+    }
+
+    async fn inject(&self, fault: Fault) -> Result<(), BoxError> {
+        let Some(faults) = &self.faults else {
+            return Err(Skipped(
+                "an in-memory store cannot heal from a failed commit (it has no file to reopen); \
+                 the placements on a file run this case"
+                    .into(),
+            )
+            .into());
+        };
+        match fault {
+            Fault::BeforeLanding => faults.fail_next_commit(),
+            Fault::AnswerLost => faults.lose_next_answer(),
+        }
+        Ok(())
     }
 }
 
@@ -56,7 +76,8 @@ impl Harness for Placement {
 
     async fn open(&self, setup: Setup) -> Result<Embedded, BoxError> {
         let clock = ManualClock::default();
-        let config = config(setup, &clock);
+        let faults = WriteFaults::default();
+        let config = config(setup, &clock).write_faults(faults.clone());
         let (store, dir) = match self {
             Placement::InMemory => (Store::in_memory(config)?, None),
             Placement::OnFileWithoutCache => {
@@ -77,6 +98,7 @@ impl Harness for Placement {
         Ok(Embedded {
             store: store.to_async(),
             clock,
+            faults: dir.is_some().then_some(faults),
             _dir: dir,
         })
     }

@@ -389,15 +389,17 @@ impl Backend for PgBackend {
                 self.count(&answer);
                 return Ok(answer);
             };
+            // A caller that asked to wait and found the key held is
+            // counted as waiting, however long its first look took.
+            if !waited && !timeout.is_zero() {
+                waited = true;
+                bump(&self.inner.counters.waits);
+            }
             let now = tokio::time::Instant::now();
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
             if left.is_zero() {
                 self.count(&answer);
                 return Ok(answer);
-            }
-            if !waited {
-                waited = true;
-                bump(&self.inner.counters.waits);
             }
             // Polling: the holder may finish on another replica, which no
             // in-process wake-up would see.

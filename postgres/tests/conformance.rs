@@ -10,12 +10,15 @@ mod support;
 
 use std::time::Duration;
 
-use idemkv_conformance::{BoxError, Harness, Setup, Subject};
+use idemkv_conformance::{BoxError, Fault, Harness, Setup, Subject};
 use idemkv_postgres::{PgBackend, PgConfig};
 
 /// One case's backend, its schema and its clock.
 struct Pg {
     backend: PgBackend,
+    /// Between the backend's pool and the server: drops a connection where
+    /// a case injects a fault.
+    proxy: support::proxy::Proxy,
     client: tokio_postgres::Client,
     schema: String,
 }
@@ -35,6 +38,14 @@ impl Subject for Pg {
 
     async fn sweep(&self) -> idemkv::Result<u64> {
         self.backend.sweep_expired().await
+    }
+
+    async fn inject(&self, fault: Fault) -> Result<(), BoxError> {
+        match fault {
+            Fault::BeforeLanding => self.proxy.cut_next_request(),
+            Fault::AnswerLost => self.proxy.lose_next_answer(),
+        }
+        Ok(())
     }
 }
 
@@ -60,10 +71,14 @@ impl Harness for Postgres {
             .max_checkpoint_bytes(setup.max_checkpoint_bytes)
             .sweep_batch(setup.sweep_batch)
             .pool_size(4);
-        let backend = PgBackend::connect(&support::url(), config).await?;
+        let proxy =
+            support::proxy::Proxy::start(support::proxy::upstream(&support::url()).await?).await?;
+        let url = support::proxy::url_via(&support::url(), proxy.addr())?;
+        let backend = PgBackend::connect(&url, config).await?;
         support::install_test_clock(&client, &schema, &backend).await?;
         Ok(Pg {
             backend,
+            proxy,
             client,
             schema,
         })

@@ -80,7 +80,10 @@ pub async fn stale_release_after_takeover_is_lease_lost<H: Harness>(harness: &H)
     let old = claimed(begin(b, &k, fp("a")).await?);
     subject.advance(LEASE).await;
     let new = claimed(begin(b, &k, fp("a")).await?);
-    assert!(matches!(b.release(old).await.map_err(Error::from), Err(Error::LeaseLost)));
+    assert!(matches!(
+        b.release(old).await.map_err(Error::from),
+        Err(Error::LeaseLost)
+    ));
     assert_eq!(
         b.get(&k).await?.map(|r| r.token()),
         Some(info::<BackendOf<H>>(&new).token())

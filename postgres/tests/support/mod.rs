@@ -2,6 +2,8 @@
 //! the movable clock, and the rule for an unreachable server.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
