@@ -12,6 +12,10 @@
 //!   committed), dropping those answers: the write landed, its answer is
 //!   lost.
 //!
+//! - [`Proxy::stall`]: for a while, no byte goes either way on any
+//!   connection (a congested or partitioned network that recovers); then
+//!   everything held goes on.
+//!
 //! A mode applies to one connection, the first to start a statement (a
 //! Parse, Bind or simple Query message) after it was set; set it while no
 //! statement is running. The proxy reads the server's bytes as whole
@@ -32,6 +36,24 @@ const LOSE_NEXT_ANSWER: u8 = 2;
 pub struct Proxy {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
+    stall: Stall,
+}
+
+/// Until when no byte is forwarded (shared by every connection).
+#[derive(Clone, Default)]
+struct Stall(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl Stall {
+    /// Waits out a stall in force.
+    async fn wait(&self) {
+        let until = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
 }
 
 impl Proxy {
@@ -41,22 +63,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(PASS));
-        let shared = Arc::clone(&mode);
+        let stall = Stall::default();
+        let (shared, shared_stall) = (Arc::clone(&mode), stall.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let mode = Arc::clone(&shared);
+                let (mode, stall) = (Arc::clone(&shared), shared_stall.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         // As the client and server would without the proxy:
                         // no Nagle delay on small messages.
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        relay(client, server, mode).await;
+                        relay(client, server, mode, stall).await;
                     }
                 });
             }
         });
-        Ok(Proxy { addr, mode })
+        Ok(Proxy { addr, mode, stall })
     }
 
     /// Where clients connect.
@@ -74,11 +97,21 @@ impl Proxy {
     pub fn lose_next_answer(&self) {
         self.mode.store(LOSE_NEXT_ANSWER, Ordering::SeqCst);
     }
+
+    /// No byte goes either way for `how_long` from now.
+    pub fn stall(&self, how_long: std::time::Duration) {
+        let until = tokio::time::Instant::now() + how_long;
+        *self
+            .stall
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
+    }
 }
 
 /// Relays one connection both ways until either side closes or a mode ends
 /// it.
-async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
+async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, stall: Stall) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Set by the requests direction when this connection takes the
@@ -86,7 +119,7 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
     // answers direction.
     let armed = Arc::new(AtomicBool::new(false));
     let requests = {
-        let armed = Arc::clone(&armed);
+        let (armed, stall) = (Arc::clone(&armed), stall.clone());
         async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -110,6 +143,7 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
                 if taken == LOSE_NEXT_ANSWER {
                     armed.store(true, Ordering::SeqCst);
                 }
+                stall.wait().await;
                 if server_write.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -155,6 +189,7 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>) {
                     forward.extend_from_slice(&message);
                 }
             }
+            stall.wait().await;
             if client_write.write_all(&forward).await.is_err() {
                 return;
             }
