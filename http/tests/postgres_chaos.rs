@@ -14,7 +14,9 @@
 //! overrides), in a schema of its own. Unreachable: a failure with
 //! `CI=true`, a printed skip otherwise.
 
+// The PostgreSQL tests' proxy; this test uses part of it.
 #[path = "../../postgres/tests/support/proxy.rs"]
+#[allow(dead_code)]
 mod proxy;
 
 use std::collections::HashMap;
@@ -181,10 +183,8 @@ async fn every_charge_runs_once_through_resets_stalls_and_lost_answers() -> Test
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 let proxy = &proxies[step % 2];
                 match step % 5 {
-                    0 => {
-                        if admin.simple_query(&terminate).await.is_ok() {
-                            chaos.terminated.fetch_add(1, Ordering::SeqCst);
-                        }
+                    0 if admin.simple_query(&terminate).await.is_ok() => {
+                        chaos.terminated.fetch_add(1, Ordering::SeqCst);
                     }
                     1 => {
                         proxy.cut_next_request();
@@ -231,7 +231,7 @@ async fn every_charge_runs_once_through_resets_stalls_and_lost_answers() -> Test
                     return;
                 }
                 let key = format!("order-{n}");
-                let sends = if n % 3 == 0 { 2 } else { 1 };
+                let sends = if n.is_multiple_of(3) { 2 } else { 1 };
                 for _ in 0..sends {
                     let body = until_created(&client, &replicas, n, &key, &attempts).await;
                     let mut answers = answers

@@ -13,6 +13,7 @@
 //! - every time is the database's (`<table>_now()`, which is `now()`), so
 //!   replicas with skewed clocks agree on every lease.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -67,6 +68,8 @@ struct Counters {
     removed: AtomicU64,
     sweeps: AtomicU64,
     sweep_errors: AtomicU64,
+    /// Calls cut off by `PgConfig::call_timeout`.
+    timeouts: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -86,6 +89,34 @@ pub(crate) fn db_error(err: impl std::error::Error + Send + Sync + 'static) -> E
     Error::Unavailable(StorageError::new(message))
 }
 
+/// Sets the connection-level bounds `config` implies on `pg`, where the URL
+/// did not set them itself: the connect timeout; TCP keepalives (idle 30 s,
+/// then every 10 s, 3 probes) so that a peer that vanished without a reset
+/// is noticed on an idle connection; a TCP user timeout of twice the call
+/// timeout, so that a connection whose sent data goes unacknowledged that
+/// long is closed by the operating system; and the server's
+/// `statement_timeout` at the call timeout, so that the server gives up on
+/// a statement its caller has given up on.
+fn bound_connections(pg: &mut tokio_postgres::Config, config: &PgConfig) {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(config.connect_timeout);
+    }
+    pg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(config.call_timeout * 2);
+    }
+    let statement_timeout = format!("-c statement_timeout={}", millis(config.call_timeout));
+    let options = match pg.get_options() {
+        Some(own) if own.contains("statement_timeout") => own.to_string(),
+        Some(own) => format!("{own} {statement_timeout}"),
+        None => statement_timeout,
+    };
+    pg.options(options);
+}
+
 /// How many times `begin` re-reads a key whose record changed between its
 /// read and its claim before it reports the contention.
 const CLAIM_ATTEMPTS: usize = 16;
@@ -102,9 +133,10 @@ impl PgBackend {
     /// be reached.
     pub async fn connect(url: &str, config: PgConfig) -> Result<PgBackend> {
         config.validate()?;
-        let pg: tokio_postgres::Config = url
+        let mut pg: tokio_postgres::Config = url
             .parse()
             .map_err(|err| Error::InvalidConfig(format!("database URL: {err}")))?;
+        bound_connections(&mut pg, &config);
         let manager = Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -112,8 +144,14 @@ impl PgBackend {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A request waits for a free connection, and a new connection is
+        // made or an idle one checked, within the bounds; never forever.
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(config.call_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|err| Error::InvalidConfig(format!("connection pool: {err}")))?;
         let names = Names::of(&config);
@@ -131,6 +169,12 @@ impl PgBackend {
         Ok(backend)
     }
 
+    /// Calls cut off by [`PgConfig::call_timeout`] since the backend was
+    /// made (each answered `Unavailable`).
+    pub fn timed_out_calls(&self) -> u64 {
+        self.inner.counters.timeouts.load(Ordering::Relaxed)
+    }
+
     /// Creates the schema, table, index, sequence and clock function if
     /// missing, under an advisory lock (replicas may start together).
     /// `connect` calls it; it is safe to call again.
@@ -139,8 +183,11 @@ impl PgBackend {
     ///
     /// As [`connect`](Self::connect).
     pub async fn migrate(&self) -> Result<()> {
-        let mut client = self.client().await?;
-        migrate(&mut client, &self.inner.names).await
+        self.bounded(async {
+            let mut client = self.client().await?;
+            migrate(&mut client, &self.inner.names).await
+        })
+        .await
     }
 
     /// The qualified name of the records table, as SQL (`"schema"."table"`).
@@ -166,11 +213,15 @@ impl PgBackend {
         let batch = self.inner.config.sweep_batch as i64;
         let mut total = 0;
         loop {
-            let client = self.client().await?;
-            let deleted = client
-                .execute(&self.inner.sql.sweep, &[&batch])
-                .await
-                .map_err(db_error)?;
+            let deleted = self
+                .bounded(async {
+                    let client = self.client().await?;
+                    client
+                        .execute(&self.inner.sql.sweep, &[&batch])
+                        .await
+                        .map_err(db_error)
+                })
+                .await?;
             total += deleted;
             self.inner
                 .counters
@@ -200,6 +251,26 @@ impl PgBackend {
                 }
             }
         })
+    }
+
+    /// Runs one backend call within `PgConfig::call_timeout`: past it the
+    /// call is dropped (a statement already sent may still land, as with
+    /// any lost answer) and answers `Unavailable`, which is transient.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let bound = self.inner.config.call_timeout;
+        match tokio::time::timeout(bound, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                bump(&self.inner.counters.timeouts);
+                Err(db_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the database did not answer within {bound:?} (PgConfig::call_timeout); \
+                         the write may or may not have landed: retry"
+                    ),
+                )))
+            }
+        }
     }
 
     async fn client(&self) -> Result<Object> {
@@ -367,7 +438,9 @@ impl Backend for PgBackend {
         terms: Terms,
     ) -> Result<Begin<PgClaim>> {
         let (lease, retention) = self.terms(terms)?;
-        let answer = self.attempt(key, fingerprint, lease, retention).await?;
+        let answer = self
+            .bounded(self.attempt(key, fingerprint, lease, retention))
+            .await?;
         self.count(&answer);
         Ok(answer)
     }
@@ -384,7 +457,9 @@ impl Backend for PgBackend {
         let mut pause = self.inner.config.poll_min;
         let mut waited = false;
         loop {
-            let answer = self.attempt(key, fingerprint, lease, retention).await?;
+            let answer = self
+                .bounded(self.attempt(key, fingerprint, lease, retention))
+                .await?;
             let Begin::InProgress { retry_after } = answer else {
                 self.count(&answer);
                 return Ok(answer);
@@ -430,11 +505,11 @@ impl Backend for PgBackend {
         let body: &[u8] = response.body();
         let retention_ms = millis(claim.retention);
         let outcome = self
-            .fenced(
+            .bounded(self.fenced(
                 &self.inner.sql.complete,
                 &claim,
                 &[&status, &names, &values, &body, &retention_ms],
-            )
+            ))
             .await;
         match outcome {
             Ok(()) => {
@@ -450,23 +525,24 @@ impl Backend for PgBackend {
     }
 
     async fn release(&self, claim: PgClaim) -> Result<(), ReleaseError<PgClaim>> {
-        let outcome = async {
-            let client = self.client().await?;
-            let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
-            let row = client
-                .query_one(&self.inner.sql.release, &[&scope, &idem, &claim.token])
-                .await
-                .map_err(db_error)?;
-            let (released, live): (i64, bool) = (row.get(0), row.get(1));
-            // Released now, or nothing live was left to release (a repeat
-            // after a release that landed, an expired or removed record).
-            if released == 0 && live {
-                bump(&self.inner.counters.leases_lost);
-                return Err(Error::LeaseLost);
-            }
-            Ok(())
-        }
-        .await;
+        let outcome = self
+            .bounded(async {
+                let client = self.client().await?;
+                let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
+                let row = client
+                    .query_one(&self.inner.sql.release, &[&scope, &idem, &claim.token])
+                    .await
+                    .map_err(db_error)?;
+                let (released, live): (i64, bool) = (row.get(0), row.get(1));
+                // Released now, or nothing live was left to release (a repeat
+                // after a release that landed, an expired or removed record).
+                if released == 0 && live {
+                    bump(&self.inner.counters.leases_lost);
+                    return Err(Error::LeaseLost);
+                }
+                Ok(())
+            })
+            .await;
         match outcome {
             Ok(()) => {
                 bump(&self.inner.counters.releases);
@@ -480,7 +556,7 @@ impl Backend for PgBackend {
 
     async fn renew(&self, claim: &PgClaim) -> Result<()> {
         let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
-        self.fenced(&self.inner.sql.renew, claim, &[&lease_ms, &retention_ms])
+        self.bounded(self.fenced(&self.inner.sql.renew, claim, &[&lease_ms, &retention_ms]))
             .await?;
         bump(&self.inner.counters.renewals);
         Ok(())
@@ -490,34 +566,41 @@ impl Backend for PgBackend {
         let point = RecoveryPoint::within(phase, state, self.inner.config.max_checkpoint_bytes)?;
         let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
         let (phase, state): (&str, &[u8]) = (point.phase(), point.state());
-        self.fenced(
+        self.bounded(self.fenced(
             &self.inner.sql.checkpoint,
             claim,
             &[&lease_ms, &retention_ms, &phase, &state],
-        )
+        ))
         .await?;
         bump(&self.inner.counters.checkpoints);
         Ok(())
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Record>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(&self.inner.sql.get, &[&key.scope(), &key.idempotency_key()])
-            .await
-            .map_err(db_error)?;
-        row.map(|row| record_from(key, &row)).transpose()
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(&self.inner.sql.get, &[&key.scope(), &key.idempotency_key()])
+                .await
+                .map_err(db_error)?;
+            row.map(|row| record_from(key, &row)).transpose()
+        })
+        .await
     }
 
     async fn remove(&self, key: &Key) -> Result<bool> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &self.inner.sql.remove,
-                &[&key.scope(), &key.idempotency_key()],
-            )
-            .await
-            .map_err(db_error)?;
+        let row = self
+            .bounded(async {
+                let client = self.client().await?;
+                client
+                    .query_opt(
+                        &self.inner.sql.remove,
+                        &[&key.scope(), &key.idempotency_key()],
+                    )
+                    .await
+                    .map_err(db_error)
+            })
+            .await?;
         let live = row.is_some_and(|row| row.get::<_, bool>(0));
         if live {
             bump(&self.inner.counters.removed);

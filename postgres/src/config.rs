@@ -19,6 +19,8 @@ pub struct PgConfig {
     pub(crate) pool_size: usize,
     pub(crate) poll_min: Duration,
     pub(crate) poll_max: Duration,
+    pub(crate) call_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 }
 
 impl Default for PgConfig {
@@ -34,6 +36,8 @@ impl Default for PgConfig {
             pool_size: 16,
             poll_min: Duration::from_millis(2),
             poll_max: Duration::from_millis(50),
+            call_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -102,6 +106,29 @@ impl PgConfig {
         self
     }
 
+    /// The longest any backend call may take (default 5 s): a claim, a
+    /// completion, a release, a renewal, a checkpoint, a read, a sweep
+    /// statement, and each look of a `begin_wait` (whose own timeout is the
+    /// caller's). Past it the call answers `Error::Unavailable`, which is
+    /// transient, instead of hanging on a network that drops packets
+    /// silently; a write cut off this way may still land, and repeating it
+    /// is safe. It also bounds the wait for a free pooled connection, the
+    /// server's `statement_timeout` (unless the URL's `options` set one),
+    /// and, doubled, the TCP user timeout. Keep it well under the lease:
+    /// the HTTP layer repeats a completion for half the lease.
+    pub fn call_timeout(mut self, bound: Duration) -> Self {
+        self.call_timeout = bound;
+        self
+    }
+
+    /// The longest a new connection may take to open, or an idle one to be
+    /// checked before reuse (default 5 s), unless the URL sets
+    /// `connect_timeout`.
+    pub fn connect_timeout(mut self, bound: Duration) -> Self {
+        self.connect_timeout = bound;
+        self
+    }
+
     /// Checks the names and the terms.
     pub(crate) fn validate(&self) -> Result<()> {
         for (what, name) in [("schema", &self.schema), ("table", &self.table)] {
@@ -121,6 +148,11 @@ impl PgConfig {
         if self.sweep_batch == 0 || self.pool_size == 0 {
             return Err(Error::InvalidConfig(
                 "sweep_batch and pool_size must be at least 1".into(),
+            ));
+        }
+        if self.call_timeout < milli || self.connect_timeout < milli {
+            return Err(Error::InvalidConfig(
+                "call_timeout and connect_timeout must be at least 1 ms each".into(),
             ));
         }
         if self.poll_min.is_zero() || self.poll_max < self.poll_min {

@@ -44,14 +44,22 @@ pub struct Proxy {
 struct Stall(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
 
 impl Stall {
-    /// Waits out a stall in force.
+    /// Waits out a stall in force, looking again every 10 ms in case it
+    /// was ended early.
     async fn wait(&self) {
-        let until = *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
+        loop {
+            let until = *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            match until {
+                Some(until) if now < until => {
+                    let next_look = now + std::time::Duration::from_millis(10);
+                    tokio::time::sleep_until(until.min(next_look)).await;
+                }
+                _ => return,
+            }
         }
     }
 }
@@ -96,6 +104,15 @@ impl Proxy {
     /// connection (see the module).
     pub fn lose_next_answer(&self) {
         self.mode.store(LOSE_NEXT_ANSWER, Ordering::SeqCst);
+    }
+
+    /// Every byte flows again, now.
+    pub fn end_stall(&self) {
+        *self
+            .stall
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// No byte goes either way for `how_long` from now.
