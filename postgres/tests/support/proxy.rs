@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,17 @@ pub struct Proxy {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
     stall: Stall,
+    counts: Arc<Counts>,
+}
+
+/// Round trips that started a statement, by their first message, over
+/// every connection.
+#[derive(Default)]
+struct Counts {
+    /// Starting with Parse: the statement was prepared first.
+    parsed: AtomicU64,
+    /// Starting with Bind: a prepared statement ran.
+    bound: AtomicU64,
 }
 
 /// Until when no byte is forwarded (shared by every connection).
@@ -72,22 +83,33 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(PASS));
         let stall = Stall::default();
-        let (shared, shared_stall) = (Arc::clone(&mode), stall.clone());
+        let counts = Arc::new(Counts::default());
+        let (shared, shared_stall, shared_counts) =
+            (Arc::clone(&mode), stall.clone(), Arc::clone(&counts));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (mode, stall) = (Arc::clone(&shared), shared_stall.clone());
+                let (mode, stall, counts) = (
+                    Arc::clone(&shared),
+                    shared_stall.clone(),
+                    Arc::clone(&shared_counts),
+                );
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         // As the client and server would without the proxy:
                         // no Nagle delay on small messages.
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        relay(client, server, mode, stall).await;
+                        relay(client, server, mode, stall, counts).await;
                     }
                 });
             }
         });
-        Ok(Proxy { addr, mode, stall })
+        Ok(Proxy {
+            addr,
+            mode,
+            stall,
+            counts,
+        })
     }
 
     /// Where clients connect.
@@ -104,6 +126,15 @@ impl Proxy {
     /// connection (see the module).
     pub fn lose_next_answer(&self) {
         self.mode.store(LOSE_NEXT_ANSWER, Ordering::SeqCst);
+    }
+
+    /// Round trips that started with Parse (a statement prepared) and with
+    /// Bind (a prepared statement run) since the last call; resets both.
+    pub fn take_round_trips(&self) -> (u64, u64) {
+        (
+            self.counts.parsed.swap(0, Ordering::SeqCst),
+            self.counts.bound.swap(0, Ordering::SeqCst),
+        )
     }
 
     /// Every byte flows again, now.
@@ -128,7 +159,13 @@ impl Proxy {
 
 /// Relays one connection both ways until either side closes or a mode ends
 /// it.
-async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, stall: Stall) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    mode: Arc<AtomicU8>,
+    stall: Stall,
+    counts: Arc<Counts>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Set by the requests direction when this connection takes the
@@ -148,6 +185,11 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, stall:
                 // Query starts it), not a Close of a prepared statement the
                 // client sends on its own after the last one ended.
                 let statement = matches!(buf[0], b'P' | b'B' | b'Q');
+                match buf[0] {
+                    b'P' => counts.parsed.fetch_add(1, Ordering::SeqCst),
+                    b'B' => counts.bound.fetch_add(1, Ordering::SeqCst),
+                    _ => 0,
+                };
                 let taken = if statement {
                     mode.swap(PASS, Ordering::SeqCst)
                 } else {
