@@ -13,7 +13,8 @@
 //! - `GET /v1/charges/count` says how many charges really ran;
 //! - `GET /metrics` gives the store's metrics in Prometheus text format
 //!   (counters, gauges and latency summaries, through the `metrics` facade
-//!   and metrics-exporter-prometheus; docs/grafana/idemkv.json charts them).
+//!   and metrics-exporter-prometheus; docs/grafana/idemkv.json charts them);
+//!   with `--postgres`, the backend's counters and its pool's state.
 //!
 //! With `--admin`, the operator's view of the store, as `idemkv` (the command
 //! line) gives of a file no process holds (see docs/operations.md); these
@@ -60,6 +61,9 @@ use serde::Deserialize;
 struct App {
     /// The embedded store, for the admin routes (`None` on PostgreSQL).
     store: Option<Store>,
+    /// The PostgreSQL backend, whose counters `/metrics` publishes before
+    /// rendering (`None` on the embedded store, which publishes its own).
+    postgres: Option<PgBackend>,
     charges: Arc<AtomicU64>,
     prometheus: PrometheusHandle,
 }
@@ -123,9 +127,13 @@ async fn count(State(app): State<App>) -> Json<serde_json::Value> {
 }
 
 /// The store's counters, gauges and latency histograms (published through
-/// the `metrics` facade by idemkv's `metrics` feature), rendered by the
-/// Prometheus exporter.
+/// the `metrics` facade by idemkv's `metrics` feature), or on PostgreSQL the
+/// backend's counters and its pool's state (`PgBackend::publish_metrics`),
+/// rendered by the Prometheus exporter.
 async fn metrics(State(app): State<App>) -> String {
+    if let Some(backend) = &app.postgres {
+        backend.publish_metrics();
+    }
     app.prometheus.render()
 }
 
@@ -315,6 +323,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let backend = PgBackend::connect(&url, PgConfig::default()).await?;
             let app = App {
                 store: None,
+                postgres: Some(backend.clone()),
                 charges,
                 prometheus,
             };
@@ -332,6 +341,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let store = Store::open(&db, Config::default())?;
             let app = App {
                 store: Some(store.clone()),
+                postgres: None,
                 charges,
                 prometheus,
             };

@@ -6,6 +6,8 @@
 //! overrides), in a schema of its own. Unreachable: a failure with
 //! `CI=true`, a printed skip otherwise.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,13 +17,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use idemkv_http::{Callers, IdempotencyLayer};
 use idemkv_postgres::{PgBackend, PgConfig};
+use support::url;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-fn url() -> String {
-    std::env::var("IDEMKV_PG_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
-}
 
 /// The side effect, counted over both instances.
 async fn charge(State(executions): State<Arc<AtomicU64>>, body: String) -> (StatusCode, String) {
@@ -53,20 +51,9 @@ async fn instance(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_sent_to_the_other_instance_replays() -> TestResult {
-    let (admin, connection) = match tokio_postgres::connect(&url(), tokio_postgres::NoTls).await {
-        Ok(connected) => connected,
-        Err(err) if std::env::var("CI").as_deref() != Ok("true") => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: PostgreSQL at {} is unreachable ({err}); CI=true makes this a failure",
-                url()
-            );
-            return Ok(());
-        }
-        Err(err) => return Err(format!("PostgreSQL at {} is unreachable: {err}", url()).into()),
+    let Some(admin) = support::admin().await? else {
+        return Ok(());
     };
-    tokio::spawn(connection);
     let schema = format!("idemkv_http_test_{}", std::process::id());
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))

@@ -14,6 +14,8 @@
 //! overrides), in a schema of its own. Unreachable: a failure with
 //! `CI=true`, a printed skip otherwise.
 
+mod support;
+
 // The PostgreSQL tests' proxy; this test uses part of it.
 #[path = "../../postgres/tests/support/proxy.rs"]
 #[allow(dead_code)]
@@ -30,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use idemkv_http::{Callers, IdempotencyLayer};
 use idemkv_postgres::{PgBackend, PgConfig};
+use support::url;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -46,11 +49,6 @@ const CLIENTS: usize = 4;
 const LEASE: Duration = Duration::from_secs(6);
 /// How long a client waits for an answer before it hangs up and retries.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn url() -> String {
-    std::env::var("IDEMKV_PG_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
-}
 
 /// How many times each key's charge ran, over both replicas.
 #[derive(Clone, Default)]
@@ -143,20 +141,9 @@ struct Chaos {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_charge_runs_once_through_resets_stalls_and_lost_answers() -> TestResult {
-    let (admin, connection) = match tokio_postgres::connect(&url(), tokio_postgres::NoTls).await {
-        Ok(connected) => connected,
-        Err(err) if std::env::var("CI").as_deref() != Ok("true") => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: PostgreSQL at {} is unreachable ({err}); CI=true makes this a failure",
-                url()
-            );
-            return Ok(());
-        }
-        Err(err) => return Err(format!("PostgreSQL at {} is unreachable: {err}", url()).into()),
+    let Some(admin) = support::admin().await? else {
+        return Ok(());
     };
-    tokio::spawn(connection);
     let schema = format!("idemkv_chaos_{}", std::process::id());
     let application = format!("idemkv_chaos_{}", std::process::id());
     admin

@@ -176,6 +176,45 @@ impl PgBackend {
         Ok(backend)
     }
 
+    /// Publishes this backend's counters and its pool's state through the
+    /// `metrics` facade, as absolute values: the outcome counters under the
+    /// embedded store's names (`idemkv_claims_total`, `idemkv_replays_total`,
+    /// … as `idemkv::PUBLISHED_METRICS` lists them), and
+    /// `idemkv_pg_pool_connections` (open), `idemkv_pg_pool_available`
+    /// (idle), `idemkv_pg_pool_waiting` (callers waiting for a connection)
+    /// and `idemkv_pg_timeouts_total` (calls cut off by
+    /// [`PgConfig::call_timeout`]). Call it before each scrape (the
+    /// example's `/metrics` does) or on a timer.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        let m = Backend::metrics(self);
+        for (name, value) in [
+            ("idemkv_claims_total", m.claims),
+            ("idemkv_replays_total", m.replays),
+            ("idemkv_mismatches_total", m.mismatches),
+            ("idemkv_in_progress_total", m.in_progress),
+            ("idemkv_waits_total", m.waits),
+            ("idemkv_takeovers_total", m.takeovers),
+            ("idemkv_completions_total", m.completions),
+            ("idemkv_releases_total", m.releases),
+            ("idemkv_renewals_total", m.renewals),
+            ("idemkv_checkpoints_total", m.checkpoints),
+            ("idemkv_resumed_total", m.resumed),
+            ("idemkv_leases_lost_total", m.leases_lost),
+            ("idemkv_expired_total", m.expired),
+            ("idemkv_removed_total", m.removed),
+            ("idemkv_sweeps_total", m.sweeps),
+            ("idemkv_sweep_errors_total", m.sweep_errors),
+            ("idemkv_pg_timeouts_total", self.timed_out_calls()),
+        ] {
+            metrics::counter!(name).absolute(value);
+        }
+        let pool = self.inner.pool.status();
+        metrics::gauge!("idemkv_pg_pool_connections").set(pool.size as f64);
+        metrics::gauge!("idemkv_pg_pool_available").set(pool.available as f64);
+        metrics::gauge!("idemkv_pg_pool_waiting").set(pool.waiting as f64);
+    }
+
     /// Calls cut off by [`PgConfig::call_timeout`] since the backend was
     /// made (each answered `Unavailable`).
     pub fn timed_out_calls(&self) -> u64 {
