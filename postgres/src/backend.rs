@@ -31,6 +31,7 @@ use tokio_postgres::types::ToSql;
 use crate::claim::PgClaim;
 use crate::config::PgConfig;
 use crate::schema::{Names, Statements, migrate};
+use crate::wakeups::Wakeups;
 
 /// The idempotency store on a shared PostgreSQL database: the same answers
 /// as the embedded store, agreed on by every replica that connects to the
@@ -47,6 +48,18 @@ struct Inner {
     names: Names,
     sql: Statements,
     counters: Counters,
+    /// This replica's `begin_wait` callers, woken by the listener.
+    wakeups: Arc<Wakeups>,
+    /// The listening connection's task (`None` without push wake-ups).
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
 }
 
 /// The outcome counters of this replica (each replica counts its own).
@@ -144,6 +157,7 @@ impl PgBackend {
             .parse()
             .map_err(|err| Error::InvalidConfig(format!("database URL: {err}")))?;
         bound_connections(&mut pg, &config);
+        let listening = pg.clone();
         let manager = Manager::from_config(
             pg,
             tokio_postgres::NoTls,
@@ -163,6 +177,15 @@ impl PgBackend {
             .map_err(|err| Error::InvalidConfig(format!("connection pool: {err}")))?;
         let names = Names::of(&config);
         let sql = Statements::of(&names);
+        let wakeups = Arc::new(Wakeups::default());
+        let listener = config.push_wakeups.then(|| {
+            tokio::spawn(crate::wakeups::listen(
+                listening,
+                names.channel.clone(),
+                names.wake_prefix.clone(),
+                Arc::clone(&wakeups),
+            ))
+        });
         let backend = PgBackend {
             inner: Arc::new(Inner {
                 pool,
@@ -170,6 +193,8 @@ impl PgBackend {
                 names,
                 sql,
                 counters: Counters::default(),
+                wakeups,
+                listener,
             }),
         };
         backend.migrate().await?;
@@ -213,6 +238,12 @@ impl PgBackend {
         metrics::gauge!("idemkv_pg_pool_connections").set(pool.size as f64);
         metrics::gauge!("idemkv_pg_pool_available").set(pool.available as f64);
         metrics::gauge!("idemkv_pg_pool_waiting").set(pool.waiting as f64);
+    }
+
+    /// Whether the connection that listens for push wake-ups is up (always
+    /// false with [`PgConfig::push_wakeups`] off).
+    pub fn listening(&self) -> bool {
+        self.inner.wakeups.listening()
     }
 
     /// Calls cut off by [`PgConfig::call_timeout`] since the backend was
@@ -509,7 +540,13 @@ impl Backend for PgBackend {
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut pause = self.inner.config.poll_min;
         let mut waited = false;
+        let waiter = self.inner.wakeups.waiter(key);
         loop {
+            // Enabled before the look: a wake-up between the look and the
+            // wait is kept, not missed.
+            let woken = waiter.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let answer = self
                 .bounded(self.attempt(key, fingerprint, lease, retention))
                 .await?;
@@ -529,10 +566,15 @@ impl Backend for PgBackend {
                 self.count(&answer);
                 return Ok(answer);
             }
-            // Polling: the holder may finish on another replica, which no
-            // in-process wake-up would see.
-            tokio::time::sleep(pause.min(retry_after).min(left)).await;
-            pause = (pause * 2).min(self.inner.config.poll_max);
+            // Woken by the holder's completion or release on any replica
+            // (push wake-ups), or at the next look of the polling
+            // schedule, the fallback while the listener is down.
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep(pause.min(retry_after).min(left)) => {
+                    pause = (pause * 2).min(self.inner.config.poll_max);
+                }
+            }
         }
     }
 

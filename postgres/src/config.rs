@@ -21,6 +21,7 @@ pub struct PgConfig {
     pub(crate) poll_max: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) push_wakeups: bool,
 }
 
 impl Default for PgConfig {
@@ -38,6 +39,7 @@ impl Default for PgConfig {
             poll_max: Duration::from_millis(50),
             call_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            push_wakeups: true,
         }
     }
 }
@@ -103,6 +105,16 @@ impl PgConfig {
     pub fn wait_polling(mut self, min: Duration, max: Duration) -> Self {
         self.poll_min = min;
         self.poll_max = max;
+        self
+    }
+
+    /// Whether `begin_wait` callers are woken at once when the key's holder
+    /// completes or releases it on any replica (default true): one extra
+    /// connection per backend `LISTEN`s on the table's channel, reconnecting
+    /// with backoff; polling ([`wait_polling`](Self::wait_polling)) goes on
+    /// underneath as the fallback. Off, waiters only poll.
+    pub fn push_wakeups(mut self, enabled: bool) -> Self {
+        self.push_wakeups = enabled;
         self
     }
 

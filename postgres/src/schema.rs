@@ -15,7 +15,10 @@ use crate::config::PgConfig;
 /// - 2: `phase` and `phase_state` columns, an in-flight row's recovery
 ///   point. A version 1 table gains them (empty) when a version 2 build
 ///   migrates it; its rows stay valid.
-pub const SCHEMA_VERSION: i32 = 2;
+/// - 3: triggers that `NOTIFY` when an in-flight row is completed, released
+///   or removed, so that waiters on other replicas wake at once (push
+///   wake-ups). Rows are unchanged.
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Qualified, quoted names of one configured table.
 #[derive(Clone, Debug)]
@@ -33,6 +36,17 @@ pub(crate) struct Names {
     pub index: String,
     /// `"schema"."idemkv_schema_version"`.
     pub versions: String,
+    /// `"schema"."table_wake"()`: the trigger function that notifies.
+    pub wake_function: String,
+    /// `table_wake_completed`, `table_wake_deleted`: its triggers.
+    pub wake_triggers: [String; 2],
+    /// The `NOTIFY` channel, `idemkv_<table>` (at most 55 bytes, within
+    /// PostgreSQL's 63). Tables of the same name in two schemas share it;
+    /// every payload starts with [`Names::wake_prefix`], which tells them
+    /// apart.
+    pub channel: String,
+    /// `schema.table `: how this table's wake-up payloads start.
+    pub wake_prefix: String,
 }
 
 impl Names {
@@ -46,6 +60,13 @@ impl Names {
             now: format!("\"{schema}\".\"{table}_now\"()"),
             index: format!("\"{table}_expires_at\""),
             versions: format!("\"{schema}\".\"idemkv_schema_version\""),
+            wake_function: format!("\"{schema}\".\"{table}_wake\"()"),
+            wake_triggers: [
+                format!("\"{table}_wake_completed\""),
+                format!("\"{table}_wake_deleted\""),
+            ],
+            channel: format!("idemkv_{table}"),
+            wake_prefix: format!("{schema}.{table} "),
         }
     }
 }
@@ -97,6 +118,11 @@ pub(crate) async fn migrate(client: &mut Client, names: &Names) -> Result<()> {
                     .await
                     .map_err(db_error)?;
             }
+            if older < 3 {
+                txn.batch_execute(&upgrade_to_v3(names))
+                    .await
+                    .map_err(db_error)?;
+            }
             txn.execute(
                 &format!(
                     "UPDATE {} SET version = $2 WHERE table_name = $1",
@@ -112,6 +138,9 @@ pub(crate) async fn migrate(client: &mut Client, names: &Names) -> Result<()> {
                 .await
                 .map_err(db_error)?;
             txn.batch_execute(&upgrade_to_v2(names))
+                .await
+                .map_err(db_error)?;
+            txn.batch_execute(&upgrade_to_v3(names))
                 .await
                 .map_err(db_error)?;
             txn.execute(
@@ -166,6 +195,35 @@ fn upgrade_to_v2(names: &Names) -> String {
         "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS phase text,
                              ADD COLUMN IF NOT EXISTS phase_state bytea;",
         table = names.table,
+    )
+}
+
+/// Version 3: push wake-ups. When an in-flight row stops being in flight
+/// (a completion) or is deleted (a release, a removal), the transaction
+/// that did it notifies the table's channel on commit with
+/// `"schema.table <scope length>:<scope><key>"`; every replica listens and
+/// wakes its waiters on that key. Renewals and takeovers keep the row in
+/// flight and notify nothing.
+fn upgrade_to_v3(names: &Names) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {function} RETURNS trigger LANGUAGE plpgsql AS $wake$
+         BEGIN
+             PERFORM pg_notify('{channel}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME || ' '
+                 || length(OLD.scope)::text || ':' || OLD.scope || OLD.idem_key);
+             RETURN NULL;
+         END
+         $wake$;
+         DROP TRIGGER IF EXISTS {completed} ON {table};
+         CREATE TRIGGER {completed} AFTER UPDATE ON {table} FOR EACH ROW
+             WHEN (OLD.in_flight AND NOT NEW.in_flight) EXECUTE FUNCTION {function};
+         DROP TRIGGER IF EXISTS {deleted} ON {table};
+         CREATE TRIGGER {deleted} AFTER DELETE ON {table} FOR EACH ROW
+             WHEN (OLD.in_flight) EXECUTE FUNCTION {function};",
+        function = names.wake_function,
+        channel = names.channel,
+        table = names.table,
+        completed = names.wake_triggers[0],
+        deleted = names.wake_triggers[1],
     )
 }
 

@@ -67,7 +67,7 @@ async fn a_version_1_table_is_upgraded_and_keeps_its_rows() -> Result<(), BoxErr
         .await?
         .get(0);
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
 
     let fp = Fingerprint::of(b"payload");
     let done = Key::new("v1", "done")?;
