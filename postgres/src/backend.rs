@@ -158,13 +158,14 @@ impl PgBackend {
             .map_err(|err| Error::InvalidConfig(format!("database URL: {err}")))?;
         bound_connections(&mut pg, &config);
         let listening = pg.clone();
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = crate::tls::connector(&pg, &config)?;
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(pg, tls.clone(), manager_config()),
+            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config()),
+        };
         // A request waits for a free connection, and a new connection is
         // made or an idle one checked, within the bounds; never forever.
         let pool = Pool::builder(manager)
@@ -179,12 +180,20 @@ impl PgBackend {
         let sql = Statements::of(&names);
         let wakeups = Arc::new(Wakeups::default());
         let listener = config.push_wakeups.then(|| {
-            tokio::spawn(crate::wakeups::listen(
-                listening,
-                names.channel.clone(),
-                names.wake_prefix.clone(),
-                Arc::clone(&wakeups),
-            ))
+            let (channel, prefix) = (names.channel.clone(), names.wake_prefix.clone());
+            let wakeups = Arc::clone(&wakeups);
+            match tls {
+                Some(tls) => tokio::spawn(crate::wakeups::listen(
+                    listening, tls, channel, prefix, wakeups,
+                )),
+                None => tokio::spawn(crate::wakeups::listen(
+                    listening,
+                    tokio_postgres::NoTls,
+                    channel,
+                    prefix,
+                    wakeups,
+                )),
+            }
         });
         let backend = PgBackend {
             inner: Arc::new(Inner {

@@ -1,5 +1,6 @@
 //! [`PgConfig`]: where the records live and the terms of claims.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use idemkv::{Error, Result};
@@ -22,6 +23,7 @@ pub struct PgConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) push_wakeups: bool,
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for PgConfig {
@@ -40,6 +42,7 @@ impl Default for PgConfig {
             call_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             push_wakeups: true,
+            tls_ca_file: None,
         }
     }
 }
@@ -105,6 +108,15 @@ impl PgConfig {
     pub fn wait_polling(mut self, min: Duration, max: Duration) -> Self {
         self.poll_min = min;
         self.poll_max = max;
+        self
+    }
+
+    /// The CA certificate(s), in a PEM file, that the server's certificate
+    /// must chain to when the URL says `sslmode=require` (default: the
+    /// system's roots). A managed database's CA bundle, or a self-signed
+    /// server's own certificate.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 

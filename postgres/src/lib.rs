@@ -27,6 +27,7 @@ mod backend;
 mod claim;
 mod config;
 mod schema;
+mod tls;
 mod wakeups;
 
 pub use backend::PgBackend;

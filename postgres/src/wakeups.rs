@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Socket};
 
 use idemkv::Key;
 
@@ -107,15 +108,19 @@ impl Wakeups {
 /// Listens on `channel` over its own connection until aborted, reconnecting
 /// with backoff; wakes `wakeups`' waiters on every payload that starts with
 /// `prefix`.
-pub(crate) async fn listen(
+pub(crate) async fn listen<T>(
     config: tokio_postgres::Config,
+    tls: T,
     channel: String,
     prefix: String,
     wakeups: Arc<Wakeups>,
-) {
+) where
+    T: MakeTlsConnect<Socket> + Clone,
+    T::Stream: Send,
+{
     let mut pause = RECONNECT_FIRST;
     loop {
-        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
+        if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
             let messages = async {
                 while let Some(message) =
                     std::future::poll_fn(|cx| connection.poll_message(cx)).await
