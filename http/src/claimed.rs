@@ -7,6 +7,8 @@ use std::time::Duration;
 use ::http::Request;
 use idemkv::{Backend, StoredResponse};
 
+use crate::handlers::Handlers;
+
 /// Calls the inner service; every third of the claim's lease, renews it.
 pub(crate) async fn run_renewing<S, B, ReqBody>(
     inner: &mut S,
@@ -66,6 +68,7 @@ pub(crate) async fn finish<B: Backend>(
     claim: Arc<B::Claim>,
     stored: Option<StoredResponse>,
     lease: Duration,
+    handlers: &Handlers,
 ) {
     let claim = match Arc::try_unwrap(claim) {
         Ok(claim) => claim,
@@ -81,6 +84,7 @@ pub(crate) async fn finish<B: Backend>(
                  see the key in flight until its lease ends, then resume from its last \
                  recovery point; await checkpoints inside the handler"
             );
+            handlers.gave_up();
             return;
         }
     };
@@ -107,6 +111,7 @@ pub(crate) async fn finish<B: Backend>(
         ),
     };
     if let Err(error) = outcome {
+        handlers.gave_up();
         // The client has its response; a retry finds the key in flight until
         // the lease ends (or the write landed after all).
         tracing::error!(

@@ -7,7 +7,7 @@
 //! wakes every [`Handlers::drained`] waiter.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 pub(crate) struct Handlers {
     running: AtomicUsize,
     idle: Notify,
+    /// Handlers whose outcome could not be recorded (see
+    /// [`Handlers::gave_up`]).
+    unsettled: AtomicU64,
 }
 
 /// One running handler; dropping it marks it finished.
@@ -26,6 +29,18 @@ impl Handlers {
     pub fn start(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, Ordering::SeqCst);
         Running(Arc::clone(self))
+    }
+
+    /// Counts a handler whose answer could not be stored, or whose key
+    /// could not be released, after the repeats: its key stays in flight
+    /// until its lease ends.
+    pub fn gave_up(&self) {
+        self.unsettled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many handlers [`gave_up`](Self::gave_up) so far.
+    pub fn unsettled(&self) -> u64 {
+        self.unsettled.load(Ordering::Relaxed)
     }
 
     /// Handlers running now.

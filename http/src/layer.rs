@@ -143,6 +143,16 @@ impl<B> IdempotencyLayer<B> {
         self.settings.handlers.running()
     }
 
+    /// Claimed handlers of this layer's services whose outcome could not be
+    /// recorded: a completion or release that still failed after its
+    /// repeats (for half the lease), or a checkpoint that outlived its
+    /// handler. Each leaves its key in flight until its lease ends (and
+    /// logs an `error` event); a rising count means the store or the
+    /// database has been failing for longer than the repeats last.
+    pub fn unsettled(&self) -> u64 {
+        self.settings.handlers.unsettled()
+    }
+
     /// Resolves once no claimed handler of this layer's services is
     /// running. A claimed handler runs in a task of its own, so that a
     /// client that hangs up never cancels it midway; at shutdown, stop

@@ -324,7 +324,7 @@ where
             // the body streams on to the client from where it was read.
             let stored =
                 keeps(settings, &parts).then(|| not_kept(parts.status, Size::MoreThan(limit)));
-            finish(backend, claim, stored, lease).await;
+            finish(backend, claim, stored, lease, &settings.handlers).await;
             return Ok(Response::from_parts(parts, streaming));
         }
         Err(err) => {
@@ -345,7 +345,7 @@ where
             not_kept(parts.status, Size::Exactly(stored.stored_len()))
         }
     });
-    finish(backend, claim, stored, lease).await;
+    finish(backend, claim, stored, lease, &settings.handlers).await;
     Ok(Response::from_parts(parts, ResponseBody::from(body)))
 }
 

@@ -1239,7 +1239,8 @@ fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
             }
         })
     };
-    let service = IdempotencyLayer::new(store, Callers::single_tenant()).layer(handler);
+    let layer = IdempotencyLayer::new(store, Callers::single_tenant());
+    let service = layer.layer(handler);
     let request = axum::http::Request::post("/v1/orders")
         .header("idempotency-key", "revoked-1")
         .header("authorization", "Bearer alice")
@@ -1255,6 +1256,7 @@ fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
         fields.contains("revoked-1") && fields.contains("storing the response failed"),
         "{fields}"
     );
+    assert_eq!(layer.unsettled(), 1, "the give-up is counted");
     Ok(())
 }
 
