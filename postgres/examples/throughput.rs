@@ -5,11 +5,13 @@
 //! on a plain table, through the same kind of pools) in the same run:
 //!
 //! ```text
-//! cargo run --release -p idemkv-postgres --example throughput [URL] [SECONDS]
+//! cargo run --release -p idemkv-postgres --example throughput [URL] [SECONDS] [polling]
 //! ```
 //!
 //! The URL defaults to the local server's `test` database, each
-//! measurement to 5 seconds.
+//! measurement to 5 seconds. With `polling`, the table's wake-up triggers
+//! are disabled and the backends poll (`PgConfig::push_wakeups(false)`):
+//! what push wake-ups cost a completion.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,8 +61,12 @@ async fn main() -> Result<(), BoxError> {
         .next()
         .unwrap_or_else(|| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let polling = args.next().is_some_and(|a| a == "polling");
     let schema = format!("idemkv_throughput_{}", std::process::id());
-    let config = PgConfig::default().schema(schema.clone()).pool_size(16);
+    let config = PgConfig::default()
+        .schema(schema.clone())
+        .pool_size(16)
+        .push_wakeups(!polling);
     let replicas = [
         PgBackend::connect(&url, config.clone()).await?,
         PgBackend::connect(&url, config).await?,
@@ -74,6 +80,14 @@ async fn main() -> Result<(), BoxError> {
             "CREATE TABLE \"{schema}\".plain (k text PRIMARY KEY, response bytea NOT NULL)"
         ))
         .await?;
+    if polling {
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE {} DISABLE TRIGGER USER",
+                replicas[0].table()
+            ))
+            .await?;
+    }
     let insert = format!("INSERT INTO \"{schema}\".plain (k, response) VALUES ($1, $2)");
     let mut plain_pools = Vec::new();
     for _ in 0..2 {

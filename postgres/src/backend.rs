@@ -317,6 +317,13 @@ impl PgBackend {
                 break;
             }
         }
+        // Keys waited on by waiters that gave up on a key nobody finished.
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = prepared(&client, &self.inner.sql.sweep_waiting).await?;
+            client.execute(&statement, &[]).await.map_err(db_error)
+        })
+        .await?;
         bump(&self.inner.counters.sweeps);
         Ok(total)
     }
@@ -438,6 +445,21 @@ impl PgBackend {
         }
     }
 
+    /// Records that a `begin_wait` waits on `key`, so that the holder's
+    /// completion or release notifies the replicas (schema version 3).
+    async fn announce_wait(&self, key: &Key) -> Result<()> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = prepared(&client, &self.inner.sql.wait_for).await?;
+            client
+                .execute(&statement, &[&key.scope(), &key.idempotency_key()])
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs a holder statement on the claim's row; zero rows is `LeaseLost`.
     async fn fenced(&self, sql: &str, claim: &PgClaim, more: &[&(dyn ToSql + Sync)]) -> Result<()> {
         let client = self.client().await?;
@@ -550,6 +572,9 @@ impl Backend for PgBackend {
         let mut pause = self.inner.config.poll_min;
         let mut waited = false;
         let waiter = self.inner.wakeups.waiter(key);
+        // Whether this wait has recorded its key for the holder's
+        // completion to notify (push wake-ups).
+        let mut announced = !self.inner.config.push_wakeups;
         loop {
             // Enabled before the look: a wake-up between the look and the
             // wait is kept, not missed.
@@ -574,6 +599,15 @@ impl Backend for PgBackend {
             if left.is_zero() {
                 self.count(&answer);
                 return Ok(answer);
+            }
+            if !announced {
+                announced = true;
+                // A failure here only costs the push: polling still answers.
+                if self.announce_wait(key).await.is_ok() {
+                    // Look again at once: the holder may have finished
+                    // before the key was recorded, and then notified no one.
+                    continue;
+                }
             }
             // Woken by the holder's completion or release on any replica
             // (push wake-ups), or at the next look of the polling

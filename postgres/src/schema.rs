@@ -38,6 +38,8 @@ pub(crate) struct Names {
     pub versions: String,
     /// `"schema"."table_wake"()`: the trigger function that notifies.
     pub wake_function: String,
+    /// `"schema"."table_waiting"`: the keys some `begin_wait` waits on.
+    pub waiting: String,
     /// `table_wake_completed`, `table_wake_deleted`: its triggers.
     pub wake_triggers: [String; 2],
     /// The `NOTIFY` channel, `idemkv_<table>` (at most 55 bytes, within
@@ -61,6 +63,7 @@ impl Names {
             index: format!("\"{table}_expires_at\""),
             versions: format!("\"{schema}\".\"idemkv_schema_version\""),
             wake_function: format!("\"{schema}\".\"{table}_wake\"()"),
+            waiting: format!("\"{schema}\".\"{table}_waiting\""),
             wake_triggers: [
                 format!("\"{table}_wake_completed\""),
                 format!("\"{table}_wake_deleted\""),
@@ -198,18 +201,31 @@ fn upgrade_to_v2(names: &Names) -> String {
     )
 }
 
-/// Version 3: push wake-ups. When an in-flight row stops being in flight
-/// (a completion) or is deleted (a release, a removal), the transaction
-/// that did it notifies the table's channel on commit with
-/// `"schema.table <scope length>:<scope><key>"`; every replica listens and
-/// wakes its waiters on that key. Renewals and takeovers keep the row in
-/// flight and notify nothing.
+/// Version 3: push wake-ups. A `begin_wait` that finds a key in flight
+/// records the key in the `_waiting` table. When an in-flight row stops
+/// being in flight (a completion) or is deleted (a release, a removal), a
+/// trigger deletes the key's `_waiting` row and, only if there was one,
+/// notifies the table's channel on commit with `"schema.table <scope
+/// length>:<scope><key>"`; every replica listens and wakes its waiters on
+/// that key. A completion nobody waits for notifies nothing: `NOTIFY`
+/// serializes the commits of the transactions that send it, so sending it
+/// on every completion would cap throughput. Renewals and takeovers keep
+/// the row in flight and notify nothing.
 fn upgrade_to_v3(names: &Names) -> String {
     format!(
-        "CREATE OR REPLACE FUNCTION {function} RETURNS trigger LANGUAGE plpgsql AS $wake$
+        "CREATE TABLE IF NOT EXISTS {waiting} (
+             scope text NOT NULL,
+             idem_key text NOT NULL,
+             since timestamptz NOT NULL,
+             PRIMARY KEY (scope, idem_key)
+         );
+         CREATE OR REPLACE FUNCTION {function} RETURNS trigger LANGUAGE plpgsql AS $wake$
          BEGIN
-             PERFORM pg_notify('{channel}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME || ' '
-                 || length(OLD.scope)::text || ':' || OLD.scope || OLD.idem_key);
+             DELETE FROM {waiting} WHERE scope = OLD.scope AND idem_key = OLD.idem_key;
+             IF FOUND THEN
+                 PERFORM pg_notify('{channel}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME || ' '
+                     || length(OLD.scope)::text || ':' || OLD.scope || OLD.idem_key);
+             END IF;
              RETURN NULL;
          END
          $wake$;
@@ -219,6 +235,7 @@ fn upgrade_to_v3(names: &Names) -> String {
          DROP TRIGGER IF EXISTS {deleted} ON {table};
          CREATE TRIGGER {deleted} AFTER DELETE ON {table} FOR EACH ROW
              WHEN (OLD.in_flight) EXECUTE FUNCTION {function};",
+        waiting = names.waiting,
         function = names.wake_function,
         channel = names.channel,
         table = names.table,
@@ -243,6 +260,11 @@ pub(crate) struct Statements {
     pub get: String,
     pub remove: String,
     pub sweep: String,
+    /// Records that a `begin_wait` waits on a key (push wake-ups).
+    pub wait_for: String,
+    /// Forgets `_waiting` rows older than an hour (waiters that timed out
+    /// on a key nobody finished).
+    pub sweep_waiting: String,
 }
 
 impl Statements {
@@ -349,6 +371,15 @@ impl Statements {
                                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                  DELETE FROM {t}
                  WHERE ctid IN (SELECT ctid FROM doomed) AND expires_at <= {now}"
+            ),
+            wait_for: format!(
+                "INSERT INTO {waiting} (scope, idem_key, since) VALUES ($1, $2, {now})
+                 ON CONFLICT (scope, idem_key) DO UPDATE SET since = EXCLUDED.since",
+                waiting = names.waiting,
+            ),
+            sweep_waiting: format!(
+                "DELETE FROM {waiting} WHERE since < {now} - interval '1 hour'",
+                waiting = names.waiting,
             ),
         }
     }
