@@ -1262,7 +1262,8 @@ fn a_completion_that_fails_after_the_response_is_logged() -> TestResult {
 
 /// The Grafana dashboard in docs/ loads (it is a dashboard's JSON model:
 /// panels with titles, types and targets on the Prometheus datasource
-/// variable), and every metric it queries is one the store publishes.
+/// variable), and every metric it queries is one the store or the
+/// PostgreSQL backend publishes, and it shows them all.
 #[test]
 fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/idemkv.json");
@@ -1270,10 +1271,14 @@ fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
     assert!(dashboard["title"].is_string() && dashboard["uid"].is_string());
     let panels = dashboard["panels"].as_array().ok_or("no panels")?;
     assert!(!panels.is_empty());
-    let published: std::collections::HashMap<&str, &str> = idemkv::PUBLISHED_METRICS
-        .iter()
-        .map(|(name, kind, _)| (*name, *kind))
-        .collect();
+    // The store's metrics, and the PostgreSQL backend's own.
+    let all = || {
+        idemkv::PUBLISHED_METRICS
+            .iter()
+            .chain(idemkv_postgres::PUBLISHED_METRICS)
+    };
+    let published: std::collections::HashMap<&str, &str> =
+        all().map(|(name, kind, _)| (*name, *kind)).collect();
     let mut queried = std::collections::BTreeSet::new();
     for panel in panels {
         let title = panel["title"].as_str().ok_or("a panel without a title")?;
@@ -1301,7 +1306,7 @@ fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
         }
     }
     // And it shows every one of them.
-    for (name, _, _) in idemkv::PUBLISHED_METRICS {
+    for (name, _, _) in all() {
         assert!(
             queried.contains(*name),
             "the dashboard does not show {name}"

@@ -34,3 +34,29 @@ pub use backend::PgBackend;
 pub use claim::PgClaim;
 pub use config::PgConfig;
 pub use schema::SCHEMA_VERSION;
+
+/// The metrics [`PgBackend::publish_metrics`] publishes besides the
+/// embedded store's outcome counters (`idemkv::PUBLISHED_METRICS`), as
+/// (name, kind, meaning).
+pub const PUBLISHED_METRICS: &[(&str, &str, &str)] = &[
+    (
+        "idemkv_pg_pool_connections",
+        "gauge",
+        "connections the pool holds open",
+    ),
+    (
+        "idemkv_pg_pool_available",
+        "gauge",
+        "idle connections in the pool",
+    ),
+    (
+        "idemkv_pg_pool_waiting",
+        "gauge",
+        "callers waiting for a connection",
+    ),
+    (
+        "idemkv_pg_timeouts_total",
+        "counter",
+        "calls cut off by PgConfig::call_timeout",
+    ),
+];
