@@ -30,7 +30,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::claim::PgClaim;
 use crate::config::PgConfig;
-use crate::schema::{Names, Statements, migrate};
+use crate::schema::{Names, Statements, Stmt, migrate};
 use crate::wakeups::Wakeups;
 
 /// The idempotency store on a shared PostgreSQL database: the same answers
@@ -130,11 +130,27 @@ fn bound_connections(pg: &mut tokio_postgres::Config, config: &PgConfig) {
     pg.options(options);
 }
 
-/// `sql` prepared on `client`'s connection once, then reused from the
-/// pool's per-connection statement cache: each later execution is one
+/// `statement` prepared on `client`'s connection once, then reused from
+/// the pool's per-connection statement cache: each later execution is one
 /// round trip (Bind, Execute, Sync) instead of two (Parse first).
-async fn prepared(client: &Object, sql: &str) -> Result<tokio_postgres::Statement> {
-    client.prepare_cached(sql).await.map_err(db_error)
+async fn prepared(client: &Object, statement: &Stmt) -> Result<tokio_postgres::Statement> {
+    client
+        .prepare_typed_cached(&statement.sql, statement.types)
+        .await
+        .map_err(db_error)
+}
+
+/// `params` paired with `statement`'s parameter types, for the unnamed
+/// statements of [`PgConfig::unnamed_statements`].
+fn typed<'a>(
+    statement: &Stmt,
+    params: &[&'a (dyn ToSql + Sync)],
+) -> Vec<(&'a (dyn ToSql + Sync), tokio_postgres::types::Type)> {
+    params
+        .iter()
+        .copied()
+        .zip(statement.types.iter().cloned())
+        .collect()
 }
 
 /// How many times `begin` re-reads a key whose record changed between its
@@ -302,10 +318,8 @@ impl PgBackend {
             let deleted = self
                 .bounded(async {
                     let client = self.client().await?;
-                    client
-                        .execute(&prepared(&client, &self.inner.sql.sweep).await?, &[&batch])
+                    self.execute(&client, &self.inner.sql.sweep, &[&batch])
                         .await
-                        .map_err(db_error)
                 })
                 .await?;
             total += deleted;
@@ -320,8 +334,8 @@ impl PgBackend {
         // Keys waited on by waiters that gave up on a key nobody finished.
         self.bounded(async {
             let client = self.client().await?;
-            let statement = prepared(&client, &self.inner.sql.sweep_waiting).await?;
-            client.execute(&statement, &[]).await.map_err(db_error)
+            self.execute(&client, &self.inner.sql.sweep_waiting, &[])
+                .await
         })
         .await?;
         bump(&self.inner.counters.sweeps);
@@ -385,25 +399,21 @@ impl PgBackend {
         let fp: &[u8] = fingerprint.as_bytes();
         let (lease_ms, retention_ms) = (millis(lease), millis(retention));
         for _ in 0..CLAIM_ATTEMPTS {
-            let row = client
-                .query_opt(
-                    &prepared(&client, &self.inner.sql.look).await?,
-                    &[&scope, &idem],
-                )
-                .await
-                .map_err(db_error)?;
+            let row = self
+                .query_opt(&client, &self.inner.sql.look, &[&scope, &idem])
+                .await?;
             if let Some(row) = row
                 && let Some(answer) = answer_from(&row, fp)?
             {
                 return Ok(answer);
             }
-            let claimed = client
+            let claimed = self
                 .query_opt(
-                    &prepared(&client, &self.inner.sql.claim).await?,
+                    &client,
+                    &self.inner.sql.claim,
                     &[&scope, &idem, &fp, &lease_ms, &retention_ms],
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if let Some(row) = claimed {
                 return Ok(Begin::Claimed(PgClaim {
                     key: key.clone(),
@@ -445,32 +455,75 @@ impl PgBackend {
         }
     }
 
+    /// The first row of `statement` with `params`: a cached prepared
+    /// statement, or with `unnamed_statements` an unnamed one parsed in the
+    /// same round trip.
+    async fn query_opt(
+        &self,
+        client: &Object,
+        statement: &Stmt,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let rows = if self.inner.config.unnamed_statements {
+            client
+                .query_typed(&statement.sql, &typed(statement, params))
+                .await
+        } else {
+            client
+                .query(&prepared(client, statement).await?, params)
+                .await
+        };
+        Ok(rows.map_err(db_error)?.into_iter().next())
+    }
+
+    /// The rows `statement` with `params` changed, run as
+    /// [`query_opt`](Self::query_opt) runs a query.
+    async fn execute(
+        &self,
+        client: &Object,
+        statement: &Stmt,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        let changed = if self.inner.config.unnamed_statements {
+            client
+                .execute_typed(&statement.sql, &typed(statement, params))
+                .await
+        } else {
+            client
+                .execute(&prepared(client, statement).await?, params)
+                .await
+        };
+        changed.map_err(db_error)
+    }
+
     /// Records that a `begin_wait` waits on `key`, so that the holder's
     /// completion or release notifies the replicas (schema version 3).
     async fn announce_wait(&self, key: &Key) -> Result<()> {
         self.bounded(async {
             let client = self.client().await?;
-            let statement = prepared(&client, &self.inner.sql.wait_for).await?;
-            client
-                .execute(&statement, &[&key.scope(), &key.idempotency_key()])
-                .await
-                .map_err(db_error)?;
+            self.execute(
+                &client,
+                &self.inner.sql.wait_for,
+                &[&key.scope(), &key.idempotency_key()],
+            )
+            .await?;
             Ok(())
         })
         .await
     }
 
     /// Runs a holder statement on the claim's row; zero rows is `LeaseLost`.
-    async fn fenced(&self, sql: &str, claim: &PgClaim, more: &[&(dyn ToSql + Sync)]) -> Result<()> {
+    async fn fenced(
+        &self,
+        statement: &Stmt,
+        claim: &PgClaim,
+        more: &[&(dyn ToSql + Sync)],
+    ) -> Result<()> {
         let client = self.client().await?;
         let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&scope, &idem, &claim.token];
         params.extend_from_slice(more);
-        let statement = prepared(&client, sql).await?;
-        let rows = client
-            .execute(&statement, &params)
-            .await
-            .map_err(db_error)?;
+        let rows = self.execute(&client, statement, &params).await?;
         if rows == 0 {
             bump(&self.inner.counters.leases_lost);
             return Err(Error::LeaseLost);
@@ -667,13 +720,16 @@ impl Backend for PgBackend {
             .bounded(async {
                 let client = self.client().await?;
                 let (scope, idem) = (claim.key.scope(), claim.key.idempotency_key());
-                let row = client
-                    .query_one(
-                        &prepared(&client, &self.inner.sql.release).await?,
+                let row = self
+                    .query_opt(
+                        &client,
+                        &self.inner.sql.release,
                         &[&scope, &idem, &claim.token],
                     )
-                    .await
-                    .map_err(db_error)?;
+                    .await?
+                    .ok_or_else(|| {
+                        db_error(std::io::Error::other("the release answered no row"))
+                    })?;
                 let (released, live): (i64, bool) = (row.get(0), row.get(1));
                 // Released now, or nothing live was left to release (a repeat
                 // after a release that landed, an expired or removed record).
@@ -720,13 +776,13 @@ impl Backend for PgBackend {
     async fn get(&self, key: &Key) -> Result<Option<Record>> {
         self.bounded(async {
             let client = self.client().await?;
-            let row = client
+            let row = self
                 .query_opt(
-                    &prepared(&client, &self.inner.sql.get).await?,
+                    &client,
+                    &self.inner.sql.get,
                     &[&key.scope(), &key.idempotency_key()],
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             row.map(|row| record_from(key, &row)).transpose()
         })
         .await
@@ -736,13 +792,12 @@ impl Backend for PgBackend {
         let row = self
             .bounded(async {
                 let client = self.client().await?;
-                client
-                    .query_opt(
-                        &prepared(&client, &self.inner.sql.remove).await?,
-                        &[&key.scope(), &key.idempotency_key()],
-                    )
-                    .await
-                    .map_err(db_error)
+                self.query_opt(
+                    &client,
+                    &self.inner.sql.remove,
+                    &[&key.scope(), &key.idempotency_key()],
+                )
+                .await
             })
             .await?;
         let live = row.is_some_and(|row| row.get::<_, bool>(0));

@@ -24,6 +24,7 @@ pub struct PgConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) push_wakeups: bool,
     pub(crate) tls_ca_file: Option<PathBuf>,
+    pub(crate) unnamed_statements: bool,
 }
 
 impl Default for PgConfig {
@@ -43,6 +44,7 @@ impl Default for PgConfig {
             connect_timeout: Duration::from_secs(5),
             push_wakeups: true,
             tls_ca_file: None,
+            unnamed_statements: false,
         }
     }
 }
@@ -117,6 +119,20 @@ impl PgConfig {
     /// server's own certificate.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Whether statements run unnamed (default false: each is prepared
+    /// once per connection and then run by name). Unnamed, each is parsed
+    /// again on every execution, in the same round trip, so a claiming
+    /// `begin` still takes 2 round trips and a completion 1, at the cost of
+    /// the server parsing and planning each one. For PgBouncer older than
+    /// 1.21 in transaction mode, which cannot keep named statements across
+    /// the server connections it hands out; also turn
+    /// [`push_wakeups`](Self::push_wakeups) off there (`LISTEN` needs a
+    /// session).
+    pub fn unnamed_statements(mut self, enabled: bool) -> Self {
+        self.unnamed_statements = enabled;
         self
     }
 

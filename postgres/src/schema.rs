@@ -3,6 +3,7 @@
 //! statements that use them.
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use idemkv::{Error, Result};
 
@@ -244,27 +245,42 @@ fn upgrade_to_v3(names: &Names) -> String {
     )
 }
 
+/// One statement: its SQL, with this table's names in it, and the types
+/// of its parameters (declared rather than inferred, so that a statement
+/// can also run unnamed, parsed in the same round trip as its execution).
+#[derive(Debug)]
+pub(crate) struct Stmt {
+    pub sql: String,
+    pub types: &'static [Type],
+}
+
+/// The parameter types the statements share.
+const KEY: &[Type] = &[Type::TEXT, Type::TEXT];
+const HOLDER: &[Type] = &[Type::TEXT, Type::TEXT, Type::INT8];
+/// A holder's key, token, lease and retention in milliseconds.
+const HOLDER_TERMS: &[Type] = &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::INT8];
+
 /// The statements, with this table's names in them.
 #[derive(Debug)]
 pub(crate) struct Statements {
     /// The live record of a key and what `begin` needs to answer from it.
-    pub look: String,
+    pub look: Stmt,
     /// Claims a key that is free, expired, or in flight past its lease with
     /// the same fingerprint; no row when another attempt holds it.
-    pub claim: String,
-    pub complete: String,
-    pub release: String,
-    pub renew: String,
+    pub claim: Stmt,
+    pub complete: Stmt,
+    pub release: Stmt,
+    pub renew: Stmt,
     /// `renew` that also records a recovery point.
-    pub checkpoint: String,
-    pub get: String,
-    pub remove: String,
-    pub sweep: String,
+    pub checkpoint: Stmt,
+    pub get: Stmt,
+    pub remove: Stmt,
+    pub sweep: Stmt,
     /// Records that a `begin_wait` waits on a key (push wake-ups).
-    pub wait_for: String,
+    pub wait_for: Stmt,
     /// Forgets `_waiting` rows older than an hour (waiters that timed out
     /// on a key nobody finished).
-    pub sweep_waiting: String,
+    pub sweep_waiting: Stmt,
 }
 
 impl Statements {
@@ -272,14 +288,18 @@ impl Statements {
         let (t, now, seq) = (&names.table, &names.now, &names.sequence);
         let ms = "* interval '1 millisecond'";
         Statements {
-            look: format!(
+            look: Stmt {
+                sql: format!(
                 "SELECT fingerprint, in_flight,
                         ceil(EXTRACT(EPOCH FROM (lease_until - c.n)) * 1000)::bigint,
                         status, header_names, header_values, body
                  FROM {t}, (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n"
-            ),
-            claim: format!(
+                ),
+                types: KEY,
+            },
+            claim: Stmt {
+                sql: format!(
                 "WITH c AS (SELECT {now} AS n)
                  INSERT INTO {t} AS r (scope, idem_key, fingerprint, token, in_flight, takeover,
                                        created_at, updated_at, expires_at, lease_until)
@@ -306,11 +326,14 @@ impl Statements {
                         AND r.fingerprint = EXCLUDED.fingerprint)
                  RETURNING token, takeover, phase, phase_state",
                 seq_text = seq.replace('\'', "''"),
-            ),
+                ),
+                types: &[Type::TEXT, Type::TEXT, Type::BYTEA, Type::INT8, Type::INT8],
+            },
             // Also matches the same completion by the same holder that
             // landed before (a retry after a lost answer), and leaves it as
             // it was: completing is idempotent by token.
-            complete: format!(
+            complete: Stmt {
+                sql: format!(
                 "UPDATE {t} SET in_flight = false, takeover = false, lease_until = NULL,
                         phase = NULL, phase_state = NULL, status = $4, header_names = $5, header_values = $6, body = $7,
                         updated_at = CASE WHEN in_flight THEN c.n ELSE updated_at END,
@@ -319,12 +342,15 @@ impl Statements {
                  WHERE scope = $1 AND idem_key = $2 AND token = $3 AND expires_at > c.n
                    AND (in_flight OR (status = $4 AND header_names = $5
                                       AND header_values = $6 AND body = $7))"
-            ),
+                ),
+                types: &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT4, Type::TEXT_ARRAY, Type::BYTEA_ARRAY, Type::BYTEA, Type::INT8],
+            },
             // Deletes the holder's row; also answers whether any live row
             // is left for the key (read from the statement's snapshot, so
             // the row it deletes counts), so that a release repeated after
             // one that landed is told the key is already free.
-            release: format!(
+            release: Stmt {
+                sql: format!(
                 "WITH c AS (SELECT {now} AS n),
                       released AS (
                         DELETE FROM {t} USING c
@@ -334,53 +360,76 @@ impl Statements {
                  SELECT (SELECT count(*) FROM released) AS released,
                         EXISTS (SELECT 1 FROM {t}, c
                                  WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n) AS live"
-            ),
-            renew: format!(
+                ),
+                types: HOLDER,
+            },
+            renew: Stmt {
+                sql: format!(
                 "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
                         expires_at = c.n + ($4::bigint + $5::bigint) {ms},
                         updated_at = c.n
                  FROM (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
                    AND expires_at > c.n"
-            ),
-            checkpoint: format!(
+                ),
+                types: HOLDER_TERMS,
+            },
+            checkpoint: Stmt {
+                sql: format!(
                 "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
                         expires_at = c.n + ($4::bigint + $5::bigint) {ms},
                         updated_at = c.n, phase = $6, phase_state = $7
                  FROM (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
                    AND expires_at > c.n"
-            ),
-            get: format!(
+                ),
+                types: &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::BYTEA],
+            },
+            get: Stmt {
+                sql: format!(
                 "SELECT fingerprint, token, in_flight, created_at, updated_at, expires_at,
                         lease_until, status, header_names, header_values, body,
                         phase, phase_state
                  FROM {t}, (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2 AND expires_at > c.n"
-            ),
-            remove: format!(
+                ),
+                types: KEY,
+            },
+            remove: Stmt {
+                sql: format!(
                 "DELETE FROM {t} USING (SELECT {now} AS n) c
                  WHERE scope = $1 AND idem_key = $2
                  RETURNING expires_at > c.n"
-            ),
+                ),
+                types: KEY,
+            },
             // The clock function is called in the conditions (not joined
             // from a subquery) so that the planner compares expires_at with
             // a stable value and uses the expiry index.
-            sweep: format!(
+            sweep: Stmt {
+                sql: format!(
                 "WITH doomed AS (SELECT ctid FROM {t} WHERE expires_at <= {now}
                                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                  DELETE FROM {t}
                  WHERE ctid IN (SELECT ctid FROM doomed) AND expires_at <= {now}"
-            ),
-            wait_for: format!(
+                ),
+                types: &[Type::INT8],
+            },
+            wait_for: Stmt {
+                sql: format!(
                 "INSERT INTO {waiting} (scope, idem_key, since) VALUES ($1, $2, {now})
                  ON CONFLICT (scope, idem_key) DO UPDATE SET since = EXCLUDED.since",
                 waiting = names.waiting,
-            ),
-            sweep_waiting: format!(
+                ),
+                types: KEY,
+            },
+            sweep_waiting: Stmt {
+                sql: format!(
                 "DELETE FROM {waiting} WHERE since < {now} - interval '1 hour'",
                 waiting = names.waiting,
-            ),
+                ),
+                types: &[],
+            },
         }
     }
 }

@@ -55,7 +55,11 @@ impl Drop for Pg {
     }
 }
 
-struct Postgres;
+/// The backend as configured: statements prepared once per connection, or
+/// run unnamed (`PgConfig::unnamed_statements`).
+struct Postgres {
+    unnamed: bool,
+}
 
 impl Harness for Postgres {
     type Subject = Pg;
@@ -70,7 +74,8 @@ impl Harness for Postgres {
             .max_response_bytes(setup.max_response_bytes)
             .max_checkpoint_bytes(setup.max_checkpoint_bytes)
             .sweep_batch(setup.sweep_batch)
-            .pool_size(4);
+            .pool_size(4)
+            .unnamed_statements(self.unnamed);
         let proxy =
             support::proxy::Proxy::start(support::proxy::upstream(&support::url()).await?).await?;
         let url = support::proxy::url_via(&support::url(), proxy.addr())?;
@@ -85,4 +90,10 @@ impl Harness for Postgres {
     }
 }
 
-idemkv_conformance::suite!(Postgres);
+idemkv_conformance::suite!(Postgres { unnamed: false });
+
+/// The whole suite again with unnamed statements, as behind PgBouncer in
+/// transaction mode.
+mod unnamed_statements {
+    idemkv_conformance::suite!(super::Postgres { unnamed: true });
+}

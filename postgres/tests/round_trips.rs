@@ -1,7 +1,9 @@
 //! How many round trips each operation takes once its statements are
 //! prepared on the connection, counted by a proxy between the pool and the
 //! server: a claiming `begin` two (read the key, claim it), a replay one, a
-//! `complete` one, and none of them prepares a statement again.
+//! `complete` one, and none of them prepares a statement again. With
+//! unnamed statements each round trip parses its statement too, and the
+//! counts are the same.
 
 mod support;
 
@@ -10,13 +12,14 @@ use idemkv_conformance::BoxError;
 use idemkv_postgres::{PgBackend, PgConfig};
 use support::proxy::{Proxy, upstream, url_via};
 
-async fn round_trips() -> Result<(), BoxError> {
+async fn round_trips(unnamed: bool) -> Result<(), BoxError> {
     let _admin = support::connect().await?;
     let proxy = Proxy::start(upstream(&support::url()).await?).await?;
     // One connection, so that every statement runs where it was prepared.
     let config = PgConfig::default()
         .schema(support::fresh_schema())
-        .pool_size(1);
+        .pool_size(1)
+        .unnamed_statements(unnamed);
     let backend = PgBackend::connect(&url_via(&support::url(), proxy.addr())?, config).await?;
     let fp = Fingerprint::of(b"{}");
     let response = StoredResponse::new(201, "ch_1");
@@ -35,20 +38,28 @@ async fn round_trips() -> Result<(), BoxError> {
         "the first uses prepared their statements ({parsed})"
     );
 
+    // Named: run by name (Bind first). Unnamed: parsed and run in the same
+    // round trip (Parse first), every time.
+    let trips = |n: u64| if unnamed { (n, 0) } else { (0, n) };
     let key = Key::new("payments", "order-1")?;
     let claim = claim_of(backend.begin(&key, fp, Terms::default()).await?)?;
-    assert_eq!(proxy.take_round_trips(), (0, 2), "a claiming begin");
+    assert_eq!(proxy.take_round_trips(), trips(2), "a claiming begin");
     backend.complete(claim, response.clone()).await?;
-    assert_eq!(proxy.take_round_trips(), (0, 1), "a completion");
+    assert_eq!(proxy.take_round_trips(), trips(1), "a completion");
     assert!(matches!(
         backend.begin(&key, fp, Terms::default()).await?,
         Begin::Replay(_)
     ));
-    assert_eq!(proxy.take_round_trips(), (0, 1), "a replay");
+    assert_eq!(proxy.take_round_trips(), trips(1), "a replay");
     Ok(())
 }
 
 #[test]
 fn each_operation_takes_its_minimum_round_trips() {
-    idemkv_conformance::run(round_trips());
+    idemkv_conformance::run(round_trips(false));
+}
+
+#[test]
+fn unnamed_statements_take_as_many_round_trips() {
+    idemkv_conformance::run(round_trips(true));
 }
