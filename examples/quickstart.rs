@@ -37,7 +37,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let body = br#"{"amount":1200,"currency":"eur"}"#;
     let fingerprint = Fingerprint::of(body);
 
-    println!("\n1. first attempt");
+    // Steps are numbered as they happen: a second run skips the charge.
+    let mut steps = 0;
+    let mut step = || {
+        steps += 1;
+        steps
+    };
+    println!("\n{}. first attempt", step());
     match store.begin(&key, fingerprint)? {
         Begin::Claimed(claim) => {
             println!(
@@ -45,7 +51,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 claim.token()
             );
 
-            println!("\n2. a retry arrives while the charge is still running");
+            println!(
+                "\n{}. a retry arrives while the charge is still running",
+                step()
+            );
             describe(&store, store.begin(&key, fingerprint)?)?;
 
             let charge_id = format!(
@@ -56,7 +65,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 StoredResponse::new(201, format!(r#"{{"id":"{charge_id}","amount":1200}}"#))
                     .with_header("content-type", "application/json");
             store.complete(claim, response)?;
-            println!("\n3. charged once as {charge_id}; the response is stored");
+            println!(
+                "\n{}. charged once as {charge_id}; the response is stored",
+                step()
+            );
         }
         other => {
             println!("   this key was used by an earlier run of the example:");
@@ -64,10 +76,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    println!("\n4. the client lost the response and retries with the same body");
+    println!(
+        "\n{}. the client lost the response and retries with the same body",
+        step()
+    );
     describe(&store, store.begin(&key, fingerprint)?)?;
 
-    println!("\n5. a buggy client reuses the key for a different charge");
+    println!(
+        "\n{}. a buggy client reuses the key for a different charge",
+        step()
+    );
     describe(
         &store,
         store.begin(

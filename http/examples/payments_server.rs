@@ -65,6 +65,9 @@ struct App {
     /// rendering (`None` on the embedded store, which publishes its own).
     postgres: Option<PgBackend>,
     charges: Arc<AtomicU64>,
+    /// This instance's port, in its charge ids: two instances sharing a
+    /// table never issue the same id.
+    instance: String,
     prometheus: PrometheusHandle,
 }
 
@@ -84,7 +87,7 @@ async fn charge(
     (
         StatusCode::CREATED,
         Json(serde_json::json!({
-            "id": format!("ch_{n:06}"),
+            "id": format!("ch_{}_{n:06}", app.instance),
             "amount": request.amount,
             "currency": request.currency,
         })),
@@ -312,6 +315,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listen = arg("--listen", "127.0.0.1:3000");
+    let instance = listen.rsplit(':').next().unwrap_or("0").to_string();
     // The recorder first: the store takes its metric handles when it opens.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let charges = Arc::new(AtomicU64::new(0));
@@ -325,6 +329,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 store: None,
                 postgres: Some(backend.clone()),
                 charges,
+                instance: instance.clone(),
                 prometheus,
             };
             let on = format!("PostgreSQL table {}", backend.table());
@@ -343,6 +348,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 store: Some(store.clone()),
                 postgres: None,
                 charges,
+                instance: instance.clone(),
                 prometheus,
             };
             (
