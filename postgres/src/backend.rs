@@ -140,6 +140,18 @@ async fn prepared(client: &Object, statement: &Stmt) -> Result<tokio_postgres::S
         .map_err(db_error)
 }
 
+/// The answer of a write that ends a claim (a completion, a release): a
+/// transient failure means the statement may not have run, or ran without
+/// its answer arriving, so the claim goes back for the caller to repeat the
+/// write (safe to repeat) or give it up; any other failure ends the claim.
+fn hand_back(outcome: Result<()>, claim: PgClaim) -> Result<(), CompleteError<PgClaim>> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(err) if err.is_transient() => Err(CompleteError::refused(err, claim)),
+        Err(err) => Err(CompleteError::failed(err)),
+    }
+}
+
 /// `params` paired with `statement`'s parameter types, for the unnamed
 /// statements of [`PgConfig::unnamed_statements`].
 fn typed<'a>(
@@ -702,17 +714,10 @@ impl Backend for PgBackend {
                 &[&status, &names, &values, &body, &retention_ms],
             ))
             .await;
-        match outcome {
-            Ok(()) => {
-                bump(&self.inner.counters.completions);
-                Ok(())
-            }
-            // The statement may not have run, or run without its answer
-            // arriving: the claim goes back for the caller to repeat the
-            // completion (idempotent by token) or release it.
-            Err(err) if err.is_transient() => Err(CompleteError::refused(err, claim)),
-            Err(err) => Err(CompleteError::failed(err)),
+        if outcome.is_ok() {
+            bump(&self.inner.counters.completions);
         }
+        hand_back(outcome, claim)
     }
 
     async fn release(&self, claim: PgClaim) -> Result<(), ReleaseError<PgClaim>> {
@@ -740,15 +745,10 @@ impl Backend for PgBackend {
                 Ok(())
             })
             .await;
-        match outcome {
-            Ok(()) => {
-                bump(&self.inner.counters.releases);
-                Ok(())
-            }
-            // As for a completion: the claim goes back, to repeat the release.
-            Err(err) if err.is_transient() => Err(ReleaseError::refused(err, claim)),
-            Err(err) => Err(ReleaseError::failed(err)),
+        if outcome.is_ok() {
+            bump(&self.inner.counters.releases);
         }
+        hand_back(outcome, claim)
     }
 
     async fn renew(&self, claim: &PgClaim) -> Result<()> {
