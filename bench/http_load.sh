@@ -37,11 +37,14 @@ trap cleanup EXIT
 export WRK_DIR="$root/bench/wrk"
 targets="$root/target/http_target"
 
-# The earlier tree, with today's server file dropped in.
+# The earlier tree, with its own server file when it has one (the layer's
+# API changes between trees), else today's dropped in.
 mkdir -p "$work/before"
 git -C "$root" archive "$before" | tar -x -C "$work/before"
-mkdir -p "$work/before/bench"
-cp -r "$root/bench/http_target" "$work/before/bench/"
+if [ ! -f "$work/before/bench/http_target/src/main.rs" ]; then
+  mkdir -p "$work/before/bench"
+  cp -r "$root/bench/http_target" "$work/before/bench/"
+fi
 echo "building the server against $before and against the working tree" >&2
 cargo build --quiet --release --manifest-path "$work/before/bench/http_target/Cargo.toml" \
   --target-dir "$targets/before"
