@@ -215,7 +215,7 @@ pub fn list(args: &ListArgs, json: bool) -> Result<(), Failure> {
     if let Some(age) = args.older_than {
         filter = filter.created_before(ago(age)?);
     }
-    print_records(&args.file, &filter, json)
+    print_records(&args.file, &filter, json, "no record matches")
 }
 
 /// `idemkv stuck FILE ...`.
@@ -225,7 +225,7 @@ pub fn stuck(args: &StuckArgs, json: bool) -> Result<(), Failure> {
         .state(RecordStateFilter::InFlight)
         .lease_ended_by(ended_by)
         .limit(args.limit);
-    print_records(&args.file, &filter, json)
+    print_records(&args.file, &filter, json, "no claim is past its lease")
 }
 
 /// `now - age`.
@@ -237,7 +237,15 @@ fn ago(age: std::time::Duration) -> Result<SystemTime, Failure> {
 
 /// Scans with `filter` and prints what it found: a table, or one JSON line
 /// per record. Damaged records are counted and reported, not printed.
-fn print_records(file: &std::path::Path, filter: &ScanFilter, json: bool) -> Result<(), Failure> {
+///
+/// With no record to show, the table form prints `nothing_found` instead
+/// of a bare header (the JSON form prints nothing, as for any empty list).
+fn print_records(
+    file: &std::path::Path,
+    filter: &ScanFilter,
+    json: bool,
+    nothing_found: &str,
+) -> Result<(), Failure> {
     let store = open::existing(file)?;
     let (records, damaged) = collect(&store, filter)?;
     open::close(store)?;
@@ -245,6 +253,8 @@ fn print_records(file: &std::path::Path, filter: &ScanFilter, json: bool) -> Res
         for record in &records {
             output::json(&Line::of(record).map_err(Failure::new)?)?;
         }
+    } else if records.is_empty() {
+        writeln!(std::io::stdout(), "{nothing_found}")?;
     } else {
         let now = SystemTime::now();
         let rows: Vec<Vec<String>> = records.iter().map(|r| row(r, now)).collect();
@@ -263,7 +273,7 @@ fn print_records(file: &std::path::Path, filter: &ScanFilter, json: bool) -> Res
 
 /// The records a scan visits, and how many failed verification.
 fn collect(store: &Store, filter: &ScanFilter) -> Result<(Vec<Record>, u64), Failure> {
-    let spinner = progress::spinner("scanning");
+    let spinner = progress::counter("scanning", "records");
     let mut records = Vec::new();
     let mut damaged = 0;
     store.scan(filter, |record| {

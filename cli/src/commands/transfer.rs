@@ -57,7 +57,7 @@ pub fn export(file: &std::path::Path) -> Result<(), Failure> {
 /// stops the import, naming its number, before anything is written), then
 /// writes all records in one transaction. The file is created if missing.
 pub fn import(file: &std::path::Path, json: bool) -> Result<(), Failure> {
-    let spinner = progress::spinner("reading");
+    let spinner = progress::counter("reading", "records");
     let mut records = Vec::new();
     for (index, line) in std::io::stdin().lock().lines().enumerate() {
         let number = index + 1;
