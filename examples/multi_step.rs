@@ -52,29 +52,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// A three-step order (charge, write, notify) that survives being killed at
+/// any point: a takeover resumes from the last recovery point.
+#[derive(clap::Parser)]
+#[command(name = "multi_step")]
+struct Args {
+    /// Directory for the store and the effect lines.
+    #[arg(default_value = "multi-step")]
+    dir: PathBuf,
+    /// Exit abruptly, as a crash would, after this many steps.
+    #[arg(long, value_name = "STEPS")]
+    crash_after: Option<u64>,
+    /// How many orders to work through.
+    #[arg(long, default_value_t = 20)]
+    orders: u64,
+}
+
 fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut options = Options {
-        dir: PathBuf::from("multi-step"),
+    let args = <Args as clap::Parser>::parse();
+    let options = Options {
+        dir: args.dir,
         from: 0,
-        until: Some(20),
+        until: Some(args.orders),
         lease: Duration::from_secs(2),
         pause: Duration::from_millis(20),
-        crash_after: None,
+        crash_after: args.crash_after,
     };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--crash-after" => {
-                let steps = args.next().ok_or("--crash-after needs a number of steps")?;
-                options.crash_after = Some(steps.parse()?);
-            }
-            "--orders" => {
-                let orders = args.next().ok_or("--orders needs a number")?;
-                options.until = Some(orders.parse()?);
-            }
-            dir => options.dir = PathBuf::from(dir),
-        }
-    }
     std::fs::create_dir_all(&options.dir)?;
     let summary = work(&options, &mut std::io::stdout())?;
     println!(

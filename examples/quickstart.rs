@@ -24,12 +24,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Plays one request through every outcome idemkv can give; a second run on
+/// the same file replays the first run's answer.
+#[derive(clap::Parser)]
+#[command(name = "quickstart")]
+struct Args {
+    /// The store's file (its journal directory sits beside it).
+    #[arg(default_value = "idem.redb")]
+    path: std::path::PathBuf,
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "idem.redb".into());
+    let path = <Args as clap::Parser>::parse().path;
     let store = Store::open(&path, Config::default().lease(Duration::from_secs(30)))?;
-    println!("opened {path}");
+    println!("opened {}", path.display());
 
     // What a client sends: an Idempotency-Key header and a body. The scope
     // keeps one tenant's keys apart from another's.

@@ -37,7 +37,7 @@ use std::time::Duration;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{Timings, append_line, arg, hex, sink_has};
+use idemkv_consumers::{MissingId, Timings, append_line, hex, sink_has};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -45,15 +45,6 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 /// Unacknowledged messages the broker may send at once (MQTT 5 Receive
 /// Maximum), which bounds the worker's queue.
 const RECEIVE_MAXIMUM: u16 = 64;
-
-/// What to do with a message that carries no id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MissingId {
-    /// Key it by a digest of its payload.
-    Fingerprint,
-    /// Send it to `deadletter/<device>` and acknowledge it.
-    Reject,
-}
 
 struct Gateway {
     client: AsyncClient,
@@ -74,21 +65,42 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let broker = arg("--broker", "127.0.0.1:1883");
-    let (host, port) = broker.rsplit_once(':').ok_or("--broker takes HOST:PORT")?;
-    let lease = Duration::from_millis(arg("--lease-ms", "5000").parse()?);
-    let missing_id = match arg("--missing-id", "fingerprint").as_str() {
-        "fingerprint" => MissingId::Fingerprint,
-        "reject" => MissingId::Reject,
-        other => return Err(format!("--missing-id {other}: use fingerprint or reject").into()),
-    };
-    let store = Store::open(
-        arg("--db", "./gateway.redb"),
-        Config::default().lease(lease),
-    )?;
+/// An MQTT gateway that appends each reading to a sink exactly once,
+/// through crashes and redeliveries.
+#[derive(clap::Parser)]
+#[command(name = "mqtt_gateway")]
+struct Args {
+    /// The MQTT broker.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT")]
+    broker: String,
+    /// The idempotency store's file.
+    #[arg(long, default_value = "./gateway.redb", value_name = "FILE")]
+    db: PathBuf,
+    /// The effects: one JSON line per reading processed.
+    #[arg(long, default_value = "./effects.jsonl", value_name = "FILE")]
+    sink: PathBuf,
+    /// How long a claim is exclusive, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    lease_ms: u64,
+    /// What to do with a message without a `msg_id`.
+    #[arg(long, value_enum, default_value = "fingerprint")]
+    missing_id: MissingId,
+    /// The MQTT session's client id (a persistent session).
+    #[arg(long, default_value = "idemkv-gateway")]
+    client_id: String,
+}
 
-    let mut options = MqttOptions::new(arg("--client-id", "idemkv-gateway"), host, port.parse()?);
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = <Args as clap::Parser>::parse();
+    let (host, port) = args
+        .broker
+        .rsplit_once(':')
+        .ok_or("--broker takes HOST:PORT")?;
+    let lease = Duration::from_millis(args.lease_ms);
+    let missing_id = args.missing_id;
+    let store = Store::open(&args.db, Config::default().lease(lease))?;
+
+    let mut options = MqttOptions::new(args.client_id.as_str(), host, port.parse()?);
     options
         .set_keep_alive(Duration::from_secs(5))
         // A persistent session: what is not acknowledged is redelivered
@@ -106,7 +118,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let gateway = Gateway {
         client: client.clone(),
         store: store.to_async(),
-        sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
+        sink: args.sink.clone(),
         missing_id,
         timings: Timings::default(),
     };

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{Timings, append_line, arg, hex, sink_has};
+use idemkv_consumers::{MissingId, Timings, append_line, hex, sink_has};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -63,23 +63,52 @@ struct Consumer {
     timings: Timings,
 }
 
+/// A NATS JetStream consumer that appends each reading to a sink exactly
+/// once, through crashes and redeliveries.
+#[derive(clap::Parser)]
+#[command(name = "nats_consumer")]
+struct Args {
+    /// The NATS server.
+    #[arg(long, default_value = "127.0.0.1:4222", value_name = "HOST:PORT")]
+    server: String,
+    /// The idempotency store's file.
+    #[arg(long, default_value = "./consumer.redb", value_name = "FILE")]
+    db: PathBuf,
+    /// The effects: one JSON line per reading processed.
+    #[arg(long, default_value = "./effects.jsonl", value_name = "FILE")]
+    sink: PathBuf,
+    /// How long a claim is exclusive, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    lease_ms: u64,
+    /// What to do with a message without a `Nats-Msg-Id`.
+    #[arg(long, value_enum, default_value = "fingerprint")]
+    missing_id: MissingId,
+    /// The stream to read (created if missing).
+    #[arg(long, default_value = "READINGS")]
+    stream: String,
+    /// The stream's subjects, when it is created.
+    #[arg(long, default_value = "readings.>")]
+    subjects: String,
+    /// The durable consumer's name.
+    #[arg(long, default_value = "idemkv")]
+    consumer: String,
+}
+
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let lease = Duration::from_millis(arg("--lease-ms", "5000").parse()?);
-    let store = Store::open(
-        arg("--db", "./consumer.redb"),
-        Config::default().lease(lease),
-    )?;
-    let client = async_nats::connect(arg("--server", "127.0.0.1:4222")).await?;
+    let args = <Args as clap::Parser>::parse();
+    let lease = Duration::from_millis(args.lease_ms);
+    let store = Store::open(&args.db, Config::default().lease(lease))?;
+    let client = async_nats::connect(args.server.as_str()).await?;
     let js = jetstream::new(client.clone());
-    let stream_name = arg("--stream", "READINGS");
+    let stream_name = args.stream.clone();
     let stream = js
         .get_or_create_stream(stream::Config {
             name: stream_name.clone(),
-            subjects: vec![arg("--subjects", "readings.>")],
+            subjects: vec![args.subjects.clone()],
             ..Default::default()
         })
         .await?;
-    let durable = arg("--consumer", "idemkv");
+    let durable = args.consumer.clone();
     let pull = stream
         .get_or_create_consumer(
             &durable,
@@ -95,13 +124,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let consumer = Consumer {
         client,
         store: store.to_async(),
-        sink: PathBuf::from(arg("--sink", "./effects.jsonl")),
+        sink: args.sink.clone(),
         stream: stream_name,
-        reject_missing_id: match arg("--missing-id", "fingerprint").as_str() {
-            "fingerprint" => false,
-            "reject" => true,
-            other => return Err(format!("--missing-id {other}: use fingerprint or reject").into()),
-        },
+        reject_missing_id: args.missing_id == MissingId::Reject,
         timings: Timings::default(),
     };
     println!("consuming");

@@ -4,14 +4,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-/// The value after `--name` on the command line, or `default`.
-pub fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
+/// What a consumer does with a message that carries no id of its own
+/// (`--missing-id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MissingId {
+    /// Key it by a digest of its payload: two identical readings without
+    /// ids count once.
+    Fingerprint,
+    /// Dead-letter it and acknowledge it.
+    Reject,
 }
 
 /// The `msg_id` of every whole line in the sink, in order (a torn line is

@@ -5,11 +5,11 @@
 //! on a plain table, through the same kind of pools) in the same run:
 //!
 //! ```text
-//! cargo run --release -p idemkv-postgres --example throughput [URL] [SECONDS] [polling]
+//! cargo run --release -p idemkv-postgres --example throughput -- [URL] [--seconds N] [--polling]
 //! ```
 //!
 //! The URL defaults to the local server's `test` database, each
-//! measurement to 5 seconds. With `polling`, the table's wake-up triggers
+//! measurement to 5 seconds. With `--polling`, the table's wake-up triggers
 //! are disabled and the backends poll (`PgConfig::push_wakeups(false)`):
 //! what push wake-ups cost a completion.
 
@@ -54,14 +54,29 @@ where
     Ok(cycles as f64 / elapsed)
 }
 
+/// Fresh-key cycles per second of two replicas sharing one table, beside
+/// PostgreSQL's own INSERT loop, at 1, 16 and 64 clients.
+#[derive(clap::Parser)]
+#[command(name = "throughput")]
+struct Args {
+    /// The database (libpq key=value or postgres:// URL).
+    #[arg(default_value = "host=127.0.0.1 port=5432 user=postgres dbname=test")]
+    url: String,
+    /// How long each measurement runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Disable the wake-up triggers: the backends poll.
+    #[arg(long)]
+    polling: bool,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .unwrap_or_else(|| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
-    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let polling = args.next().is_some_and(|a| a == "polling");
+    let Args {
+        url,
+        seconds,
+        polling,
+    } = <Args as clap::Parser>::parse();
     let schema = format!("idemkv_throughput_{}", std::process::id());
     let config = PgConfig::default()
         .schema(schema.clone())

@@ -8,7 +8,7 @@
 //! (`LISTEN`/`NOTIFY`) and with polling alone, in one run:
 //!
 //! ```text
-//! cargo run --release -p idemkv-postgres --example wait_latency [URL]
+//! cargo run --release -p idemkv-postgres --example wait_latency -- [URL]
 //! ```
 //!
 //! The URL defaults to the local server's `test` database.
@@ -85,11 +85,19 @@ fn quantile(sorted: &[u128], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// How long a waiter on one replica takes to see another replica's
+/// completion, with push wake-ups and with polling.
+#[derive(clap::Parser)]
+#[command(name = "wait_latency")]
+struct Args {
+    /// The database (libpq key=value or postgres:// URL).
+    #[arg(default_value = "host=127.0.0.1 port=5432 user=postgres dbname=test")]
+    url: String,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    let url = <Args as clap::Parser>::parse().url;
     let schema = format!("idemkv_latency_{}", std::process::id());
     for push in [false, true] {
         let latencies = measure(&url, &schema, push).await?;

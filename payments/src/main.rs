@@ -1,12 +1,14 @@
 //! A payments API made idempotent with one `.layer(...)`.
 //!
 //! ```text
-//! cargo run --release -p idemkv-http --example payments_server -- --listen 127.0.0.1:3000 --db ./payments.redb
-//! cargo run --release -p idemkv-http --example payments_server -- --listen 127.0.0.1:3001 --postgres 'host=127.0.0.1 user=postgres dbname=test'
+//! cargo run --release -p payments-server -- --listen 127.0.0.1:3000 --db ./payments.redb
+//! cargo run --release -p payments-server --features postgres -- --listen 127.0.0.1:3001 --postgres 'host=127.0.0.1 user=postgres dbname=test'
+//! cargo run --release -p payments-server -- --help
 //! ```
 //!
-//! With `--postgres URL` the records live in a PostgreSQL table that any
-//! number of instances share: a retry sent to another instance replays.
+//! With `--postgres URL` (built with the `postgres` feature) the records
+//! live in a PostgreSQL table that any number of instances share: a retry
+//! sent to another instance replays.
 //!
 //! - `POST /v1/charges` with `{"amount": 1200, "currency": "eur"}` performs a
 //!   simulated charge (about 50 ms) and answers 201 with a charge id;
@@ -51,11 +53,35 @@ use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clap::Parser;
 use idemkv::{Backend, Config, Key, Record, RecordStateFilter, ScanFilter, Store};
 use idemkv_http::{Callers, IdempotencyLayer, Principal};
+#[cfg(feature = "postgres")]
 use idemkv_postgres::{PgBackend, PgConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
+
+/// A payments API behind idemkv's idempotency layer: a retry with the same
+/// Idempotency-Key replays the first answer instead of charging again.
+#[derive(Parser)]
+#[command(name = "payments_server")]
+struct Args {
+    /// Address to serve on; its port also names this instance in charge ids.
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "HOST:PORT")]
+    listen: String,
+    /// The embedded store's file (created if missing).
+    #[arg(long, default_value = "./payments.redb", value_name = "FILE")]
+    db: std::path::PathBuf,
+    /// Keep the records in PostgreSQL instead, shared by every instance
+    /// given the same database (needs the `postgres` feature).
+    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    postgres: Option<String>,
+    /// Mount the operator's routes (/admin/stats, /admin/records) for the
+    /// embedded store. They have no authentication: bind to a private
+    /// address.
+    #[arg(long)]
+    admin: bool,
+}
 
 #[derive(Clone)]
 struct App {
@@ -63,6 +89,7 @@ struct App {
     store: Option<Store>,
     /// The PostgreSQL backend, whose counters `/metrics` publishes before
     /// rendering (`None` on the embedded store, which publishes its own).
+    #[cfg(feature = "postgres")]
     postgres: Option<PgBackend>,
     charges: Arc<AtomicU64>,
     /// This instance's port, in its charge ids: two instances sharing a
@@ -134,6 +161,7 @@ async fn count(State(app): State<App>) -> Json<serde_json::Value> {
 /// backend's counters and its pool's state (`PgBackend::publish_metrics`),
 /// rendered by the Prometheus exporter.
 async fn metrics(State(app): State<App>) -> String {
+    #[cfg(feature = "postgres")]
     if let Some(backend) = &app.postgres {
         backend.publish_metrics();
     }
@@ -279,18 +307,6 @@ async fn admin_remove(
     }
 }
 
-fn arg(name: &str, default: &str) -> String {
-    arg_opt(name).unwrap_or_else(|| default.to_string())
-}
-
-fn arg_opt(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 /// The embedded store the admin routes read (they are mounted only with one).
 fn admin_store(app: &App) -> Result<Store, AdminAnswer> {
     app.store.clone().ok_or_else(|| {
@@ -314,17 +330,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let listen = arg("--listen", "127.0.0.1:3000");
-    let instance = listen.rsplit(':').next().unwrap_or("0").to_string();
+    let args = Args::parse();
+    let instance = args.listen.rsplit(':').next().unwrap_or("0").to_string();
     // The recorder first: the store takes its metric handles when it opens.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let charges = Arc::new(AtomicU64::new(0));
-    let (router, on) = match arg_opt("--postgres") {
+    let (router, on) = match &args.postgres {
         // Replicas share one table: a retry that lands on another instance
         // replays. Inspect it with SQL; the admin routes are the embedded
         // store's.
+        #[cfg(feature = "postgres")]
         Some(url) => {
-            let backend = PgBackend::connect(&url, PgConfig::default()).await?;
+            let backend = PgBackend::connect(url, PgConfig::default()).await?;
             let app = App {
                 store: None,
                 postgres: Some(backend.clone()),
@@ -337,35 +354,46 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 routes(
                     IdempotencyLayer::with_backend(backend, Callers::by_principal()),
                     app,
+                    false,
                 ),
                 on,
             )
         }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => {
+            return Err("this build has no PostgreSQL client: run it with \
+                        `cargo run --release -p payments-server --features postgres -- ...`"
+                .into());
+        }
         None => {
-            let db = arg("--db", "./payments.redb");
-            let store = Store::open(&db, Config::default())?;
+            let store = Store::open(&args.db, Config::default())?;
             let app = App {
                 store: Some(store.clone()),
+                #[cfg(feature = "postgres")]
                 postgres: None,
                 charges,
                 instance: instance.clone(),
                 prometheus,
             };
             (
-                routes(IdempotencyLayer::new(store, Callers::by_principal()), app),
-                format!("store {db}"),
+                routes(
+                    IdempotencyLayer::new(store, Callers::by_principal()),
+                    app,
+                    args.admin,
+                ),
+                format!("store {}", args.db.display()),
             )
         }
     };
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("payments server on http://{listen}, {on}");
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    println!("payments server on http://{}, {on}", args.listen);
     axum::serve(listener, router).await?;
     Ok(())
 }
 
 /// The API behind the layer, and with `--admin` (embedded store only) the
 /// operator's routes beside it.
-fn routes<B: Backend>(idempotency: IdempotencyLayer<B>, app: App) -> Router {
+fn routes<B: Backend>(idempotency: IdempotencyLayer<B>, app: App, admin: bool) -> Router {
     // Authentication wraps the idempotency layer (the later `.layer` runs
     // first), so the layer sees each request's account.
     let charges = Router::new()
@@ -376,7 +404,7 @@ fn routes<B: Backend>(idempotency: IdempotencyLayer<B>, app: App) -> Router {
         .route("/v1/charges/count", get(count))
         .route("/metrics", get(metrics))
         .merge(charges);
-    if app.store.is_some() && std::env::args().any(|a| a == "--admin") {
+    if admin && app.store.is_some() {
         // Outside the idempotency layer: operator calls are not deduplicated.
         router = router
             .route("/admin/stats", get(admin_stats))
