@@ -96,8 +96,8 @@ const LINGER: Duration = Duration::from_micros(200);
 /// committer takes what is queued: a commit carrying this many operations
 /// loses little by leaving a few late callers to the next one, while
 /// waiting for them costs the committer a sleep and a wake-up per arrival,
-/// on the thread that bounds the throughput (docs/benchmarks.md, "The
-/// committer's CPU per operation").
+/// on the thread that bounds the throughput (docs/benchmarks.md, "64
+/// clients: one writer's CPU").
 const LINGER_MAX_BATCH: usize = 16;
 
 /// Fencing tokens reserved (and persisted) at a time.

@@ -158,18 +158,18 @@ impl Config {
     }
 
     /// Memory for the storage engine's page cache (redb's cache; default
-    /// 128 MiB, where redb's own default is 1 GiB). Together with
-    /// [`cache_bytes`](Self::cache_bytes) it bounds the store's memory,
-    /// whatever the number of records.
+    /// 128 MiB, where redb's own default is 1 GiB). With
+    /// [`cache_bytes`](Self::cache_bytes) it sizes the store's caches,
+    /// whatever the number of records. They are not all of the store's
+    /// memory: redb's working memory while it writes comes on top
+    /// (docs/benchmarks.md, "Scale", has the peak resident set measured
+    /// from 100k to 10M records).
     ///
     /// With the journal, up to half of it holds the pages of commits not
     /// synced yet, and a checkpoint writes them out while writes wait, so
-    /// it also bounds that stall: under 64 threads of fresh claims on a
-    /// fast disk, the slowest cycle took about 100 ms at 128 MiB and 40 ms
-    /// at 32 MiB, for 5–15% fewer cycles per second and reads that miss
-    /// the smaller cache more often (a replay from the file at 100k
-    /// records: 1.7 µs at 128 MiB, 5.2 µs at 32 MiB; docs/benchmarks.md,
-    /// "Checkpoint stalls").
+    /// it also bounds that stall. A smaller cache shortens the slowest
+    /// write under heavy load, at the cost of peak write rate and of reads
+    /// that no longer fit it (docs/benchmarks.md, "Checkpoint stalls").
     pub fn storage_cache_bytes(mut self, bytes: usize) -> Self {
         self.storage_cache_bytes = bytes;
         self
@@ -192,11 +192,10 @@ impl Config {
 
     /// Records deleted per write transaction by a sweep (default 100).
     /// Claims share the commit of the sweep batch they queue behind, so the
-    /// batch size bounds what a large sweep adds to claim latency. Measured on
-    /// a 2-core machine with 8 claiming threads during a 200k-record sweep:
-    /// batches of 1,000 raised claim p99 4.5× (sweeping 284k records/s), of
-    /// 250 2.4× (159k/s), of 100 1.5× (106k/s, still several times the
-    /// fastest claim rate of that disk); see docs/benchmarks.md.
+    /// batch size bounds what a large sweep adds to claim latency; larger
+    /// batches sweep faster and stall claims longer. The default still
+    /// sweeps several times faster than the disk takes claims
+    /// (docs/benchmarks.md, "Retention").
     pub fn sweep_batch(mut self, records: usize) -> Self {
         self.sweep_batch = records;
         self
@@ -224,7 +223,7 @@ impl Config {
     /// the checkpoint writes a second's worth of pages while the writer
     /// waits, so under load the p99 of a write rises to tens of
     /// milliseconds once a second. Off, every batch is one durable commit
-    /// of the file (the only way before the journal).
+    /// of the file.
     ///
     /// A file written with the journal is format 4, which builds before the
     /// journal refuse. Any store opening the file replays its journal, also
@@ -240,8 +239,8 @@ impl Config {
     /// while commits come (default 1 s): the batch that finds the last one
     /// this old commits durably instead of writing a frame. Shorter keeps
     /// less in the journal and in redb's write buffer, at more writes of
-    /// the same pages: 250 ms measured slower than 1 s, with a worse p99
-    /// (docs/benchmarks.md). Zero checkpoints every batch that follows a
+    /// the same pages, which costs throughput and p99 under load
+    /// (docs/benchmarks.md, "Checkpoint stalls"). Zero checkpoints every batch that follows a
     /// journaled one (the fault tests use it to put checkpoints everywhere).
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;

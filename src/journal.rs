@@ -61,7 +61,7 @@ pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// rewrites the tree's upper pages: under heavy load, checkpointing at every
 /// full segment (4 MiB of frames, a few tenths of a second at 64 threads)
 /// spent twice the time in checkpoints that a checkpoint per second did
-/// (docs/benchmarks.md). With the one being written, the journal then
+/// (docs/benchmarks.md, "Checkpoint stalls"). With the one being written, the journal then
 /// holds at most five segments (20 MiB), and an open replays at most that.
 pub(crate) const CHECKPOINT_SEGMENTS: usize = 4;
 

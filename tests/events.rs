@@ -1,5 +1,5 @@
 //! The events the store gives operators through `tracing` (feature
-//! `tracing`, which `cargo test --workspace` turns on through the HTTP
+//! `tracing`, which a workspace test run turns on through the HTTP
 //! layer): open and recovery, takeovers, sweeps, slow commits, poisoning and
 //! healing, and nothing at info or above for ordinary requests.
 #![cfg(feature = "tracing")]

@@ -1,4 +1,4 @@
-//! The `metrics` feature (turned on for `cargo test --workspace` by the
+//! The `metrics` feature (turned on for a workspace test run by the
 //! HTTP layer's tests): every name in `PUBLISHED_METRICS` is registered with
 //! the installed recorder, with its kind, and the facade's values follow the
 //! store's own `Metrics`.
