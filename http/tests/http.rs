@@ -15,13 +15,32 @@ use reqwest::Client;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// How many times the side effect ran.
+/// How many times the side effect ran, and the hold that `?hold` handlers
+/// wait at.
 #[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
+struct Counter(Arc<AtomicU64>, Arc<Hold>);
 
-/// A charge: sleeps `?ms=` milliseconds (default 50), counts, answers 201
-/// with a body that names the execution, or the status in `?status=`, or a
-/// body of `?bytes=` bytes; with `?retry_safe=1` it marks its response
+/// Where a `?hold` handler says it started and waits until the test lets
+/// it go: a test that needs a handler still running when its retry comes
+/// arranges that, instead of counting on a sleep being long enough.
+struct Hold {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold {
+            started: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+/// A charge: sleeps `?ms=` milliseconds (default 50), or with `?hold`
+/// waits until the test releases it; counts, answers 201 with a body that
+/// names the execution, or the status in `?status=`, or a body of
+/// `?bytes=` bytes; with `?retry_safe=1` it marks its response
 /// [`RetrySafe`](idemkv_http::RetrySafe).
 async fn charge(
     State(counter): State<Counter>,
@@ -29,8 +48,15 @@ async fn charge(
     body: String,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let ms = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    if q.contains_key("hold") {
+        counter.1.started.notify_one();
+        if let Ok(permit) = counter.1.release.acquire().await {
+            permit.forget();
+        }
+    } else {
+        let ms = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let n = counter.0.fetch_add(1, Ordering::SeqCst) + 1;
     if q.contains_key("panic") {
         panic!("the handler crashed after charging");
@@ -90,10 +116,33 @@ impl Server {
         self.counter.0.load(Ordering::SeqCst)
     }
 
+    /// Until a `?hold` handler has started (its request holds the key).
+    async fn handler_started(&self) {
+        self.counter.1.started.notified().await;
+    }
+
+    /// Lets one held handler finish.
+    fn release_handler(&self) {
+        self.counter.1.release.add_permits(1);
+    }
+
     async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
     }
+}
+
+/// Until `done` holds, checked every few milliseconds; an error after a
+/// minute (something is broken: the condition is one the test arranged).
+async fn wait_for(mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the awaited condition never held".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 fn store() -> Store {
@@ -162,16 +211,18 @@ async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResul
     let store = Store::in_memory(Config::default().lease(Duration::from_secs(10)))?;
     let server = Server::start(store, |l| l).await;
     let client = Client::new();
+    let url = format!("{}?hold", server.url);
     let slow = {
-        let (client, url) = (client.clone(), format!("{}?ms=500", server.url));
+        let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { post_with(&client, &url, Some("k-3"), "x").await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let busy = post_with(&client, &format!("{}?ms=500", server.url), Some("k-3"), "x").await;
+    // The first request holds the key and its handler runs until released.
+    server.handler_started().await;
+    let busy = post_with(&client, &url, Some("k-3"), "x").await;
     assert_eq!(busy.status(), 409);
     let retry_after: u64 = busy.headers()["retry-after"].to_str()?.parse()?;
-    // The lease left, rounded up: 10 s less the time that passed (150 ms
-    // here; the range allows a slow machine), never the old constant 1.
+    // The lease left, rounded up: 10 s less the time that passed (the
+    // range allows a slow machine), never a constant 1.
     assert!((2..=10).contains(&retry_after), "{retry_after}");
     // The detail says what is known (another attempt holds the key), and
     // promises no replay: that attempt may have died.
@@ -181,6 +232,7 @@ async fn a_retry_during_the_first_request_is_409_with_retry_after() -> TestResul
         detail,
         format!("another attempt holds this key; retry after {retry_after} s")
     );
+    server.release_handler();
     assert_eq!(slow.await?, 201);
     assert_eq!(server.executions(), 1);
     server.stop().await;
@@ -221,12 +273,13 @@ async fn missing_and_malformed_keys_are_400() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wait_mode_answers_a_concurrent_retry_with_the_first_response() -> TestResult {
-    let server = Server::start(store(), |l| {
-        l.wait_for_in_flight(Some(Duration::from_secs(10)))
+    let store = store();
+    let server = Server::start(store.clone(), |l| {
+        l.wait_for_in_flight(Some(Duration::from_secs(60)))
     })
     .await;
     let client = Client::new();
-    let url = format!("{}?ms=300", server.url);
+    let url = format!("{}?hold", server.url);
     let first = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move {
@@ -234,8 +287,16 @@ async fn wait_mode_answers_a_concurrent_retry_with_the_first_response() -> TestR
             (r.status(), r.bytes().await.expect("body"))
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let waited = post_with(&client, &url, Some("k-4"), "x").await;
+    server.handler_started().await;
+    let retry = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { post_with(&client, &url, Some("k-4"), "x").await })
+    };
+    // The retry waits on the key (it never reaches the handler); then the
+    // first request's handler finishes.
+    wait_for(|| store.metrics().waiters == 1).await?;
+    server.release_handler();
+    let waited = retry.await?;
     assert_eq!(waited.status(), 201);
     assert_eq!(waited.headers()["idempotent-replayed"], "true");
     let waited_body = waited.bytes().await?;
@@ -684,20 +745,46 @@ async fn a_panicking_handler_leaves_the_key_in_flight() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_handler_keeps_its_lease_alive() -> TestResult {
-    let store = Store::in_memory(Config::default().lease(Duration::from_millis(300)))?;
-    let server = Server::start(store, |l| l).await;
+    // The store's time is the test's: the lease ends only when the test
+    // moves the clock, and only a renewal can move its end.
+    let clock = idemkv::ManualClock::default();
+    let store = Store::in_memory(
+        Config::default()
+            .lease(Duration::from_millis(300))
+            .clock(clock.clone()),
+    )?;
+    let server = Server::start(store.clone(), |l| l).await;
     let client = Client::new();
-    let url = format!("{}?ms=1200", server.url);
+    let url = format!("{}?hold", server.url);
     let slow = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { post_with(&client, &url, Some("k-12"), "x").await.status() })
     };
-    // Well past the 300 ms lease: without renewals this retry would take over.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.handler_started().await;
+    let key = idemkv::Key::new(
+        &idemkv_http::scope_for(None, &axum::http::Method::POST, "/v1/charges"),
+        "k-12",
+    )?;
+    let lease_end = |store: &Store| -> Option<std::time::SystemTime> {
+        store
+            .get(&key)
+            .ok()
+            .flatten()
+            .and_then(|record| record.lease_until())
+    };
+    let first_end = lease_end(&store).ok_or("the first request holds the key")?;
+    // Two thirds of the lease pass; the layer renews while its handler
+    // runs (every third of the lease), which moves the lease's end on.
+    clock.advance(Duration::from_millis(200));
+    wait_for(|| lease_end(&store).is_some_and(|end| end > first_end)).await?;
+    // Past the first lease's end: without the renewal a retry would take
+    // the key over now.
+    clock.advance(Duration::from_millis(200));
     assert_eq!(
         post_with(&client, &url, Some("k-12"), "x").await.status(),
         409
     );
+    server.release_handler();
     assert_eq!(slow.await?, 201);
     assert_eq!(server.executions(), 1);
     server.stop().await;
