@@ -123,9 +123,35 @@ where
 
 /// An idempotency backend: claim a key, wait for it, complete, release or
 /// renew a claim, read a record, with the semantics of [`crate::Store`]
-/// (docs/design.md): at most one live claim per key, fencing tokens, a
-/// durable claim before `begin` answers `Claimed`, and no answer that needs
-/// no write ever writing.
+/// (docs/design.md, "The contract a backend keeps"). The conformance suite
+/// (`idemkv-conformance`) checks every rule below against a backend.
+///
+/// - **One live claim per key.** While a claim's lease runs, `begin` on its
+///   key answers `InProgress` (or `Mismatch`, or waits); a takeover after
+///   the lease revokes the old claim, whose writes then fail with
+///   `LeaseLost` and change nothing.
+/// - **Tokens grow per key.** A claim's fencing token is larger than every
+///   token issued earlier for the same key, across restarts and deletions.
+///   Nothing is promised across keys: a backend may draw tokens from one
+///   counter (the embedded store, PostgreSQL's sequence) or keep one per
+///   key (a distributed store without a hot counter).
+/// - **The backend owns the clock.** Leases and retention are judged by the
+///   backend's own time (the embedded store's [`Clock`](crate::Clock),
+///   PostgreSQL's `now()`); callers never pass a time, and several
+///   processes sharing a backend need not agree on theirs. Its tests must
+///   be able to move that clock.
+/// - **Durable before it answers.** `Claimed` means the claim survives a
+///   crash of the process that asked (and, with a database, of the
+///   database as far as its commits do); a completion that answers `Ok` is
+///   replayed from then on. A backend that can lose an acknowledged write
+///   (the embedded store with `Durability::None`) says so in its own docs.
+/// - **Answers that need no write never write.** A replay, a mismatch and
+///   an in-progress answer change nothing.
+/// - **Writes may be repeated.** A completion, release, renewal or recovery
+///   point whose answer was lost can be sent again with the same claim and
+///   answers `Ok` if the first landed; a transient error
+///   ([`Error::is_transient`](crate::Error::is_transient)) hands the claim
+///   back to repeat with.
 ///
 /// Every method returns a future that must not block the runtime worker that
 /// polls it.

@@ -139,7 +139,7 @@ pub use health::Health;
 pub use inspect::{RecordStateFilter, ScanFilter, Stats};
 pub use journal_storage::JournalStorage;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
-pub use metrics::{Metrics, PUBLISHED_METRICS};
+pub use metrics::{MetricKind, Metrics, PUBLISHED_METRICS, PublishedMetric};
 pub use once::{OnError, Once, once};
 pub use outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 pub use record::{Record, RecordParts, RecordState};

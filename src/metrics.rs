@@ -90,141 +90,198 @@ pub struct Metrics {
     pub replay_cache_misses: u64,
 }
 
-/// Every name the `metrics` feature publishes through the `metrics` facade,
-/// as `(name, kind, what)`. Counters end in `_total` and match the
-/// [`Metrics`] field of the same name; times are in seconds.
-pub const PUBLISHED_METRICS: &[(&str, &str, &str)] = &[
-    (
+/// What kind of value a published metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Only ever grows (Prometheus: a counter; the name ends in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of observations (latencies in seconds, sizes).
+    Histogram,
+}
+
+impl MetricKind {
+    /// The Prometheus name of the kind: `counter`, `gauge` or `histogram`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric published through the `metrics` facade: its name, its kind
+/// and what it counts (the `# HELP` line in Prometheus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishedMetric {
+    /// The metric's name, as a dashboard queries it.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// What it counts or measures.
+    pub help: &'static str,
+}
+
+impl PublishedMetric {
+    /// A metric named `name` of `kind` that measures `help`.
+    pub const fn new(name: &'static str, kind: MetricKind, help: &'static str) -> Self {
+        PublishedMetric { name, kind, help }
+    }
+}
+
+/// Every name the `metrics` feature publishes through the `metrics` facade.
+/// Counters end in `_total` and match the [`Metrics`] field of the same
+/// name; times are in seconds.
+pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
+    PublishedMetric::new(
         "idemkv_claims_total",
-        "counter",
+        MetricKind::Counter,
         "begin answers of Claimed (takeovers included)",
     ),
-    ("idemkv_replays_total", "counter", "begin answers of Replay"),
-    (
+    PublishedMetric::new(
+        "idemkv_replays_total",
+        MetricKind::Counter,
+        "begin answers of Replay",
+    ),
+    PublishedMetric::new(
         "idemkv_mismatches_total",
-        "counter",
+        MetricKind::Counter,
         "begin answers of Mismatch",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_in_progress_total",
-        "counter",
+        MetricKind::Counter,
         "begin answers of InProgress",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_waits_total",
-        "counter",
+        MetricKind::Counter,
         "begin_wait calls that parked",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_takeovers_total",
-        "counter",
+        MetricKind::Counter,
         "claims that took over an expired lease",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_completions_total",
-        "counter",
+        MetricKind::Counter,
         "successful completes",
     ),
-    ("idemkv_releases_total", "counter", "successful releases"),
-    ("idemkv_renewals_total", "counter", "successful renewals"),
-    (
+    PublishedMetric::new(
+        "idemkv_releases_total",
+        MetricKind::Counter,
+        "successful releases",
+    ),
+    PublishedMetric::new(
+        "idemkv_renewals_total",
+        MetricKind::Counter,
+        "successful renewals",
+    ),
+    PublishedMetric::new(
         "idemkv_checkpoints_total",
-        "counter",
+        MetricKind::Counter,
         "recovery points recorded",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_resumed_total",
-        "counter",
+        MetricKind::Counter,
         "takeovers that inherited a recovery point",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_leases_lost_total",
-        "counter",
+        MetricKind::Counter,
         "holder calls refused with LeaseLost",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_expired_total",
-        "counter",
+        MetricKind::Counter,
         "records deleted after they expired",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_removed_total",
-        "counter",
+        MetricKind::Counter,
         "records deleted by remove",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_commits_total",
-        "counter",
+        MetricKind::Counter,
         "write transactions committed",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_committed_ops_total",
-        "counter",
+        MetricKind::Counter,
         "operations in committed write transactions",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_recovered_claims_total",
-        "counter",
+        MetricKind::Counter,
         "claims released at open (Recovery::ReleaseAtOpen)",
     ),
-    ("idemkv_sweeps_total", "counter", "sweeps run"),
-    (
+    PublishedMetric::new("idemkv_sweeps_total", MetricKind::Counter, "sweeps run"),
+    PublishedMetric::new(
         "idemkv_sweep_errors_total",
-        "counter",
+        MetricKind::Counter,
         "sweeps that stopped on an error",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_failed_commits_total",
-        "counter",
+        MetricKind::Counter,
         "commits that failed",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_recoveries_total",
-        "counter",
+        MetricKind::Counter,
         "reopens that healed the store after a failed commit",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_replay_cache_hits_total",
-        "counter",
+        MetricKind::Counter,
         "begin answers taken from the replay cache",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_replay_cache_misses_total",
-        "counter",
+        MetricKind::Counter,
         "begin calls the replay cache could not answer (a record read)",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_live_records",
-        "gauge",
+        MetricKind::Gauge,
         "records in the file, in flight or completed",
     ),
-    ("idemkv_in_flight", "gauge", "records in flight"),
-    (
+    PublishedMetric::new("idemkv_in_flight", MetricKind::Gauge, "records in flight"),
+    PublishedMetric::new(
         "idemkv_waiters",
-        "gauge",
+        MetricKind::Gauge,
         "begin_wait calls registered for a wake-up now",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_health",
-        "gauge",
+        MetricKind::Gauge,
         "write path: 0 ok, 1 recovering, 2 failed",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_begin_seconds",
-        "histogram",
+        MetricKind::Histogram,
         "begin latency, whatever the answer (a claim includes its commit)",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_commit_seconds",
-        "histogram",
+        MetricKind::Histogram,
         "write transaction latency, commit and fsync included",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_commit_batch_size",
-        "histogram",
+        MetricKind::Histogram,
         "operations per write transaction",
     ),
-    ("idemkv_sweep_seconds", "histogram", "sweep duration"),
+    PublishedMetric::new(
+        "idemkv_sweep_seconds",
+        MetricKind::Histogram,
+        "sweep duration",
+    ),
 ];
 
 /// A counter: a relaxed atomic for [`Metrics`], and with the `metrics`
@@ -423,11 +480,12 @@ pub(crate) struct Counters {
 /// line in Prometheus).
 #[cfg(feature = "metrics")]
 fn describe() {
-    for (name, kind, what) in PUBLISHED_METRICS {
-        match *kind {
-            "counter" => ::metrics::describe_counter!(*name, *what),
-            "gauge" => ::metrics::describe_gauge!(*name, *what),
-            _ => ::metrics::describe_histogram!(*name, *what),
+    for metric in PUBLISHED_METRICS {
+        let (name, help) = (metric.name, metric.help);
+        match metric.kind {
+            MetricKind::Counter => ::metrics::describe_counter!(name, help),
+            MetricKind::Gauge => ::metrics::describe_gauge!(name, help),
+            MetricKind::Histogram => ::metrics::describe_histogram!(name, help),
         }
     }
 }

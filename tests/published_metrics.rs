@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use common::*;
-use idemkv::{PUBLISHED_METRICS, Store};
+use idemkv::{MetricKind, PUBLISHED_METRICS, Store};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
@@ -119,14 +119,15 @@ fn every_published_name_is_registered_and_follows_the_store() -> TestResult {
 
     let (config, clock) = manual_config();
     let store = Store::in_memory(config)?;
-    for (name, kind, _) in PUBLISHED_METRICS {
+    for metric in PUBLISHED_METRICS {
+        let (name, kind) = (metric.name, metric.kind);
         let registered = matches!(
-            (recording.seen(name), *kind),
-            (Some(Seen::Counter(_)), "counter")
-                | (Some(Seen::Gauge(_)), "gauge")
-                | (Some(Seen::Histogram(_)), "histogram")
+            (recording.seen(name), kind),
+            (Some(Seen::Counter(_)), MetricKind::Counter)
+                | (Some(Seen::Gauge(_)), MetricKind::Gauge)
+                | (Some(Seen::Histogram(_)), MetricKind::Histogram)
         );
-        assert!(registered, "{name} is not registered as a {kind}");
+        assert!(registered, "{name} is not registered as a {kind:?}");
     }
 
     let k = key("published");

@@ -1365,7 +1365,7 @@ fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
             .chain(idemkv_postgres::PUBLISHED_METRICS)
     };
     let published: std::collections::HashMap<&str, &str> =
-        all().map(|(name, kind, _)| (*name, *kind)).collect();
+        all().map(|m| (m.name, m.kind.as_str())).collect();
     let mut queried = std::collections::BTreeSet::new();
     for panel in panels {
         let title = panel["title"].as_str().ok_or("a panel without a title")?;
@@ -1393,9 +1393,9 @@ fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
         }
     }
     // And it shows every one of them.
-    for (name, _, _) in all() {
+    for name in all().map(|m| m.name) {
         assert!(
-            queried.contains(*name),
+            queried.contains(name),
             "the dashboard does not show {name}"
         );
     }

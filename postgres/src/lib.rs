@@ -35,28 +35,29 @@ pub use claim::PgClaim;
 pub use config::PgConfig;
 pub use schema::SCHEMA_VERSION;
 
+use idemkv::{MetricKind, PublishedMetric};
+
 /// The metrics [`PgBackend::publish_metrics`] publishes besides the
-/// embedded store's outcome counters (`idemkv::PUBLISHED_METRICS`), as
-/// (name, kind, meaning).
-pub const PUBLISHED_METRICS: &[(&str, &str, &str)] = &[
-    (
+/// embedded store's outcome counters (`idemkv::PUBLISHED_METRICS`).
+pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
+    PublishedMetric::new(
         "idemkv_pg_pool_connections",
-        "gauge",
+        MetricKind::Gauge,
         "connections the pool holds open",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_pg_pool_available",
-        "gauge",
+        MetricKind::Gauge,
         "idle connections in the pool",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_pg_pool_waiting",
-        "gauge",
+        MetricKind::Gauge,
         "callers waiting for a connection",
     ),
-    (
+    PublishedMetric::new(
         "idemkv_pg_timeouts_total",
-        "counter",
+        MetricKind::Counter,
         "calls cut off by PgConfig::call_timeout",
     ),
 ];
