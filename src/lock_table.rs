@@ -89,7 +89,8 @@ pub(crate) enum Lookup {
     /// Answered from memory: a claim of this process, or the replay cache.
     /// Never `Claimed`: a claim needs the disk.
     Answered(Begin<Infallible>),
-    /// Nothing in memory decides: read the record, under the same shard lock.
+    /// Nothing in memory decides: read the record (without the shard's
+    /// lock), then [`ShardGuard::recheck`] before acting on it.
     ReadDisk,
 }
 
@@ -245,6 +246,31 @@ impl ShardGuard<'_> {
         claiming_retry_after: Duration,
         waiter: Option<&Waiter>,
     ) -> Lookup {
+        self.look(fingerprint, now_ms, claiming_retry_after, waiter, true)
+    }
+
+    /// [`lookup`](Self::lookup) again, after a read of the record made
+    /// without the shard's lock: a claim or completion of this process
+    /// that arrived meanwhile answers now. Not counted as a second lookup
+    /// of the replay cache.
+    pub fn recheck(
+        &mut self,
+        fingerprint: Fingerprint,
+        now_ms: u64,
+        claiming_retry_after: Duration,
+        waiter: Option<&Waiter>,
+    ) -> Lookup {
+        self.look(fingerprint, now_ms, claiming_retry_after, waiter, false)
+    }
+
+    fn look(
+        &mut self,
+        fingerprint: Fingerprint,
+        now_ms: u64,
+        claiming_retry_after: Duration,
+        waiter: Option<&Waiter>,
+        counted: bool,
+    ) -> Lookup {
         let hash = self.hash;
         if let Some(entry) = self.shard.claims.get_mut(&hash) {
             let answer = match entry.state {
@@ -273,14 +299,18 @@ impl ShardGuard<'_> {
         }
         // The common retry: a completed record in the replay cache.
         if let Some(cached) = self.shard.cache.get(&hash, now_ms) {
-            bump(&self.table.cache_hits);
+            if counted {
+                bump(&self.table.cache_hits);
+            }
             return Lookup::Answered(if cached.fingerprint == fingerprint {
                 Begin::Replay(cached.response.clone())
             } else {
                 Begin::Mismatch
             });
         }
-        bump(&self.table.cache_misses);
+        if counted {
+            bump(&self.table.cache_misses);
+        }
         Lookup::ReadDisk
     }
 

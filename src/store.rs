@@ -420,19 +420,29 @@ impl Store {
     ) -> Result<Step> {
         let inner = &*self.inner;
         let now_ms = inner.time.now_ms();
+        let claiming_retry_after = Duration::from_millis(terms.lease_ms);
         let mut shard = inner.locks.lock(key.hash());
-        if let Lookup::Answered(answer) = shard.lookup(
-            fingerprint,
-            now_ms,
-            Duration::from_millis(terms.lease_ms),
-            waiter,
-        ) {
+        if let Lookup::Answered(answer) =
+            shard.lookup(fingerprint, now_ms, claiming_retry_after, waiter)
+        {
             return Ok(Step::Answered(answer.map_claim(|never| match never {})));
         }
-        // No claim of this process is live: the disk decides. The shard
-        // lock is held across the read so no other `begin` can claim in
-        // between.
+        // No claim of this process is live: the disk decides. The record is
+        // read without the shard's lock (a read that goes to the disk must
+        // not hold up every other key of the shard, nor a runtime worker
+        // waiting for the lock), and the table is looked at again before
+        // acting on it: a `begin` of this process that claimed the key
+        // meanwhile is seen there (its entry is made under the lock), and
+        // a claim decided on a record that changed meanwhile is decided
+        // again by the committer, inside its transaction.
+        drop(shard);
         let stored = inner.engine.read_record(key)?;
+        let mut shard = inner.locks.lock(key.hash());
+        if let Lookup::Answered(answer) =
+            shard.recheck(fingerprint, now_ms, claiming_retry_after, waiter)
+        {
+            return Ok(Step::Answered(answer.map_claim(|never| match never {})));
+        }
         let step = match decide(stored, &fingerprint, now_ms).claim_or_answer() {
             Err(answer) => Step::Answered(answer),
             Ok(_) => Step::Commit(shard.start_claim(&inner.locks, fingerprint)),

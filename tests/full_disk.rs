@@ -77,6 +77,38 @@ impl SmallDisk {
         Ok(())
     }
 
+    /// Every file on the disk with its size, and the space left.
+    fn listing(&self) -> String {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => walk(&path, out),
+                    Ok(meta) => out.push(format!("{} {} B", path.display(), meta.len())),
+                    Err(_) => {}
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(self.dir.path(), &mut files);
+        let free = Command::new("df")
+            .args(["-k", "--output=avail"])
+            .arg(self.dir.path())
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| "?".into());
+        format!("[{}], {free} KiB free", files.join(", "))
+    }
+
     /// Gives the filler's space back.
     fn free(&self) -> Result<()> {
         match std::fs::remove_file(self.path("filler")) {
@@ -325,19 +357,36 @@ fn a_new_store_on_a_full_disk_opens_once_space_returns() -> Result<()> {
     let path = disk.path("idem.redb");
     disk.fill(0)?;
     let mut next = 0;
-    if let Ok(store) = Store::open(&path, config()) {
+    // Each step names itself in its error, and the file system's contents
+    // are listed with it, so that a failure says where space went.
+    let step = |what: &str, err: &dyn std::fmt::Display| -> Box<dyn std::error::Error> {
+        format!("{what}: {err}; the disk holds {}", disk.listing()).into()
+    };
+    let opened_full = Store::open(&path, config());
+    let first_open = match &opened_full {
+        Ok(_) => "opened on the full disk".to_string(),
+        Err(err) => format!("refused on the full disk ({err})"),
+    };
+    if let Ok(store) = opened_full {
         assert!(!write(&store, next)?, "a write on a full disk succeeded");
         next += 1;
         disk.free()?;
         let healed = wait_for_heal(&store, &mut next)?;
-        check_replays(&store, &[healed])?;
-        store.close()?;
+        check_replays(&store, &[healed]).map_err(|e| step("replays after the heal", &e))?;
+        store
+            .close()
+            .map_err(|e| step("closing after the heal", &e))?;
     } else {
         disk.free()?;
     }
-    let store = Store::open(&path, config())?;
+    let store = Store::open(&path, config()).map_err(|e| {
+        step(
+            &format!("the open once space returned, first {first_open}"),
+            &e,
+        )
+    })?;
     assert!(write(&store, 10_000)?);
-    store.close()?;
+    store.close().map_err(|e| step("the last close", &e))?;
     Ok(())
 }
 

@@ -1394,10 +1394,7 @@ fn the_grafana_dashboard_queries_only_published_metrics() -> TestResult {
     }
     // And it shows every one of them.
     for name in all().map(|m| m.name) {
-        assert!(
-            queried.contains(name),
-            "the dashboard does not show {name}"
-        );
+        assert!(queried.contains(name), "the dashboard does not show {name}");
     }
     Ok(())
 }
