@@ -58,12 +58,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use futures_channel::oneshot;
 use redb::Database;
 
@@ -320,24 +320,71 @@ pub(crate) struct Submitter {
 }
 
 /// The answer to one submitted operation.
-pub(crate) struct Pending<T>(Result<oneshot::Receiver<Delivery<T>>>);
+pub(crate) struct Pending<T>(PendingState<T>);
+
+enum PendingState<T> {
+    /// Queued (or committed on the caller's thread): the answer comes here.
+    Sent(oneshot::Receiver<Delivery<T>>),
+    /// The queue was full: the request waits for room, and the caller's
+    /// task or thread for a wake-up from the committer, without blocking.
+    Unsent {
+        request: Option<Request>,
+        submitter: Submitter,
+        answer: oneshot::Receiver<Delivery<T>>,
+    },
+    Failed(Option<Error>),
+}
+
+// No field is structurally pinned: the receiver is polled through
+// `Pin::new`, which needs only `Unpin`.
+impl<T> Unpin for Pending<T> {}
 
 impl<T> Future for Pending<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        match &mut self.0 {
-            Ok(receiver) => Pin::new(receiver).poll(cx).map(|delivery| match delivery {
-                Ok((answer, relay)) => {
-                    // Other callers' answers first: they wait on this one.
-                    drop(relay);
-                    answer
+        loop {
+            match &mut self.0 {
+                PendingState::Sent(receiver) => {
+                    return Pin::new(receiver).poll(cx).map(|delivery| match delivery {
+                        Ok((answer, relay)) => {
+                            // Other callers' answers first: they wait on this one.
+                            drop(relay);
+                            answer
+                        }
+                        // The committer stopped without answering: the store
+                        // is closing.
+                        Err(oneshot::Canceled) => Err(Error::Closed),
+                    });
                 }
-                // The committer stopped without answering: the store is
-                // closing.
-                Err(oneshot::Canceled) => Err(Error::Closed),
-            }),
-            Err(err) => Poll::Ready(Err(std::mem::replace(err, Error::Closed))),
+                PendingState::Unsent {
+                    request, submitter, ..
+                } => {
+                    let Some(queued) = request.take() else {
+                        return Poll::Ready(Err(Error::Closed));
+                    };
+                    match submitter.queue_or_wait(queued, cx.waker()) {
+                        Ok(None) => {}
+                        Ok(Some(back)) => {
+                            *request = Some(back);
+                            return Poll::Pending;
+                        }
+                        Err(err) => {
+                            self.0 = PendingState::Failed(Some(err));
+                            continue;
+                        }
+                    }
+                    let PendingState::Unsent { answer, .. } =
+                        std::mem::replace(&mut self.0, PendingState::Failed(None))
+                    else {
+                        unreachable!("matched as Unsent above")
+                    };
+                    self.0 = PendingState::Sent(answer);
+                }
+                PendingState::Failed(err) => {
+                    return Poll::Ready(Err(err.take().unwrap_or(Error::Closed)));
+                }
+            }
         }
     }
 }
@@ -361,21 +408,51 @@ impl Submitter {
                 // queue means it is awake anyway.
                 let _ = self.sender.try_send(Request::Wake);
             }
-            return Pending(Ok(answer));
+            return Pending(PendingState::Sent(answer));
         }
+        // The queue holds 4,096 operations. A sender beyond that waits for
+        // room (backpressure) without blocking: its future is woken when
+        // the committer takes a batch out, so an async caller never holds
+        // a runtime worker, and a blocking one parks in `wait`.
+        match self.try_queue(request) {
+            Ok(None) => Pending(PendingState::Sent(answer)),
+            Ok(Some(back)) => Pending(PendingState::Unsent {
+                request: Some(back),
+                submitter: self.clone(),
+                answer,
+            }),
+            Err(err) => Pending(PendingState::Failed(Some(err))),
+        }
+    }
+
+    /// Queues `request`, or hands it back if the queue is full.
+    fn try_queue(&self, request: Request) -> Result<Option<Request>> {
         if self.shared.dead.load(Ordering::SeqCst) {
-            return Pending(Err(Error::Closed));
+            return Err(Error::Closed);
         }
-        // The queue holds 4,096 operations; a sender beyond that waits for
-        // room (backpressure), a thread or a runtime worker alike.
-        let sent = self.sender.send(request);
+        let sent = match self.sender.try_send(request) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(back)) => Ok(Some(back)),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
+        };
         // The committer died after the check above: nobody else may drain
         // what was just queued, so this caller does (every request is
         // answered once, by whoever receives it).
         if self.shared.dead.load(Ordering::SeqCst) {
             self.shared.fail_queued();
         }
-        Pending(sent.map(|()| answer).map_err(|_| Error::Closed))
+        sent
+    }
+
+    /// Queues `request`, or registers `waker` for room and hands the
+    /// request back. The second try after registering closes the window in
+    /// which the committer made room before the waker was there.
+    fn queue_or_wait(&self, request: Request, waker: &Waker) -> Result<Option<Request>> {
+        let Some(back) = self.try_queue(request)? else {
+            return Ok(None);
+        };
+        self.shared.wait_for_room(waker);
+        self.try_queue(back)
     }
 
     pub fn claim(
@@ -497,6 +574,8 @@ impl Committer {
             receiver,
             last_batch: AtomicUsize::new(1),
             dead: AtomicBool::new(false),
+            room_waiters: Mutex::new(Vec::new()),
+            room_waiting: AtomicUsize::new(0),
             #[cfg(test)]
             panic_gate: Mutex::new(None),
         });
@@ -631,6 +710,12 @@ struct Shared {
     /// Set once the committer thread has died (a panic, which is a bug):
     /// from then on every request queued or submitted is answered `Closed`.
     dead: AtomicBool,
+    /// Callers whose request found the queue full, woken when the
+    /// committer takes a batch out (or dies).
+    room_waiters: Mutex<Vec<Waker>>,
+    /// How many wakers `room_waiters` holds, read without its lock on every
+    /// batch.
+    room_waiting: AtomicUsize,
     /// Makes the committer thread panic at its next batch, once it has
     /// said so on the first channel and heard back on the second (tests of
     /// the dead-committer path).
@@ -662,6 +747,7 @@ impl Drop for DeathWatch<'_> {
             worker.health.set(health, &worker.counters);
         }
         shared.fail_queued();
+        shared.made_room();
     }
 }
 
@@ -671,6 +757,44 @@ impl Shared {
     fn fail_queued(&self) {
         while let Ok(request) = self.receiver.try_recv() {
             request.fail(Error::Closed);
+        }
+    }
+
+    /// Registers `waker` to be woken when the queue has room.
+    fn wait_for_room(&self, waker: &Waker) {
+        let mut waiters = self
+            .room_waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A future is polled again only after a wake-up, which emptied the
+        // list, so a waker is rarely there twice; a duplicate only wakes
+        // its task once more.
+        waiters.push(waker.clone());
+        self.room_waiting.fetch_add(1, Ordering::SeqCst);
+        drop(waiters);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Wakes every caller waiting for room in the queue, after a batch was
+    /// taken out of it. Costs one atomic load when nobody waits.
+    fn made_room(&self) {
+        // Orders the batch's removal from the queue before the read of the
+        // count, as `wait_for_room` orders its count before its retry: one
+        // of the two sees the other (the waker is woken, or its retry
+        // finds room).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.room_waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let waiters = std::mem::take(
+            &mut *self
+                .room_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self.room_waiting.fetch_sub(waiters.len(), Ordering::SeqCst);
+        for waker in waiters {
+            waker.wake();
         }
     }
 
@@ -716,6 +840,7 @@ impl Shared {
         let mut batch = vec![request];
         drain_into(&self.receiver, &mut batch, MAX_BATCH);
         self.last_batch.store(batch.len(), Ordering::Relaxed);
+        self.made_room();
         worker.run_batch(batch);
         match worker.poisoned {
             None => Inline::Committed,
@@ -773,6 +898,7 @@ impl Shared {
                 }
             }
             self.last_batch.store(batch.len(), Ordering::Relaxed);
+            self.made_room();
             #[cfg(test)]
             if let Some((arrived, go)) = self
                 .panic_gate
