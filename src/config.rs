@@ -228,8 +228,7 @@ impl Config {
     /// A file written with the journal is format 4, which builds before the
     /// journal refuse. Any store opening the file replays its journal, also
     /// with this off. Ignored for [`Durability::None`], in-memory stores and
-    /// custom backends other than
-    /// [`Store::with_journaled_backend`](crate::Store::with_journaled_backend).
+    /// the fault-injection feature's custom backends without a journal.
     pub fn journal(mut self, enabled: bool) -> Self {
         self.journal = enabled;
         self

@@ -38,6 +38,8 @@ pub(crate) enum Source {
     File(PathBuf),
     /// A custom backend, and the journal's storage if it has one; the engine
     /// holds them through shared handles.
+    // Made only by the fault-injection feature's constructors.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     Backend(Arc<dyn StorageBackend>, Option<Arc<dyn JournalStorage>>),
     /// Memory only: cannot be reopened (the bytes live in the database).
     Memory,

@@ -137,6 +137,7 @@ pub use error::{Error, Result, StorageError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;
 pub use inspect::{RecordStateFilter, ScanFilter, Stats};
+#[cfg(feature = "fault-injection")]
 pub use journal_storage::JournalStorage;
 pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::{MetricKind, Metrics, PUBLISHED_METRICS, PublishedMetric};
@@ -145,6 +146,7 @@ pub use outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 pub use record::{Record, RecordParts, RecordState};
 pub use recovery::{MAX_PHASE_LEN, RecoveryPoint};
 pub use response::StoredResponse;
+#[cfg(feature = "fault-injection")]
 pub use storage_backend::StorageBackend;
 pub use store::{Compaction, Store};
 pub use verify::{EngineCheck, VerifyReport};

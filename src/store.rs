@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
 use crate::inspect::{self, ScanFilter, Stats};
+#[cfg(feature = "fault-injection")]
 use crate::journal_storage::JournalStorage;
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
@@ -27,6 +28,7 @@ use crate::outcome::{Begin, Claim, CompleteError, ReleaseError, Takeover};
 use crate::record::{Record, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
+#[cfg(feature = "fault-injection")]
 use crate::storage_backend::StorageBackend;
 use crate::sweeper::{self, Sweeper};
 use crate::verify::{self, EngineCheck, VerifyReport};
@@ -138,26 +140,30 @@ impl Store {
     }
 
     /// Opens (or creates) a store over a custom [`StorageBackend`] instead
-    /// of a file: for fault-injection tests, or storage that is not a plain
-    /// file. The store keeps the backend, and opens it again to heal after a
-    /// failed commit.
+    /// of a file, for fault-injection tests (feature `fault-injection`; not
+    /// part of the stable API). The store keeps the backend, and opens it
+    /// again to heal after a failed commit.
     ///
     /// # Errors
     ///
     /// As [`Store::open`].
+    #[cfg(feature = "fault-injection")]
     pub fn with_backend(backend: impl StorageBackend, config: Config) -> Result<Store> {
         Store::start(Source::Backend(Arc::new(backend), None), config)
     }
 
     /// Opens (or creates) a store over a custom [`StorageBackend`] with its
     /// write-ahead journal in a custom [`JournalStorage`]: for
-    /// fault-injection tests of the journal. The journal is replayed at
+    /// fault-injection tests of the journal (feature `fault-injection`; not
+    /// part of the stable API: the journal's layout may change). The
+    /// journal is replayed at
     /// open whatever the config; the store writes to it when
     /// [`Config::journal`] is on.
     ///
     /// # Errors
     ///
     /// As [`Store::open`].
+    #[cfg(feature = "fault-injection")]
     pub fn with_journaled_backend(
         backend: impl StorageBackend,
         journal: impl JournalStorage,
