@@ -70,6 +70,7 @@ pub struct Config {
     pub(crate) quick_repair: bool,
     pub(crate) reopen_backoff: Duration,
     pub(crate) slow_commit: Duration,
+    pub(crate) metrics_label: Option<Arc<str>>,
     /// Injected commit failures (a zero-sized no-op without the
     /// `fault-injection` feature).
     pub(crate) write_faults: crate::write_fault::WriteFaults,
@@ -96,6 +97,7 @@ impl Default for Config {
             quick_repair: true,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),
+            metrics_label: None,
             write_faults: Default::default(),
         }
     }
@@ -295,6 +297,17 @@ impl Config {
     #[doc(hidden)]
     pub fn write_faults(mut self, faults: crate::fault_injection::WriteFaults) -> Self {
         self.write_faults = faults;
+        self
+    }
+
+    /// A name for this store in its published metrics (feature `metrics`):
+    /// every metric it publishes carries the label `store="<name>"`.
+    /// Without it (the default) the metrics carry no label, and two stores
+    /// in one process add to the same counters and overwrite each other's
+    /// gauges: give each store its own name when a process opens more than
+    /// one.
+    pub fn metrics_label(mut self, name: impl Into<String>) -> Self {
+        self.metrics_label = Some(Arc::from(name.into()));
         self
     }
 

@@ -37,7 +37,7 @@ use futures_channel::oneshot;
 
 use crate::cache::{CachedCompletion, ShardCache};
 use crate::fingerprint::Fingerprint;
-use crate::metrics::{Count, Gauge, bump};
+use crate::metrics::{Count, Gauge, MetricLabel, bump};
 use crate::outcome::Begin;
 use crate::record::in_progress;
 
@@ -107,8 +107,9 @@ pub(crate) struct LockTable {
 }
 
 impl LockTable {
-    /// A table whose shards share `cache_bytes` of replay cache equally.
-    pub fn new(cache_bytes: usize) -> LockTable {
+    /// A table whose shards share `cache_bytes` of replay cache equally,
+    /// publishing its counters with `label`.
+    pub fn new(cache_bytes: usize, label: &MetricLabel) -> LockTable {
         LockTable {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -119,9 +120,9 @@ impl LockTable {
                 })
                 .collect(),
             next_id: AtomicU64::new(1),
-            waiters: Gauge::named("idemkv_waiters"),
-            cache_hits: Count::named("idemkv_replay_cache_hits_total"),
-            cache_misses: Count::named("idemkv_replay_cache_misses_total"),
+            waiters: Gauge::named("idemkv_waiters", label),
+            cache_hits: Count::named("idemkv_replay_cache_hits_total", label),
+            cache_misses: Count::named("idemkv_replay_cache_misses_total", label),
         }
     }
 
@@ -575,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_dropped_ticket_removes_its_entry_and_wakes_waiters() {
-        let table = Arc::new(LockTable::new(0));
+        let table = Arc::new(LockTable::new(0, &MetricLabel::default()));
         let h = hash(1);
         let ticket = table.lock(&h).start_claim(&table, Fingerprint::of(b"f"));
         let waiter = table.waiter(&h);
@@ -606,7 +607,7 @@ mod tests {
 
     #[test]
     fn a_waiter_registers_once_and_deregisters_on_drop() {
-        let table = Arc::new(LockTable::new(0));
+        let table = Arc::new(LockTable::new(0, &MetricLabel::default()));
         let h = hash(2);
         held(&table, &h, 7);
         let waiter = table.waiter(&h);
@@ -622,7 +623,7 @@ mod tests {
 
     #[test]
     fn busy_guards_give_back_exactly_what_they_took() {
-        let table = Arc::new(LockTable::new(0));
+        let table = Arc::new(LockTable::new(0, &MetricLabel::default()));
         let h = hash(3);
         held(&table, &h, 7);
         let busy = table.mark_busy(&h, 7);

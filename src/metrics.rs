@@ -4,6 +4,7 @@
 //! ([`PUBLISHED_METRICS`] lists them). The facade's handles are taken when a
 //! store opens, so a recorder (an exporter) must be installed before.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of the store's counters since it was opened.
@@ -284,6 +285,43 @@ pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
     ),
 ];
 
+/// The `store` label a store's published metrics carry
+/// ([`Config::metrics_label`](crate::Config::metrics_label)), if any.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MetricLabel(
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] Option<Arc<str>>,
+);
+
+impl MetricLabel {
+    pub fn new(label: Option<Arc<str>>) -> MetricLabel {
+        MetricLabel(label)
+    }
+
+    #[cfg(feature = "metrics")]
+    fn counter(&self, name: &'static str) -> ::metrics::Counter {
+        match &self.0 {
+            Some(store) => ::metrics::counter!(name, "store" => store.to_string()),
+            None => ::metrics::counter!(name),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn gauge(&self, name: &'static str) -> ::metrics::Gauge {
+        match &self.0 {
+            Some(store) => ::metrics::gauge!(name, "store" => store.to_string()),
+            None => ::metrics::gauge!(name),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn histogram(&self, name: &'static str) -> ::metrics::Histogram {
+        match &self.0 {
+            Some(store) => ::metrics::histogram!(name, "store" => store.to_string()),
+            None => ::metrics::histogram!(name),
+        }
+    }
+}
+
 /// A counter: a relaxed atomic for [`Metrics`], and with the `metrics`
 /// feature the facade's counter of the same name.
 #[derive(Debug)]
@@ -294,14 +332,15 @@ pub(crate) struct Count {
 }
 
 impl Count {
-    /// A counter published as `name` (one of [`PUBLISHED_METRICS`]).
-    pub fn named(name: &'static str) -> Count {
+    /// A counter published as `name` (one of [`PUBLISHED_METRICS`]), with
+    /// `label`.
+    pub fn named(name: &'static str, label: &MetricLabel) -> Count {
         #[cfg(not(feature = "metrics"))]
-        let _ = name;
+        let _ = (name, label);
         Count {
             value: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            published: ::metrics::counter!(name),
+            published: label.counter(name),
         }
     }
 
@@ -332,14 +371,15 @@ pub(crate) struct Gauge {
 }
 
 impl Gauge {
-    /// A gauge published as `name` (one of [`PUBLISHED_METRICS`]).
-    pub fn named(name: &'static str) -> Gauge {
+    /// A gauge published as `name` (one of [`PUBLISHED_METRICS`]), with
+    /// `label`.
+    pub fn named(name: &'static str, label: &MetricLabel) -> Gauge {
         #[cfg(not(feature = "metrics"))]
-        let _ = name;
+        let _ = (name, label);
         Gauge {
             value: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            published: ::metrics::gauge!(name),
+            published: label.gauge(name),
         }
     }
 
@@ -380,19 +420,19 @@ pub(crate) struct Timings {
     sweep: ::metrics::Histogram,
 }
 
-impl Default for Timings {
+impl Timings {
     #[cfg(feature = "metrics")]
-    fn default() -> Timings {
+    fn new(label: &MetricLabel) -> Timings {
         Timings {
-            begin: ::metrics::histogram!("idemkv_begin_seconds"),
-            commit: ::metrics::histogram!("idemkv_commit_seconds"),
-            batch: ::metrics::histogram!("idemkv_commit_batch_size"),
-            sweep: ::metrics::histogram!("idemkv_sweep_seconds"),
+            begin: label.histogram("idemkv_begin_seconds"),
+            commit: label.histogram("idemkv_commit_seconds"),
+            batch: label.histogram("idemkv_commit_batch_size"),
+            sweep: label.histogram("idemkv_sweep_seconds"),
         }
     }
 
     #[cfg(not(feature = "metrics"))]
-    fn default() -> Timings {
+    fn new(_label: &MetricLabel) -> Timings {
         Timings {}
     }
 }
@@ -492,36 +532,43 @@ fn describe() {
 
 impl Default for Counters {
     fn default() -> Counters {
+        Counters::new(&MetricLabel::default())
+    }
+}
+
+impl Counters {
+    /// A store's counters, published with `label`.
+    pub fn new(label: &MetricLabel) -> Counters {
         #[cfg(feature = "metrics")]
         describe();
         Counters {
-            claims: Count::named("idemkv_claims_total"),
-            replays: Count::named("idemkv_replays_total"),
-            mismatches: Count::named("idemkv_mismatches_total"),
-            in_progress: Count::named("idemkv_in_progress_total"),
-            waits: Count::named("idemkv_waits_total"),
-            takeovers: Count::named("idemkv_takeovers_total"),
-            completions: Count::named("idemkv_completions_total"),
-            releases: Count::named("idemkv_releases_total"),
-            renewals: Count::named("idemkv_renewals_total"),
-            checkpoints: Count::named("idemkv_checkpoints_total"),
-            resumed: Count::named("idemkv_resumed_total"),
-            leases_lost: Count::named("idemkv_leases_lost_total"),
-            expired: Count::named("idemkv_expired_total"),
-            removed: Count::named("idemkv_removed_total"),
-            commits: Count::named("idemkv_commits_total"),
-            committed_ops: Count::named("idemkv_committed_ops_total"),
-            recovered_claims: Count::named("idemkv_recovered_claims_total"),
-            sweeps: Count::named("idemkv_sweeps_total"),
-            failed_commits: Count::named("idemkv_failed_commits_total"),
-            recoveries: Count::named("idemkv_recoveries_total"),
-            sweep_errors: Count::named("idemkv_sweep_errors_total"),
-            live_records: Gauge::named("idemkv_live_records"),
-            in_flight: Gauge::named("idemkv_in_flight"),
-            health: Gauge::named("idemkv_health"),
+            claims: Count::named("idemkv_claims_total", label),
+            replays: Count::named("idemkv_replays_total", label),
+            mismatches: Count::named("idemkv_mismatches_total", label),
+            in_progress: Count::named("idemkv_in_progress_total", label),
+            waits: Count::named("idemkv_waits_total", label),
+            takeovers: Count::named("idemkv_takeovers_total", label),
+            completions: Count::named("idemkv_completions_total", label),
+            releases: Count::named("idemkv_releases_total", label),
+            renewals: Count::named("idemkv_renewals_total", label),
+            checkpoints: Count::named("idemkv_checkpoints_total", label),
+            resumed: Count::named("idemkv_resumed_total", label),
+            leases_lost: Count::named("idemkv_leases_lost_total", label),
+            expired: Count::named("idemkv_expired_total", label),
+            removed: Count::named("idemkv_removed_total", label),
+            commits: Count::named("idemkv_commits_total", label),
+            committed_ops: Count::named("idemkv_committed_ops_total", label),
+            recovered_claims: Count::named("idemkv_recovered_claims_total", label),
+            sweeps: Count::named("idemkv_sweeps_total", label),
+            failed_commits: Count::named("idemkv_failed_commits_total", label),
+            recoveries: Count::named("idemkv_recoveries_total", label),
+            sweep_errors: Count::named("idemkv_sweep_errors_total", label),
+            live_records: Gauge::named("idemkv_live_records", label),
+            in_flight: Gauge::named("idemkv_in_flight", label),
+            health: Gauge::named("idemkv_health", label),
             last_sweep_unix_ms: AtomicU64::new(0),
             last_sweep_micros: AtomicU64::new(0),
-            timings: Timings::default(),
+            timings: Timings::new(label),
         }
     }
 }

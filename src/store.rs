@@ -22,7 +22,7 @@ use crate::journal_storage::JournalStorage;
 use crate::key::Key;
 use crate::lock_table::{ClaimTicket, Holder, LockTable, Lookup, Waiter};
 use crate::log::{event, span};
-use crate::metrics::{self, Counters, Metrics, add, bump};
+use crate::metrics::{self, Counters, MetricLabel, Metrics, add, bump};
 use crate::once::{OnError, Once};
 use crate::outcome::{Begin, Claim, CompleteError, ReleaseError, Takeover};
 use crate::record::{Record, decide};
@@ -201,7 +201,8 @@ impl Store {
             }
         }
         let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
-        let counters = Arc::new(Counters::default());
+        let label = MetricLabel::new(config.metrics_label.clone());
+        let counters = Arc::new(Counters::new(&label));
         let health = Arc::new(HealthCell::new());
         add(&counters.recovered_claims, opened.released);
         let committer = Committer::start(
@@ -241,7 +242,7 @@ impl Store {
                 sweeper: Some(sweeper),
                 committer: Some(committer),
                 engine,
-                locks: Arc::new(LockTable::new(config.cache_bytes)),
+                locks: Arc::new(LockTable::new(config.cache_bytes, &label)),
                 config,
                 time,
                 counters,

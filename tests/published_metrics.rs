@@ -53,9 +53,22 @@ impl Recording {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.name().to_string())
+            .entry(name_of(key))
             .or_insert_with(make)
             .clone()
+    }
+}
+
+/// A metric's name, with its labels as `{name=value,...}` when it has any.
+fn name_of(key: &Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}={}", label.key(), label.value()))
+        .collect();
+    if labels.is_empty() {
+        key.name().to_string()
+    } else {
+        format!("{}{{{}}}", key.name(), labels.join(","))
     }
 }
 
@@ -170,5 +183,29 @@ fn every_published_name_is_registered_and_follows_the_store() -> TestResult {
         m.commits
     );
     assert_eq!(samples(&recording, "idemkv_sweep_seconds"), 1);
+
+    // Two stores in one process, each with a name of its own: their metrics
+    // are apart, and the unnamed store's are untouched.
+    let claims_before = counter(&recording, "idemkv_claims_total");
+    let (config, _clock) = manual_config();
+    let a = Store::in_memory(config.clone().metrics_label("a"))?;
+    let b = Store::in_memory(config.metrics_label("b"))?;
+    claimed(a.begin(&key("a1"), fp("a"))?);
+    claimed(a.begin(&key("a2"), fp("a"))?);
+    claimed(b.begin(&key("b1"), fp("a"))?);
+    assert_eq!(counter(&recording, "idemkv_claims_total{store=a}"), 2);
+    assert_eq!(counter(&recording, "idemkv_claims_total{store=b}"), 1);
+    assert_eq!(gauge(&recording, "idemkv_in_flight{store=a}"), 2.0);
+    assert_eq!(gauge(&recording, "idemkv_in_flight{store=b}"), 1.0);
+    assert_eq!(counter(&recording, "idemkv_claims_total"), claims_before);
+    for metric in PUBLISHED_METRICS {
+        assert!(
+            recording
+                .seen(&format!("{}{{store=a}}", metric.name))
+                .is_some(),
+            "{} is published without the store's label",
+            metric.name
+        );
+    }
     Ok(())
 }

@@ -50,6 +50,31 @@ async fn the_backend_publishes_its_counters_and_its_pool() -> TestResult {
             .any(|l| l.starts_with("idemkv_pg_pool_connections ")),
         "{text}"
     );
+
+    // A second backend in the process, named: its metrics are apart from
+    // the first one's.
+    let named = PgBackend::connect(
+        &url(),
+        PgConfig::default()
+            .schema(&schema)
+            .metrics_label("replica_b"),
+    )
+    .await?;
+    let other = Key::new("payments", "order-2")?;
+    let _claimed = named.begin(&other, fp, Terms::default()).await?;
+    named.publish_metrics();
+    backend.publish_metrics();
+    let text = prometheus.render();
+    for line in [
+        "idemkv_claims_total 1",
+        "idemkv_claims_total{store=\"replica_b\"} 1",
+        "idemkv_replays_total{store=\"replica_b\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
         .await?;

@@ -269,12 +269,33 @@ impl PgBackend {
             ("idemkv_sweep_errors_total", m.sweep_errors),
             ("idemkv_pg_timeouts_total", self.timed_out_calls()),
         ] {
-            metrics::counter!(name).absolute(value);
+            self.counter(name).absolute(value);
         }
         let pool = self.inner.pool.status();
-        metrics::gauge!("idemkv_pg_pool_connections").set(pool.size as f64);
-        metrics::gauge!("idemkv_pg_pool_available").set(pool.available as f64);
-        metrics::gauge!("idemkv_pg_pool_waiting").set(pool.waiting as f64);
+        self.gauge("idemkv_pg_pool_connections")
+            .set(pool.size as f64);
+        self.gauge("idemkv_pg_pool_available")
+            .set(pool.available as f64);
+        self.gauge("idemkv_pg_pool_waiting")
+            .set(pool.waiting as f64);
+    }
+
+    /// The counter `name`, with this backend's label if it has one.
+    #[cfg(feature = "metrics")]
+    fn counter(&self, name: &'static str) -> metrics::Counter {
+        match &self.inner.config.metrics_label {
+            Some(store) => metrics::counter!(name, "store" => store.clone()),
+            None => metrics::counter!(name),
+        }
+    }
+
+    /// The gauge `name`, with this backend's label if it has one.
+    #[cfg(feature = "metrics")]
+    fn gauge(&self, name: &'static str) -> metrics::Gauge {
+        match &self.inner.config.metrics_label {
+            Some(store) => metrics::gauge!(name, "store" => store.clone()),
+            None => metrics::gauge!(name),
+        }
     }
 
     /// Whether the connection that listens for push wake-ups is up (always

@@ -25,6 +25,7 @@ pub struct PgConfig {
     pub(crate) push_wakeups: bool,
     pub(crate) tls_ca_file: Option<PathBuf>,
     pub(crate) unnamed_statements: bool,
+    pub(crate) metrics_label: Option<String>,
 }
 
 impl Default for PgConfig {
@@ -45,11 +46,23 @@ impl Default for PgConfig {
             push_wakeups: true,
             tls_ca_file: None,
             unnamed_statements: false,
+            metrics_label: None,
         }
     }
 }
 
 impl PgConfig {
+    /// A name for this backend in what
+    /// [`PgBackend::publish_metrics`](crate::PgBackend::publish_metrics)
+    /// publishes (feature `metrics`): every metric carries the label
+    /// `store="<name>"`, as `idemkv::Config::metrics_label` gives the
+    /// embedded store's. Without it the metrics carry no label, and two
+    /// backends in one process overwrite each other's: name each.
+    pub fn metrics_label(mut self, name: impl Into<String>) -> Self {
+        self.metrics_label = Some(name.into());
+        self
+    }
+
     /// The schema the table lives in (default `public`); created if missing.
     /// Lower-case letters, digits and `_`, starting with a letter or `_`.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
