@@ -190,9 +190,12 @@ fn every_published_name_is_registered_and_follows_the_store() -> TestResult {
     let (config, _clock) = manual_config();
     let a = Store::in_memory(config.clone().metrics_label("a"))?;
     let b = Store::in_memory(config.metrics_label("b"))?;
-    claimed(a.begin(&key("a1"), fp("a"))?);
-    claimed(a.begin(&key("a2"), fp("a"))?);
-    claimed(b.begin(&key("b1"), fp("a"))?);
+    // Held while the gauges are read (in flight: 2 and 1).
+    let _held = [
+        claimed(a.begin(&key("a1"), fp("a"))?),
+        claimed(a.begin(&key("a2"), fp("a"))?),
+        claimed(b.begin(&key("b1"), fp("a"))?),
+    ];
     assert_eq!(counter(&recording, "idemkv_claims_total{store=a}"), 2);
     assert_eq!(counter(&recording, "idemkv_claims_total{store=b}"), 1);
     assert_eq!(gauge(&recording, "idemkv_in_flight{store=a}"), 2.0);
