@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -15,11 +15,14 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// More operations than the write queue holds (4,096), all at once.
 const CALLERS: usize = 5_000;
 
-/// Memory under the store whose syncs wait at a gate while it is closed,
-/// and count how many started.
+#[path = "support/model.rs"]
+mod model;
+
+/// Memory under the store (the model harness's) whose syncs wait at a gate
+/// while it is closed, and count how many started.
 #[derive(Clone, Debug, Default)]
 struct GatedMemory {
-    bytes: Arc<RwLock<Vec<u8>>>,
+    memory: model::SharedMemory,
     gate: Arc<(Mutex<Gate>, Condvar)>,
 }
 
@@ -62,29 +65,15 @@ impl GatedMemory {
 
 impl idemkv::StorageBackend for GatedMemory {
     fn len(&self) -> std::io::Result<u64> {
-        Ok(self
-            .bytes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len() as u64)
+        self.memory.len()
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let bytes = self.bytes.read().unwrap_or_else(PoisonError::into_inner);
-        let start = offset as usize;
-        let source = bytes.get(start..start + out.len()).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "read past the end")
-        })?;
-        out.copy_from_slice(source);
-        Ok(())
+        self.memory.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.bytes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .resize(len as usize, 0);
-        Ok(())
+        self.memory.set_len(len)
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
@@ -102,13 +91,7 @@ impl idemkv::StorageBackend for GatedMemory {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut bytes = self.bytes.write().unwrap_or_else(PoisonError::into_inner);
-        let end = offset as usize + data.len();
-        if bytes.len() < end {
-            bytes.resize(end, 0);
-        }
-        bytes[offset as usize..end].copy_from_slice(data);
-        Ok(())
+        self.memory.write(offset, data)
     }
 }
 
