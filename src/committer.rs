@@ -86,10 +86,23 @@ use crate::storage::{
 };
 use crate::writeback::Writeback;
 
-/// Most operations applied in one write transaction.
+/// Most operations applied in one write transaction. Trades the size of
+/// one transaction (and the wait of the batch's first caller) against
+/// syncs shared by more callers. Chosen well above the batches observed
+/// (30-50 operations at 64 clients on 2 cores), so that it binds only
+/// behind a stall; not tuned by measurement.
 pub(crate) const MAX_BATCH: usize = 1024;
 
+/// The write queue's room, in operations: four batches. Trades memory held
+/// by queued operations against how far callers can run ahead of a slow
+/// disk before they wait for room (backpressure). Not tuned by
+/// measurement.
+const QUEUE_ROOM: usize = MAX_BATCH * 4;
+
 /// Longest a batch waits for the callers of the previous batch to come back.
+/// Trades a small batch's latency (up to this much) against sharing its
+/// sync with the callers about to return; about one fsync on the machine
+/// it was measured on (docs/benchmarks.md, "64 clients: one writer's CPU").
 const LINGER: Duration = Duration::from_micros(200);
 
 /// The largest previous batch whose callers a batch waits for. Past it the
@@ -100,7 +113,10 @@ const LINGER: Duration = Duration::from_micros(200);
 /// clients: one writer's CPU").
 const LINGER_MAX_BATCH: usize = 16;
 
-/// Fencing tokens reserved (and persisted) at a time.
+/// Fencing tokens reserved (and persisted) at a time. Trades one write of
+/// `meta` per block of claims against the tokens a restart skips (at most
+/// a block's worth; tokens need only grow). Not tuned by measurement: one
+/// small write per 4,096 claims does not show in any benchmark.
 pub(crate) const TOKEN_BLOCK: u64 = 4096;
 
 /// The longest wait between reopen attempts after a failed commit (unless
@@ -410,7 +426,7 @@ impl Submitter {
             }
             return Pending(PendingState::Sent(answer));
         }
-        // The queue holds 4,096 operations. A sender beyond that waits for
+        // The queue holds QUEUE_ROOM operations. A sender beyond that waits for
         // room (backpressure) without blocking: its future is woken when
         // the committer takes a batch out, so an async caller never holds
         // a runtime worker, and a blocking one parks in `wait`.
@@ -540,7 +556,7 @@ impl Committer {
         opened: &Opened,
         journal: Option<Journal>,
     ) -> Result<Committer> {
-        let (sender, receiver) = crossbeam_channel::bounded(MAX_BATCH * 4);
+        let (sender, receiver) = crossbeam_channel::bounded(QUEUE_ROOM);
         let Opened {
             token_ceiling,
             live_records,

@@ -38,6 +38,10 @@ use crate::log::event;
 
 /// How often the thread syncs the file while commits happen, by default
 /// ([`Config::writeback_interval`](crate::Config::writeback_interval)).
+/// Trades syncs of an idle-looking file against how much a checkpoint
+/// finds unsynced; measured with the checkpoint stalls in
+/// docs/benchmarks.md, where it is what lets a smaller storage cache
+/// shorten the stall.
 pub(crate) const WRITEBACK_INTERVAL: Duration = Duration::from_millis(25);
 
 /// A running writeback thread; dropping it stops the thread and waits for
