@@ -336,71 +336,43 @@ pub(crate) struct Submitter {
 }
 
 /// The answer to one submitted operation.
-pub(crate) struct Pending<T>(PendingState<T>);
-
-enum PendingState<T> {
-    /// Queued (or committed on the caller's thread): the answer comes here.
-    Sent(oneshot::Receiver<Delivery<T>>),
-    /// The queue was full: the request waits for room, and the caller's
-    /// task or thread for a wake-up from the committer, without blocking.
-    Unsent {
-        request: Option<Request>,
-        submitter: Submitter,
-        answer: oneshot::Receiver<Delivery<T>>,
-    },
-    Failed(Option<Error>),
+pub(crate) struct Pending<T> {
+    /// Where the answer comes (from the committer, or from the caller's own
+    /// commit), or why none will.
+    answer: Result<oneshot::Receiver<Delivery<T>>>,
+    /// A request the full queue has not taken yet, with the way to queue
+    /// it: it waits for room in this future, without blocking the thread
+    /// that polls it.
+    unsent: Option<(Request, Submitter)>,
 }
-
-// No field is structurally pinned: the receiver is polled through
-// `Pin::new`, which needs only `Unpin`.
-impl<T> Unpin for Pending<T> {}
 
 impl<T> Future for Pending<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        loop {
-            match &mut self.0 {
-                PendingState::Sent(receiver) => {
-                    return Pin::new(receiver).poll(cx).map(|delivery| match delivery {
-                        Ok((answer, relay)) => {
-                            // Other callers' answers first: they wait on this one.
-                            drop(relay);
-                            answer
-                        }
-                        // The committer stopped without answering: the store
-                        // is closing.
-                        Err(oneshot::Canceled) => Err(Error::Closed),
-                    });
+        let this = &mut *self;
+        if let Some((request, submitter)) = this.unsent.take() {
+            match submitter.queue_or_wait(request, cx.waker()) {
+                Ok(None) => {}
+                Ok(Some(back)) => {
+                    this.unsent = Some((back, submitter));
+                    return Poll::Pending;
                 }
-                PendingState::Unsent {
-                    request, submitter, ..
-                } => {
-                    let Some(queued) = request.take() else {
-                        return Poll::Ready(Err(Error::Closed));
-                    };
-                    match submitter.queue_or_wait(queued, cx.waker()) {
-                        Ok(None) => {}
-                        Ok(Some(back)) => {
-                            *request = Some(back);
-                            return Poll::Pending;
-                        }
-                        Err(err) => {
-                            self.0 = PendingState::Failed(Some(err));
-                            continue;
-                        }
-                    }
-                    let PendingState::Unsent { answer, .. } =
-                        std::mem::replace(&mut self.0, PendingState::Failed(None))
-                    else {
-                        unreachable!("matched as Unsent above")
-                    };
-                    self.0 = PendingState::Sent(answer);
-                }
-                PendingState::Failed(err) => {
-                    return Poll::Ready(Err(err.take().unwrap_or(Error::Closed)));
-                }
+                Err(err) => return Poll::Ready(Err(err)),
             }
+        }
+        match &mut this.answer {
+            Ok(receiver) => Pin::new(receiver).poll(cx).map(|delivery| match delivery {
+                Ok((answer, relay)) => {
+                    // Other callers' answers first: they wait on this one.
+                    drop(relay);
+                    answer
+                }
+                // The committer stopped without answering: the store is
+                // closing.
+                Err(oneshot::Canceled) => Err(Error::Closed),
+            }),
+            Err(err) => Poll::Ready(Err(std::mem::replace(err, Error::Closed))),
         }
     }
 }
@@ -424,20 +396,24 @@ impl Submitter {
                 // queue means it is awake anyway.
                 let _ = self.sender.try_send(Request::Wake);
             }
-            return Pending(PendingState::Sent(answer));
+            return Pending {
+                answer: Ok(answer),
+                unsent: None,
+            };
         }
         // The queue holds QUEUE_ROOM operations. A sender beyond that waits for
         // room (backpressure) without blocking: its future is woken when
         // the committer takes a batch out, so an async caller never holds
         // a runtime worker, and a blocking one parks in `wait`.
         match self.try_queue(request) {
-            Ok(None) => Pending(PendingState::Sent(answer)),
-            Ok(Some(back)) => Pending(PendingState::Unsent {
-                request: Some(back),
-                submitter: self.clone(),
-                answer,
-            }),
-            Err(err) => Pending(PendingState::Failed(Some(err))),
+            Ok(unsent) => Pending {
+                answer: Ok(answer),
+                unsent: unsent.map(|back| (back, self.clone())),
+            },
+            Err(err) => Pending {
+                answer: Err(err),
+                unsent: None,
+            },
         }
     }
 
