@@ -297,28 +297,29 @@ impl MetricLabel {
         MetricLabel(label)
     }
 
+    /// The labels every published metric of the store carries: `store`,
+    /// or none.
+    #[cfg(feature = "metrics")]
+    fn labels(&self) -> Vec<::metrics::Label> {
+        self.0
+            .iter()
+            .map(|store| ::metrics::Label::new("store", store.to_string()))
+            .collect()
+    }
+
     #[cfg(feature = "metrics")]
     fn counter(&self, name: &'static str) -> ::metrics::Counter {
-        match &self.0 {
-            Some(store) => ::metrics::counter!(name, "store" => store.to_string()),
-            None => ::metrics::counter!(name),
-        }
+        ::metrics::counter!(name, self.labels())
     }
 
     #[cfg(feature = "metrics")]
     fn gauge(&self, name: &'static str) -> ::metrics::Gauge {
-        match &self.0 {
-            Some(store) => ::metrics::gauge!(name, "store" => store.to_string()),
-            None => ::metrics::gauge!(name),
-        }
+        ::metrics::gauge!(name, self.labels())
     }
 
     #[cfg(feature = "metrics")]
     fn histogram(&self, name: &'static str) -> ::metrics::Histogram {
-        match &self.0 {
-            Some(store) => ::metrics::histogram!(name, "store" => store.to_string()),
-            None => ::metrics::histogram!(name),
-        }
+        ::metrics::histogram!(name, self.labels())
     }
 }
 

@@ -280,22 +280,27 @@ impl PgBackend {
             .set(pool.waiting as f64);
     }
 
-    /// The counter `name`, with this backend's label if it has one.
+    /// The labels this backend's metrics carry: `store`, or none.
     #[cfg(feature = "metrics")]
-    fn counter(&self, name: &'static str) -> metrics::Counter {
-        match &self.inner.config.metrics_label {
-            Some(store) => metrics::counter!(name, "store" => store.clone()),
-            None => metrics::counter!(name),
-        }
+    fn labels(&self) -> Vec<metrics::Label> {
+        self.inner
+            .config
+            .metrics_label
+            .iter()
+            .map(|store| metrics::Label::new("store", store.clone()))
+            .collect()
     }
 
-    /// The gauge `name`, with this backend's label if it has one.
+    /// The counter `name`, with this backend's labels.
+    #[cfg(feature = "metrics")]
+    fn counter(&self, name: &'static str) -> metrics::Counter {
+        metrics::counter!(name, self.labels())
+    }
+
+    /// The gauge `name`, with this backend's labels.
     #[cfg(feature = "metrics")]
     fn gauge(&self, name: &'static str) -> metrics::Gauge {
-        match &self.inner.config.metrics_label {
-            Some(store) => metrics::gauge!(name, "store" => store.clone()),
-            None => metrics::gauge!(name),
-        }
+        metrics::gauge!(name, self.labels())
     }
 
     /// Whether the connection that listens for push wake-ups is up (always
