@@ -1,7 +1,7 @@
 //! Writes `$OUT_DIR/snippets.rs`: one module per ```rust block of the
 //! README and docs/*.md, whose async function holds the block after the
 //! declarations of its `<!-- given: ... -->` comment. A block fenced with
-//! `rust,no_compile` would be skipped; none is.
+//! attributes (`rust,ignore` and the like) is refused: every block compiles.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

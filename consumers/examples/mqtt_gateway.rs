@@ -37,7 +37,7 @@ use std::time::Duration;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{MissingId, Timings, append_line, hex, sink_has};
+use idemkv_consumers::{ConsumerArgs, MissingId, Timings, append_line, hex, sink_has};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -76,15 +76,9 @@ struct Args {
     /// The idempotency store's file.
     #[arg(long, default_value = "./gateway.redb", value_name = "FILE")]
     db: PathBuf,
-    /// The effects: one JSON line per reading processed.
-    #[arg(long, default_value = "./effects.jsonl", value_name = "FILE")]
-    sink: PathBuf,
-    /// How long a claim is exclusive, in milliseconds.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
-    lease_ms: u64,
-    /// What to do with a message without a `msg_id`.
-    #[arg(long, value_enum, default_value = "fingerprint")]
-    missing_id: MissingId,
+    // The sink, the lease and what to do without an id.
+    #[command(flatten)]
+    common: ConsumerArgs,
     /// The MQTT session's client id (a persistent session).
     #[arg(long, default_value = "idemkv-gateway")]
     client_id: String,
@@ -96,8 +90,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .broker
         .rsplit_once(':')
         .ok_or("--broker takes HOST:PORT")?;
-    let lease = Duration::from_millis(args.lease_ms);
-    let missing_id = args.missing_id;
+    let lease = Duration::from_millis(args.common.lease_ms);
+    let missing_id = args.common.missing_id;
     let store = Store::open(&args.db, Config::default().lease(lease))?;
 
     let mut options = MqttOptions::new(args.client_id.as_str(), host, port.parse()?);
@@ -118,7 +112,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let gateway = Gateway {
         client: client.clone(),
         store: store.to_async(),
-        sink: args.sink.clone(),
+        sink: args.common.sink.clone(),
         missing_id,
         timings: Timings::default(),
     };

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
-use idemkv_consumers::{MissingId, Timings, append_line, hex, sink_has};
+use idemkv_consumers::{ConsumerArgs, MissingId, Timings, append_line, hex, sink_has};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -74,15 +74,9 @@ struct Args {
     /// The idempotency store's file.
     #[arg(long, default_value = "./consumer.redb", value_name = "FILE")]
     db: PathBuf,
-    /// The effects: one JSON line per reading processed.
-    #[arg(long, default_value = "./effects.jsonl", value_name = "FILE")]
-    sink: PathBuf,
-    /// How long a claim is exclusive, in milliseconds.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
-    lease_ms: u64,
-    /// What to do with a message without a `Nats-Msg-Id`.
-    #[arg(long, value_enum, default_value = "fingerprint")]
-    missing_id: MissingId,
+    // The sink, the lease and what to do without an id.
+    #[command(flatten)]
+    common: ConsumerArgs,
     /// The stream to read (created if missing).
     #[arg(long, default_value = "READINGS")]
     stream: String,
@@ -96,7 +90,7 @@ struct Args {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = <Args as clap::Parser>::parse();
-    let lease = Duration::from_millis(args.lease_ms);
+    let lease = Duration::from_millis(args.common.lease_ms);
     let store = Store::open(&args.db, Config::default().lease(lease))?;
     let client = async_nats::connect(args.server.as_str()).await?;
     let js = jetstream::new(client.clone());
@@ -124,9 +118,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let consumer = Consumer {
         client,
         store: store.to_async(),
-        sink: args.sink.clone(),
+        sink: args.common.sink.clone(),
         stream: stream_name,
-        reject_missing_id: args.missing_id == MissingId::Reject,
+        reject_missing_id: args.common.missing_id == MissingId::Reject,
         timings: Timings::default(),
     };
     println!("consuming");

@@ -4,6 +4,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The flags both consumer examples take besides their broker and their
+/// store's file.
+#[derive(clap::Args, Debug)]
+pub struct ConsumerArgs {
+    /// The effects: one JSON line per reading processed.
+    #[arg(long, default_value = "./effects.jsonl", value_name = "FILE")]
+    pub sink: std::path::PathBuf,
+    /// How long a claim is exclusive, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub lease_ms: u64,
+    /// What to do with a message without an id (`msg_id`, or the NATS
+    /// message-id headers).
+    #[arg(long, value_enum, default_value = "fingerprint")]
+    pub missing_id: MissingId,
+}
+
 /// What a consumer does with a message that carries no id of its own
 /// (`--missing-id`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
