@@ -6,10 +6,10 @@
 //! must wait (a commit, a `begin_wait`) goes on to `pollster::block_on`,
 //! which parks the thread until it is woken.
 //!
-//! While it polls, [`in_block_on`] is true on this thread: the caller would
-//! only park until its answer came, so the committer may run the caller's
-//! commit on this thread instead (never on an async runtime's worker, which
-//! has other tasks to run).
+//! While it polls, [`in_block_on`] is true on this thread: the caller runs
+//! the moment it is woken, so the committer may hand it other callers'
+//! answers to pass on (never to an async task, which runs when its runtime
+//! gets to it).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -20,8 +20,8 @@ thread_local! {
     static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether this thread is inside [`block_on`]: a blocking caller, free to do
-/// its own commit.
+/// Whether this thread is inside [`block_on`]: a blocking caller, free to
+/// pass answers on.
 pub(crate) fn in_block_on() -> bool {
     IN_BLOCK_ON.with(Cell::get)
 }

@@ -5,24 +5,17 @@
 //! committer takes everything queued (up to [`MAX_BATCH`]), applies the batch
 //! in one write transaction, commits once (one fsync under
 //! `Durability::Immediate`) and only then answers every caller in the batch.
-//! Under load N concurrent claims share one fsync.
-//!
-//! A lone blocking caller does not go through the thread: when nothing is
-//! queued, the latest batch held one operation and nobody is writing, it
-//! takes the writer's lock and commits its own operation (and whatever got
-//! queued meanwhile) on its own thread, as a leader in a leader/follower
-//! group commit. That saves two thread hand-offs per operation. As soon as
-//! operations queue up, every caller queues and the thread batches them as
-//! before; async callers always queue, so a runtime worker never blocks on
-//! an fsync.
+//! Under load N concurrent claims share one fsync. Every write goes this
+//! one way, whoever the caller is: a blocked thread and an async task queue
+//! alike, so no caller's thread ever runs a commit.
 //!
 //! Every operation has its own reply type ([`Granted`], [`Completed`],
 //! [`Renewed`], [`Swept`], ...), carried in its own request variant, so a
 //! caller gets exactly the answer its operation can give.
 //!
 //! Invariants:
-//! - One writer at a time: the writer's state ([`Worker`]) sits behind one
-//!   mutex, held for a whole batch, by the thread or by an inline caller.
+//! - One writer: the writer's state ([`Worker`]) belongs to the committer
+//!   thread alone.
 //! - No caller is answered before the commit that covers its operation
 //!   returned; if the commit fails, every caller in the batch gets the error.
 //! - Every operation of a committed batch is answered exactly once: by the
@@ -57,7 +50,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,7 +75,7 @@ use crate::record::{StoredRecord, StoredState, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage::{
-    Change, LINGER_SHARE, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
+    Change, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
 };
 use crate::writeback::Writeback;
 
@@ -277,19 +270,17 @@ enum Request {
     Remove { key: Key, reply: Reply<bool> },
     /// Delete up to `limit` expired records.
     Sweep { limit: usize, reply: Reply<Swept> },
+    /// Write `records` as given, in this one transaction (an import).
     Import {
         records: Vec<StoredRecord>,
         reply: Reply<Imported>,
     },
-    /// Wakes the committer thread after a caller's own commit failed, so
-    /// that it schedules the reopen; writes nothing, answers nobody.
-    Wake,
 }
 
 /// Runs `$body` with `$reply` bound to the request's reply, whatever its
-/// variant, or `$wake` for [`Request::Wake`], which has none.
+/// variant.
 macro_rules! with_reply {
-    ($request:expr, $reply:ident => $body:expr, Wake => $wake:expr) => {
+    ($request:expr, $reply:ident => $body:expr) => {
         match $request {
             Request::Claim { $reply, .. } => $body,
             Request::Complete { $reply, .. } => $body,
@@ -298,7 +289,6 @@ macro_rules! with_reply {
             Request::Remove { $reply, .. } => $body,
             Request::Sweep { $reply, .. } => $body,
             Request::Import { $reply, .. } => $body,
-            Request::Wake => $wake,
         }
     };
 }
@@ -306,16 +296,16 @@ macro_rules! with_reply {
 impl Request {
     /// Sends the answer, with `relay` for the caller to pass on.
     fn send(self, relay: Relay) {
-        with_reply!(self, reply => reply.send(relay), Wake => drop(relay))
+        with_reply!(self, reply => reply.send(relay))
     }
 
     /// Whether the caller may pass answers on ([`Relay`]).
     fn relays(&self) -> bool {
-        with_reply!(self, reply => reply.relays, Wake => false)
+        with_reply!(self, reply => reply.relays)
     }
 
     fn fail(self, err: Error) {
-        with_reply!(self, reply => reply.fail(err), Wake => ())
+        with_reply!(self, reply => reply.fail(err))
     }
 }
 
@@ -337,8 +327,8 @@ pub(crate) struct Submitter {
 
 /// The answer to one submitted operation.
 pub(crate) struct Pending<T> {
-    /// Where the answer comes (from the committer, or from the caller's own
-    /// commit), or why none will.
+    /// Where the answer comes from (the committer, or a relaying caller),
+    /// or why none will.
     answer: Result<oneshot::Receiver<Delivery<T>>>,
     /// A request the full queue has not taken yet, with the way to queue
     /// it: it waits for room in this future, without blocking the thread
@@ -388,19 +378,6 @@ impl Submitter {
     fn submit<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
         let (sender, answer) = oneshot::channel();
         let request = request(Reply::new(sender));
-        if let Some(mut guard) = self.shared.idle_writer()
-            && let Some(worker) = guard.as_mut()
-        {
-            if let Inline::Poisoned = self.shared.commit_inline(worker, request) {
-                // The thread may be parked with no reopen scheduled. A full
-                // queue means it is awake anyway.
-                let _ = self.sender.try_send(Request::Wake);
-            }
-            return Pending {
-                answer: Ok(answer),
-                unsent: None,
-            };
-        }
         // The queue holds QUEUE_ROOM operations. A sender beyond that waits for
         // room (backpressure) without blocking: its future is woken when
         // the committer takes a batch out, so an async caller never holds
@@ -562,9 +539,7 @@ impl Committer {
             journal,
         };
         let shared = Arc::new(Shared {
-            worker: Mutex::new(Some(worker)),
             receiver,
-            last_batch: AtomicUsize::new(1),
             dead: AtomicBool::new(false),
             room_waiters: Mutex::new(Vec::new()),
             room_waiting: AtomicUsize::new(0),
@@ -575,7 +550,7 @@ impl Committer {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("idemkv-committer".into())
-                .spawn(move || shared.run())
+                .spawn(move || shared.run(worker))
                 .map_err(Error::io)?
         };
         Ok(Committer {
@@ -681,24 +656,11 @@ fn start_writeback(engine: &Engine, interval: Duration) -> Option<Writeback> {
     }
 }
 
-/// How a caller's own commit went; its answer is in its reply either way.
-enum Inline {
-    Committed,
-    /// The commit failed and poisoned the store.
-    Poisoned,
-}
-
-/// What the committer thread and the callers that commit their own
-/// operation share.
+/// What the committer thread and the callers share.
 struct Shared {
-    /// The writer's state. `None` once the committer thread has stopped: a
-    /// caller then finds the channel closed too.
-    worker: Mutex<Option<Worker>>,
-    /// The queue the committer thread serves; a caller committing its own
-    /// operation takes what is queued into its batch as well.
+    /// The queue the committer thread serves (and, once it died, whoever
+    /// finds it dead drains).
     receiver: Receiver<Request>,
-    /// Operations in the latest batch, whoever committed it.
-    last_batch: AtomicUsize,
     /// Set once the committer thread has died (a panic, which is a bug):
     /// from then on every request queued or submitted is answered `Closed`.
     dead: AtomicBool,
@@ -717,27 +679,29 @@ struct Shared {
 
 /// Marks the committer dead if its thread unwinds, and answers everything
 /// queued: a caller never waits for a thread that is gone.
-struct DeathWatch<'a>(&'a Shared);
+struct DeathWatch<'a> {
+    shared: &'a Shared,
+    health: Arc<HealthCell>,
+    counters: Arc<Counters>,
+}
 
 impl Drop for DeathWatch<'_> {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
         }
-        let shared = self.0;
+        let shared = self.shared;
         shared.dead.store(true, Ordering::SeqCst);
         event!(
             error,
             "the committer thread panicked: writes are answered Error::Closed; reopen the store"
         );
-        if let Some(worker) = shared.worker().as_ref() {
-            let health = Health::Failed {
-                cause: "the committer thread stopped after an internal error (a panic); \
-                        close the store and open it again"
-                    .to_string(),
-            };
-            worker.health.set(health, &worker.counters);
-        }
+        let health = Health::Failed {
+            cause: "the committer thread stopped after an internal error (a panic); \
+                    close the store and open it again"
+                .to_string(),
+        };
+        self.health.set(health, &self.counters);
         shared.fail_queued();
         shared.made_room();
     }
@@ -790,71 +754,24 @@ impl Shared {
         }
     }
 
-    fn worker(&self) -> MutexGuard<'_, Option<Worker>> {
-        // A panic while the lock was held (redb panics are caught inside
-        // `Engine::read`, so this is a bug elsewhere) leaves a worker whose
-        // state is still consistent: every field is updated after its commit.
-        self.worker.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The writer, for a caller to commit its own operation on its thread,
-    /// when the committer is idle: the caller is a blocking one (it would
-    /// only park until the answer came), nothing is queued, the latest batch
-    /// was a single operation, nobody else is writing and the store is
-    /// healthy. This saves the two thread hand-offs of the queue for a lone
-    /// caller. Under load (a queue, or batches of more than one) it is
-    /// `None` and the caller queues, so group commit is unchanged.
-    fn idle_writer(&self) -> Option<MutexGuard<'_, Option<Worker>>> {
-        if !crate::blocking::in_block_on()
-            || self.dead.load(Ordering::SeqCst)
-            || self.last_batch.load(Ordering::Relaxed) > 1
-            || !self.receiver.is_empty()
-        {
-            return None;
-        }
-        let guard = match self.worker.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        // A poisoned store heals on the committer thread's schedule; a
-        // stopped one answers `Closed` through the channel.
-        guard
-            .as_ref()
-            .is_some_and(|worker| worker.poisoned.is_none())
-            .then_some(guard)
-    }
-
-    /// Commits `request` (and whatever got queued meanwhile) with the writer
-    /// [`idle_writer`](Self::idle_writer) gave; the answer is in the
-    /// request's reply when this returns.
-    fn commit_inline(&self, worker: &mut Worker, request: Request) -> Inline {
-        let mut batch = vec![request];
-        drain_into(&self.receiver, &mut batch, MAX_BATCH);
-        self.last_batch.store(batch.len(), Ordering::Relaxed);
-        self.made_room();
-        worker.run_batch(batch);
-        match worker.poisoned {
-            None => Inline::Committed,
-            Some(_) => Inline::Poisoned,
-        }
-    }
-
     /// The committer thread: serves the queue until every sender is gone,
     /// then syncs (see [`Worker::sync_on_shutdown`]) and drops the worker.
-    fn run(&self) -> Result<()> {
-        let _watch = DeathWatch(self);
+    fn run(&self, mut worker: Worker) -> Result<()> {
+        let _watch = DeathWatch {
+            shared: self,
+            health: Arc::clone(&worker.health),
+            counters: Arc::clone(&worker.counters),
+        };
+        // Operations in the latest batch.
+        let mut last_batch = 1;
         loop {
-            let next_attempt = self.worker().as_ref().and_then(Worker::next_attempt);
-            let first = match next_attempt {
+            let first = match worker.next_attempt() {
                 // Poisoned: wake up for the next reopen attempt even when no
                 // request comes.
                 Some(at) => match self.receiver.recv_deadline(at) {
                     Ok(request) => request,
                     Err(RecvTimeoutError::Timeout) => {
-                        if let Some(worker) = self.worker().as_mut() {
-                            worker.heal();
-                        }
+                        worker.heal();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -864,9 +781,6 @@ impl Shared {
                     Err(_) => break,
                 },
             };
-            if matches!(first, Request::Wake) {
-                continue;
-            }
             let mut batch = vec![first];
             drain_into(&self.receiver, &mut batch, MAX_BATCH);
             // The callers answered by the last commit are likely to come back
@@ -875,12 +789,10 @@ impl Shared {
             // splitting them over two fsyncs. A lone caller (last batch of 1)
             // never waits, and neither does a batch after one of more than
             // `LINGER_MAX_BATCH`.
-            let last_batch = self.last_batch.load(Ordering::Relaxed);
             if batch.len() < last_batch && last_batch <= LINGER_MAX_BATCH {
                 let deadline = Instant::now() + LINGER;
                 while batch.len() < last_batch {
                     match self.receiver.recv_deadline(deadline) {
-                        Ok(Request::Wake) => {}
                         Ok(request) => {
                             batch.push(request);
                             drain_into(&self.receiver, &mut batch, last_batch);
@@ -889,7 +801,7 @@ impl Shared {
                     }
                 }
             }
-            self.last_batch.store(batch.len(), Ordering::Relaxed);
+            last_batch = batch.len();
             self.made_room();
             #[cfg(test)]
             if let Some((arrived, go)) = self
@@ -902,23 +814,12 @@ impl Shared {
                 let _ = go.recv();
                 panic!("injected panic in the committer");
             }
-            let mut guard = self.worker();
-            let Some(worker) = guard.as_mut() else {
-                // Only this thread takes the worker out, below.
-                for request in batch {
-                    request.fail(Error::Closed);
-                }
-                continue;
-            };
             if worker.next_attempt().is_some_and(|at| Instant::now() >= at) {
                 worker.heal();
             }
             worker.run_batch(batch);
         }
-        match self.worker().take() {
-            Some(mut worker) => worker.sync_on_shutdown(),
-            None => Ok(()),
-        }
+        worker.sync_on_shutdown()
     }
 }
 
@@ -1183,8 +1084,7 @@ impl Worker {
                         record.state = StoredState::Completed { response };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
-                        let linger_ms = *retention_ms / LINGER_SHARE;
-                        tables.put(key, Some(old), &mut record, linger_ms)?;
+                        tables.put(key, Some(old), &mut record)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
                         })
@@ -1218,7 +1118,7 @@ impl Worker {
                             (None, StoredState::Completed { .. }) => None,
                         };
                         let lease_until_ms = lease_from(&mut record, now_ms, *terms, recovery);
-                        tables.put(key, Some(old), &mut record, 0)?;
+                        tables.put(key, Some(old), &mut record)?;
                         Ok(Renewed { lease_until_ms })
                     }
                 });
@@ -1250,8 +1150,6 @@ impl Worker {
             Request::Import { records, reply } => {
                 reply.answer = Some(self.import(tables, records, now_ms)?);
             }
-            // Never in a batch (see `drain_into`).
-            Request::Wake => {}
         }
         Ok(())
     }
@@ -1311,7 +1209,7 @@ impl Worker {
         };
         let recovered = if intent.takeover { inherited } else { None };
         let lease_until_ms = lease_from(&mut record, now_ms, terms, recovered.clone());
-        tables.put(key, old.map(|(slot, _, _)| slot), &mut record, 0)?;
+        tables.put(key, old.map(|(slot, _, _)| slot), &mut record)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
@@ -1361,7 +1259,7 @@ impl Worker {
         }
         let mut highest_token = 0;
         for (key, old, record) in &keyed {
-            tables.put(key, *old, &mut (*record).clone(), 0)?;
+            tables.put(key, *old, &mut (*record).clone())?;
             highest_token = highest_token.max(record.token);
         }
         if highest_token > self.token_seq {
@@ -1434,13 +1332,10 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-/// Moves queued requests into `batch` until it holds `limit`. A `Wake` has
-/// done its job once received (whoever drains it is writing) and is dropped,
-/// so no batch, on either path, carries one.
+/// Moves queued requests into `batch` until it holds `limit`.
 fn drain_into(receiver: &Receiver<Request>, batch: &mut Vec<Request>, limit: usize) {
     while batch.len() < limit {
         match receiver.try_recv() {
-            Ok(Request::Wake) => {}
             Ok(request) => batch.push(request),
             Err(_) => break,
         }

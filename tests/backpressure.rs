@@ -1,6 +1,7 @@
-//! A full write queue holds callers back without blocking their threads: an
-//! async caller's future stays pending (its runtime worker goes on with
-//! other tasks) and is woken once the writer makes room; nothing is lost.
+//! What one caller waits for holds up no other caller: a full write queue
+//! keeps an async caller's future pending (its runtime worker goes on with
+//! other tasks) until the writer makes room, and a slow disk read of one
+//! key holds up no other key of its lock-table shard.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,8 +19,15 @@ const CALLERS: usize = 5_000;
 #[path = "support/model.rs"]
 mod model;
 
-/// Memory under the store (the model harness's) whose syncs wait at a gate
-/// while it is closed, and count how many started.
+/// Which of the backend's operations wait at a closed gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Reads,
+    Syncs,
+}
+
+/// Memory under the store (the model harness's) whose reads or syncs wait
+/// at a gate while it is closed, and count how many wait.
 #[derive(Clone, Debug, Default)]
 struct GatedMemory {
     memory: model::SharedMemory,
@@ -28,38 +36,53 @@ struct GatedMemory {
 
 #[derive(Debug, Default)]
 struct Gate {
-    closed: bool,
-    syncs_waiting: usize,
+    closed_for: Option<Held>,
+    waiting: usize,
 }
 
 impl GatedMemory {
-    fn close(&self) {
+    fn close(&self, held: Held) {
         self.gate
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .closed = true;
+            .closed_for = Some(held);
     }
 
     fn open(&self) {
         let (gate, opened) = &*self.gate;
-        gate.lock().unwrap_or_else(PoisonError::into_inner).closed = false;
+        gate.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed_for = None;
         opened.notify_all();
     }
 
-    /// Until a sync waits at the closed gate: the writer is stuck in a
-    /// commit, and whatever is submitted now queues.
-    fn until_a_sync_waits(&self) -> Result<(), String> {
+    /// Until an operation waits at the closed gate.
+    fn until_one_waits(&self) -> Result<(), String> {
         let (gate, changed) = &*self.gate;
         let guard = gate.lock().unwrap_or_else(PoisonError::into_inner);
         let (guard, timeout) = changed
-            .wait_timeout_while(guard, Duration::from_secs(60), |g| g.syncs_waiting == 0)
+            .wait_timeout_while(guard, Duration::from_secs(60), |g| g.waiting == 0)
             .unwrap_or_else(PoisonError::into_inner);
         drop(guard);
         if timeout.timed_out() {
-            return Err("no commit reached the gate".into());
+            return Err("nothing reached the gate".into());
         }
         Ok(())
+    }
+
+    /// Waits while the gate is closed for `held`.
+    fn pass(&self, held: Held) {
+        let (gate, changed) = &*self.gate;
+        let mut guard = gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.closed_for == Some(held) {
+            guard.waiting += 1;
+            changed.notify_all();
+            while guard.closed_for == Some(held) {
+                guard = changed.wait(guard).unwrap_or_else(PoisonError::into_inner);
+            }
+            guard.waiting -= 1;
+        }
     }
 }
 
@@ -69,6 +92,7 @@ impl idemkv::StorageBackend for GatedMemory {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.pass(Held::Reads);
         self.memory.read(offset, out)
     }
 
@@ -77,16 +101,7 @@ impl idemkv::StorageBackend for GatedMemory {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
-        let (gate, changed) = &*self.gate;
-        let mut guard = gate.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.closed {
-            guard.syncs_waiting += 1;
-            changed.notify_all();
-            while guard.closed {
-                guard = changed.wait(guard).unwrap_or_else(PoisonError::into_inner);
-            }
-            guard.syncs_waiting -= 1;
-        }
+        self.pass(Held::Syncs);
         Ok(())
     }
 
@@ -106,14 +121,14 @@ fn a_full_queue_keeps_async_callers_pending_without_blocking_their_thread() -> T
     let memory = GatedMemory::default();
     let store = Store::with_backend(memory.clone(), Config::default().sweep_interval(None))?;
     let async_store = store.to_async();
-    memory.close();
+    memory.close(Held::Syncs);
 
     // The first claim's commit waits at the gate; the writer is stuck.
     let first = {
         let store = store.clone();
         std::thread::spawn(move || store.begin(&key(0), Fingerprint::of(b"0")))
     };
-    memory.until_a_sync_waits()?;
+    memory.until_one_waits()?;
 
     // One thread polls every caller's future once, as a runtime worker
     // would: each queues its claim, and the ones past the queue's room must
@@ -154,5 +169,77 @@ fn a_full_queue_keeps_async_callers_pending_without_blocking_their_thread() -> T
         }
     }
     assert_eq!(store.metrics().claims, CALLERS as u64 + 1);
+    Ok(())
+}
+
+/// Up to `count` keys whose table key (the hash the lock table picks a
+/// shard by, from its first two bytes) starts as `key`'s does: they share
+/// its shard however many shards there are.
+fn neighbours_of(key: &Key, count: usize) -> Vec<Key> {
+    let prefix = &idemkv::fuzzing::table_key(key)[..2];
+    (0..)
+        .map(|i| Key::new("backpressure", &format!("n{i}")).expect("valid key"))
+        .filter(|candidate| &idemkv::fuzzing::table_key(candidate)[..2] == prefix)
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn a_slow_disk_read_holds_up_no_other_key_of_its_shard() -> TestResult {
+    let memory = GatedMemory::default();
+    // No page cache and no replay cache: a lookup that goes to the disk
+    // reads the backend.
+    let config = Config::default()
+        .sweep_interval(None)
+        .storage_cache_bytes(0)
+        .cache_bytes(0);
+    let store = Store::with_backend(memory.clone(), config)?;
+    let slow = Key::new("backpressure", "slow")?;
+    let neighbours = neighbours_of(&slow, 4);
+    let mut claims = Vec::new();
+    for key in &neighbours {
+        match store.begin(key, Fingerprint::of(b"n"))? {
+            Begin::Claimed(claim) => claims.push(claim),
+            other => return Err(format!("{key:?} was answered {other:?}").into()),
+        }
+    }
+
+    // A lookup of `slow` goes to the disk and waits there.
+    memory.close(Held::Reads);
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || store.begin(&slow, Fingerprint::of(b"s")))
+    };
+    memory.until_one_waits()?;
+
+    // Meanwhile its neighbours, held by live claims of this process, are
+    // answered from the lock table; a `begin` that held the shard's lock
+    // through its read would keep them waiting until the gate opens.
+    let (answered, answers) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        let neighbours = neighbours.clone();
+        std::thread::spawn(move || {
+            for key in &neighbours {
+                let _ = answered.send(store.begin(key, Fingerprint::of(b"n")));
+            }
+        });
+    }
+    let served =
+        neighbours
+            .iter()
+            .try_for_each(|key| match answers.recv_timeout(Duration::from_secs(60)) {
+                Ok(Ok(Begin::InProgress { .. })) => Ok(()),
+                Ok(other) => Err(format!("{key:?} was answered {other:?}")),
+                Err(_) => Err(format!("{key:?} waited for another key's disk read")),
+            });
+    // Opened whatever happened, so that nothing is left waiting.
+    memory.open();
+    served?;
+    match reader.join().map_err(|_| "the reader panicked")?? {
+        Begin::Claimed(_) => {}
+        other => return Err(format!("the slow key was answered {other:?}").into()),
+    }
+    drop(claims);
     Ok(())
 }
