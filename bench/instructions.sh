@@ -10,8 +10,8 @@
 # Callgrind counts only the driver's measured loop (--toggle-collect), so
 # the setup (commits through threads whose timing varies) and other threads
 # stay out; the count divided by the loop's length is one operation. The
-# write-path operations count their committer thread too: the driver opens
-# a store for the loop alone, and its committer's run is collected whole.
+# write-path operations count their committer threads too (each one's run
+# whole), less a run of the same setup with an empty loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -29,10 +29,17 @@ echo "| operation | instructions per operation |"
 echo "|---|---|"
 for op in "${operations[@]}"; do
   toggles=(--toggle-collect='*measured*')
+  baseline=0
   case "$op" in
-    cycle*) toggles+=(--toggle-collect='idemkv::committer::Shared::run') ;;
+    cycle*)
+      # Every committer thread's run is collected, the setup's too: a run
+      # with an empty loop counts the setup alone, and is taken off.
+      toggles+=(--toggle-collect='idemkv::committer::Shared::run')
+      baseline=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "${toggles[@]}" \
+        "$driver" "$op" 0 2>&1 | awk '/Collected :/ { print $NF }')
+      ;;
   esac
   total=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "${toggles[@]}" \
     "$driver" "$op" "$count" 2>&1 | awk '/Collected :/ { print $NF }')
-  echo "| $op | $(( total / count )) |"
+  echo "| $op | $(( (total - baseline) / count )) |"
 done

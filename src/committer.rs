@@ -75,7 +75,7 @@ use crate::record::{StoredRecord, StoredState, decide};
 use crate::recovery::RecoveryPoint;
 use crate::response::StoredResponse;
 use crate::storage::{
-    Change, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
+    Change, LINGER_SHARE, META_LAST_SWEEP, META_TOKEN_CEILING, Opened, WriteTables, set_journal_seq,
 };
 use crate::writeback::Writeback;
 
@@ -201,6 +201,10 @@ impl<T> Reply<T> {
 /// receiver dropped holding it; so every request in it is answered exactly
 /// once. Only blocked threads relay: an async task runs when its runtime
 /// gets to it, which must not delay anyone else's answer.
+///
+/// Kept because it was measured: answering every caller from the committer
+/// cost 16-17% of the 64-client rate on 2 cores (docs/benchmarks.md,
+/// "Three write-path choices, measured").
 #[derive(Default)]
 struct Relay(Vec<Request>);
 
@@ -1084,7 +1088,8 @@ impl Worker {
                         record.state = StoredState::Completed { response };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
-                        tables.put(key, Some(old), &mut record)?;
+                        let linger_ms = *retention_ms / LINGER_SHARE;
+                        tables.put(key, Some(old), &mut record, linger_ms)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
                         })
@@ -1118,7 +1123,7 @@ impl Worker {
                             (None, StoredState::Completed { .. }) => None,
                         };
                         let lease_until_ms = lease_from(&mut record, now_ms, *terms, recovery);
-                        tables.put(key, Some(old), &mut record)?;
+                        tables.put(key, Some(old), &mut record, 0)?;
                         Ok(Renewed { lease_until_ms })
                     }
                 });
@@ -1209,7 +1214,7 @@ impl Worker {
         };
         let recovered = if intent.takeover { inherited } else { None };
         let lease_until_ms = lease_from(&mut record, now_ms, terms, recovered.clone());
-        tables.put(key, old.map(|(slot, _, _)| slot), &mut record)?;
+        tables.put(key, old.map(|(slot, _, _)| slot), &mut record, 0)?;
         Ok(Ok(Begin::Claimed(Granted {
             token,
             lease_until_ms,
@@ -1259,7 +1264,7 @@ impl Worker {
         }
         let mut highest_token = 0;
         for (key, old, record) in &keyed {
-            tables.put(key, *old, &mut (*record).clone())?;
+            tables.put(key, *old, &mut (*record).clone(), 0)?;
             highest_token = highest_token.max(record.token);
         }
         if highest_token > self.token_seq {

@@ -106,9 +106,10 @@ impl Default for Config {
 impl Config {
     /// How long a record is kept after it was last written (default 24 h):
     /// a completed record from its completion, an abandoned in-flight record
-    /// from the end of its lease. After that it reads as absent, and the
-    /// first sweep from then on deletes it (docs/design.md, "Retention and
-    /// expiry").
+    /// from the end of its lease. After that it reads as absent; the sweep
+    /// deletes it then, or for a completion up to the rest of its lease and
+    /// at most 1/16 of the retention later (it may keep its claim's place in
+    /// the expiry index; see docs/design.md, "Retention and expiry").
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self

@@ -28,8 +28,10 @@ pub(crate) struct StoredRecord {
     pub updated_at_ms: u64,
     pub expires_at_ms: u64,
     /// When the sweep deletes the record: the time of its `expiry` entry.
-    /// [`crate::storage::WriteTables::put`] sets it to `expires_at_ms`;
-    /// records written by format-3 builds may have a later one.
+    /// Set by [`crate::storage::WriteTables::put`]: a completion keeps its
+    /// claim's entry, which comes no earlier (the lease's end plus the
+    /// retention), when that is at most a share of the retention later, so
+    /// that completing writes nothing to the `expiry` table.
     pub sweep_at_ms: u64,
     pub state: StoredState,
 }

@@ -11,10 +11,12 @@
 //!
 //! Invariant: a key is in at most one of `records` and `inflight`, and the
 //! `expiry` table has exactly one entry for it, matching its `sweep_at_ms`,
-//! which is never before its `expires_at_ms`. Every record this build
-//! writes has its entry at its expiry (`sweep_at_ms == expires_at_ms`);
-//! records written by format 3 builds may have theirs later (a completion
-//! kept its claim's entry), and are swept at that later time.
+//! which is never before its `expires_at_ms`. A claim's entry is at its
+//! lease's end plus the retention; its completion, which expires one
+//! retention after it, keeps that entry when it comes at most
+//! 1/[`LINGER_SHARE`] of the retention later (see [`WriteTables::put`]). So
+//! a completed record is swept at most that long after it starts reading as
+//! absent, and such a completion writes nothing to `expiry`.
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
 //!   has been issued; a reopened store starts above it), `last_sweep_ms`,
 //!   and `journal_seq` (the last journal frame the file holds, see
@@ -50,6 +52,21 @@ pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::n
 pub(crate) const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
 pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("expiry");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A completion keeps its claim's expiry entry when that comes at most
+/// 1/`LINGER_SHARE` of the retention after the completion's own expiry: with
+/// the defaults (a 60 s lease, a 24 h retention) every completion within its
+/// lease does, and the records kept past their expiry are at most that
+/// share of a retention's worth (6.25%, and 0.07% with the defaults).
+///
+/// Trades disk space held by expired records (and a sweep that comes up to
+/// the rest of a lease late) against a third table written by every
+/// completion. The journal did not make it cheap: moving the entry costs
+/// the committer about a third more instructions per fresh-key cycle, and
+/// the 64-client figure dropped with it (docs/benchmarks.md, "A completion
+/// keeps its claim's expiry entry"). The share is a round number, not
+/// tuned.
+pub(crate) const LINGER_SHARE: u64 = 16;
 
 /// The file format this build writes; files with a larger version are refused.
 ///
@@ -559,17 +576,37 @@ impl<'t> WriteTables<'t> {
     }
 
     /// Writes `record` for `key`, replacing the record that was in `old`, and
-    /// puts its expiry entry at its expiry (`sweep_at_ms = expires_at_ms`):
-    /// the old record's entry moves there, or stays when it is there
-    /// already.
-    pub fn put(&mut self, key: &Key, old: Option<Slot>, record: &mut StoredRecord) -> Result<()> {
+    /// sets its `sweep_at_ms`.
+    ///
+    /// The old record's expiry entry is kept when it comes no earlier than
+    /// the new record's expiry and at most `linger_ms` after it; otherwise
+    /// the entry moves to the new expiry. A completion passes a share of its
+    /// retention: its claim's entry is at the lease's end plus the
+    /// retention, and the completion expires one retention after now, so a
+    /// completion within its lease keeps the entry whenever the rest of the
+    /// lease is at most `linger_ms`, and its commit rewrites no `expiry`
+    /// page. The record reads as absent from its expiry on and is swept at
+    /// most `linger_ms` later.
+    pub fn put(
+        &mut self,
+        key: &Key,
+        old: Option<Slot>,
+        record: &mut StoredRecord,
+        linger_ms: u64,
+    ) -> Result<()> {
         let hash = key.hash();
-        record.sweep_at_ms = record.expires_at_ms;
-        if old.is_none_or(|old| old.sweep_at_ms != record.sweep_at_ms) {
+        let kept = old.map(|old| old.sweep_at_ms).filter(|&at| {
+            at.checked_sub(record.expires_at_ms)
+                .is_some_and(|late| late <= linger_ms)
+        });
+        if let Some(at) = kept {
+            record.sweep_at_ms = at;
+        } else {
             match old {
                 Some(old) => self.delete_expiry(old.sweep_at_ms, hash)?,
                 None => self.added += 1,
             }
+            record.sweep_at_ms = record.expires_at_ms;
             self.add_expiry(record.sweep_at_ms, hash)?;
         }
         let bytes = bytes::Bytes::from(codec::encode(record)?);

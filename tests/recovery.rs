@@ -142,8 +142,8 @@ fn a_format_2_file_opens_reads_and_is_swept() -> TestResult {
         claim.recovered().map(|p| (p.phase(), p.state())),
         Some(("charge_created", &b"ch_2"[..]))
     );
-    // Completed at once: it expires a retention from now, and its expiry
-    // entry moves there from the takeover's, a lease later.
+    // Completed at once: it expires a retention from now, and keeps the
+    // takeover's expiry entry, a lease later.
     store.complete(claim, response("done"))?;
     assert!(store.verify()?.is_ok());
     // The format 2 completion expires one retention after it was written;
@@ -153,12 +153,12 @@ fn a_format_2_file_opens_reads_and_is_swept() -> TestResult {
     assert!(store.get(&completed)?.is_none());
     assert!(store.get(&flying)?.is_some());
     // The new completion reads as absent from its expiry on, and is swept
-    // then.
-    clock.advance(LEASE - Duration::from_millis(1));
+    // at its entry, one lease later.
+    clock.advance(LEASE);
+    assert!(store.get(&flying)?.is_none());
     assert_eq!(store.sweep_expired()?, 0);
     assert_eq!(store.verify()?.records, 1);
-    clock.advance(Duration::from_millis(1));
-    assert!(store.get(&flying)?.is_none());
+    clock.advance(LEASE);
     assert_eq!(store.sweep_expired()?, 1);
     let report = store.verify()?;
     assert!(report.is_ok() && report.records == 0, "{report:?}");

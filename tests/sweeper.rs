@@ -354,12 +354,13 @@ fn compact_refuses_missing_and_foreign_files() -> TestResult {
     Ok(())
 }
 
-/// A completion moves its claim's expiry entry (the lease's end plus the
-/// retention) to its own expiry, one retention after it was written, and
-/// the sweep deletes it right then: whether it came at once or late in its
-/// lease.
+/// A completion keeps its claim's expiry entry (the lease's end plus the
+/// retention) only when that comes at most 1/16 of the retention after its
+/// own expiry; otherwise the entry moves and the sweep deletes it right at
+/// its expiry. With a 10 min retention the share is 37.5 s: a completion
+/// with 60 s of its lease left moves the entry, one with 30 s left keeps it.
 #[test]
-fn a_completion_is_swept_at_its_own_expiry() -> TestResult {
+fn a_completion_keeps_its_claims_entry_only_within_a_share_of_the_retention() -> TestResult {
     let retention = Duration::from_secs(600);
     let (config, clock) = manual_config();
     let store = Store::in_memory(config.retention(retention))?;
@@ -370,22 +371,20 @@ fn a_completion_is_swept_at_its_own_expiry() -> TestResult {
     clock.advance(Duration::from_secs(30));
     store.complete(claim, response("late"))?;
 
-    // The early completion expires at 600 s and is swept then, not a
-    // millisecond before.
-    clock.advance(retention - Duration::from_secs(30) - Duration::from_millis(1));
-    assert_eq!(store.sweep_expired()?, 0);
-    clock.advance(Duration::from_millis(1));
+    // The early completion expires at 600 s and is swept then.
+    clock.advance(retention - Duration::from_secs(30));
     assert_eq!(store.sweep_expired()?, 1);
     assert!(store.get(&early)?.is_none());
-    assert!(store.get(&late)?.is_some());
-    // The late one expires at 630 s, long before its claim's lease plus
-    // the retention (660 s), and is swept at 630 s too.
+    // The late one expires at 630 s and stays until its claim's entry, at
+    // 660 s (60 s lease + retention).
+    clock.advance(Duration::from_secs(30));
+    assert!(store.get(&late)?.is_none());
+    assert_eq!(store.sweep_expired()?, 0);
+    assert_eq!(store.metrics().live_records, 1);
     clock.advance(Duration::from_secs(30) - Duration::from_millis(1));
     assert_eq!(store.sweep_expired()?, 0);
     clock.advance(Duration::from_millis(1));
-    assert!(store.get(&late)?.is_none());
     assert_eq!(store.sweep_expired()?, 1);
-    assert_eq!(store.metrics().live_records, 0);
     assert!(store.verify()?.is_ok());
     Ok(())
 }

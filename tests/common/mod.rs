@@ -9,9 +9,10 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 pub const LEASE: Duration = Duration::from_secs(60);
 pub const RETENTION: Duration = Duration::from_secs(3600);
-/// How long after its claim every record a test wrote at once is swept: a
-/// claim left in flight expires at its lease's end plus the retention, a
-/// completion one retention after it was written.
+/// How long after its claim a record completed at once is swept: a
+/// completion keeps its claim's expiry entry (the lease's end plus the
+/// retention) when the lease is at most 1/16 of the retention, as here, so
+/// it is swept one lease after it starts reading as absent.
 pub const SWEPT_AFTER: Duration = Duration::from_secs(LEASE.as_secs() + RETENTION.as_secs());
 
 /// A config on a manual clock with a 60 s lease and a 1 h retention, and no

@@ -160,10 +160,27 @@ pub enum State {
 pub struct ModelRecord {
     payload: usize,
     token: u64,
-    /// When it starts reading as absent, and when a sweep deletes it.
     expires_at: u64,
+    /// When a sweep deletes it (never before `expires_at`).
+    sweep_at: u64,
     state: State,
 }
+
+/// The sweep time of a record written with `expires_at` over `old`: the old
+/// record's, when that comes no earlier and at most `linger` later (a
+/// completion may keep its claim's, up to 1/16 of the retention after its
+/// own expiry), else its own expiry.
+fn sweep_time(old: Option<&ModelRecord>, expires_at: u64, linger: u64) -> u64 {
+    match old {
+        Some(old) if old.sweep_at >= expires_at && old.sweep_at - expires_at <= linger => {
+            old.sweep_at
+        }
+        _ => expires_at,
+    }
+}
+
+/// How long after its expiry a completion may stay until the sweep.
+const COMPLETION_LINGER_MS: u64 = RETENTION_MS / 16;
 
 pub struct Model {
     now: u64,
@@ -312,6 +329,7 @@ impl Harness {
                             payload,
                             token: old.token,
                             expires_at,
+                            sweep_at: sweep_time(Some(old), expires_at, COMPLETION_LINGER_MS),
                             state: State::Completed { response },
                         },
                     );
@@ -360,6 +378,7 @@ impl Harness {
                         *lease_until = now + LEASE_MS;
                     }
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
+                    record.sweep_at = sweep_time(Some(record), record.expires_at, 0);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -382,6 +401,7 @@ impl Harness {
                         recovery: Some(phase),
                     };
                     record.expires_at = now + LEASE_MS + RETENTION_MS;
+                    record.sweep_at = sweep_time(Some(record), record.expires_at, 0);
                 } else {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
@@ -434,7 +454,7 @@ impl Harness {
                 let swept = self.store().sweep_expired().expect("sweep");
                 let before = self.model.records.len();
                 let now = self.model.now;
-                self.model.records.retain(|_, r| r.expires_at > now);
+                self.model.records.retain(|_, r| r.sweep_at > now);
                 assert_eq!(swept, (before - self.model.records.len()) as u64);
                 self.check_file();
             }
@@ -495,12 +515,14 @@ impl Harness {
         assert!(token > self.model.highest_token, "tokens only grow");
         self.model.highest_token = token;
         let expires_at = now + LEASE_MS + RETENTION_MS;
+        let sweep_at = sweep_time(self.model.records.get(&k), expires_at, 0);
         self.model.records.insert(
             k,
             ModelRecord {
                 payload,
                 token,
                 expires_at,
+                sweep_at,
                 state: State::InFlight {
                     lease_until: now + LEASE_MS,
                     recovery,
