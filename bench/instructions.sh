@@ -34,7 +34,7 @@ for op in "${operations[@]}"; do
     cycle*)
       # Every committer thread's run is collected, the setup's too: a run
       # with an empty loop counts the setup alone, and is taken off.
-      toggles+=(--toggle-collect='idemkv::committer::Shared::run')
+      toggles+=(--toggle-collect='idemkv::committer::writer::serve')
       baseline=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "${toggles[@]}" \
         "$driver" "$op" 0 2>&1 | awk '/Collected :/ { print $NF }')
       ;;

@@ -24,7 +24,7 @@
 //! - `cycle`: a lone caller's `begin` → `Claimed` + `complete` on a fresh
 //!   key, store prefilled with 2,000 records. The commits run on the
 //!   committer thread: `bench/instructions.sh` collects every committer
-//!   thread's run beside the caller's loop, and takes off a run with an
+//!   thread's life (`committer::writer::serve`) beside the caller's loop, and takes off a run with an
 //!   empty loop (the prefill's commits and the store's last one at close),
 //!   which leaves the whole cycle's work;
 //! - `cycle_journal`: the same with the write-ahead journal (its frames are
