@@ -33,7 +33,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// database is unreachable) and the next attempt would start within
 /// `budget` of the first. A repeat after a completion that landed but whose
 /// answer was lost answers `Ok`: completions are idempotent by token. The
-/// HTTP layer and [`once`](crate::once) use it with half the lease as the
+/// HTTP layer and [`once`](fn@crate::once) use it with half the lease as the
 /// budget, so that the claim's lease outlasts the attempts and no retry of
 /// the request takes the key over meanwhile.
 ///

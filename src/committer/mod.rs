@@ -1,6 +1,6 @@
 //! The committer: the one thread that writes to the redb file.
 //!
-//! Callers send a [`Request`] over a channel and wait for its reply, a
+//! Callers send a [`Request`](reply::Request) over a channel and wait for its reply, a
 //! oneshot that a thread blocks on and a task awaits alike. The
 //! committer takes everything queued (up to [`MAX_BATCH`]), applies the batch
 //! in one write transaction, commits once (one fsync under
@@ -9,9 +9,16 @@
 //! one way, whoever the caller is: a blocked thread and an async task queue
 //! alike, so no caller's thread ever runs a commit.
 //!
-//! Every operation has its own reply type ([`Granted`], [`Completed`],
-//! [`Renewed`], [`Swept`], ...), carried in its own request variant, so a
+//! Every operation has its own reply type ([`Granted`](reply::Granted), [`Completed`](reply::Completed),
+//! [`Renewed`](reply::Renewed), [`Swept`], ...), carried in its own request variant, so a
 //! caller gets exactly the answer its operation can give.
+//!
+//! The parts: [`queue`] (the callers' side: submit, wait for room, the
+//! answer's future), [`reply`] (each operation as a request and the answers
+//! it can get), [`writer`] (the thread: batching and the batch's commit),
+//! [`apply`] (what each operation does inside the transaction: the
+//! semantics) and [`heal`] (poison after a failed commit, reopen with
+//! backoff).
 //!
 //! Invariants:
 //! - One writer: the writer's state ([`Worker`]) belongs to the committer
@@ -20,7 +27,7 @@
 //!   returned; if the commit fails, every caller in the batch gets the error.
 //! - Every operation of a committed batch is answered exactly once: by the
 //!   committer, or by a blocked caller of the batch to whom it handed the
-//!   answer ([`Relay`]), and by whoever drops that caller's share if the
+//!   answer ([`Relay`](reply::Relay)), and by whoever drops that caller's share if the
 //!   caller stopped waiting.
 //! - Holder operations (complete, release, renew) are judged here, against
 //!   the record read inside the write transaction: a token that no longer

@@ -1,0 +1,282 @@
+//! Inspecting and administering records: get, remove, sweep, verify,
+//! scan, stats, import, backup and compaction.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use crate::committer::Imported;
+use crate::config::Config;
+use crate::engine::{Engine, Source};
+use crate::error::{Error, Result};
+use crate::inspect::{self, ScanFilter, Stats};
+use crate::key::Key;
+use crate::metrics::bump;
+use crate::record::Record;
+use crate::sweeper::{self};
+use crate::verify::{self, EngineCheck, VerifyReport};
+
+use super::Store;
+
+/// What [`Store::compact`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compaction {
+    /// File size before compaction.
+    pub bytes_before: u64,
+    /// File size after compaction.
+    pub bytes_after: u64,
+}
+
+impl Store {
+    /// The live record of `key`, if any. Expired records read as `None` even
+    /// before a sweep deletes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] if the record fails verification,
+    /// [`Error::Storage`] if it cannot be read.
+    pub fn get(&self, key: &Key) -> Result<Option<Record>> {
+        let now_ms = self.inner.time.now_ms();
+        Ok(self
+            .inner
+            .engine
+            .read_record(key)?
+            .filter(|record| !record.is_expired(now_ms))
+            .map(|record| record.into_public(key)))
+    }
+
+    /// Deletes whatever is stored for `key`, in flight or completed (a
+    /// damaged record included). A live claim on it is revoked: its holder's
+    /// `complete`/`release`/`renew` fail with `LeaseLost`. Returns whether a
+    /// live record was deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Poisoned`] if the commit failed.
+    pub fn remove(&self, key: &Key) -> Result<bool> {
+        crate::blocking::block_on(self.remove_async(key))
+    }
+
+    /// Deletes every record whose sweep time has come (its expiry, or a
+    /// little later for a completion that kept its claim's place in the
+    /// expiry index; see [`Config::retention`]), in write transactions of at most
+    /// `Config::sweep_batch` records so claims are not stalled behind one long
+    /// transaction. The background sweeper does the same every
+    /// `Config::sweep_interval`; this is for stores that turned it off, and
+    /// for tests. Returns how many records were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Poisoned`] if a commit failed; records
+    /// deleted by earlier batches stay deleted.
+    pub fn sweep_expired(&self) -> Result<u64> {
+        let inner = &*self.inner;
+        sweeper::sweep(
+            inner.committer()?,
+            &inner.engine,
+            &inner.config,
+            &inner.time,
+            &inner.counters,
+            || false,
+        )
+    }
+
+    /// Compacts the store file at `path` in place, returning freed space to the
+    /// file system. redb reuses freed pages on its own, so a store under
+    /// steady churn does not need this; it is for shrinking a file after its
+    /// live set got smaller for good. The file must not be open: call it
+    /// before `Store::open` (or after the last handle is dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyOpen`] if a `Store` has the file open,
+    /// [`Error::CannotOpen`] for a missing file, the errors of
+    /// [`Store::open`] for a file that is not an idemkv store, and
+    /// [`Error::Storage`] if compaction fails (the file then stays as it was
+    /// or partly compacted, never inconsistent: redb compacts transactionally).
+    pub fn compact(path: impl AsRef<Path>) -> Result<Compaction> {
+        let path = path.as_ref();
+        let size = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|source| Error::CannotOpen {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        let bytes_before = size(path)?;
+        let (engine, _, _) = Engine::open(
+            Source::File(path.to_path_buf()),
+            Config::default().storage_cache_bytes,
+            false,
+            false,
+            false,
+            false,
+        )?;
+        engine.exclusive(|db| {
+            while db.compact()? {}
+            Ok(())
+        })?;
+        engine.close(false)?;
+        Ok(Compaction {
+            bytes_before,
+            bytes_after: size(path)?,
+        })
+    }
+
+    /// Checks the whole store: the storage engine's own integrity check (the
+    /// checksum of every page), then every record decoded and checked
+    /// against the key it is stored under, and the expiry and in-flight
+    /// indexes cross-checked against the records. Reads and writes wait
+    /// while it runs (it reads the whole file).
+    ///
+    /// The report lists what is wrong; [`VerifyReport::is_ok`] says whether
+    /// anything is. `Config::verify_on_open` runs the same checks at open
+    /// and refuses a damaged file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read at all, or the store is
+    /// recovering from a failed commit ([`Error::Poisoned`]).
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.inner.engine.exclusive(|db| {
+            let engine = match db.check_integrity() {
+                Ok(true) => EngineCheck::Passed,
+                Ok(false) => EngineCheck::Repaired,
+                Err(err) => EngineCheck::Failed(Error::from(err).to_string()),
+            };
+            let mut report = match &engine {
+                // The engine's state is not to be trusted for a table walk.
+                EngineCheck::Failed(_) => VerifyReport::default(),
+                _ => verify::verify_tables(db)?,
+            };
+            report.note_engine(engine);
+            Ok(report)
+        })
+    }
+
+    /// Visits the records that match `filter` (every live record by
+    /// default), in-flight ones first, each group in key-hash order, until
+    /// `visit` breaks or the records run out. A record that fails
+    /// verification is passed as `Err(Error::Corrupted)`.
+    ///
+    /// One read transaction covers the whole scan: it sees the store as it
+    /// was when the scan began, and writes go on meanwhile.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use idemkv::{Begin, Config, Fingerprint, Key, RecordStateFilter, ScanFilter, Store};
+    ///
+    /// let store = Store::in_memory(Config::default())?;
+    /// let key = Key::new("tenant-1 POST /v1/charges", "order-1")?;
+    /// let Begin::Claimed(claim) = store.begin(&key, Fingerprint::of(b"{}"))? else { unreachable!() };
+    /// let mut in_flight = Vec::new();
+    /// store.scan(&ScanFilter::default().state(RecordStateFilter::InFlight), |record| {
+    ///     in_flight.push(record.map(|r| r.key().clone()));
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(in_flight.len(), 1);
+    /// # drop(claim);
+    /// # Ok::<(), idemkv::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read.
+    pub fn scan(
+        &self,
+        filter: &ScanFilter,
+        mut visit: impl FnMut(Result<Record>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let now_ms = self.inner.time.now_ms();
+        self.inner
+            .engine
+            .read(|db| inspect::scan(db, filter, now_ms, &mut visit))
+    }
+
+    /// A summary of the store: records by state, claims past their lease,
+    /// the busiest scopes, the oldest claim, what expires within the hour,
+    /// the file's size and free space, its format and its last sweep. It
+    /// reads every record once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the file cannot be read.
+    pub fn stats(&self) -> Result<Stats> {
+        self.stats_with_progress(|_| {})
+    }
+
+    /// [`stats`](Self::stats), calling `progress` with the number of records
+    /// read so far as it goes (every 4,096 records and at the end; compare
+    /// with `metrics().live_records` for a progress bar).
+    ///
+    /// # Errors
+    ///
+    /// As [`stats`](Self::stats).
+    pub fn stats_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<Stats> {
+        let now_ms = self.inner.time.now_ms();
+        let engine = &self.inner.engine;
+        let mut stats = engine.read(|db| inspect::record_stats(db, now_ms, &mut progress))?;
+        stats.allocated_bytes = engine.read(inspect::allocated_bytes)?;
+        if let Source::File(path) = engine.source() {
+            stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
+        }
+        Ok(stats)
+    }
+
+    /// Writes `records` exactly as given (state, token, times, fingerprint,
+    /// response), all in one transaction: a backup read back, or records
+    /// moved from another machine. Records that have already expired are
+    /// skipped. Tokens issued afterwards are larger than every imported one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ImportConflict`] if a key already holds a live record here
+    /// or appears twice; nothing is imported then. [`Error::Storage`] or
+    /// [`Error::Poisoned`] if the commit failed.
+    pub fn import(&self, records: impl IntoIterator<Item = Record>) -> Result<Imported> {
+        let stored: Vec<_> = records.into_iter().map(|r| r.to_stored()).collect();
+        let hashes: Vec<[u8; 32]> = stored
+            .iter()
+            .filter_map(|r| Key::new(&r.scope, &r.idempotency_key).ok())
+            .map(|key| *key.hash())
+            .collect();
+        let imported = crate::blocking::block_on(self.inner.committer()?.import(stored))?;
+        // Whatever the lock table knew of these keys predates their records.
+        for hash in &hashes {
+            self.inner.locks.forget(hash);
+        }
+        Ok(imported)
+    }
+
+    /// Writes a consistent copy of this store, as of the latest commit, to
+    /// a new file at `path` that opens on its own (no journal beside it):
+    /// every write acknowledged before the call is in it. Safe while the
+    /// store serves requests: writes go on during the copy (a heal after a
+    /// failed commit waits for it to end), and the copy appears at `path`
+    /// only once it is complete and durable. Copying a live store's file
+    /// and journal with other tools is not safe (docs/operations.md,
+    /// "Backups").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CannotOpen`] if `path` (or `<path>.journal`) exists or
+    /// cannot be written; [`Error::Storage`] if reading the store or
+    /// writing the copy fails (nothing is left at `path` then);
+    /// [`Error::Closed`] or [`Error::Poisoned`] while the store cannot be
+    /// read.
+    pub fn backup_to(&self, path: impl AsRef<Path>) -> Result<crate::Backup> {
+        let path = path.as_ref();
+        self.inner.engine.read(|db| crate::backup::backup(db, path))
+    }
+
+    /// The one implementation of `remove`.
+    pub(crate) async fn remove_async(&self, key: &Key) -> Result<bool> {
+        let live = self.inner.committer()?.remove(key).await?;
+        self.inner.locks.forget(key.hash());
+        if live {
+            bump(&self.inner.counters.removed);
+        }
+        Ok(live)
+    }
+}
