@@ -1,16 +1,20 @@
 //! The async face of a store: [`AsyncStore`].
 
+use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use crate::backend::Backend;
 use crate::config::{Settings, Terms};
 use crate::error::Result;
-use crate::fingerprint::Fingerprint;
 use crate::health::Health;
-use crate::key::Key;
 use crate::metrics::Metrics;
-use crate::outcome::{Begin, Claim, CompleteError, ReleaseError};
-use crate::record::Record;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::record::Record;
+use crate::model::response::StoredResponse;
+use crate::request::outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 use crate::store::Store;
 
 /// A [`Store`] for async code: the same store and the same methods, as
@@ -226,3 +230,77 @@ const _: () = {
         assert_send(&store.complete(claim, response));
     }
 };
+
+/// The embedded store as a [`Backend`]: what the HTTP layer, `once` and
+/// the conformance suite take.
+impl Backend for AsyncStore {
+    type Claim = Claim;
+
+    fn begin(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: Terms,
+    ) -> impl Future<Output = Result<Begin>> + Send {
+        AsyncStore::begin_with(self, key, fingerprint, terms)
+    }
+
+    fn begin_wait(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+        terms: Terms,
+    ) -> impl Future<Output = Result<Begin>> + Send {
+        AsyncStore::begin_wait_with(self, key, fingerprint, timeout, terms)
+    }
+
+    fn complete(
+        &self,
+        claim: Claim,
+        response: StoredResponse,
+    ) -> impl Future<Output = Result<(), CompleteError>> + Send {
+        AsyncStore::complete(self, claim, response)
+    }
+
+    fn release(&self, claim: Claim) -> impl Future<Output = Result<(), ReleaseError>> + Send {
+        AsyncStore::release(self, claim)
+    }
+
+    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<()>> + Send {
+        AsyncStore::renew(self, claim)
+    }
+
+    fn checkpoint(
+        &self,
+        claim: &Claim,
+        phase: &str,
+        state: Bytes,
+    ) -> impl Future<Output = Result<()>> + Send {
+        AsyncStore::checkpoint(self, claim, phase, state)
+    }
+
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
+        std::future::ready(AsyncStore::get(self, key))
+    }
+
+    fn remove(&self, key: &Key) -> impl Future<Output = Result<bool>> + Send {
+        AsyncStore::remove(self, key)
+    }
+
+    fn metrics(&self) -> Metrics {
+        AsyncStore::metrics(self)
+    }
+
+    fn claim_info(claim: &Claim) -> ClaimInfo {
+        claim.info()
+    }
+
+    fn lease(&self) -> Duration {
+        self.settings().lease()
+    }
+
+    fn max_response_bytes(&self) -> usize {
+        self.settings().max_response_bytes()
+    }
+}

@@ -1,6 +1,6 @@
 //! What every idempotency backend offers: the operations the integrations
 //! (the HTTP layer, message consumers) are written against, so that any
-//! backend can sit under them. [`AsyncStore`] implements it over the
+//! backend can sit under them. [`AsyncStore`](crate::AsyncStore) implements it over the
 //! embedded store; a shared SQL database can implement it for services that
 //! run on several machines.
 
@@ -9,16 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::async_store::AsyncStore;
 use crate::config::Terms;
 use crate::error::Result;
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
 use crate::log::event;
 use crate::metrics::Metrics;
-use crate::outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
-use crate::record::Record;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::record::Record;
+use crate::model::response::StoredResponse;
+use crate::request::outcome::{Begin, ClaimInfo, CompleteError, ReleaseError};
 
 /// The first wait before a completion is repeated after a transient
 /// failure; each further one doubles, up to [`RETRY_BACKOFF_MAX`].
@@ -261,76 +260,4 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// The largest response `complete` stores.
     fn max_response_bytes(&self) -> usize;
-}
-
-impl Backend for AsyncStore {
-    type Claim = Claim;
-
-    fn begin(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        terms: Terms,
-    ) -> impl Future<Output = Result<Begin>> + Send {
-        AsyncStore::begin_with(self, key, fingerprint, terms)
-    }
-
-    fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-        terms: Terms,
-    ) -> impl Future<Output = Result<Begin>> + Send {
-        AsyncStore::begin_wait_with(self, key, fingerprint, timeout, terms)
-    }
-
-    fn complete(
-        &self,
-        claim: Claim,
-        response: StoredResponse,
-    ) -> impl Future<Output = Result<(), CompleteError>> + Send {
-        AsyncStore::complete(self, claim, response)
-    }
-
-    fn release(&self, claim: Claim) -> impl Future<Output = Result<(), ReleaseError>> + Send {
-        AsyncStore::release(self, claim)
-    }
-
-    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<()>> + Send {
-        AsyncStore::renew(self, claim)
-    }
-
-    fn checkpoint(
-        &self,
-        claim: &Claim,
-        phase: &str,
-        state: Bytes,
-    ) -> impl Future<Output = Result<()>> + Send {
-        AsyncStore::checkpoint(self, claim, phase, state)
-    }
-
-    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
-        std::future::ready(AsyncStore::get(self, key))
-    }
-
-    fn remove(&self, key: &Key) -> impl Future<Output = Result<bool>> + Send {
-        AsyncStore::remove(self, key)
-    }
-
-    fn metrics(&self) -> Metrics {
-        AsyncStore::metrics(self)
-    }
-
-    fn claim_info(claim: &Claim) -> ClaimInfo {
-        claim.info()
-    }
-
-    fn lease(&self) -> Duration {
-        self.settings().lease()
-    }
-
-    fn max_response_bytes(&self) -> usize {
-        self.settings().max_response_bytes()
-    }
 }

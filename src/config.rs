@@ -1,4 +1,7 @@
 //! Store configuration.
+//!
+//! Longer than most files here on purpose: most of it is the documentation of
+//! each setting.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,7 +76,7 @@ pub struct Config {
     pub(crate) metrics_label: Option<Arc<str>>,
     /// Injected commit failures (a zero-sized no-op without the
     /// `fault-injection` feature).
-    pub(crate) write_faults: crate::write_fault::WriteFaults,
+    pub(crate) write_faults: crate::durability::write_fault::WriteFaults,
 }
 
 impl Default for Config {
@@ -93,7 +96,7 @@ impl Default for Config {
             verify_on_open: false,
             journal: true,
             checkpoint_interval: Duration::from_secs(1),
-            writeback_interval: crate::writeback::WRITEBACK_INTERVAL,
+            writeback_interval: crate::durability::writeback::WRITEBACK_INTERVAL,
             quick_repair: true,
             reopen_backoff: Duration::from_millis(50),
             slow_commit: Duration::from_millis(500),

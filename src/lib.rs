@@ -92,64 +92,47 @@ compile_error!(
      It is developed and tested on Linux."
 );
 
+mod admin;
 mod async_store;
 mod backend;
-mod backup;
 mod blocking;
-mod cache;
 mod clock;
-mod codec;
 mod committer;
 mod config;
-mod crash_point;
-mod engine;
+mod durability;
 mod error;
-mod fingerprint;
 mod health;
-mod inspect;
-mod journal;
-mod journal_storage;
-mod key;
-mod lock_table;
 mod log;
 mod metrics;
+mod model;
 mod once;
-mod outcome;
-mod record;
-mod recovery;
-mod response;
-mod storage;
-mod storage_backend;
+mod request;
 mod store;
 mod sweeper;
-mod verify;
-mod whole_file;
-mod write_fault;
-mod writeback;
 
+pub use admin::backup::Backup;
+pub use admin::inspect::{RecordStateFilter, ScanFilter, Stats};
+pub use admin::verify::{EngineCheck, VerifyReport};
 pub use async_store::AsyncStore;
 pub use backend::{Backend, complete_with_retry, release_with_retry};
-pub use backup::Backup;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use committer::Imported;
 pub use config::{Config, Durability, Recovery, Settings, Terms};
+#[cfg(feature = "fault-injection")]
+pub use durability::journal_storage::JournalStorage;
+#[cfg(feature = "fault-injection")]
+pub use durability::storage_backend::StorageBackend;
 pub use error::{Error, Result, StorageError};
-pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use health::Health;
-pub use inspect::{RecordStateFilter, ScanFilter, Stats};
-#[cfg(feature = "fault-injection")]
-pub use journal_storage::JournalStorage;
-pub use key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
 pub use metrics::{MetricKind, Metrics, PUBLISHED_METRICS, PublishedMetric};
+pub use model::fingerprint::{Fingerprint, FingerprintBuilder};
+pub use model::key::{Key, MAX_IDEMPOTENCY_KEY_LEN, MAX_SCOPE_LEN};
+pub use model::record::{Record, RecordParts, RecordState};
+pub use model::recovery::{MAX_PHASE_LEN, RecoveryPoint};
+pub use model::response::StoredResponse;
 pub use once::{OnError, Once, once};
-pub use outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
-pub use record::{Record, RecordParts, RecordState};
-pub use recovery::{MAX_PHASE_LEN, RecoveryPoint};
-pub use response::StoredResponse;
-#[cfg(feature = "fault-injection")]
-pub use storage_backend::StorageBackend;
+pub use request::outcome::{Begin, Claim, ClaimInfo, CompleteError, ReleaseError};
 pub use store::{Compaction, Store};
-pub use verify::{EngineCheck, VerifyReport};
 
 /// Test hooks of the `fault-injection` feature: the named points where a
 /// process started with `IDEMKV_CRASH_AT=<point>[:<n>]` aborts, as a kill
@@ -159,8 +142,8 @@ pub use verify::{EngineCheck, VerifyReport};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod fault_injection {
-    pub use crate::crash_point::POINTS as CRASH_POINTS;
-    pub use crate::write_fault::WriteFaults;
+    pub use crate::durability::crash_point::POINTS as CRASH_POINTS;
+    pub use crate::durability::write_fault::WriteFaults;
 }
 
 /// Entry points for the fuzz targets, their corpus replay tests and the
@@ -169,7 +152,7 @@ pub mod fault_injection {
 pub mod fuzzing {
     /// The name of the table completed records live in, for benchmarks that
     /// read a closed store's file with redb directly.
-    pub const RECORDS_TABLE: &str = crate::storage::RECORDS_NAME;
+    pub const RECORDS_TABLE: &str = crate::durability::storage::RECORDS_NAME;
 
     /// The 32-byte hash `key`'s rows are stored under, in every table.
     pub fn table_key(key: &crate::Key) -> [u8; 32] {
@@ -182,7 +165,7 @@ pub mod fuzzing {
     ///
     /// [`crate::Error::Corrupted`] for anything that is not a valid record.
     pub fn decode_record(bytes: &[u8]) -> crate::Result<()> {
-        crate::codec::decode_record(bytes).map(drop)
+        crate::model::codec::decode_record(bytes).map(drop)
     }
 
     /// Encodes a well-formed record, for seeding fuzz corpora.
@@ -194,7 +177,7 @@ pub mod fuzzing {
         key: &crate::Key,
         response: Option<crate::StoredResponse>,
     ) -> crate::Result<Vec<u8>> {
-        use crate::record::{StoredRecord, StoredState};
+        use crate::model::record::{StoredRecord, StoredState};
         let state = match response {
             Some(response) => StoredState::Completed { response },
             None => StoredState::InFlight {
@@ -202,7 +185,7 @@ pub mod fuzzing {
                 recovery: None,
             },
         };
-        crate::codec::encode(&StoredRecord {
+        crate::model::codec::encode(&StoredRecord {
             scope: key.scope().to_string(),
             idempotency_key: key.idempotency_key().to_string(),
             fingerprint: *crate::Fingerprint::of(b"seed").as_bytes(),

@@ -3,6 +3,9 @@
 //! gauges and latency histograms published through the `metrics` facade
 //! ([`PUBLISHED_METRICS`] lists them). The facade's handles are taken when a
 //! store opens, so a recorder (an exporter) must be installed before.
+//!
+//! Longer than most files here on purpose: the counters and the list of
+//! published metrics must match, and are kept side by side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,10 +11,10 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::config::Terms;
 use crate::error::Result;
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::outcome::{Begin, ClaimInfo};
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::response::StoredResponse;
+use crate::request::outcome::{Begin, ClaimInfo};
 
 /// What happens to the key when the operation returns an error. The caller
 /// chooses; the default is [`KeepInFlight`](OnError::KeepInFlight).

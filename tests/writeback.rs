@@ -1,5 +1,5 @@
 //! The writeback thread, which syncs a journaled store's file between
-//! checkpoints (src/writeback.rs): a journaled file store runs one while it
+//! checkpoints (src/durability/writeback.rs): a journaled file store runs one while it
 //! is open, and no other store does. One test in its own binary, so that no
 //! other test's store is counted.
 

@@ -5,7 +5,7 @@
 //! The write set of one cycle: a claim inserts an in-flight row and its
 //! expiry entry; the completion replaces the in-flight row by a completed
 //! row in `records`, which keeps the claim's expiry entry. The tables are
-//! idemkv's three, as `src/storage.rs` defines them.
+//! idemkv's three, as `src/durability/storage.rs` defines them.
 //!
 //! Durability, per batch of operations, is one of:
 //! - one durable redb commit (idemkv with `Config::journal(false)`);

@@ -8,14 +8,15 @@ use super::TOKEN_BLOCK;
 use super::reply::{Completed, Granted, Imported, Renewed, Request, Swept};
 use super::writer::Worker;
 use crate::config::ClaimTerms;
+use crate::durability::storage::{LINGER_SHARE, WriteTables};
 use crate::error::{Error, Result};
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::outcome::Begin;
-use crate::record::{StoredRecord, StoredState, decide};
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
-use crate::storage::{LINGER_SHARE, WriteTables};
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::record::{StoredRecord, StoredState};
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
+use crate::request::decide::decide;
+use crate::request::outcome::Begin;
 
 impl Worker {
     pub(super) fn apply(

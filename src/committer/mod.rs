@@ -39,13 +39,13 @@
 //!   keeps exactly what was committed durably), reads the token ceiling and
 //!   record count back, and takes writes again. An in-memory store cannot
 //!   reopen and stays poisoned.
-//! - With the journal ([`crate::journal`]), a batch's changes are one frame,
+//! - With the journal ([`crate::durability::journal`]), a batch's changes are one frame,
 //!   synced before the transaction commits without a sync, so readers never
 //!   see what is not on disk; a checkpoint batch (about once a second)
 //!   commits with a sync instead, writes no frame, and records the last
 //!   frame it covers in `meta`. A batch too large for a frame is a
 //!   checkpoint too. Between checkpoints a writeback thread
-//!   ([`crate::writeback`]) syncs the file's pages that the engine has
+//!   ([`crate::durability::writeback`]) syncs the file's pages that the engine has
 //!   already written, so that a checkpoint waits for fewer of them.
 //! - Fencing tokens only grow: tokens are handed out from blocks of
 //!   [`TOKEN_BLOCK`]; a block's ceiling is persisted in `meta` in the same
@@ -61,13 +61,13 @@ use std::time::Duration;
 
 use crate::clock::StoreTime;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::durability::engine::Engine;
+use crate::durability::journal::Journal;
+use crate::durability::storage::Opened;
 use crate::error::{Error, Result};
 use crate::health::HealthCell;
-use crate::journal::Journal;
 use crate::log::event;
 use crate::metrics::Counters;
-use crate::storage::Opened;
 use queue::Shared;
 use writer::{Worker, start_writeback};
 
@@ -219,7 +219,7 @@ impl Drop for Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Source;
+    use crate::durability::engine::Source;
     use crate::health::Health;
 
     /// A committer over an in-memory database.

@@ -14,15 +14,15 @@ use futures_channel::oneshot;
 use super::reply::{Completed, Delivery, Granted, Imported, Renewed, Reply, Request, Swept};
 use crate::config::ClaimTerms;
 use crate::error::{Error, Result};
-use crate::fingerprint::Fingerprint;
 use crate::health::{Health, HealthCell};
-use crate::key::Key;
 use crate::log::event;
 use crate::metrics::Counters;
-use crate::outcome::Begin;
-use crate::record::StoredRecord;
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::record::StoredRecord;
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
+use crate::request::outcome::Begin;
 
 /// A cloneable way to submit operations, for other threads (the sweeper).
 /// Every method sends its operation at once and returns the reply to wait

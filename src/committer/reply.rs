@@ -6,12 +6,12 @@ use futures_channel::oneshot;
 
 use crate::config::ClaimTerms;
 use crate::error::{Error, Result};
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::outcome::Begin;
-use crate::record::StoredRecord;
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::record::StoredRecord;
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
+use crate::request::outcome::Begin;
 
 /// A claim the committer wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]

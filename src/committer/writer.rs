@@ -13,14 +13,16 @@ use super::reply::{Relay, Request};
 use super::{LINGER, LINGER_MAX_BATCH, MAX_BATCH};
 use crate::clock::StoreTime;
 use crate::config::{Config, Durability};
-use crate::engine::{Engine, Source};
+use crate::durability::engine::{Engine, Source};
+use crate::durability::journal::Journal;
+use crate::durability::storage::{
+    Change, META_LAST_SWEEP, META_TOKEN_CEILING, WriteTables, set_journal_seq,
+};
+use crate::durability::writeback::Writeback;
 use crate::error::{Error, Result};
 use crate::health::HealthCell;
-use crate::journal::Journal;
 use crate::log::event;
 use crate::metrics::{Counters, add, bump};
-use crate::storage::{Change, META_LAST_SWEEP, META_TOKEN_CEILING, WriteTables, set_journal_seq};
-use crate::writeback::Writeback;
 
 pub(super) struct Worker {
     pub(super) engine: Arc<Engine>,
@@ -261,7 +263,7 @@ impl Worker {
         self.engine.committed();
         self.config.write_faults.after_commit().map_err(Error::io)?;
         if checkpoint && let Some(journal) = &mut self.journal {
-            crate::crash_point::reached("checkpoint.committed");
+            crate::durability::crash_point::reached("checkpoint.committed");
             journal.checkpointed(journal.last_seq());
         }
         self.live_records = (self.live_records + added).saturating_sub(deleted);

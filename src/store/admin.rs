@@ -4,16 +4,16 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use crate::admin::inspect::{self, ScanFilter, Stats};
+use crate::admin::verify::{self, EngineCheck, VerifyReport};
 use crate::committer::Imported;
 use crate::config::Config;
-use crate::engine::{Engine, Source};
+use crate::durability::engine::{Engine, Source};
 use crate::error::{Error, Result};
-use crate::inspect::{self, ScanFilter, Stats};
-use crate::key::Key;
 use crate::metrics::bump;
-use crate::record::Record;
+use crate::model::key::Key;
+use crate::model::record::Record;
 use crate::sweeper::{self};
-use crate::verify::{self, EngineCheck, VerifyReport};
 
 use super::Store;
 
@@ -267,7 +267,9 @@ impl Store {
     /// read.
     pub fn backup_to(&self, path: impl AsRef<Path>) -> Result<crate::Backup> {
         let path = path.as_ref();
-        self.inner.engine.read(|db| crate::backup::backup(db, path))
+        self.inner
+            .engine
+            .read(|db| crate::admin::backup::backup(db, path))
     }
 
     /// The one implementation of `remove`.

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ClaimTerms, Terms};
 use crate::error::Result;
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::lock_table::{ClaimTicket, Holder, Lookup, Waiter};
 use crate::log::event;
 use crate::metrics::{self, bump};
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::response::StoredResponse;
 use crate::once::{OnError, Once};
-use crate::outcome::{Begin, Claim, Takeover};
-use crate::record::decide;
-use crate::response::StoredResponse;
+use crate::request::decide::decide;
+use crate::request::lock_table::{ClaimTicket, Holder, Lookup, Waiter};
+use crate::request::outcome::{Begin, Claim, Takeover};
 
 use super::Store;
 
@@ -225,7 +225,7 @@ impl Store {
                         info,
                         key = %claim.key,
                         token = claim.token,
-                        phase = claim.recovered().map(crate::recovery::RecoveryPoint::phase),
+                        phase = claim.recovered().map(crate::model::recovery::RecoveryPoint::phase),
                         "took over a claim whose lease ran out: its holder stopped renewing"
                     );
                 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::CachedCompletion;
 use crate::error::{Error, Result};
 use crate::metrics::bump;
-use crate::outcome::{Claim, CompleteError, ReleaseError};
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
+use crate::request::cache::CachedCompletion;
+use crate::request::outcome::{Claim, CompleteError, ReleaseError};
 
 use super::Store;
 

@@ -11,22 +11,22 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::admin::verify::{self};
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Submitter};
 use crate::config::{ClaimTerms, Config, Durability, Recovery, Settings, Terms};
-use crate::engine::{Engine, Source};
+use crate::durability::engine::{Engine, Source};
+#[cfg(feature = "fault-injection")]
+use crate::durability::journal_storage::JournalStorage;
+#[cfg(feature = "fault-injection")]
+use crate::durability::storage_backend::StorageBackend;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
-#[cfg(feature = "fault-injection")]
-use crate::journal_storage::JournalStorage;
-use crate::lock_table::LockTable;
 use crate::log::{event, span};
 use crate::metrics::{Counters, MetricLabel, Metrics, add};
-use crate::outcome::{Claim, CompleteError};
-#[cfg(feature = "fault-injection")]
-use crate::storage_backend::StorageBackend;
+use crate::request::lock_table::LockTable;
+use crate::request::outcome::{Claim, CompleteError};
 use crate::sweeper::Sweeper;
-use crate::verify::{self};
 
 mod admin;
 mod claim;

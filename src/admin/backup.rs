@@ -21,10 +21,10 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use crate::durability::journal;
+use crate::durability::storage::{EXPIRY, INFLIGHT, META, META_JOURNAL_SEQ, RECORDS, shielded};
+use crate::durability::whole_file;
 use crate::error::{Error, Result};
-use crate::journal;
-use crate::storage::{EXPIRY, INFLIGHT, META, META_JOURNAL_SEQ, RECORDS, shielded};
-use crate::whole_file;
 
 /// Rows copied per transaction of the destination: bounds the memory the
 /// copy's own writes take, whatever the store's size.

@@ -6,13 +6,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{from_millis, to_millis};
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::outcome::Begin;
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
 
-/// The stored form of one key's record (encoded by [`crate::codec`]).
+/// The stored form of one key's record (encoded by [`crate::model::codec`]).
 ///
 /// Invariants: `expires_at_ms` is the time the record starts reading as
 /// absent; the `expiry` table holds exactly one `(sweep_at_ms, key hash)`
@@ -28,7 +27,7 @@ pub(crate) struct StoredRecord {
     pub updated_at_ms: u64,
     pub expires_at_ms: u64,
     /// When the sweep deletes the record: the time of its `expiry` entry.
-    /// Set by [`crate::storage::WriteTables::put`]: a completion keeps its
+    /// Set by `WriteTables::put` (src/durability/storage.rs): a completion keeps its
     /// claim's entry, which comes no earlier (the lease's end plus the
     /// retention), when that is at most a share of the retention later, so
     /// that completing writes nothing to the `expiry` table.
@@ -150,45 +149,6 @@ impl StoredRecord {
             updated_at: from_millis(self.updated_at_ms),
             expires_at: from_millis(self.expires_at_ms),
         }
-    }
-}
-
-/// What `decide` asks for instead of a claim: a new claim, and whether it
-/// takes over from an attempt whose lease ran out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ClaimIntent {
-    pub takeover: bool,
-}
-
-/// The whole answer rule of `begin`, in one place. It is applied twice: on the
-/// read path to decide whether a write is needed, and again by the committer
-/// inside the write transaction, whose answer is the one that counts.
-/// `Claimed` means "write a new claim"; every other answer needs no write.
-pub(crate) fn decide(
-    stored: Option<StoredRecord>,
-    fingerprint: &Fingerprint,
-    now_ms: u64,
-) -> Begin<ClaimIntent> {
-    let Some(record) = stored.filter(|r| !r.is_expired(now_ms)) else {
-        return Begin::Claimed(ClaimIntent { takeover: false });
-    };
-    if record.fingerprint != *fingerprint.as_bytes() {
-        return Begin::Mismatch;
-    }
-    match record.state {
-        StoredState::Completed { response } => Begin::Replay(response),
-        StoredState::InFlight { lease_until_ms, .. } if lease_until_ms > now_ms => {
-            in_progress(lease_until_ms, now_ms)
-        }
-        StoredState::InFlight { .. } => Begin::Claimed(ClaimIntent { takeover: true }),
-    }
-}
-
-/// `InProgress` with the time left on a lease, at least 1 ms so callers never
-/// spin on zero.
-pub(crate) fn in_progress<C>(lease_until_ms: u64, now_ms: u64) -> Begin<C> {
-    Begin::InProgress {
-        retry_after: Duration::from_millis(lease_until_ms.saturating_sub(now_ms).max(1)),
     }
 }
 
@@ -361,83 +321,5 @@ impl Record {
     /// Time left before the record expires, measured from `now`.
     pub fn time_to_expiry(&self, now: SystemTime) -> Duration {
         self.expires_at.duration_since(now).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(fp: &Fingerprint, state: StoredState, expires_at_ms: u64) -> StoredRecord {
-        StoredRecord {
-            scope: "s".into(),
-            idempotency_key: "k".into(),
-            fingerprint: *fp.as_bytes(),
-            token: 1,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            expires_at_ms,
-            sweep_at_ms: expires_at_ms,
-            state,
-        }
-    }
-
-    const FRESH: ClaimIntent = ClaimIntent { takeover: false };
-    const TAKEOVER: ClaimIntent = ClaimIntent { takeover: true };
-
-    #[test]
-    fn decide_covers_every_answer() {
-        let fp = Fingerprint::of(b"a");
-        let other = Fingerprint::of(b"b");
-        let done = || StoredState::Completed {
-            response: StoredResponse::new(200, "ok"),
-        };
-        let flying = || StoredState::InFlight {
-            lease_until_ms: 100,
-            recovery: None,
-        };
-        let rec = |fp: &Fingerprint, state| Some(record(fp, state, 500));
-
-        assert!(matches!(decide(None, &fp, 0), Begin::Claimed(FRESH)));
-        assert!(matches!(
-            decide(rec(&fp, done()), &fp, 10),
-            Begin::Replay(_)
-        ));
-        assert!(matches!(
-            decide(rec(&fp, done()), &other, 10),
-            Begin::Mismatch
-        ));
-        // Expired at exactly expires_at, not a millisecond before.
-        assert!(matches!(
-            decide(rec(&fp, done()), &fp, 499),
-            Begin::Replay(_)
-        ));
-        assert!(matches!(
-            decide(rec(&fp, done()), &other, 500),
-            Begin::Claimed(FRESH)
-        ));
-        match decide(rec(&fp, flying()), &fp, 40) {
-            Begin::InProgress { retry_after } => assert_eq!(retry_after, Duration::from_millis(60)),
-            other => panic!("expected InProgress, got {other:?}"),
-        }
-        assert!(matches!(
-            decide(rec(&fp, flying()), &fp, 100),
-            Begin::Claimed(TAKEOVER)
-        ));
-        assert!(matches!(
-            decide(rec(&fp, flying()), &other, 100),
-            Begin::Mismatch
-        ));
-    }
-
-    #[test]
-    fn retry_after_is_never_zero() {
-        let ms = |b: Begin<ClaimIntent>| match b {
-            Begin::InProgress { retry_after } => retry_after.as_millis(),
-            other => panic!("expected InProgress, got {other:?}"),
-        };
-        assert_eq!(ms(in_progress(10, 10)), 1);
-        assert_eq!(ms(in_progress(10, 50)), 1);
-        assert_eq!(ms(in_progress(50, 10)), 40);
     }
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
 use crate::clock::{from_millis, to_millis};
-use crate::codec;
+use crate::durability::storage::{INFLIGHT, META, META_LAST_SWEEP, RECORDS, shielded};
 use crate::error::{Error, Result};
-use crate::key::Key;
-use crate::record::{Record, StoredRecord, StoredState};
-use crate::storage::{INFLIGHT, META, META_LAST_SWEEP, RECORDS, shielded};
+use crate::model::codec;
+use crate::model::key::Key;
+use crate::model::record::{Record, StoredRecord, StoredState};
 
 /// Which records a [`Store::scan`](crate::Store::scan) visits. Every
 /// condition set must hold; the default visits every live record.
@@ -263,7 +263,7 @@ pub(crate) fn record_stats(
         stats.oldest_in_flight = oldest.map(|(key, created)| (key, from_millis(created)));
         let meta = txn.open_table(META)?;
         stats.format_version = meta
-            .get(crate::storage::META_FORMAT_VERSION)?
+            .get(crate::durability::storage::META_FORMAT_VERSION)?
             .map_or(0, |v| v.value());
         stats.last_sweep = meta.get(META_LAST_SWEEP)?.map(|v| from_millis(v.value()));
         Ok(stats)

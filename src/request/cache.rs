@@ -24,8 +24,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::fingerprint::Fingerprint;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::response::StoredResponse;
 
 /// Bookkeeping bytes charged per entry on top of the response itself.
 const ENTRY_OVERHEAD: usize = 128;

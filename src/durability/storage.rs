@@ -1,7 +1,7 @@
 //! The redb file: table definitions, opening and format checks, and reads.
 //!
 //! Tables:
-//! - `records`: 32-byte key hash → encoded completed record ([`crate::codec`]).
+//! - `records`: 32-byte key hash → encoded completed record ([`crate::model::codec`]).
 //! - `inflight`: 32-byte key hash → encoded in-flight record. Kept apart from
 //!   `records` so a claim rewrites a few pages of a small, hot table instead of
 //!   a random leaf of the large one: a completed record costs one random
@@ -20,7 +20,7 @@
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
 //!   has been issued; a reopened store starts above it), `last_sweep_ms`,
 //!   and `journal_seq` (the last journal frame the file holds, see
-//!   [`crate::journal`]).
+//!   [`crate::durability::journal`]).
 //!
 //! With the journal, every write a transaction makes through
 //! [`WriteTables`] is also recorded as a [`Change`]; a batch's changes are
@@ -28,6 +28,10 @@
 //! makes the tables what they were. Replay is idempotent: each change sets a
 //! row or deletes it, so applying a suffix of the changes again to tables
 //! that already hold some of it leaves them as the whole sequence did.
+//!
+//! Longer than most files here on purpose: the table definitions, the format
+//! versions and the write tables keep one invariant together (a record's
+//! expiry entry).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,12 +42,12 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
+use crate::durability::journal::Journal;
+use crate::durability::journal_storage::JournalStorage;
 use crate::error::{Error, Result};
-use crate::journal::Journal;
-use crate::journal_storage::JournalStorage;
-use crate::key::Key;
-use crate::record::{StoredRecord, StoredState};
+use crate::model::codec;
+use crate::model::key::Key;
+use crate::model::record::{StoredRecord, StoredState};
 
 /// The name of the `records` table (also given to benchmarks that read a
 /// closed store's file with redb, see [`crate::fuzzing::RECORDS_TABLE`]).
@@ -307,7 +311,7 @@ fn prepare_unshielded(
 /// The tables a record is read from, as one committed state of the database
 /// holds them (a read transaction's view, kept open as long as the snapshot
 /// lives). Lookups share one until the next commit
-/// ([`crate::engine::Engine::read_record`]).
+/// ([`crate::durability::engine::Engine::read_record`]).
 pub(crate) struct Snapshot {
     records: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     inflight: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,

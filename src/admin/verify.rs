@@ -12,11 +12,11 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::codec;
+use crate::durability::storage::{EXPIRY, INFLIGHT, RECORDS};
 use crate::error::Result;
-use crate::key::Key;
-use crate::record::StoredState;
-use crate::storage::{EXPIRY, INFLIGHT, RECORDS};
+use crate::model::codec;
+use crate::model::key::Key;
+use crate::model::record::StoredState;
 
 /// Problems listed in a report at most; all are counted.
 const MAX_DETAILS: usize = 100;

@@ -11,7 +11,7 @@
 //! `meta` (`journal_seq`): a checkpoint, which covers every frame up to it.
 //! After a crash the engine's file is as of its last checkpoint, and opening
 //! it replays the frames after that one (see
-//! [`storage::prepare`](crate::storage::prepare)).
+//! [`storage::prepare`](crate::durability::storage::prepare)).
 //!
 //! Layout: the directory `<file>.journal` beside the store's file holds
 //! segment files `segment-<n>` (a store over a custom backend uses a
@@ -42,15 +42,18 @@
 //!   good one of the same segment, or a segment that ends before the next
 //!   one begins, is refused as corruption (`Error::Corrupted`) instead of
 //!   dropping acknowledged commits.
+//!
+//! Longer than most files here on purpose: the frame format, the segment ring
+//! and its recovery scan are one invariant (which frames a reopen replays).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::crash_point;
+use crate::durability::crash_point;
+use crate::durability::journal_storage::JournalStorage;
 use crate::error::{Error, Result};
-use crate::journal_storage::JournalStorage;
 
 /// Bytes of one segment file.
 pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -566,7 +569,7 @@ mod tests {
     use std::fs::OpenOptions;
     use std::os::unix::fs::FileExt;
 
-    use crate::journal_storage::DirJournal;
+    use crate::durability::journal_storage::DirJournal;
 
     fn recover(dir: &Path, covered_seq: u64) -> Result<Recovered> {
         Journal::recover(Arc::new(DirJournal::new(dir.to_path_buf())), covered_seq)

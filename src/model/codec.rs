@@ -15,8 +15,8 @@
 //! stored scope and key are the ones looked up.
 
 use crate::error::{Error, Result};
-use crate::key::Key;
-use crate::record::{StoredRecord, StoredRecordV1, StoredRecordV2};
+use crate::model::key::Key;
+use crate::model::record::{StoredRecord, StoredRecordV1, StoredRecordV2};
 
 /// The record encoding this build writes.
 pub(crate) const RECORD_VERSION: u8 = 3;
@@ -88,8 +88,8 @@ pub(crate) fn decode_for(key: &Key, bytes: &[u8]) -> Result<StoredRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::StoredState;
-    use crate::response::StoredResponse;
+    use crate::model::record::StoredState;
+    use crate::model::response::StoredResponse;
 
     fn sample() -> StoredRecord {
         StoredRecord {
@@ -242,7 +242,7 @@ mod tests {
         record.state = StoredState::InFlight {
             lease_until_ms: 5,
             recovery: Some(
-                crate::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
+                crate::model::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
             ),
         };
         record.sweep_at_ms = 1_000;
@@ -267,7 +267,7 @@ mod tests {
         record.state = StoredState::InFlight {
             lease_until_ms: 5,
             recovery: Some(
-                crate::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
+                crate::model::recovery::RecoveryPoint::new("charge_created", &b"ch_1"[..]).unwrap(),
             ),
         };
         assert_eq!(decode_record(&encode(&record).unwrap()).unwrap(), record);

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::config::ClaimTerms;
 use crate::error::Error;
-use crate::fingerprint::Fingerprint;
-use crate::key::Key;
-use crate::lock_table::LockTable;
-use crate::recovery::RecoveryPoint;
-use crate::response::StoredResponse;
+use crate::model::fingerprint::Fingerprint;
+use crate::model::key::Key;
+use crate::model::recovery::RecoveryPoint;
+use crate::model::response::StoredResponse;
+use crate::request::lock_table::LockTable;
 
 /// The answer of [`Store::begin`](crate::Store::begin): exactly one of four.
 ///

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::crash_point;
+use crate::durability::crash_point;
 
 /// The suffix of a segment file being created, before it is renamed into
 /// place.

@@ -15,6 +15,9 @@
 //!   installs the snapshot it opened only if no commit ended since it saw
 //!   the slot empty. So a lookup that starts after a commit was
 //!   acknowledged sees that commit, as with a transaction of its own.
+//!
+//! Longer than most files here on purpose: most of it is the open and reopen
+//! path with its documentation.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -22,15 +25,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use redb::Database;
 use redb::backends::InMemoryBackend;
 
+use crate::durability::journal::{self, Journal};
+use crate::durability::journal_storage::{DirJournal, JournalStorage};
+use crate::durability::storage::{self, JournalAt, Opened, Snapshot};
+use crate::durability::storage_backend::{EngineBackend, StorageBackend};
+use crate::durability::whole_file;
 use crate::error::{Error, Result};
-use crate::journal::{self, Journal};
-use crate::journal_storage::{DirJournal, JournalStorage};
-use crate::key::Key;
 use crate::log::event;
-use crate::record::StoredRecord;
-use crate::storage::{self, JournalAt, Opened, Snapshot};
-use crate::storage_backend::{EngineBackend, StorageBackend};
-use crate::whole_file;
+use crate::model::key::Key;
+use crate::model::record::StoredRecord;
 
 /// Where the database lives, kept so that it can be opened again.
 pub(crate) enum Source {

@@ -21,9 +21,12 @@
 //!   it is woken, when its entry goes away, or when its [`Waiter`] drops: the
 //!   `waiters` gauge counts exactly the registered ones.
 //! - Each shard also holds its keys' part of the replay cache
-//!   ([`crate::cache`]), so `begin` decides in one critical section.
+//!   ([`crate::request::cache`]), so `begin` decides in one critical section.
 //! - The committer never takes a shard lock, so holding one while waiting for
 //!   a commit cannot deadlock.
+//!
+//! Longer than most files here on purpose: every transition of a key's entry
+//! sits here, with the tests that walk them.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,11 +38,11 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use futures_channel::oneshot;
 
-use crate::cache::{CachedCompletion, ShardCache};
-use crate::fingerprint::Fingerprint;
 use crate::metrics::{Count, Gauge, MetricLabel, bump};
-use crate::outcome::Begin;
-use crate::record::in_progress;
+use crate::model::fingerprint::Fingerprint;
+use crate::request::cache::{CachedCompletion, ShardCache};
+use crate::request::decide::in_progress;
+use crate::request::outcome::Begin;
 
 /// Number of shards; a power of two so the shard is picked with a mask.
 /// Trades contention on a shard's mutex (callers of different keys in one

@@ -7,7 +7,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::journal_storage::{parent_of, sync_dir};
+use crate::durability::journal_storage::{parent_of, sync_dir};
 
 /// Where the file for `path` is written before it is linked into place:
 /// `<path>.creating`. One left by a crash is replaced by the next attempt.
