@@ -8,7 +8,7 @@ use super::TOKEN_BLOCK;
 use super::reply::{Completed, Granted, Imported, Renewed, Request, Swept};
 use super::writer::Worker;
 use crate::config::ClaimTerms;
-use crate::durability::storage::{LINGER_SHARE, WriteTables};
+use crate::durability::storage::{KEEP_ENTRY_SHARE, WriteTables};
 use crate::error::{Error, Result};
 use crate::model::fingerprint::Fingerprint;
 use crate::model::key::Key;
@@ -47,7 +47,7 @@ impl Worker {
                         None => Err(Error::LeaseLost),
                     },
                     Some(mut record) => {
-                        let old = record.slot();
+                        let old = record.place();
                         // Applied once: the request's response moves into
                         // the record instead of being copied.
                         let response = std::mem::replace(
@@ -57,8 +57,8 @@ impl Worker {
                         record.state = StoredState::Completed { response };
                         record.updated_at_ms = now_ms;
                         record.expires_at_ms = now_ms.saturating_add(*retention_ms);
-                        let linger_ms = *retention_ms / LINGER_SHARE;
-                        tables.put(key, Some(old), &mut record, linger_ms)?;
+                        let keep_within_ms = *retention_ms / KEEP_ENTRY_SHARE;
+                        tables.put(key, Some(old), &mut record, keep_within_ms)?;
                         Ok(Completed {
                             expires_at_ms: record.expires_at_ms,
                         })
@@ -72,7 +72,7 @@ impl Worker {
                     // or was removed): the key is free, as asked.
                     None if !has_live_record(tables, key, now_ms)? => Ok(()),
                     None => Err(Error::LeaseLost),
-                    Some(record) => tables.delete(key, Some(record.slot())),
+                    Some(record) => tables.delete(key, Some(record.place())),
                 });
             }
             Request::Renew {
@@ -85,7 +85,7 @@ impl Worker {
                 reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
                     None => Err(Error::LeaseLost),
                     Some(mut record) => {
-                        let old = record.slot();
+                        let old = record.place();
                         let recovery = match (point.take(), &mut record.state) {
                             (Some(point), _) => Some(point),
                             (None, StoredState::InFlight { recovery, .. }) => recovery.take(),
@@ -106,7 +106,7 @@ impl Worker {
                         // expiry entry, if it cannot be found, is dropped by
                         // the next sweep.
                         let (old, live) = match existing {
-                            Ok(record) => (Some(record.slot()), !record.is_expired(now_ms)),
+                            Ok(record) => (Some(record.place()), !record.is_expired(now_ms)),
                             Err(_) => (None, true),
                         };
                         tables.delete(key, old)?;
@@ -146,7 +146,7 @@ impl Worker {
         };
         let old = stored
             .as_ref()
-            .map(|r| (r.slot(), r.created_at_ms, r.is_expired(now_ms)));
+            .map(|r| (r.place(), r.created_at_ms, r.is_expired(now_ms)));
         // A takeover inherits the dead attempt's recovery point, and keeps it
         // for the next one should it die too before its own checkpoint.
         let inherited = match &stored {
@@ -221,7 +221,7 @@ impl Worker {
                 }));
             }
             let old = match tables.read(&key)? {
-                Some(Ok(existing)) if existing.is_expired(now_ms) => Some(existing.slot()),
+                Some(Ok(existing)) if existing.is_expired(now_ms) => Some(existing.place()),
                 Some(Ok(_)) | Some(Err(_)) => {
                     return Ok(Err(Error::ImportConflict {
                         key: key.to_string(),

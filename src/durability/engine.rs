@@ -61,7 +61,7 @@ impl Source {
 
 /// The shared database of one store.
 pub(crate) struct Engine {
-    db: RwLock<Slot>,
+    db: RwLock<DatabaseHandle>,
     /// The file a file store opened (device and inode): a reopen opens this
     /// file or fails, and never creates a new one in its place.
     file_identity: Option<FileIdentity>,
@@ -87,13 +87,13 @@ struct Latest {
     snapshot: Option<Arc<Snapshot>>,
 }
 
-struct Slot {
+struct DatabaseHandle {
     db: Option<Database>,
     /// Why `db` is `None`: a failure, or empty once the store was closed.
     closed_by: String,
 }
 
-impl Slot {
+impl DatabaseHandle {
     fn closed_error(&self) -> Error {
         if self.closed_by.is_empty() {
             Error::Closed
@@ -149,7 +149,7 @@ impl Engine {
         };
         let engine = Engine {
             file_identity,
-            db: RwLock::new(Slot {
+            db: RwLock::new(DatabaseHandle {
                 db: Some(db),
                 closed_by: String::new(),
             }),

@@ -14,7 +14,7 @@
 //! which is never before its `expires_at_ms`. A claim's entry is at its
 //! lease's end plus the retention; its completion, which expires one
 //! retention after it, keeps that entry when it comes at most
-//! 1/[`LINGER_SHARE`] of the retention later (see [`WriteTables::put`]). So
+//! 1/[`KEEP_ENTRY_SHARE`] of the retention later (see [`WriteTables::put`]). So
 //! a completed record is swept at most that long after it starts reading as
 //! absent, and such a completion writes nothing to `expiry`.
 //! - `meta`: `format_version`, `token_ceiling` (no fencing token above it
@@ -58,7 +58,7 @@ pub(crate) const EXPIRY: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// A completion keeps its claim's expiry entry when that comes at most
-/// 1/`LINGER_SHARE` of the retention after the completion's own expiry: with
+/// 1/`KEEP_ENTRY_SHARE` of the retention after the completion's own expiry: with
 /// the defaults (a 60 s lease, a 24 h retention) every completion within its
 /// lease does, and the records kept past their expiry are at most that
 /// share of a retention's worth (6.25%, and 0.07% with the defaults).
@@ -70,7 +70,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// the 64-client figure dropped with it (docs/benchmarks.md, "A completion
 /// keeps its claim's expiry entry"). The share is a round number, not
 /// tuned.
-pub(crate) const LINGER_SHARE: u64 = 16;
+pub(crate) const KEEP_ENTRY_SHARE: u64 = 16;
 
 /// The file format this build writes; files with a larger version are refused.
 ///
@@ -359,14 +359,14 @@ pub(crate) fn anything_due(db: &Database, now_ms: u64) -> Result<bool> {
 /// Where a stored record lives and where its expiry entry is: what
 /// rewriting or deleting it must clean up.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot {
+pub(crate) struct RowPlace {
     pub sweep_at_ms: u64,
     pub in_flight: bool,
 }
 
 impl StoredRecord {
-    pub fn slot(&self) -> Slot {
-        Slot {
+    pub fn place(&self) -> RowPlace {
+        RowPlace {
             sweep_at_ms: self.sweep_at_ms,
             in_flight: matches!(self.state, StoredState::InFlight { .. }),
         }
@@ -583,25 +583,25 @@ impl<'t> WriteTables<'t> {
     /// sets its `sweep_at_ms`.
     ///
     /// The old record's expiry entry is kept when it comes no earlier than
-    /// the new record's expiry and at most `linger_ms` after it; otherwise
+    /// the new record's expiry and at most `keep_within_ms` after it; otherwise
     /// the entry moves to the new expiry. A completion passes a share of its
     /// retention: its claim's entry is at the lease's end plus the
     /// retention, and the completion expires one retention after now, so a
     /// completion within its lease keeps the entry whenever the rest of the
-    /// lease is at most `linger_ms`, and its commit rewrites no `expiry`
+    /// lease is at most `keep_within_ms`, and its commit rewrites no `expiry`
     /// page. The record reads as absent from its expiry on and is swept at
-    /// most `linger_ms` later.
+    /// most `keep_within_ms` later.
     pub fn put(
         &mut self,
         key: &Key,
-        old: Option<Slot>,
+        old: Option<RowPlace>,
         record: &mut StoredRecord,
-        linger_ms: u64,
+        keep_within_ms: u64,
     ) -> Result<()> {
         let hash = key.hash();
         let kept = old.map(|old| old.sweep_at_ms).filter(|&at| {
             at.checked_sub(record.expires_at_ms)
-                .is_some_and(|late| late <= linger_ms)
+                .is_some_and(|late| late <= keep_within_ms)
         });
         if let Some(at) = kept {
             record.sweep_at_ms = at;
@@ -614,7 +614,7 @@ impl<'t> WriteTables<'t> {
             self.add_expiry(record.sweep_at_ms, hash)?;
         }
         let bytes = bytes::Bytes::from(codec::encode(record)?);
-        let in_flight = record.slot().in_flight;
+        let in_flight = record.place().in_flight;
         self.set_row(in_flight, hash, bytes)?;
         if old.is_some_and(|old| old.in_flight != in_flight) {
             self.delete_row(!in_flight, hash)?;
@@ -627,7 +627,7 @@ impl<'t> WriteTables<'t> {
     /// Deletes `key`'s record. With `old` unknown (a record that failed
     /// verification) both tables are cleared and the expiry index is walked
     /// for the key's entries.
-    pub fn delete(&mut self, key: &Key, old: Option<Slot>) -> Result<()> {
+    pub fn delete(&mut self, key: &Key, old: Option<RowPlace>) -> Result<()> {
         let hash = key.hash();
         match old {
             Some(old) => {

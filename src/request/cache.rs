@@ -45,7 +45,7 @@ impl CachedCompletion {
 }
 
 #[derive(Debug)]
-struct Slot {
+struct CacheEntry {
     completion: CachedCompletion,
     charge: usize,
     referenced: bool,
@@ -53,9 +53,9 @@ struct Slot {
 
 #[derive(Debug)]
 pub(crate) struct ShardCache {
-    slots: HashMap<[u8; 32], Slot>,
+    entries: HashMap<[u8; 32], CacheEntry>,
     /// Insertion order for the CLOCK hand; may hold keys already removed
-    /// from `slots`, which the hand skips.
+    /// from `entries`, which the hand skips.
     ring: VecDeque<[u8; 32]>,
     bytes: usize,
     budget: usize,
@@ -64,7 +64,7 @@ pub(crate) struct ShardCache {
 impl ShardCache {
     pub fn new(budget: usize) -> ShardCache {
         ShardCache {
-            slots: HashMap::new(),
+            entries: HashMap::new(),
             ring: VecDeque::new(),
             bytes: 0,
             budget,
@@ -73,14 +73,14 @@ impl ShardCache {
 
     /// The live completion for `hash`; an expired one is dropped instead.
     pub fn get(&mut self, hash: &[u8; 32], now_ms: u64) -> Option<&CachedCompletion> {
-        let expired = self.slots.get(hash)?.completion.expires_at_ms <= now_ms;
+        let expired = self.entries.get(hash)?.completion.expires_at_ms <= now_ms;
         if expired {
             self.invalidate(hash);
             return None;
         }
-        let slot = self.slots.get_mut(hash)?;
-        slot.referenced = true;
-        Some(&slot.completion)
+        let entry = self.entries.get_mut(hash)?;
+        entry.referenced = true;
+        Some(&entry.completion)
     }
 
     pub fn insert(&mut self, hash: [u8; 32], completion: CachedCompletion) {
@@ -92,33 +92,33 @@ impl ShardCache {
         self.invalidate(&hash);
         while self.bytes + charge > self.budget && self.evict_one() {}
         self.bytes += charge;
-        self.slots.insert(
+        self.entries.insert(
             hash,
-            Slot {
+            CacheEntry {
                 completion,
                 charge,
                 referenced: false,
             },
         );
         self.ring.push_back(hash);
-        if self.ring.len() > 2 * self.slots.len() + 64 {
-            let slots = &self.slots;
-            self.ring.retain(|h| slots.contains_key(h));
+        if self.ring.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.ring.retain(|h| entries.contains_key(h));
         }
     }
 
     pub fn invalidate(&mut self, hash: &[u8; 32]) {
-        if let Some(slot) = self.slots.remove(hash) {
-            self.bytes -= slot.charge;
+        if let Some(entry) = self.entries.remove(hash) {
+            self.bytes -= entry.charge;
         }
     }
 
     /// Advances the CLOCK hand until one entry is evicted; false when empty.
     fn evict_one(&mut self) -> bool {
         while let Some(hash) = self.ring.pop_front() {
-            match self.slots.get_mut(&hash) {
-                Some(slot) if slot.referenced => {
-                    slot.referenced = false;
+            match self.entries.get_mut(&hash) {
+                Some(entry) if entry.referenced => {
+                    entry.referenced = false;
                     self.ring.push_back(hash);
                 }
                 Some(_) => {
