@@ -186,12 +186,15 @@ impl AsyncStore {
         self.store.remove_async(key).await
     }
 
-    /// [`Store::get`]: a read of the record, ready at once.
+    /// [`Store::get`], as a future like every other operation here (and
+    /// like [`Backend::get`]). It never waits for the writer: the record is
+    /// read from the latest commit's snapshot when the future is first
+    /// polled, which makes it ready at once.
     ///
     /// # Errors
     ///
     /// As [`Store::get`].
-    pub fn get(&self, key: &Key) -> Result<Option<Record>> {
+    pub async fn get(&self, key: &Key) -> Result<Option<Record>> {
         self.store.get(key)
     }
 
@@ -281,7 +284,7 @@ impl Backend for AsyncStore {
     }
 
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {
-        std::future::ready(AsyncStore::get(self, key))
+        AsyncStore::get(self, key)
     }
 
     fn remove(&self, key: &Key) -> impl Future<Output = Result<bool>> + Send {

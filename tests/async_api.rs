@@ -172,7 +172,7 @@ fn a_claim_whose_future_was_dropped_stays_in_flight_until_its_lease_ends() -> Te
         }
         // Wait until the commit is durable, then drop the future unpolled.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while store.get(&k)?.is_none() {
+        while drive(store.get(&k))?.is_none() {
             assert!(Instant::now() < deadline, "the claim was never committed");
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -182,7 +182,7 @@ fn a_claim_whose_future_was_dropped_stays_in_flight_until_its_lease_ends() -> Te
     let k = cancelled.ok_or("the first poll of 100 begins was never pending")?;
     // Nobody holds the claim, yet a retry must not run the side effect.
     in_progress(drive(store.begin(&k, fp("a")))?);
-    let record = store.get(&k)?.ok_or("still in flight")?;
+    let record = drive(store.get(&k))?.ok_or("still in flight")?;
     assert!(record.lease_until().is_some());
     clock.advance(LEASE);
     let claim = claimed(drive(store.begin(&k, fp("a")))?);
