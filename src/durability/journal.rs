@@ -55,7 +55,11 @@ use crate::durability::crash_point;
 use crate::durability::journal_storage::JournalStorage;
 use crate::error::{Error, Result};
 
-/// Bytes of one segment file.
+/// Bytes of one segment file. Trades the disk preallocated for the journal
+/// (a few segments, reused) against how often a writer moves to the next
+/// one, and bounds a frame: a batch whose frame does not fit is written as
+/// a checkpoint instead. Not tuned by measurement: at 64 clients a segment
+/// lasts a few tenths of a second.
 pub(crate) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Full segments of frames that no checkpoint covers yet after which a
