@@ -55,24 +55,10 @@ pub enum Recovery {
 #[derive(Clone)]
 #[must_use = "a Config does nothing until a store is opened with it"]
 pub struct Config {
-    pub(crate) retention: Duration,
-    pub(crate) lease: Duration,
+    /// Every setting but the clock, the metrics label and the fault hooks:
+    /// what [`Config::settings`] reads back.
+    pub(crate) settings: Settings,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) durability: Durability,
-    pub(crate) max_response_bytes: usize,
-    pub(crate) max_checkpoint_bytes: usize,
-    pub(crate) cache_bytes: usize,
-    pub(crate) storage_cache_bytes: usize,
-    pub(crate) recovery: Recovery,
-    pub(crate) sweep_interval: Option<Duration>,
-    pub(crate) sweep_batch: usize,
-    pub(crate) verify_on_open: bool,
-    pub(crate) journal: bool,
-    pub(crate) checkpoint_interval: Duration,
-    pub(crate) writeback_interval: Duration,
-    pub(crate) quick_repair: bool,
-    pub(crate) reopen_backoff: Duration,
-    pub(crate) slow_commit: Duration,
     pub(crate) metrics_label: Option<Arc<str>>,
     /// Injected commit failures (a zero-sized no-op without the
     /// `fault-injection` feature).
@@ -82,24 +68,26 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            retention: Duration::from_secs(24 * 3600),
-            lease: Duration::from_secs(60),
+            settings: Settings {
+                retention: Duration::from_secs(24 * 3600),
+                lease: Duration::from_secs(60),
+                durability: Durability::Immediate,
+                max_response_bytes: 1024 * 1024,
+                max_checkpoint_bytes: 64 * 1024,
+                cache_bytes: 64 * 1024 * 1024,
+                storage_cache_bytes: 128 * 1024 * 1024,
+                recovery: Recovery::KeepLeases,
+                sweep_interval: Some(Duration::from_secs(1)),
+                sweep_batch: 100,
+                verify_on_open: false,
+                journal: true,
+                checkpoint_interval: Duration::from_secs(1),
+                writeback_interval: crate::durability::writeback::WRITEBACK_INTERVAL,
+                quick_repair: true,
+                reopen_backoff: Duration::from_millis(50),
+                slow_commit: Duration::from_millis(500),
+            },
             clock: Arc::new(SystemClock),
-            durability: Durability::Immediate,
-            max_response_bytes: 1024 * 1024,
-            max_checkpoint_bytes: 64 * 1024,
-            cache_bytes: 64 * 1024 * 1024,
-            storage_cache_bytes: 128 * 1024 * 1024,
-            recovery: Recovery::KeepLeases,
-            sweep_interval: Some(Duration::from_secs(1)),
-            sweep_batch: 100,
-            verify_on_open: false,
-            journal: true,
-            checkpoint_interval: Duration::from_secs(1),
-            writeback_interval: crate::durability::writeback::WRITEBACK_INTERVAL,
-            quick_repair: true,
-            reopen_backoff: Duration::from_millis(50),
-            slow_commit: Duration::from_millis(500),
             metrics_label: None,
             write_faults: Default::default(),
         }
@@ -114,13 +102,13 @@ impl Config {
     /// at most 1/16 of the retention later (it may keep its claim's place in
     /// the expiry index; see docs/design.md, "Retention and expiry").
     pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
+        self.settings.retention = retention;
         self
     }
 
     /// How long a claim stays exclusive without a `renew` (default 60 s).
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.settings.lease = lease;
         self
     }
 
@@ -132,7 +120,7 @@ impl Config {
 
     /// The commit durability (default [`Durability::Immediate`]).
     pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
+        self.settings.durability = durability;
         self
     }
 
@@ -140,7 +128,7 @@ impl Config {
     /// [`StoredResponse::stored_len`](crate::StoredResponse::stored_len)
     /// (default 1 MiB).
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
-        self.max_response_bytes = limit;
+        self.settings.max_response_bytes = limit;
         self
     }
 
@@ -149,7 +137,7 @@ impl Config {
     /// plus state (default 64 KiB). A recovery point should hold the ids the
     /// next steps need, not the operation's data.
     pub fn max_checkpoint_bytes(mut self, limit: usize) -> Self {
-        self.max_checkpoint_bytes = limit;
+        self.settings.max_checkpoint_bytes = limit;
         self
     }
 
@@ -158,7 +146,7 @@ impl Config {
     /// entry is charged its response size plus about 128 bytes; the least
     /// recently replayed entries are evicted first (CLOCK).
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
-        self.cache_bytes = bytes;
+        self.settings.cache_bytes = bytes;
         self
     }
 
@@ -176,14 +164,14 @@ impl Config {
     /// write under heavy load, at the cost of peak write rate and of reads
     /// that no longer fit it (docs/benchmarks.md, "Checkpoint stalls").
     pub fn storage_cache_bytes(mut self, bytes: usize) -> Self {
-        self.storage_cache_bytes = bytes;
+        self.settings.storage_cache_bytes = bytes;
         self
     }
 
     /// What to do at open with claims a dead process left in flight (default
     /// [`Recovery::KeepLeases`]).
     pub fn recovery(mut self, recovery: Recovery) -> Self {
-        self.recovery = recovery;
+        self.settings.recovery = recovery;
         self
     }
 
@@ -191,7 +179,7 @@ impl Config {
     /// every second). `None` turns the sweeper off; expired records then stay
     /// in the file (still reading as absent) until `sweep_expired` is called.
     pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
-        self.sweep_interval = interval;
+        self.settings.sweep_interval = interval;
         self
     }
 
@@ -202,7 +190,7 @@ impl Config {
     /// sweeps several times faster than the disk takes claims
     /// (docs/benchmarks.md, "Retention").
     pub fn sweep_batch(mut self, records: usize) -> Self {
-        self.sweep_batch = records;
+        self.settings.sweep_batch = records;
         self
     }
 
@@ -211,7 +199,7 @@ impl Config {
     /// file with `Error::Corrupted` (default false). It reads the whole
     /// file: an open takes about as long as a full scan.
     pub fn verify_on_open(mut self, enabled: bool) -> Self {
-        self.verify_on_open = enabled;
+        self.settings.verify_on_open = enabled;
         self
     }
 
@@ -235,7 +223,7 @@ impl Config {
     /// with this off. Ignored for [`Durability::None`], in-memory stores and
     /// the fault-injection feature's custom backends without a journal.
     pub fn journal(mut self, enabled: bool) -> Self {
-        self.journal = enabled;
+        self.settings.journal = enabled;
         self
     }
 
@@ -247,7 +235,7 @@ impl Config {
     /// (docs/benchmarks.md, "Checkpoint stalls"). Zero checkpoints every batch that follows a
     /// journaled one (the fault tests use it to put checkpoints everywhere).
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
-        self.checkpoint_interval = interval;
+        self.settings.checkpoint_interval = interval;
         self
     }
 
@@ -256,7 +244,7 @@ impl Config {
     /// a checkpoint finds most pages on disk already (see docs/design.md,
     /// "The write-ahead journal"). Must be positive.
     pub fn writeback_interval(mut self, interval: Duration) -> Self {
-        self.writeback_interval = interval;
+        self.settings.writeback_interval = interval;
         self
     }
 
@@ -273,7 +261,7 @@ impl Config {
     /// that prefers an error to an abort on a damaged disk over a fast
     /// recovery turns it off.
     pub fn quick_repair(mut self, enabled: bool) -> Self {
-        self.quick_repair = enabled;
+        self.settings.quick_repair = enabled;
         self
     }
 
@@ -282,7 +270,7 @@ impl Config {
     /// to 5 s or this value if larger. While it waits writes are refused;
     /// reads go on with the database as it was.
     pub fn reopen_backoff(mut self, first: Duration) -> Self {
-        self.reopen_backoff = first;
+        self.settings.reopen_backoff = first;
         self
     }
 
@@ -290,7 +278,7 @@ impl Config {
     /// `tracing` feature: a warning with its duration and batch size;
     /// default 500 ms, a hundred times this disk's fsync).
     pub fn slow_commit(mut self, threshold: Duration) -> Self {
-        self.slow_commit = threshold;
+        self.settings.slow_commit = threshold;
         self
     }
 
@@ -316,50 +304,32 @@ impl Config {
 
     /// A read view of these settings (the clock aside).
     pub fn settings(&self) -> Settings {
-        Settings {
-            retention: self.retention,
-            lease: self.lease,
-            durability: self.durability,
-            max_response_bytes: self.max_response_bytes,
-            max_checkpoint_bytes: self.max_checkpoint_bytes,
-            cache_bytes: self.cache_bytes,
-            storage_cache_bytes: self.storage_cache_bytes,
-            recovery: self.recovery,
-            sweep_interval: self.sweep_interval,
-            sweep_batch: self.sweep_batch,
-            verify_on_open: self.verify_on_open,
-            journal: self.journal,
-            checkpoint_interval: self.checkpoint_interval,
-            writeback_interval: self.writeback_interval,
-            quick_repair: self.quick_repair,
-            reopen_backoff: self.reopen_backoff,
-            slow_commit: self.slow_commit,
-        }
+        self.settings
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if duration_millis(self.lease) == 0 {
+        if duration_millis(self.settings.lease) == 0 {
             return Err(Error::InvalidConfig(
                 "lease must be at least 1 ms; use the default 60 s unless handlers are known to be fast".into(),
             ));
         }
-        if duration_millis(self.retention) == 0 {
+        if duration_millis(self.settings.retention) == 0 {
             return Err(Error::InvalidConfig(
                 "retention must be at least 1 ms; it should outlast the clients' retry window"
                     .into(),
             ));
         }
-        if self.writeback_interval.is_zero() {
+        if self.settings.writeback_interval.is_zero() {
             return Err(Error::InvalidConfig(
                 "writeback_interval must be positive; the default is 25 ms".into(),
             ));
         }
-        if self.sweep_batch == 0 {
+        if self.settings.sweep_batch == 0 {
             return Err(Error::InvalidConfig(
                 "sweep_batch must be at least 1; the default is 100 records".into(),
             ));
         }
-        if self.sweep_interval.is_some_and(|i| i.is_zero()) {
+        if self.settings.sweep_interval.is_some_and(|i| i.is_zero()) {
             return Err(Error::InvalidConfig(
                 "sweep_interval must be positive; pass None to turn the sweeper off".into(),
             ));
@@ -371,49 +341,34 @@ impl Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("retention", &self.retention)
-            .field("lease", &self.lease)
-            .field("durability", &self.durability)
-            .field("max_response_bytes", &self.max_response_bytes)
-            .field("max_checkpoint_bytes", &self.max_checkpoint_bytes)
-            .field("cache_bytes", &self.cache_bytes)
-            .field("storage_cache_bytes", &self.storage_cache_bytes)
-            .field("recovery", &self.recovery)
-            .field("sweep_interval", &self.sweep_interval)
-            .field("sweep_batch", &self.sweep_batch)
-            .field("verify_on_open", &self.verify_on_open)
-            .field("journal", &self.journal)
-            .field("checkpoint_interval", &self.checkpoint_interval)
-            .field("writeback_interval", &self.writeback_interval)
-            .field("quick_repair", &self.quick_repair)
-            .field("reopen_backoff", &self.reopen_backoff)
-            .field("slow_commit", &self.slow_commit)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 /// The settings of a [`Config`] or of an open store, read back
 /// ([`Config::settings`], [`Store::settings`](crate::Store::settings)).
-/// Each accessor documents its setter's default.
+/// Each accessor documents its setter's default. A `Config` holds one and
+/// its setters write into it, so each setting lives in one place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    retention: Duration,
-    lease: Duration,
-    durability: Durability,
-    max_response_bytes: usize,
-    max_checkpoint_bytes: usize,
-    cache_bytes: usize,
-    storage_cache_bytes: usize,
-    recovery: Recovery,
-    sweep_interval: Option<Duration>,
-    sweep_batch: usize,
-    verify_on_open: bool,
-    journal: bool,
-    checkpoint_interval: Duration,
-    writeback_interval: Duration,
-    quick_repair: bool,
-    reopen_backoff: Duration,
-    slow_commit: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) max_checkpoint_bytes: usize,
+    pub(crate) cache_bytes: usize,
+    pub(crate) storage_cache_bytes: usize,
+    pub(crate) recovery: Recovery,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) sweep_batch: usize,
+    pub(crate) verify_on_open: bool,
+    pub(crate) journal: bool,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) writeback_interval: Duration,
+    pub(crate) quick_repair: bool,
+    pub(crate) reopen_backoff: Duration,
+    pub(crate) slow_commit: Duration,
 }
 
 impl Settings {
@@ -564,7 +519,7 @@ pub(crate) struct ClaimTerms {
 impl Config {
     /// The terms of a claim: `terms` where set, the config's values otherwise.
     pub(crate) fn claim_terms(&self, terms: Terms) -> Result<ClaimTerms> {
-        let (lease, retention) = terms.resolve(self.lease, self.retention)?;
+        let (lease, retention) = terms.resolve(self.settings.lease, self.settings.retention)?;
         Ok(ClaimTerms {
             lease_ms: duration_millis(lease),
             retention_ms: duration_millis(retention),

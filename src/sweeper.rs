@@ -46,7 +46,7 @@ pub(crate) fn sweep(
             Ok(false) => break Ok(total),
             Err(err) => break Err(err),
         }
-        match submitter.sweep(config.sweep_batch).wait() {
+        match submitter.sweep(config.settings.sweep_batch).wait() {
             Ok(Swept { deleted, more }) => {
                 add(&counters.expired, deleted);
                 total += deleted;
@@ -107,7 +107,7 @@ impl Sweeper {
         time: Arc<StoreTime>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Sweeper> {
-        let Some(interval) = config.sweep_interval else {
+        let Some(interval) = config.settings.sweep_interval else {
             return Ok(Sweeper {
                 stop: None,
                 thread: None,

@@ -48,7 +48,7 @@ impl Worker {
             }
         };
         self.health.set(health, &self.counters);
-        let first = self.config.reopen_backoff;
+        let first = self.config.settings.reopen_backoff;
         self.poisoned = Some(Poison {
             cause,
             next_attempt: Instant::now().checked_add(first).unwrap_or_else(far_future),
@@ -87,7 +87,7 @@ impl Worker {
                 self.health.set(Health::Ok, &self.counters);
             }
             Err(err) => {
-                let longest = MAX_BACKOFF.max(self.config.reopen_backoff);
+                let longest = MAX_BACKOFF.max(self.config.settings.reopen_backoff);
                 poison.backoff = poison.backoff.saturating_mul(2).min(longest);
                 poison.next_attempt = Instant::now()
                     .checked_add(poison.backoff)

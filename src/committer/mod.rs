@@ -143,7 +143,7 @@ impl Committer {
         // Only a journaled store leaves pages unsynced between commits.
         let writeback = journal
             .as_ref()
-            .and_then(|_| start_writeback(&engine, config.writeback_interval));
+            .and_then(|_| start_writeback(&engine, config.settings.writeback_interval));
         let worker = Worker {
             engine,
             config,

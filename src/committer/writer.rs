@@ -163,12 +163,12 @@ impl Worker {
         let committed = engine.read(|db| self.commit_batch(db, &mut batch));
         let took = started.elapsed();
         self.counters.timings.commit(took, batch.len());
-        if took > self.config.slow_commit {
+        if took > self.config.settings.slow_commit {
             event!(
                 warn,
                 elapsed_ms = took.as_secs_f64() * 1e3,
                 batch = batch.len(),
-                threshold_ms = self.config.slow_commit.as_secs_f64() * 1e3,
+                threshold_ms = self.config.settings.slow_commit.as_secs_f64() * 1e3,
                 "slow commit: {:.1} ms for {} operation(s)",
                 took.as_secs_f64() * 1e3,
                 batch.len(),
@@ -207,13 +207,13 @@ impl Worker {
             .before_commit()
             .map_err(Error::io)?;
         let mut txn = db.begin_write()?;
-        let interval = self.config.checkpoint_interval;
+        let interval = self.config.settings.checkpoint_interval;
         let mut checkpoint = self
             .journal
             .as_ref()
             .is_some_and(|journal| journal.checkpoint_due(interval));
         let journaled = self.journal.is_some() && !checkpoint;
-        if self.config.durability == Durability::None || journaled {
+        if self.config.settings.durability == Durability::None || journaled {
             txn.set_durability(redb::Durability::None)?;
         }
         let now_ms = self.time.now_ms();
@@ -252,7 +252,7 @@ impl Worker {
                 set_journal_seq(&txn, journal.last_seq())?;
             }
         }
-        if checkpoint && self.config.quick_repair {
+        if checkpoint && self.config.settings.quick_repair {
             // The allocator's state goes into the checkpoint (a two-phase
             // commit), so that the open after a crash loads it instead of
             // walking the whole file (redb's quick-repair).
@@ -270,7 +270,7 @@ impl Worker {
         self.counters.set_live_records(self.live_records);
         self.in_flight = self.in_flight.saturating_add_signed(in_flight_delta);
         self.counters.in_flight.set(self.in_flight);
-        self.unsynced = self.config.durability == Durability::None || journaled;
+        self.unsynced = self.config.settings.durability == Durability::None || journaled;
         if journaled && let Some(writeback) = &self.writeback {
             writeback.committed();
         }

@@ -107,7 +107,7 @@ impl Store {
         let bytes_before = size(path)?;
         let (engine, _, _) = Engine::open(
             Source::File(path.to_path_buf()),
-            Config::default().storage_cache_bytes,
+            Config::default().settings.storage_cache_bytes,
             false,
             false,
             false,

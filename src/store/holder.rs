@@ -145,14 +145,17 @@ impl Store {
         if let Err(err) = self.check_claim(&claim) {
             return Err(CompleteError::refused(err, claim));
         }
-        let (size, limit) = (response.stored_len(), self.inner.config.max_response_bytes);
+        let (size, limit) = (
+            response.stored_len(),
+            self.inner.config.settings.max_response_bytes,
+        );
         if size > limit {
             return Err(CompleteError::refused(
                 Error::ResponseTooLarge { size, limit },
                 claim,
             ));
         }
-        let cached = (self.inner.config.cache_bytes > 0).then(|| response.clone());
+        let cached = (self.inner.config.settings.cache_bytes > 0).then(|| response.clone());
         let locks = &self.inner.locks;
         let busy = locks.mark_busy(claim.key.hash(), claim.token);
         let result = match self.inner.committer() {
@@ -241,7 +244,11 @@ impl Store {
         phase: &str,
         state: Bytes,
     ) -> Result<()> {
-        let point = RecoveryPoint::within(phase, state, self.inner.config.max_checkpoint_bytes)?;
+        let point = RecoveryPoint::within(
+            phase,
+            state,
+            self.inner.config.settings.max_checkpoint_bytes,
+        )?;
         self.hold_async(claim, Some(point)).await?;
         bump(&self.inner.counters.checkpoints);
         Ok(())

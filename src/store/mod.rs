@@ -175,17 +175,18 @@ impl Store {
         let _open = span!(info_span, "idemkv.open", path = %source.path().display());
         #[cfg(feature = "tracing")]
         let started = std::time::Instant::now();
-        let journaled = config.journal && config.durability == Durability::Immediate;
+        let journaled =
+            config.settings.journal && config.settings.durability == Durability::Immediate;
         let (engine, opened, journal) = Engine::open(
             source,
-            config.storage_cache_bytes,
-            config.verify_on_open,
-            config.recovery == Recovery::ReleaseAtOpen,
+            config.settings.storage_cache_bytes,
+            config.settings.verify_on_open,
+            config.settings.recovery == Recovery::ReleaseAtOpen,
             journaled,
-            config.quick_repair,
+            config.settings.quick_repair,
         )?;
         let engine = Arc::new(engine);
-        if config.verify_on_open {
+        if config.settings.verify_on_open {
             let report = engine.read(verify::verify_tables)?;
             if !report.is_ok() {
                 return Err(Error::corrupted(format!(
@@ -237,7 +238,7 @@ impl Store {
                 sweeper: Some(sweeper),
                 committer: Some(committer),
                 engine,
-                locks: Arc::new(LockTable::new(config.cache_bytes, &label)),
+                locks: Arc::new(LockTable::new(config.settings.cache_bytes, &label)),
                 config,
                 time,
                 counters,
