@@ -147,7 +147,8 @@ pub mod fault_injection {
 }
 
 /// Entry points for the fuzz targets, their corpus replay tests and the
-/// benchmarks. Not part of the stable API.
+/// benchmarks (feature `fuzzing`). Not part of the stable API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// The name of the table completed records live in, for benchmarks that

@@ -50,7 +50,8 @@ use crate::model::key::Key;
 use crate::model::record::{StoredRecord, StoredState};
 
 /// The name of the `records` table (also given to benchmarks that read a
-/// closed store's file with redb, see [`crate::fuzzing::RECORDS_TABLE`]).
+/// closed store's file with redb, as `fuzzing::RECORDS_TABLE` with the
+/// `fuzzing` feature).
 pub(crate) const RECORDS_NAME: &str = "records";
 pub(crate) const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(RECORDS_NAME);
 pub(crate) const INFLIGHT: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inflight");
