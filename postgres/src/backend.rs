@@ -717,12 +717,8 @@ impl Backend for PgBackend {
         claim: PgClaim,
         response: StoredResponse,
     ) -> Result<(), CompleteError<PgClaim>> {
-        let (size, limit) = (response.stored_len(), self.inner.config.max_response_bytes);
-        if size > limit {
-            return Err(CompleteError::refused(
-                Error::ResponseTooLarge { size, limit },
-                claim,
-            ));
+        if let Err(err) = response.check_size(self.inner.config.max_response_bytes) {
+            return Err(CompleteError::refused(err, claim));
         }
         let status = i32::from(response.status());
         let names: Vec<&str> = response.headers().iter().map(|(n, _)| n.as_str()).collect();

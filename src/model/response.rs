@@ -81,6 +81,22 @@ impl StoredResponse {
         Vec::from(self.body)
     }
 
+    /// Whether this response may be stored under a limit of `limit` bytes
+    /// ([`stored_len`](Self::stored_len)): the check every backend's
+    /// `complete` makes before it writes anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ResponseTooLarge`](crate::Error::ResponseTooLarge) with the
+    /// size and the limit.
+    pub fn check_size(&self, limit: usize) -> crate::Result<()> {
+        let size = self.stored_len();
+        if size > limit {
+            return Err(crate::Error::ResponseTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
     /// The size counted against `Config::max_response_bytes`: the body plus
     /// every header name and value.
     pub fn stored_len(&self) -> usize {
@@ -96,6 +112,17 @@ impl StoredResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_size_counts_the_body_and_every_header() {
+        let response = StoredResponse::new(200, "body").with_header("k", "vv");
+        assert_eq!(response.stored_len(), 7);
+        assert!(response.check_size(7).is_ok());
+        assert!(matches!(
+            response.check_size(6),
+            Err(crate::Error::ResponseTooLarge { size: 7, limit: 6 })
+        ));
+    }
 
     /// The shape responses had when their body was a `Vec<u8>`.
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

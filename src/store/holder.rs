@@ -145,15 +145,8 @@ impl Store {
         if let Err(err) = self.check_claim(&claim) {
             return Err(CompleteError::refused(err, claim));
         }
-        let (size, limit) = (
-            response.stored_len(),
-            self.inner.config.settings.max_response_bytes,
-        );
-        if size > limit {
-            return Err(CompleteError::refused(
-                Error::ResponseTooLarge { size, limit },
-                claim,
-            ));
+        if let Err(err) = response.check_size(self.inner.config.settings.max_response_bytes) {
+            return Err(CompleteError::refused(err, claim));
         }
         let cached = (self.inner.config.settings.cache_bytes > 0).then(|| response.clone());
         let locks = &self.inner.locks;
