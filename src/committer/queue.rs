@@ -14,9 +14,6 @@ use futures_channel::oneshot;
 use super::reply::{Completed, Delivery, Granted, Imported, Renewed, Reply, Request, Swept};
 use crate::config::ClaimTerms;
 use crate::error::{Error, Result};
-use crate::health::{Health, HealthCell};
-use crate::log::event;
-use crate::metrics::Counters;
 use crate::model::fingerprint::Fingerprint;
 use crate::model::key::Key;
 use crate::model::record::StoredRecord;
@@ -226,36 +223,6 @@ pub(super) struct Shared {
     /// the dead-committer path).
     #[cfg(test)]
     pub(super) panic_gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
-}
-
-/// Marks the committer dead if its thread unwinds, and answers everything
-/// queued: a caller never waits for a thread that is gone.
-pub(super) struct DeathWatch<'a> {
-    pub(super) shared: &'a Shared,
-    pub(super) health: Arc<HealthCell>,
-    pub(super) counters: Arc<Counters>,
-}
-
-impl Drop for DeathWatch<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let shared = self.shared;
-        shared.dead.store(true, Ordering::SeqCst);
-        event!(
-            error,
-            "the committer thread panicked: writes are answered Error::Closed; reopen the store"
-        );
-        let health = Health::Failed {
-            cause: "the committer thread stopped after an internal error (a panic); \
-                    close the store and open it again"
-                .to_string(),
-        };
-        self.health.set(health, &self.counters);
-        shared.fail_queued();
-        shared.made_room();
-    }
 }
 
 impl Shared {

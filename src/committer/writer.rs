@@ -2,13 +2,14 @@
 //! one write transaction, commits once and answers every caller of the batch.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::Database;
 
 use super::heal::Poison;
-use super::queue::{DeathWatch, Shared};
+use super::queue::Shared;
 use super::reply::{Relay, Request};
 use super::{LINGER, LINGER_MAX_BATCH, MAX_BATCH};
 use crate::clock::StoreTime;
@@ -20,7 +21,7 @@ use crate::durability::storage::{
 };
 use crate::durability::writeback::Writeback;
 use crate::error::{Error, Result};
-use crate::health::HealthCell;
+use crate::health::{Health, HealthCell};
 use crate::log::event;
 use crate::metrics::{Counters, add, bump};
 
@@ -75,6 +76,36 @@ pub(super) fn start_writeback(engine: &Engine, interval: Duration) -> Option<Wri
             );
             None
         }
+    }
+}
+
+/// Marks the committer dead if its thread unwinds, and answers everything
+/// queued: a caller never waits for a thread that is gone.
+struct DeathWatch<'a> {
+    shared: &'a Shared,
+    health: Arc<HealthCell>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for DeathWatch<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let shared = self.shared;
+        shared.dead.store(true, Ordering::SeqCst);
+        event!(
+            error,
+            "the committer thread panicked: writes are answered Error::Closed; reopen the store"
+        );
+        let health = Health::Failed {
+            cause: "the committer thread stopped after an internal error (a panic); \
+                    close the store and open it again"
+                .to_string(),
+        };
+        self.health.set(health, &self.counters);
+        shared.fail_queued();
+        shared.made_room();
     }
 }
 

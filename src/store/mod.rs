@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::admin::verify::{self};
+use crate::admin::verify;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Submitter};
 use crate::config::{ClaimTerms, Config, Durability, Recovery, Settings, Terms};

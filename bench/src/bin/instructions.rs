@@ -24,9 +24,9 @@
 //! - `cycle`: a lone caller's `begin` → `Claimed` + `complete` on a fresh
 //!   key, store prefilled with 2,000 records. The commits run on the
 //!   committer thread: `bench/instructions.sh` collects every committer
-//!   thread's life (`committer::writer::serve`) beside the caller's loop, and takes off a run with an
-//!   empty loop (the prefill's commits and the store's last one at close),
-//!   which leaves the whole cycle's work;
+//!   thread's life (`committer::writer::serve`) beside the caller's loop,
+//!   and takes off a run with an empty loop (the prefill's commits and the
+//!   store's last one at close), which leaves the whole cycle's work;
 //! - `cycle_journal`: the same with the write-ahead journal (its frames are
 //!   synced, the commits are not, and a durable checkpoint comes once a
 //!   second of wall time, so this count moves a little between runs);
