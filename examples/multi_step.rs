@@ -17,13 +17,13 @@
 //!    message reference like the charge).
 //!
 //! The pattern, as in brandur's "atomic phases":
-//! - before an external step, checkpoint its *intent* with a fresh reference
+//! - before an external step, record its *intent* with a fresh reference
 //!   (`charging` with the charge reference), then call with that reference,
-//!   then checkpoint the *result* (`charged` with the charge id). A takeover
+//!   then record the *result* (`charged` with the charge id). A takeover
 //!   that finds `charging` calls again with the same reference and gets the
 //!   same charge back; without the point it would invent a new reference
 //!   and charge the card a second time;
-//! - after a local step, checkpoint its result; a takeover that finds the
+//! - after a local step, record its result; a takeover that finds the
 //!   step before it checks the local state first (the row may have been
 //!   written just before the crash).
 //!
@@ -261,7 +261,7 @@ fn run_steps(
             }
             (unknown, _) => return Err(format!("order-{n}: unknown phase {unknown:?}").into()),
         };
-        store.checkpoint(claim, &phase.0, phase.1.clone().into_bytes())?;
+        store.record_progress(claim, &phase.0, phase.1.clone().into_bytes())?;
     }
 }
 

@@ -161,19 +161,19 @@ impl AsyncStore {
         self.store.renew_async(claim).await
     }
 
-    /// [`Store::checkpoint`], without blocking.
+    /// [`Store::record_progress`], without blocking.
     ///
     /// # Errors
     ///
-    /// As [`Store::checkpoint`].
-    pub async fn checkpoint(
+    /// As [`Store::record_progress`].
+    pub async fn record_progress(
         &self,
         claim: &Claim,
         phase: &str,
         state: impl Into<bytes::Bytes>,
     ) -> Result<()> {
         self.store
-            .checkpoint_async(claim, phase, state.into())
+            .record_progress_async(claim, phase, state.into())
             .await
     }
 
@@ -274,13 +274,13 @@ impl Backend for AsyncStore {
         AsyncStore::renew(self, claim)
     }
 
-    fn checkpoint(
+    fn record_progress(
         &self,
         claim: &Claim,
         phase: &str,
         state: Bytes,
     ) -> impl Future<Output = Result<()>> + Send {
-        AsyncStore::checkpoint(self, claim, phase, state)
+        AsyncStore::record_progress(self, claim, phase, state)
     }
 
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Record>>> + Send {

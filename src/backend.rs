@@ -217,14 +217,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn renew(&self, claim: &Self::Claim) -> impl Future<Output = Result<()>> + Send;
 
     /// Records a recovery point and restarts the lease
-    /// ([`crate::Store::checkpoint`]): a claim that takes the key over
+    /// ([`crate::Store::record_progress`]): a claim that takes the key over
     /// inherits it ([`ClaimInfo::recovered`]).
     ///
     /// # Errors
     ///
-    /// `InvalidPhase`, `CheckpointTooLarge`, `LeaseLost` for a stale
+    /// `InvalidPhase`, `RecoveryPointTooLarge`, `LeaseLost` for a stale
     /// holder, or the backend's errors; an error records nothing.
-    fn checkpoint(
+    fn record_progress(
         &self,
         claim: &Self::Claim,
         phase: &str,

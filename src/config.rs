@@ -73,7 +73,7 @@ impl Default for Config {
                 lease: Duration::from_secs(60),
                 durability: Durability::Immediate,
                 max_response_bytes: 1024 * 1024,
-                max_checkpoint_bytes: 64 * 1024,
+                max_recovery_point_bytes: 64 * 1024,
                 cache_bytes: 64 * 1024 * 1024,
                 storage_cache_bytes: 128 * 1024 * 1024,
                 recovery: Recovery::KeepLeases,
@@ -133,11 +133,11 @@ impl Config {
     }
 
     /// The largest recovery point
-    /// [`Store::checkpoint`](crate::Store::checkpoint) accepts, phase name
+    /// [`Store::record_progress`](crate::Store::record_progress) accepts, phase name
     /// plus state (default 64 KiB). A recovery point should hold the ids the
     /// next steps need, not the operation's data.
-    pub fn max_checkpoint_bytes(mut self, limit: usize) -> Self {
-        self.settings.max_checkpoint_bytes = limit;
+    pub fn max_recovery_point_bytes(mut self, limit: usize) -> Self {
+        self.settings.max_recovery_point_bytes = limit;
         self
     }
 
@@ -356,7 +356,7 @@ pub struct Settings {
     pub(crate) lease: Duration,
     pub(crate) durability: Durability,
     pub(crate) max_response_bytes: usize,
-    pub(crate) max_checkpoint_bytes: usize,
+    pub(crate) max_recovery_point_bytes: usize,
     pub(crate) cache_bytes: usize,
     pub(crate) storage_cache_bytes: usize,
     pub(crate) recovery: Recovery,
@@ -372,9 +372,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// [`Config::max_checkpoint_bytes`].
-    pub fn max_checkpoint_bytes(&self) -> usize {
-        self.max_checkpoint_bytes
+    /// [`Config::max_recovery_point_bytes`].
+    pub fn max_recovery_point_bytes(&self) -> usize {
+        self.max_recovery_point_bytes
     }
 
     /// [`Config::slow_commit`].

@@ -45,13 +45,13 @@ pub enum Error {
         reason: String,
     },
 
-    /// A recovery point's state is larger than `Config::max_checkpoint_bytes`.
+    /// A recovery point's state is larger than `Config::max_recovery_point_bytes`.
     #[error(
         "recovery state of {size} bytes exceeds the store's limit of {limit} bytes; \
          record only what the next steps need (the external ids), or raise \
-         Config::max_checkpoint_bytes"
+         Config::max_recovery_point_bytes"
     )]
-    CheckpointTooLarge {
+    RecoveryPointTooLarge {
         /// Size of the state (phase name included).
         size: usize,
         /// The configured limit.

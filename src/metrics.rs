@@ -38,8 +38,8 @@ pub struct Metrics {
     pub releases: u64,
     /// Successful `renew` calls.
     pub renewals: u64,
-    /// Successful `checkpoint` calls (recovery points recorded).
-    pub checkpoints: u64,
+    /// Successful `record_progress` calls (recovery points recorded).
+    pub recovery_points: u64,
     /// Takeovers that inherited a recovery point, and so resume instead of
     /// starting over (also in `takeovers`).
     pub resumed: u64,
@@ -185,7 +185,7 @@ pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
         "successful renewals",
     ),
     PublishedMetric::new(
-        "idemkv_checkpoints_total",
+        "idemkv_recovery_points_total",
         MetricKind::Counter,
         "recovery points recorded",
     ),
@@ -500,7 +500,7 @@ pub(crate) struct Counters {
     pub completions: Count,
     pub releases: Count,
     pub renewals: Count,
-    pub checkpoints: Count,
+    pub recovery_points: Count,
     pub resumed: Count,
     pub leases_lost: Count,
     pub expired: Count,
@@ -555,7 +555,7 @@ impl Counters {
             completions: Count::named("idemkv_completions_total", label),
             releases: Count::named("idemkv_releases_total", label),
             renewals: Count::named("idemkv_renewals_total", label),
-            checkpoints: Count::named("idemkv_checkpoints_total", label),
+            recovery_points: Count::named("idemkv_recovery_points_total", label),
             resumed: Count::named("idemkv_resumed_total", label),
             leases_lost: Count::named("idemkv_leases_lost_total", label),
             expired: Count::named("idemkv_expired_total", label),
@@ -590,7 +590,7 @@ impl Counters {
             completions: self.completions.get(),
             releases: self.releases.get(),
             renewals: self.renewals.get(),
-            checkpoints: self.checkpoints.get(),
+            recovery_points: self.recovery_points.get(),
             resumed: self.resumed.get(),
             leases_lost: self.leases_lost.get(),
             expired: self.expired.get(),

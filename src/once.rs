@@ -123,7 +123,7 @@ fn settle<E: Display>(
 /// recovery point ([`ClaimInfo::recovered`]), if it recorded one: resume
 /// after that step instead of repeating it. It should finish within the
 /// lease; a longer operation, or one that records recovery points of its
-/// own, uses `begin`/`checkpoint`/`complete` itself.
+/// own, uses `begin`/`record_progress`/`complete` itself.
 ///
 /// ```
 /// use idemkv::{Config, Fingerprint, Key, OnError, Once, Store, StoredResponse};

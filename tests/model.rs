@@ -20,7 +20,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..4usize).prop_map(|claim| Step::Complete { claim }),
         1 => (0..4usize).prop_map(|claim| Step::Release { claim }),
         1 => (0..4usize).prop_map(|claim| Step::Renew { claim }),
-        2 => (0..4usize).prop_map(|claim| Step::Checkpoint { claim }),
+        2 => (0..4usize).prop_map(|claim| Step::RecordProgress { claim }),
         1 => (0..4usize).prop_map(|claim| Step::DropClaim { claim }),
         3 => prop::sample::select(vec![1u64, 10, 400, 999, 1_000, 3_000, 4_999, 6_000])
             .prop_map(|ms| Step::Advance { ms }),

@@ -43,7 +43,7 @@ const SIGABRT: i32 = 6;
 /// milliseconds of work and, at most, a lease's wait).
 const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 /// Short, so that a killed child's order is taken over a round or two
-/// later; every step's checkpoint restarts it.
+/// later; every step's recovery point restarts it.
 const LEASE: Duration = Duration::from_millis(50);
 /// Each step's work, so that kills land inside orders as often as between.
 const PAUSE: Duration = Duration::from_millis(1);

@@ -1,7 +1,7 @@
 //! Recovery points in the embedded store, beyond the conformance cases: a
 //! point survives the process (the file), and files written by earlier
 //! formats (1: before recovery points; 2: before sweep times) open, read,
-//! take checkpoints and are swept.
+//! take recovery points and are swept.
 
 mod common;
 
@@ -11,10 +11,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use common::*;
 use idemkv::{Config, Fingerprint, Key, ManualClock, RecordState, Store, StoredResponse};
 
-/// A holder checkpoints and its process goes away without completing: the
+/// A holder records a point and its process goes away without completing: the
 /// store opened again on the file hands the point to the takeover.
 #[test]
-fn a_checkpoint_outlives_the_process() -> TestResult {
+fn a_recovery_point_outlives_the_process() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("idem.redb");
     let (config, clock) = manual_config();
@@ -22,7 +22,7 @@ fn a_checkpoint_outlives_the_process() -> TestResult {
     {
         let store = Store::open(&path, config.clone())?;
         let claim = claimed(store.begin(&k, fp("a"))?);
-        store.checkpoint(&claim, "charge_created", &b"ch_1"[..])?;
+        store.record_progress(&claim, "charge_created", &b"ch_1"[..])?;
         // The process dies: the claim is never completed or released.
         std::mem::forget(claim);
     }
@@ -65,7 +65,7 @@ fn fixture(
 /// 1", `fixture/in-flight` claimed with a 60 s lease and never completed.
 /// Opening it upgrades the format to 4 (3 with the journal off); every record reads as before.
 #[test]
-fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
+fn a_format_1_file_opens_reads_and_takes_recovery_points() -> TestResult {
     let (_dir, path, clock) = fixture("format-1.redb")?;
     let config = Config::default()
         .clock(clock.clone())
@@ -93,7 +93,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
         let claim = claimed(store.begin(&flying, payload)?);
         assert!(claim.is_takeover());
         assert_eq!(claim.recovered(), None);
-        store.checkpoint(&claim, "charge_created", &b"ch_9"[..])?;
+        store.record_progress(&claim, "charge_created", &b"ch_9"[..])?;
         std::mem::forget(claim);
         store.close()?;
     }
@@ -113,7 +113,7 @@ fn a_format_1_file_opens_reads_and_takes_checkpoints() -> TestResult {
 /// `tests/fixtures/format-2.redb` was written by idemkv before sweep times
 /// (format 2, record encoding 2), on a manual clock at 1,790,000,000 s with
 /// a 60 s lease and the default retention: `fixture/completed` completed
-/// with "charged in format 2", `fixture/in-flight` claimed and checkpointed
+/// with "charged in format 2", `fixture/in-flight` claimed and given a recovery point
 /// at `charge_created` / "ch_2", never completed. Opening it upgrades the
 /// format to 3; the records read as before, and their expiry entries (at
 /// their expiry times, as format 2 kept them) are found by the sweep.

@@ -76,7 +76,7 @@ fn populated(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let long = Terms::default().lease(Duration::from_secs(24 * 3600));
     let running = claim(&store, &key("t2", "running"), long);
     // Binary state, so that the export's base64 is exercised.
-    store.checkpoint(&running, "charge_created", &b"ch_1 \x00\xff"[..])?;
+    store.record_progress(&running, "charge_created", &b"ch_1 \x00\xff"[..])?;
     drop(running);
     store.close()?;
     Ok(path)

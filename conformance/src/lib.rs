@@ -57,8 +57,8 @@ pub struct Setup {
     pub retention: Duration,
     /// The largest response `complete` stores (body plus headers).
     pub max_response_bytes: usize,
-    /// The largest recovery point `checkpoint` stores (phase plus state).
-    pub max_checkpoint_bytes: usize,
+    /// The largest recovery point `record_progress` stores (phase plus state).
+    pub max_recovery_point_bytes: usize,
     /// The most records one sweep step deletes.
     pub sweep_batch: usize,
 }
@@ -69,7 +69,7 @@ impl Default for Setup {
             lease: LEASE,
             retention: RETENTION,
             max_response_bytes: 1 << 20,
-            max_checkpoint_bytes: 64 << 10,
+            max_recovery_point_bytes: 64 << 10,
             sweep_batch: 1000,
         }
     }
@@ -200,13 +200,13 @@ macro_rules! suite {
             once::once_stores_a_failure_as_the_outcome_when_asked,
             once::once_hands_the_operation_the_recovered_point,
             recovery::a_fresh_claim_starts_with_no_recovery_point,
-            recovery::a_takeover_resumes_from_the_last_checkpoint,
+            recovery::a_takeover_resumes_from_the_last_recovery_point,
             recovery::a_renewal_keeps_the_recovery_point,
-            recovery::a_checkpoint_restarts_the_lease,
-            recovery::a_stale_holder_cannot_checkpoint,
+            recovery::recording_progress_restarts_the_lease,
+            recovery::a_stale_holder_cannot_record_progress,
             recovery::completion_and_release_end_the_recovery_point,
-            recovery::bad_checkpoints_are_refused_and_change_nothing,
-            recovery::the_checkpoint_limit_is_inclusive,
+            recovery::bad_recovery_points_are_refused_and_change_nothing,
+            recovery::the_recovery_point_limit_is_inclusive,
             faults::a_completion_that_failed_is_repeated_and_lands_once,
             faults::a_completion_whose_answer_was_lost_is_repeated_and_answers_ok,
             faults::a_release_that_failed_is_repeated_and_frees_the_key,

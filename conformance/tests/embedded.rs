@@ -56,7 +56,7 @@ fn config(setup: Setup, clock: &ManualClock) -> Config {
         .lease(setup.lease)
         .retention(setup.retention)
         .max_response_bytes(setup.max_response_bytes)
-        .max_checkpoint_bytes(setup.max_checkpoint_bytes)
+        .max_recovery_point_bytes(setup.max_recovery_point_bytes)
         .sweep_batch(setup.sweep_batch)
         .sweep_interval(None)
 }

@@ -73,16 +73,16 @@ pub(crate) async fn finish<B: Backend>(
     let claim = match Arc::try_unwrap(claim) {
         Ok(claim) => claim,
         Err(claim) => {
-            // Only a checkpoint still running after its handler returned
+            // Only a `Progress::record` still running after its handler returned
             // (a task the handler spawned) holds the claim now.
             let info = B::claim_info(&claim);
             tracing::warn!(
                 target: "idemkv_http",
                 key = %info.key(),
                 token = info.token(),
-                "a checkpoint outlived its handler, so the response was not stored: retries \
+                "a recovery point was still being recorded when its handler returned, so the response was not stored: retries \
                  see the key in flight until its lease ends, then resume from its last \
-                 recovery point; await checkpoints inside the handler"
+                 recovery point; await Progress::record inside the handler"
             );
             handlers.gave_up();
             return;

@@ -145,7 +145,7 @@ impl<B> IdempotencyLayer<B> {
 
     /// Claimed handlers of this layer's services whose outcome could not be
     /// recorded: a completion or release that still failed after its
-    /// repeats (for half the lease), or a checkpoint that outlived its
+    /// repeats (for half the lease), or a `Progress::record` that outlived its
     /// handler. Each leaves its key in flight until its lease ends (and
     /// logs an `error` event); a rising count means the store or the
     /// database has been failing for longer than the repeats last.

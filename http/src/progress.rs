@@ -14,7 +14,7 @@ type Record =
 
 /// The running request's claim, as far as its handler needs it: where an
 /// earlier attempt got to ([`recovered`](Self::recovered)) and a way to
-/// record how far this one gets ([`checkpoint`](Self::checkpoint)).
+/// record how far this one gets ([`record`](Self::record)).
 ///
 /// The layer puts one in every claimed request's extensions (beside the
 /// [`ClaimInfo`]); with axum, take it with `Extension<Progress>`:
@@ -32,7 +32,7 @@ type Record =
 ///         _ => {
 ///             let id = "ch_1".to_string(); // create the charge at the card network
 ///             progress
-///                 .checkpoint("charge_created", id.clone())
+///                 .record("charge_created", id.clone())
 ///                 .await
 ///                 .map_err(|e| e.to_string())?;
 ///             id
@@ -42,8 +42,8 @@ type Record =
 /// }
 /// ```
 ///
-/// Await every checkpoint inside the handler: once the handler has returned,
-/// the layer completes (or releases) the claim, and a checkpoint after that
+/// Await every `record` inside the handler: once the handler has returned,
+/// the layer completes (or releases) the claim, and a `record` after that
 /// fails with `LeaseLost`.
 #[derive(Clone)]
 pub struct Progress {
@@ -65,7 +65,7 @@ impl Progress {
                     // The request has finished: its claim is completed or
                     // released, and no longer this handler's.
                     let claim = claim.ok_or(Error::LeaseLost)?;
-                    backend.checkpoint(&claim, &phase, state).await
+                    backend.record_progress(&claim, &phase, state).await
                 })
             }),
         }
@@ -88,9 +88,9 @@ impl Progress {
     ///
     /// # Errors
     ///
-    /// As [`Store::checkpoint`](idemkv::Store::checkpoint); `LeaseLost` too
+    /// As [`Store::record_progress`](idemkv::Store::record_progress); `LeaseLost` too
     /// once the request has finished.
-    pub async fn checkpoint(&self, phase: &str, state: impl Into<Bytes>) -> idemkv::Result<()> {
+    pub async fn record(&self, phase: &str, state: impl Into<Bytes>) -> idemkv::Result<()> {
         (self.record)(phase.to_string(), state.into()).await
     }
 }

@@ -1029,7 +1029,7 @@ async fn handlers_see_their_claim_in_the_extensions() -> TestResult {
 /// dies after its first step; the retry after the lease resumes from the
 /// point instead of charging again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_a_crash_resumes_from_the_handlers_checkpoint() -> TestResult {
+async fn a_retry_after_a_crash_resumes_from_the_handlers_recovery_point() -> TestResult {
     #[derive(Clone, Default)]
     struct Effects {
         charges: Arc<AtomicU64>,
@@ -1048,7 +1048,7 @@ async fn a_retry_after_a_crash_resumes_from_the_handlers_checkpoint() -> TestRes
             _ => {
                 let n = effects.charges.fetch_add(1, Ordering::SeqCst) + 1;
                 let id = format!("ch_{n}");
-                if let Err(err) = progress.checkpoint("charge_created", id.clone()).await {
+                if let Err(err) = progress.record("charge_created", id.clone()).await {
                     return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
                 }
                 id
@@ -1098,7 +1098,7 @@ async fn a_retry_after_a_crash_resumes_from_the_handlers_checkpoint() -> TestRes
     assert_eq!(effects.charges.load(Ordering::SeqCst), 1, "charged once");
     assert_eq!(effects.resumed.load(Ordering::SeqCst), 1);
     let m = store.metrics();
-    assert_eq!((m.checkpoints, m.resumed), (1, 1));
+    assert_eq!((m.recovery_points, m.resumed), (1, 1));
     task.abort();
     Ok(())
 }

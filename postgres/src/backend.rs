@@ -74,7 +74,7 @@ struct Counters {
     completions: AtomicU64,
     releases: AtomicU64,
     renewals: AtomicU64,
-    checkpoints: AtomicU64,
+    recovery_points: AtomicU64,
     resumed: AtomicU64,
     leases_lost: AtomicU64,
     expired: AtomicU64,
@@ -260,7 +260,7 @@ impl PgBackend {
             ("idemkv_completions_total", m.completions),
             ("idemkv_releases_total", m.releases),
             ("idemkv_renewals_total", m.renewals),
-            ("idemkv_checkpoints_total", m.checkpoints),
+            ("idemkv_recovery_points_total", m.recovery_points),
             ("idemkv_resumed_total", m.resumed),
             ("idemkv_leases_lost_total", m.leases_lost),
             ("idemkv_expired_total", m.expired),
@@ -781,17 +781,18 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    async fn checkpoint(&self, claim: &PgClaim, phase: &str, state: Bytes) -> Result<()> {
-        let point = RecoveryPoint::within(phase, state, self.inner.config.max_checkpoint_bytes)?;
+    async fn record_progress(&self, claim: &PgClaim, phase: &str, state: Bytes) -> Result<()> {
+        let point =
+            RecoveryPoint::within(phase, state, self.inner.config.max_recovery_point_bytes)?;
         let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
         let (phase, state): (&str, &[u8]) = (point.phase(), point.state());
         self.bounded(self.fenced(
-            &self.inner.sql.checkpoint,
+            &self.inner.sql.record_progress,
             claim,
             &[&lease_ms, &retention_ms, &phase, &state],
         ))
         .await?;
-        bump(&self.inner.counters.checkpoints);
+        bump(&self.inner.counters.recovery_points);
         Ok(())
     }
 
@@ -842,7 +843,7 @@ impl Backend for PgBackend {
         m.completions = get(&c.completions);
         m.releases = get(&c.releases);
         m.renewals = get(&c.renewals);
-        m.checkpoints = get(&c.checkpoints);
+        m.recovery_points = get(&c.recovery_points);
         m.resumed = get(&c.resumed);
         m.leases_lost = get(&c.leases_lost);
         m.expired = get(&c.expired);

@@ -15,7 +15,7 @@ pub struct PgConfig {
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
     pub(crate) max_response_bytes: usize,
-    pub(crate) max_checkpoint_bytes: usize,
+    pub(crate) max_recovery_point_bytes: usize,
     pub(crate) sweep_batch: usize,
     pub(crate) pool_size: usize,
     pub(crate) poll_min: Duration,
@@ -36,7 +36,7 @@ impl Default for PgConfig {
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 3600),
             max_response_bytes: 1 << 20,
-            max_checkpoint_bytes: 64 << 10,
+            max_recovery_point_bytes: 64 << 10,
             sweep_batch: 1000,
             pool_size: 16,
             poll_min: Duration::from_millis(2),
@@ -98,10 +98,10 @@ impl PgConfig {
         self
     }
 
-    /// The largest recovery point `checkpoint` stores, phase name plus
-    /// state (default 64 KiB, as `idemkv::Config::max_checkpoint_bytes`).
-    pub fn max_checkpoint_bytes(mut self, bytes: usize) -> Self {
-        self.max_checkpoint_bytes = bytes;
+    /// The largest recovery point `record_progress` stores, phase name plus
+    /// state (default 64 KiB, as `idemkv::Config::max_recovery_point_bytes`).
+    pub fn max_recovery_point_bytes(mut self, bytes: usize) -> Self {
+        self.max_recovery_point_bytes = bytes;
         self
     }
 
@@ -160,7 +160,7 @@ impl PgConfig {
     }
 
     /// The longest any backend call may take (default 5 s): a claim, a
-    /// completion, a release, a renewal, a checkpoint, a read, a sweep
+    /// completion, a release, a renewal, a recovery point, a read, a sweep
     /// statement, and each look of a `begin_wait` (whose own timeout is the
     /// caller's). Past it the call answers `Error::Unavailable`, which is
     /// transient, instead of hanging on a network that drops packets

@@ -272,7 +272,7 @@ pub(crate) struct Statements {
     pub release: Stmt,
     pub renew: Stmt,
     /// `renew` that also records a recovery point.
-    pub checkpoint: Stmt,
+    pub record_progress: Stmt,
     pub get: Stmt,
     pub remove: Stmt,
     pub sweep: Stmt,
@@ -374,7 +374,7 @@ impl Statements {
                 ),
                 types: HOLDER_TERMS,
             },
-            checkpoint: Stmt {
+            record_progress: Stmt {
                 sql: format!(
                 "UPDATE {t} SET lease_until = c.n + $4::bigint {ms},
                         expires_at = c.n + ($4::bigint + $5::bigint) {ms},

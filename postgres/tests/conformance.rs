@@ -72,7 +72,7 @@ impl Harness for Postgres {
             .lease(setup.lease)
             .retention(setup.retention)
             .max_response_bytes(setup.max_response_bytes)
-            .max_checkpoint_bytes(setup.max_checkpoint_bytes)
+            .max_recovery_point_bytes(setup.max_recovery_point_bytes)
             .sweep_batch(setup.sweep_batch)
             .pool_size(4)
             .unnamed_statements(self.unnamed);

@@ -1,6 +1,6 @@
 //! A table made by schema version 1 (before recovery points) is upgraded in
 //! place by `connect`: its rows stay readable, an in-flight row can be taken
-//! over (with no recovery point), and the new columns take checkpoints.
+//! over (with no recovery point), and the new columns take recovery points.
 
 mod support;
 
@@ -95,7 +95,7 @@ async fn a_version_1_table_is_upgraded_and_keeps_its_rows() -> Result<(), BoxErr
     assert!(claim.token() > 8);
     assert_eq!(claim.recovered(), None);
     backend
-        .checkpoint(&claim, "charge_created", Bytes::from_static(b"ch_1"))
+        .record_progress(&claim, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
     let record = backend.get(&flying).await?.ok_or("the claim is gone")?;
     assert_eq!(

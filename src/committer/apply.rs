@@ -148,7 +148,7 @@ impl Worker {
             .as_ref()
             .map(|r| (r.place(), r.created_at_ms, r.is_expired(now_ms)));
         // A takeover inherits the dead attempt's recovery point, and keeps it
-        // for the next one should it die too before its own checkpoint.
+        // for the next one should it die too before it records its own point.
         let inherited = match &stored {
             Some(StoredRecord {
                 state: StoredState::InFlight { recovery, .. },

@@ -158,7 +158,7 @@ pub(super) enum Request {
         reply: Reply<()>,
     },
     /// Extend the lease of the claim with `token`, and with a `point`,
-    /// record it as the claim's recovery point (a checkpoint).
+    /// record it as the claim's recovery point (`record_progress`).
     Renew {
         key: Key,
         token: u64,

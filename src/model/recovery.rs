@@ -14,7 +14,7 @@ pub const MAX_PHASE_LEN: usize = 64;
 /// that finished, say `"charge_created"`) and the state the next steps need
 /// (say the charge's id at the card network).
 ///
-/// Written by [`Store::checkpoint`](crate::Store::checkpoint), kept in the
+/// Written by [`Store::record_progress`](crate::Store::record_progress), kept in the
 /// in-flight record, and handed to the claim that takes the key over
 /// ([`Claim::recovered`](crate::Claim::recovered)). A completion or a
 /// release ends the record's in-flight life, and the point with it.
@@ -70,18 +70,18 @@ impl RecoveryPoint {
     }
 
     /// A recovery point a store with a size limit of `limit` bytes (phase
-    /// plus state) accepts: what every backend's `checkpoint` checks before
+    /// plus state) accepts: what every backend's `record_progress` checks before
     /// writing anything.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidPhase`] as [`new`](Self::new), and
-    /// [`Error::CheckpointTooLarge`] above `limit`.
+    /// [`Error::RecoveryPointTooLarge`] above `limit`.
     pub fn within(phase: &str, state: impl Into<Bytes>, limit: usize) -> Result<RecoveryPoint> {
         let point = RecoveryPoint::new(phase, state)?;
         let size = point.stored_len();
         if size > limit {
-            return Err(Error::CheckpointTooLarge { size, limit });
+            return Err(Error::RecoveryPointTooLarge { size, limit });
         }
         Ok(point)
     }

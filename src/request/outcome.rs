@@ -115,10 +115,10 @@ impl Claim {
 
     /// The recovery point of the attempt this claim took over from: the last
     /// step it finished and the state it recorded
-    /// ([`Store::checkpoint`](crate::Store::checkpoint)). Resume after that
+    /// ([`Store::record_progress`](crate::Store::record_progress)). Resume after that
     /// step; `None` means start from the beginning (a fresh claim, or a
     /// takeover from an attempt that recorded nothing). It stays what the
-    /// claim started from: this claim's own checkpoints do not change it.
+    /// claim started from: the points this claim records do not change it.
     pub fn recovered(&self) -> Option<&RecoveryPoint> {
         self.takeover.as_ref()?.recovered.as_ref()
     }

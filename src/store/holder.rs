@@ -1,4 +1,4 @@
-//! What a claim's holder does: complete, release, renew and checkpoint.
+//! What a claim's holder does: complete, release, renew and record progress.
 //! Every one goes to the committer, which judges the fencing token against
 //! the record inside its write transaction.
 
@@ -79,7 +79,7 @@ impl Store {
     /// every write: if this process dies now, the attempt that takes the key
     /// over gets this point from [`Claim::recovered`] and resumes after the
     /// step instead of repeating it. It also restarts the lease, like
-    /// [`renew`](Self::renew). A later checkpoint replaces the point;
+    /// [`renew`](Self::renew). A later point replaces it;
     /// `complete` and `release` end it with the record's in-flight life.
     ///
     /// Call it right after each step that must not run twice, before the
@@ -89,16 +89,21 @@ impl Store {
     ///
     /// [`Error::InvalidPhase`] for an empty, oversized (over
     /// [`MAX_PHASE_LEN`](crate::MAX_PHASE_LEN) bytes) or unprintable phase,
-    /// [`Error::CheckpointTooLarge`] for a point over
-    /// `Config::max_checkpoint_bytes`, [`Error::LeaseLost`] for a holder
+    /// [`Error::RecoveryPointTooLarge`] for a point over
+    /// `Config::max_recovery_point_bytes`, [`Error::LeaseLost`] for a holder
     /// whose key was taken over, completed or removed, and otherwise as
     /// [`renew`](Self::renew). An error records nothing.
-    pub fn checkpoint(&self, claim: &Claim, phase: &str, state: impl Into<Bytes>) -> Result<()> {
-        crate::blocking::block_on(self.checkpoint_async(claim, phase, state.into()))
+    pub fn record_progress(
+        &self,
+        claim: &Claim,
+        phase: &str,
+        state: impl Into<Bytes>,
+    ) -> Result<()> {
+        crate::blocking::block_on(self.record_progress_async(claim, phase, state.into()))
     }
 
     /// A holder's write that keeps its claim: restarts the lease and, with a
-    /// `point`, records it (`renew` and `checkpoint`).
+    /// `point`, records it (`renew` and `record_progress`).
     async fn hold_async(&self, claim: &Claim, point: Option<RecoveryPoint>) -> Result<()> {
         self.check_claim(claim)?;
         let busy = self.inner.locks.mark_busy(claim.key.hash(), claim.token);
@@ -230,8 +235,8 @@ impl Store {
         Ok(())
     }
 
-    /// The one implementation of `checkpoint`.
-    pub(crate) async fn checkpoint_async(
+    /// The one implementation of `record_progress`.
+    pub(crate) async fn record_progress_async(
         &self,
         claim: &Claim,
         phase: &str,
@@ -240,10 +245,10 @@ impl Store {
         let point = RecoveryPoint::within(
             phase,
             state,
-            self.inner.config.settings.max_checkpoint_bytes,
+            self.inner.config.settings.max_recovery_point_bytes,
         )?;
         self.hold_async(claim, Some(point)).await?;
-        bump(&self.inner.counters.checkpoints);
+        bump(&self.inner.counters.recovery_points);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! - `claim.rs`: the request path of `begin` (lock table, replay cache,
 //!   the decision rule, the claim's commit) and `once`;
 //! - `holder.rs`: what a claim's holder does (complete, release, renew,
-//!   checkpoint), judged by the committer against the fencing token;
+//!   record progress), judged by the committer against the fencing token;
 //! - `admin.rs`: inspecting and administering records (get, remove,
 //!   sweep, verify, scan, stats, import, backup, compaction).
 

@@ -47,7 +47,7 @@ pub fn step_from_bytes(op: u8, arg: u8) -> Step {
             back: arg & 1 == 1,
             ms: CLOCK_STEPS_MS[usize::from(arg / 2) % CLOCK_STEPS_MS.len()],
         },
-        19 => Step::Checkpoint { claim },
+        19 => Step::RecordProgress { claim },
         _ => Step::Reopen,
     }
 }
@@ -119,7 +119,7 @@ pub enum Step {
         claim: usize,
     },
     /// Records a recovery point (its phase names the step's number).
-    Checkpoint {
+    RecordProgress {
         claim: usize,
     },
     DropClaim {
@@ -146,7 +146,7 @@ pub enum Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
     /// `recovery` is the phase of the holder's (or an earlier holder's)
-    /// last checkpoint.
+    /// last recovery point.
     InFlight {
         lease_until: u64,
         recovery: Option<String>,
@@ -208,7 +208,7 @@ pub struct Harness {
     claims: Vec<(usize, usize, Claim)>,
     model: Model,
     responses: u64,
-    checkpoints: u64,
+    recovery_points: u64,
 }
 
 impl Harness {
@@ -242,7 +242,7 @@ impl Harness {
                 highest_token: 0,
             },
             responses: 0,
-            checkpoints: 0,
+            recovery_points: 0,
         }
     }
 
@@ -383,18 +383,18 @@ impl Harness {
                     assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
                 }
             }
-            Step::Checkpoint { claim } => {
+            Step::RecordProgress { claim } => {
                 let Some((k, _, claim)) = self.claims.get(claim) else {
                     return;
                 };
                 let held = self.model.held(*k, claim.token());
-                self.checkpoints += 1;
-                let phase = format!("step_{}", self.checkpoints);
-                let result = self
-                    .store()
-                    .checkpoint(claim, &phase, phase.clone().into_bytes());
+                self.recovery_points += 1;
+                let phase = format!("step_{}", self.recovery_points);
+                let result =
+                    self.store()
+                        .record_progress(claim, &phase, phase.clone().into_bytes());
                 if held {
-                    result.expect("holder checkpoints");
+                    result.expect("holder records progress");
                     let record = self.model.records.get_mut(k).expect("held");
                     record.state = State::InFlight {
                         lease_until: now + LEASE_MS,

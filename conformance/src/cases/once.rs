@@ -147,7 +147,7 @@ pub async fn once_hands_the_operation_the_recovered_point<H: Harness>(harness: &
     else {
         return Err("the first delivery did not claim".into());
     };
-    b.checkpoint(&first, "row_written", bytes::Bytes::from_static(b"row 17"))
+    b.record_progress(&first, "row_written", bytes::Bytes::from_static(b"row 17"))
         .await?;
     drop(first);
     subject.advance(LEASE).await;

@@ -34,7 +34,7 @@ pub async fn a_fresh_claim_starts_with_no_recovery_point<H: Harness>(harness: &H
 }
 
 /// A renewal restarts the lease and keeps the recovery point: a handler
-/// that checkpoints and then renews (the HTTP layer renews every third of
+/// that records a point and then renews (the HTTP layer renews every third of
 /// the lease) must not lose its point, or a takeover would repeat its
 /// steps.
 pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outcome {
@@ -42,7 +42,7 @@ pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outc
     let b = subject.backend();
     let k = key("renew-keeps");
     let first = claimed(begin(b, &k, fp("a")).await?);
-    b.checkpoint(&first, "charged", Bytes::from_static(b"ch_9"))
+    b.record_progress(&first, "charged", Bytes::from_static(b"ch_9"))
         .await?;
     b.renew(&first).await?;
     let record = b.get(&k).await?.ok_or("the claim's record is missing")?;
@@ -58,17 +58,17 @@ pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outc
     Ok(())
 }
 
-/// The holder checkpoints twice and dies: the takeover gets the second
+/// The holder records two points and dies: the takeover gets the second
 /// point, `get` shows it, and a takeover of that takeover (which recorded
 /// nothing of its own) still gets it.
-pub async fn a_takeover_resumes_from_the_last_checkpoint<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_takeover_resumes_from_the_last_recovery_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
     let k = key("resume");
     let first = claimed(begin(b, &k, fp("a")).await?);
-    b.checkpoint(&first, "charge_created", Bytes::from_static(b"ch_1"))
+    b.record_progress(&first, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
-    b.checkpoint(&first, "order_written", Bytes::from_static(b"ch_1 ord_7"))
+    b.record_progress(&first, "order_written", Bytes::from_static(b"ch_1 ord_7"))
         .await?;
     let record = b.get(&k).await?.ok_or("the claim's record is missing")?;
     assert_eq!(
@@ -95,18 +95,18 @@ pub async fn a_takeover_resumes_from_the_last_checkpoint<H: Harness>(harness: &H
     );
     b.complete(third, response("done")).await?;
     let m = b.metrics();
-    assert_eq!((m.checkpoints, m.takeovers, m.resumed), (2, 2, 2));
+    assert_eq!((m.recovery_points, m.takeovers, m.resumed), (2, 2, 2));
     Ok(())
 }
 
-/// A checkpoint restarts the lease, as a renewal does.
-pub async fn a_checkpoint_restarts_the_lease<H: Harness>(harness: &H) -> Outcome {
+/// Recording a point restarts the lease, as a renewal does.
+pub async fn recording_progress_restarts_the_lease<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
-    let k = key("checkpoint-lease");
+    let k = key("point-lease");
     let holder = claimed(begin(b, &k, fp("a")).await?);
     subject.advance(LEASE - Duration::from_millis(10)).await;
-    b.checkpoint(&holder, "step_1", Bytes::new()).await?;
+    b.record_progress(&holder, "step_1", Bytes::new()).await?;
     subject.advance(Duration::from_millis(10)).await;
     assert_eq!(
         in_progress(begin(b, &k, fp("a")).await?),
@@ -116,32 +116,32 @@ pub async fn a_checkpoint_restarts_the_lease<H: Harness>(harness: &H) -> Outcome
     Ok(())
 }
 
-/// After a takeover the old holder's checkpoint fails with `LeaseLost` and
+/// After a takeover the old holder's `record_progress` fails with `LeaseLost` and
 /// changes nothing: the new holder's record keeps its own point.
-pub async fn a_stale_holder_cannot_checkpoint<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_stale_holder_cannot_record_progress<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
-    let k = key("stale-checkpoint");
+    let k = key("stale-point");
     let old = claimed(begin(b, &k, fp("a")).await?);
-    b.checkpoint(&old, "charge_created", Bytes::from_static(b"ch_1"))
+    b.record_progress(&old, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
     subject.advance(LEASE).await;
     let new = claimed(begin(b, &k, fp("a")).await?);
-    b.checkpoint(&new, "order_written", Bytes::from_static(b"ord_2"))
+    b.record_progress(&new, "order_written", Bytes::from_static(b"ord_2"))
         .await?;
     let before = b.get(&k).await?;
     let err = b
-        .checkpoint(&old, "receipt_sent", Bytes::from_static(b"stale"))
+        .record_progress(&old, "receipt_sent", Bytes::from_static(b"stale"))
         .await;
     assert!(matches!(err, Err(Error::LeaseLost)), "{err:?}");
     assert_eq!(b.get(&k).await?, before);
 
     // Completed by the new holder: the old one still cannot write.
     b.complete(new, response("new")).await?;
-    let err = b.checkpoint(&old, "receipt_sent", Bytes::new()).await;
+    let err = b.record_progress(&old, "receipt_sent", Bytes::new()).await;
     assert!(matches!(err, Err(Error::LeaseLost)), "{err:?}");
     assert_eq!(replayed(begin(b, &k, fp("a")).await?), response("new"));
-    assert_eq!(b.metrics().checkpoints, 2);
+    assert_eq!(b.metrics().recovery_points, 2);
     Ok(())
 }
 
@@ -152,7 +152,7 @@ pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: 
     let b = subject.backend();
     let done = key("point-completed");
     let holder = claimed(begin(b, &done, fp("a")).await?);
-    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+    b.record_progress(&holder, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
     b.complete(holder, response("done")).await?;
     let record = b
@@ -163,7 +163,7 @@ pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: 
 
     let released = key("point-released");
     let holder = claimed(begin(b, &released, fp("a")).await?);
-    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+    b.record_progress(&holder, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
     b.release(holder).await?;
     let next = claimed(begin(b, &released, fp("a")).await?);
@@ -176,33 +176,35 @@ pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: 
 
 /// An empty, oversized or unprintable phase and an oversized state are
 /// refused with their own errors, and the record keeps its last point.
-pub async fn bad_checkpoints_are_refused_and_change_nothing<H: Harness>(harness: &H) -> Outcome {
+pub async fn bad_recovery_points_are_refused_and_change_nothing<H: Harness>(
+    harness: &H,
+) -> Outcome {
     let setup = Setup {
-        max_checkpoint_bytes: 100,
+        max_recovery_point_bytes: 100,
         ..Setup::default()
     };
     let subject = harness.open(setup).await?;
     let b = subject.backend();
-    let k = key("bad-checkpoint");
+    let k = key("bad-point");
     let holder = claimed(begin(b, &k, fp("a")).await?);
-    b.checkpoint(&holder, "charge_created", Bytes::from_static(b"ch_1"))
+    b.record_progress(&holder, "charge_created", Bytes::from_static(b"ch_1"))
         .await?;
     let before = b.get(&k).await?;
     let long = "p".repeat(idemkv::MAX_PHASE_LEN + 1);
     for phase in ["", long.as_str(), "two\nlines"] {
-        let err = b.checkpoint(&holder, phase, Bytes::new()).await;
+        let err = b.record_progress(&holder, phase, Bytes::new()).await;
         assert!(
             matches!(err, Err(Error::InvalidPhase { .. })),
             "{phase:?}: {err:?}"
         );
     }
     let err = b
-        .checkpoint(&holder, "big", Bytes::from(vec![b's'; 98]))
+        .record_progress(&holder, "big", Bytes::from(vec![b's'; 98]))
         .await;
     assert!(
         matches!(
             err,
-            Err(Error::CheckpointTooLarge {
+            Err(Error::RecoveryPointTooLarge {
                 size: 101,
                 limit: 100
             })
@@ -210,7 +212,7 @@ pub async fn bad_checkpoints_are_refused_and_change_nothing<H: Harness>(harness:
         "{err:?}"
     );
     assert_eq!(b.get(&k).await?, before);
-    assert_eq!(b.metrics().checkpoints, 1);
+    assert_eq!(b.metrics().recovery_points, 1);
     drop(holder);
     subject.advance(LEASE).await;
     let next = claimed(begin(b, &k, fp("a")).await?);
@@ -223,17 +225,17 @@ pub async fn bad_checkpoints_are_refused_and_change_nothing<H: Harness>(harness:
 }
 
 /// A point of exactly the limit is stored, with binary state intact.
-pub async fn the_checkpoint_limit_is_inclusive<H: Harness>(harness: &H) -> Outcome {
+pub async fn the_recovery_point_limit_is_inclusive<H: Harness>(harness: &H) -> Outcome {
     let setup = Setup {
-        max_checkpoint_bytes: 100,
+        max_recovery_point_bytes: 100,
         ..Setup::default()
     };
     let subject = harness.open(setup).await?;
     let b = subject.backend();
-    let k = key("checkpoint-limit");
+    let k = key("point-limit");
     let holder = claimed(begin(b, &k, fp("a")).await?);
     let state: Vec<u8> = (0..97u8).map(|i| i.wrapping_mul(37)).collect();
-    b.checkpoint(&holder, "big", Bytes::from(state.clone()))
+    b.record_progress(&holder, "big", Bytes::from(state.clone()))
         .await?;
     drop(holder);
     subject.advance(LEASE).await;
