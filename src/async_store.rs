@@ -25,7 +25,7 @@ use crate::store::Store;
 ///   or a read of the record (a page-cache read, microseconds).
 /// - A claim, completion, release or renewal waits for its group commit
 ///   through a oneshot the committer answers; the task is woken then.
-/// - [`begin_wait`](Self::begin_wait) parks no thread: the task is woken by
+/// - a waiting [`begin_with`](Self::begin_with) ([`Terms::wait`](crate::Terms::wait)) parks no thread: the task is woken by
 ///   the holder's completion, release or dropped claim, or by a timer when
 ///   the holder's lease would end.
 ///
@@ -82,7 +82,8 @@ impl AsyncStore {
             .await
     }
 
-    /// [`Store::begin_with`], without blocking.
+    /// [`Store::begin_with`], without blocking: with
+    /// [`Terms::wait`](crate::Terms::wait) the task waits, no thread does.
     ///
     /// # Errors
     ///
@@ -94,40 +95,6 @@ impl AsyncStore {
         terms: Terms,
     ) -> Result<Begin> {
         self.store.begin_async(key, fingerprint, terms).await
-    }
-
-    /// [`Store::begin_wait`], without blocking: the task waits, no thread
-    /// does.
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::begin`].
-    pub async fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-    ) -> Result<Begin> {
-        self.store
-            .begin_wait_async(key, fingerprint, timeout, Terms::default())
-            .await
-    }
-
-    /// [`Store::begin_wait_with`], without blocking.
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::begin_with`].
-    pub async fn begin_wait_with(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-        terms: Terms,
-    ) -> Result<Begin> {
-        self.store
-            .begin_wait_async(key, fingerprint, timeout, terms)
-            .await
     }
 
     /// [`Store::complete`], without blocking.
@@ -228,7 +195,7 @@ const _: () = {
     fn futures_are_send(store: &AsyncStore, key: &Key, claim: Claim, response: StoredResponse) {
         let fp = Fingerprint::of(b"");
         assert_send(&store.begin(key, fp));
-        assert_send(&store.begin_wait(key, fp, Duration::ZERO));
+        assert_send(&store.begin_with(key, fp, Terms::default().wait(Duration::ZERO)));
         assert_send(&store.renew(&claim));
         assert_send(&store.complete(claim, response));
     }
@@ -246,16 +213,6 @@ impl Backend for AsyncStore {
         terms: Terms,
     ) -> impl Future<Output = Result<Begin>> + Send {
         AsyncStore::begin_with(self, key, fingerprint, terms)
-    }
-
-    fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-        terms: Terms,
-    ) -> impl Future<Output = Result<Begin>> + Send {
-        AsyncStore::begin_wait_with(self, key, fingerprint, timeout, terms)
     }
 
     fn complete(

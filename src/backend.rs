@@ -160,7 +160,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     type Claim: std::fmt::Debug + Send + Sync + 'static;
 
     /// Starts an attempt ([`crate::Store::begin_with`]); `terms` (a lease or
-    /// retention of the claim's own) default to the backend's.
+    /// retention of the claim's own) default to the backend's. With
+    /// [`Terms::wait_timeout`] set, an attempt that holds the key is waited
+    /// for up to that long: its completion answers `Replay`, its release lets
+    /// this caller claim, and at the end of the time the answer is
+    /// `InProgress`. The wait must hold no thread.
     ///
     /// # Errors
     ///
@@ -169,20 +173,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
         key: &Key,
         fingerprint: Fingerprint,
-        terms: Terms,
-    ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
-
-    /// Starts an attempt, waiting up to `timeout` for a running one
-    /// ([`crate::Store::begin_wait`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`begin`](Self::begin).
-    fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
         terms: Terms,
     ) -> impl Future<Output = Result<Begin<Self::Claim>>> + Send;
 

@@ -3,7 +3,7 @@
 //! Most answers need no write (a replay, a mismatch, an answer in
 //! progress): their futures are ready on the first poll. That poll uses a
 //! no-op waker and costs nothing beyond the work itself; only a future that
-//! must wait (a commit, a `begin_wait`) goes on to `pollster::block_on`,
+//! must wait (a commit, a waiting `begin`) goes on to `pollster::block_on`,
 //! which parks the thread until it is woken.
 //!
 //! While it polls, [`in_block_on`] is true on this thread: the caller runs

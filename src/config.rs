@@ -458,22 +458,30 @@ impl Settings {
     }
 }
 
-/// The lease and retention of one claim, where they should differ from the
-/// store's [`Config`]: an endpoint whose handler runs long, a route whose
-/// answers must be replayed for longer. Unset terms take the store's values.
+/// How one `begin` is made, where it should differ from the store's
+/// defaults: the claim's own lease and retention (an endpoint whose handler
+/// runs long, a route whose answers must be replayed for longer), and how
+/// long to wait for an attempt that is already running. Unset terms take
+/// the store's values; without [`wait`](Self::wait) a running attempt is
+/// answered `InProgress` at once.
+///
+/// This is the one options value of the `begin` family: `begin(key, fp)`
+/// is `begin_with(key, fp, Terms::default())`.
 ///
 /// ```
 /// use std::time::Duration;
 /// let terms = idemkv::Terms::default()
 ///     .lease(Duration::from_secs(600))
-///     .retention(Duration::from_secs(7 * 24 * 3600));
-/// # let _ = terms;
+///     .retention(Duration::from_secs(7 * 24 * 3600))
+///     .wait(Duration::from_secs(5));
+/// assert_eq!(terms.wait_timeout(), Some(Duration::from_secs(5)));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[must_use = "Terms do nothing until passed to begin_with"]
 pub struct Terms {
     lease: Option<Duration>,
     retention: Option<Duration>,
+    wait: Option<Duration>,
 }
 
 impl Terms {
@@ -488,6 +496,30 @@ impl Terms {
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// If another attempt holds the key, wait up to `timeout` (any
+    /// `Duration`, `Duration::MAX` for no limit) for it to finish: its
+    /// completion answers `Replay`, its release lets this caller claim, and
+    /// when the time runs out the answer is `InProgress`. A blocking caller
+    /// parks its thread; an async one holds no thread while it waits. The
+    /// wait is not part of the claim: renewals and the completion do not
+    /// see it.
+    pub fn wait(mut self, timeout: Duration) -> Self {
+        self.wait = Some(timeout);
+        self
+    }
+
+    /// How long a `begin` with these terms waits for a running attempt, if
+    /// it waits at all (for backends of other crates).
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        self.wait
+    }
+
+    /// Whether these terms leave the claim's lease and retention to the
+    /// store (a wait may still be set).
+    pub(crate) fn claims_by_default(&self) -> bool {
+        self.lease.is_none() && self.retention.is_none()
     }
 
     /// The lease and retention these terms give a claim on a backend whose

@@ -9,7 +9,7 @@
 //!   (**replay**);
 //! - a retry with a different payload is rejected (**mismatch**);
 //! - a retry while the first attempt runs is told so (**in progress**), or
-//!   waits for its result with [`Store::begin_wait`];
+//!   waits for its result ([`Terms::wait`]);
 //! - a crashed holder's claim is taken over after its lease, and a fencing
 //!   token stops the old holder from overwriting the new result;
 //! - completed records expire after a retention window.

@@ -28,7 +28,7 @@ pub struct Metrics {
     pub mismatches: u64,
     /// `begin` answers of `InProgress`.
     pub in_progress: u64,
-    /// `begin_wait` calls that had to park at least once.
+    /// Waiting begins ([`Terms::wait`](crate::Terms::wait)) that had to park at least once.
     pub waits: u64,
     /// Claims that took over a key whose lease had run out (also in `claims`).
     pub takeovers: u64,
@@ -71,7 +71,7 @@ pub struct Metrics {
     pub last_sweep_unix_ms: u64,
     /// How long the last sweep took, in microseconds.
     pub last_sweep_micros: u64,
-    /// `begin_wait` calls registered for a wake-up right now (a gauge). A
+    /// Waiting begins registered for a wake-up right now (a gauge). A
     /// wait deregisters when it ends, however it ends, so this is bounded by
     /// the callers waiting at this moment.
     pub waiters: u64,
@@ -162,7 +162,7 @@ pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
     PublishedMetric::new(
         "idemkv_waits_total",
         MetricKind::Counter,
-        "begin_wait calls that parked",
+        "waiting begins that parked",
     ),
     PublishedMetric::new(
         "idemkv_takeovers_total",
@@ -259,7 +259,7 @@ pub const PUBLISHED_METRICS: &[PublishedMetric] = &[
     PublishedMetric::new(
         "idemkv_waiters",
         MetricKind::Gauge,
-        "begin_wait calls registered for a wake-up now",
+        "waiting begins registered for a wake-up now",
     ),
     PublishedMetric::new(
         "idemkv_health",

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::*;
-use idemkv::{AsyncStore, Begin, Store};
+use idemkv::{AsyncStore, Begin, Store, Terms};
 
 /// Counts its wake-ups.
 #[derive(Default)]
@@ -112,7 +112,13 @@ fn a_thousand_waiting_tasks_hold_no_thread_and_all_get_the_response() -> TestRes
     let waker = Waker::from(Arc::clone(&wakes));
     let mut cx = Context::from_waker(&waker);
     let mut waits: Vec<Pin<Box<_>>> = (0..WAITERS)
-        .map(|_| Box::pin(store.begin_wait(&k, fp("a"), Duration::from_secs(3600))))
+        .map(|_| {
+            Box::pin(store.begin_with(
+                &k,
+                fp("a"),
+                Terms::default().wait(Duration::from_secs(3600)),
+            ))
+        })
         .collect();
     for wait in &mut waits {
         assert!(wait.as_mut().poll(&mut cx).is_pending());
@@ -142,7 +148,7 @@ fn a_dropped_wait_leaves_nothing_registered() -> TestResult {
     let claim = claimed(pollster::block_on(store.begin(&k, fp("a")))?);
     let mut cx = Context::from_waker(Waker::noop());
     {
-        let mut wait = pin!(store.begin_wait(&k, fp("a"), Duration::MAX));
+        let mut wait = pin!(store.begin_with(&k, fp("a"), Terms::default().wait(Duration::MAX)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         assert_eq!(store.metrics().waiters, 1);
     }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use idemkv::{Begin, Config, Store, StoredResponse};
+use idemkv::{Begin, Config, Store, StoredResponse, Terms};
 
 const THREADS: usize = 16;
 
@@ -117,7 +117,11 @@ fn every_waiter_gets_the_winners_response() -> TestResult {
         let answers = race(THREADS, {
             let store = store.clone();
             move |t| -> Result<(bool, StoredResponse), idemkv::Error> {
-                match store.begin_wait(&k, fp("hot"), Duration::from_secs(60))? {
+                match store.begin_with(
+                    &k,
+                    fp("hot"),
+                    Terms::default().wait(Duration::from_secs(60)),
+                )? {
                     Begin::Claimed(claim) => {
                         // Give the others time to park behind the claim.
                         thread::sleep(Duration::from_millis(5));
@@ -197,7 +201,11 @@ fn stress_few_keys_one_winner_each() -> TestResult {
                         barrier.wait();
                         // Half the callers wait, half poll like an impatient client.
                         let answer = if t % 2 == 0 {
-                            store.begin_wait(&k, fp("same"), Duration::from_secs(60))?
+                            store.begin_with(
+                                &k,
+                                fp("same"),
+                                Terms::default().wait(Duration::from_secs(60)),
+                            )?
                         } else {
                             loop {
                                 match store.begin(&k, fp("same"))? {

@@ -1,4 +1,4 @@
-//! `begin_wait`: any timeout is accepted, and a wait that ends, however it
+//! Waiting begins (`Terms::wait`): any timeout is accepted, and a wait that ends, however it
 //! ends, leaves nothing registered (`Metrics::waiters`).
 
 mod common;
@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use idemkv::{Config, Store};
+use idemkv::{Config, Store, Terms};
 
 /// Polls until `done` holds; fails after 20 s of real time.
 fn eventually(what: &str, done: impl Fn() -> bool) {
@@ -25,7 +25,7 @@ fn an_unbounded_wait_gets_the_holders_response() -> TestResult {
     let claim = claimed(store.begin(&k, fp("a"))?);
     let waiting = {
         let (store, k) = (store.clone(), k.clone());
-        thread::spawn(move || store.begin_wait(&k, fp("a"), Duration::MAX))
+        thread::spawn(move || store.begin_with(&k, fp("a"), Terms::default().wait(Duration::MAX)))
     };
     eventually("the waiter to register", || store.metrics().waiters == 1);
     store.complete(claim, response("done"))?;
@@ -46,7 +46,7 @@ fn huge_timeouts_are_accepted() -> TestResult {
         Duration::ZERO,
     ] {
         assert_eq!(
-            replayed(store.begin_wait(&k, fp("a"), timeout)?),
+            replayed(store.begin_with(&k, fp("a"), Terms::default().wait(timeout))?),
             response("x")
         );
     }
@@ -59,7 +59,11 @@ fn ten_thousand_timed_out_waits_leave_nothing_registered() -> TestResult {
     let k = key("held");
     let claim = claimed(store.begin(&k, fp("a"))?);
     for _ in 0..10_000 {
-        in_progress(store.begin_wait(&k, fp("a"), Duration::from_micros(10))?);
+        in_progress(store.begin_with(
+            &k,
+            fp("a"),
+            Terms::default().wait(Duration::from_micros(10)),
+        )?);
     }
     let m = store.metrics();
     assert_eq!(m.waiters, 0, "timed-out waits stayed registered");
@@ -80,7 +84,11 @@ fn concurrent_timed_out_waits_leave_nothing_registered() -> TestResult {
             let (store, k) = (store.clone(), k.clone());
             thread::spawn(move || -> Result<(), idemkv::Error> {
                 for _ in 0..200 {
-                    in_progress(store.begin_wait(&k, fp("a"), Duration::from_micros(200))?);
+                    in_progress(store.begin_with(
+                        &k,
+                        fp("a"),
+                        Terms::default().wait(Duration::from_micros(200)),
+                    )?);
                 }
                 Ok(())
             })
@@ -99,7 +107,7 @@ fn a_wait_on_a_mismatched_payload_is_not_registered() -> TestResult {
     let store = Store::in_memory(Config::default())?;
     let k = key("other-payload");
     let claim = claimed(store.begin(&k, fp("a"))?);
-    mismatch(store.begin_wait(&k, fp("b"), Duration::from_secs(60))?);
+    mismatch(store.begin_with(&k, fp("b"), Terms::default().wait(Duration::from_secs(60)))?);
     assert_eq!(store.metrics().waiters, 0);
     store.release(claim)?;
     Ok(())

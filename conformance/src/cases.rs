@@ -47,15 +47,16 @@ async fn begin<B: Backend>(
     backend.begin(key, fingerprint, Terms::default()).await
 }
 
-/// `begin_wait` with the backend's own terms.
-async fn begin_wait<B: Backend>(
+/// A `begin` that waits up to `timeout`, on the backend's own lease and
+/// retention.
+async fn begin_waiting<B: Backend>(
     backend: &B,
     key: &Key,
     fingerprint: Fingerprint,
     timeout: Duration,
 ) -> Result<Begin<B::Claim>> {
     backend
-        .begin_wait(key, fingerprint, timeout, Terms::default())
+        .begin(key, fingerprint, Terms::default().wait(timeout))
         .await
 }
 

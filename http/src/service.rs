@@ -252,12 +252,11 @@ async fn answer<B: Backend, ResBody: From<Bytes>>(
     key: &Key,
     fingerprint: idemkv::Fingerprint,
 ) -> Result<B::Claim, Response<ResBody>> {
-    let terms = settings.terms();
-    let answer = match settings.wait {
-        Some(timeout) => backend.begin_wait(key, fingerprint, timeout, terms).await,
-        None => backend.begin(key, fingerprint, terms).await,
+    let terms = match settings.wait {
+        Some(timeout) => settings.terms().wait(timeout),
+        None => settings.terms(),
     };
-    match answer {
+    match backend.begin(key, fingerprint, terms).await {
         Ok(Begin::Claimed(claim)) => Ok(claim),
         Ok(Begin::Replay(stored)) => Err(replay(stored)),
         Ok(Begin::InProgress { retry_after }) => {

@@ -1,7 +1,7 @@
 //! How long a waiter on one replica takes to get the answer once the
 //! holder on another replica completes the key: two backends (two pools,
 //! as two replicas have) on one table; for each of 300 keys the holder
-//! claims it, the other replica's `begin_wait` parks on it, the holder
+//! claims it, the other replica's waiting `begin` parks on it, the holder
 //! holds it for 20 ms more (its side effect), and the time
 //! from the moment the holder's `complete` starts to the moment the
 //! waiter has its replay is measured. Run with push wake-ups
@@ -55,7 +55,7 @@ async fn measure(url: &str, schema: &str, push: bool) -> Result<Vec<u128>, BoxEr
             let (waiter, key) = (waiter.clone(), key.clone());
             tokio::spawn(async move {
                 let answer = waiter
-                    .begin_wait(&key, fp, Duration::from_secs(60), Terms::default())
+                    .begin(&key, fp, Terms::default().wait(Duration::from_secs(60)))
                     .await;
                 (answer, Instant::now())
             })

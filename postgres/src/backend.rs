@@ -48,7 +48,7 @@ struct Inner {
     names: Names,
     sql: Statements,
     counters: Counters,
-    /// This replica's `begin_wait` callers, woken by the listener.
+    /// This replica's waiting `begin` callers, woken by the listener.
     wakeups: Arc<Wakeups>,
     /// The listening connection's task (`None` without push wake-ups).
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -423,7 +423,7 @@ impl PgBackend {
     }
 
     /// One attempt: answers from the live record if it decides, else
-    /// claims. Counts nothing (`begin` and `begin_wait` count their final
+    /// claims. Counts nothing (`begin` counts their final
     /// answer).
     async fn attempt(
         &self,
@@ -534,7 +534,7 @@ impl PgBackend {
         changed.map_err(db_error)
     }
 
-    /// Records that a `begin_wait` waits on `key`, so that the holder's
+    /// Records that a waiting `begin` waits on `key`, so that the holder's
     /// completion or release notifies the replicas (schema version 3).
     async fn announce_wait(&self, key: &Key) -> Result<()> {
         self.bounded(async {
@@ -644,21 +644,13 @@ impl Backend for PgBackend {
         terms: Terms,
     ) -> Result<Begin<PgClaim>> {
         let (lease, retention) = self.terms(terms)?;
-        let answer = self
-            .bounded(self.attempt(key, fingerprint, lease, retention))
-            .await?;
-        self.count(&answer);
-        Ok(answer)
-    }
-
-    async fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-        terms: Terms,
-    ) -> Result<Begin<PgClaim>> {
-        let (lease, retention) = self.terms(terms)?;
+        let Some(timeout) = terms.wait_timeout() else {
+            let answer = self
+                .bounded(self.attempt(key, fingerprint, lease, retention))
+                .await?;
+            self.count(&answer);
+            return Ok(answer);
+        };
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut pause = self.inner.config.poll_min;
         let mut waited = false;

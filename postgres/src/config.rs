@@ -117,7 +117,7 @@ impl PgConfig {
         self
     }
 
-    /// How `begin_wait` polls a running claim: first after `min`, then twice
+    /// How a waiting `begin` polls a running claim: first after `min`, then twice
     /// as long each time up to `max` (defaults 2 ms and 50 ms), never past
     /// the holder's lease or the caller's timeout.
     pub fn wait_polling(mut self, min: Duration, max: Duration) -> Self {
@@ -149,7 +149,7 @@ impl PgConfig {
         self
     }
 
-    /// Whether `begin_wait` callers are woken at once when the key's holder
+    /// Whether waiting `begin` callers are woken at once when the key's holder
     /// completes or releases it on any replica (default true): one extra
     /// connection per backend `LISTEN`s on the table's channel, reconnecting
     /// with backoff; polling ([`wait_polling`](Self::wait_polling)) goes on
@@ -161,7 +161,7 @@ impl PgConfig {
 
     /// The longest any backend call may take (default 5 s): a claim, a
     /// completion, a release, a renewal, a recovery point, a read, a sweep
-    /// statement, and each look of a `begin_wait` (whose own timeout is the
+    /// statement, and each look of a waiting `begin` (whose own timeout is the
     /// caller's). Past it the call answers `Error::Unavailable`, which is
     /// transient, instead of hanging on a network that drops packets
     /// silently; a write cut off this way may still land, and repeating it

@@ -39,7 +39,7 @@ pub(crate) struct Names {
     pub versions: String,
     /// `"schema"."table_wake"()`: the trigger function that notifies.
     pub wake_function: String,
-    /// `"schema"."table_waiting"`: the keys some `begin_wait` waits on.
+    /// `"schema"."table_waiting"`: the keys some waiting `begin` waits on.
     pub waiting: String,
     /// `table_wake_completed`, `table_wake_deleted`: its triggers.
     pub wake_triggers: [String; 2],
@@ -202,7 +202,7 @@ fn upgrade_to_v2(names: &Names) -> String {
     )
 }
 
-/// Version 3: push wake-ups. A `begin_wait` that finds a key in flight
+/// Version 3: push wake-ups. A waiting `begin` that finds a key in flight
 /// records the key in the `_waiting` table. When an in-flight row stops
 /// being in flight (a completion) or is deleted (a release, a removal), a
 /// trigger deletes the key's `_waiting` row and, only if there was one,
@@ -276,7 +276,7 @@ pub(crate) struct Statements {
     pub get: Stmt,
     pub remove: Stmt,
     pub sweep: Stmt,
-    /// Records that a `begin_wait` waits on a key (push wake-ups).
+    /// Records that a waiting `begin` waits on a key (push wake-ups).
     pub wait_for: Stmt,
     /// Forgets `_waiting` rows older than an hour (waiters that timed out
     /// on a key nobody finished).

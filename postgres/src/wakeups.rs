@@ -1,7 +1,7 @@
 //! Push wake-ups: one connection per backend `LISTEN`s on the table's
 //! channel, and each notification (a completion, release or removal of an
 //! in-flight row, on any replica; schema version 3's triggers) wakes the
-//! `begin_wait` callers of this replica waiting on that key, at once.
+//! waiting `begin` callers of this replica waiting on that key, at once.
 //!
 //! Polling stays underneath as the fallback: a waiter also looks again on
 //! its polling schedule, so a notification missed while the listening

@@ -58,7 +58,7 @@ async fn race(
         let (key, who) = (key.clone(), format!("{who} racer {racer}"));
         tasks.push(tokio::spawn(async move {
             match backend
-                .begin_wait(&key, fp(), PATIENCE, Terms::default())
+                .begin(&key, fp(), Terms::default().wait(PATIENCE))
                 .await?
             {
                 Begin::Claimed(claim) => {

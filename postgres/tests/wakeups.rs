@@ -1,4 +1,4 @@
-//! Push wake-ups across replicas: a `begin_wait` on one backend gets the
+//! Push wake-ups across replicas: a waiting `begin` on one backend gets the
 //! holder's response as soon as another backend (its own pool, as another
 //! replica would have) completes the key, through `LISTEN`/`NOTIFY`; its
 //! polling is set to look only once a minute, so only the push can answer
@@ -35,7 +35,7 @@ async fn replica(schema: &str) -> Result<PgBackend, BoxError> {
     Ok(backend)
 }
 
-/// A `begin_wait` on `key` through `waiter`, on a task of its own, once it
+/// A waiting `begin` on `key` through `waiter`, on a task of its own, once it
 /// is parked (it counted its wait).
 async fn park(
     waiter: &PgBackend,
@@ -47,7 +47,7 @@ async fn park(
         let (waiter, key) = (waiter.clone(), key.clone());
         tokio::spawn(async move {
             waiter
-                .begin_wait(&key, fp, Duration::from_secs(3600), Terms::default())
+                .begin(&key, fp, Terms::default().wait(Duration::from_secs(3600)))
                 .await
         })
     };

@@ -80,7 +80,7 @@ enum EntryState {
 struct Entry {
     fingerprint: Fingerprint,
     state: EntryState,
-    /// `begin_wait` callers to wake when the entry changes or goes away, by
+    /// waiting `begin` callers to wake when the entry changes or goes away, by
     /// waiter id.
     waiters: HashMap<u64, oneshot::Sender<()>>,
 }
@@ -512,7 +512,7 @@ impl ShardCacheHandle<'_> {
     }
 }
 
-/// One `begin_wait` caller's registration: woken when the key's entry
+/// One waiting `begin`'s registration: woken when the key's entry
 /// changes or goes away, deregistered when dropped. Each registration is a
 /// oneshot, which a blocked thread and an awaiting task wait on alike.
 pub(crate) struct Waiter {

@@ -31,8 +31,8 @@ pub enum Begin<C = Claim> {
     /// this stored response and do not run the side effect.
     Replay(StoredResponse),
     /// Another attempt holds a live lease on the key; retry after
-    /// `retry_after` (the time left on its lease, at least 1 ms) or use
-    /// [`begin_wait`](crate::Store::begin_wait).
+    /// `retry_after` (the time left on its lease, at least 1 ms) or wait
+    /// for it with [`Terms::wait`](crate::Terms::wait).
     InProgress {
         /// Time left on the holder's lease.
         retry_after: Duration,

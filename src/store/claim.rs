@@ -45,15 +45,26 @@ impl Store {
         self.begin_with(key, fingerprint, Terms::default())
     }
 
-    /// Like [`begin`](Self::begin), with a claim that takes `terms` (its own
-    /// lease or retention) instead of the store's. Renewals and the
-    /// completion of the claim keep them.
+    /// Like [`begin`](Self::begin), made on `terms`: a claim with its own
+    /// lease or retention instead of the store's (renewals and the
+    /// completion of the claim keep them), and, with
+    /// [`Terms::wait`](crate::Terms::wait), a wait for an attempt that
+    /// already holds the key.
+    ///
+    /// A wait parks the thread: it is woken when the holder in this process
+    /// completes, releases or drops its claim, and otherwise when the
+    /// holder's lease would run out. A wait that ends, however it ends,
+    /// leaves nothing registered (`Metrics::waiters` counts the waits in
+    /// progress).
     ///
     /// # Errors
     ///
     /// As [`begin`](Self::begin), and [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a zero
     /// lease or retention.
     pub fn begin_with(&self, key: &Key, fingerprint: Fingerprint, terms: Terms) -> Result<Begin> {
+        if let Some(timeout) = terms.wait_timeout() {
+            return crate::blocking::block_on(self.begin_waiting(key, fingerprint, timeout, terms));
+        }
         let started = metrics::start();
         let terms = self.claim_terms(terms)?;
         let answer = match self.decide_step(key, fingerprint, terms, None)? {
@@ -69,49 +80,11 @@ impl Store {
 
     /// The terms of a claim; the store's own are resolved once, at open.
     fn claim_terms(&self, terms: Terms) -> Result<ClaimTerms> {
-        if terms == Terms::default() {
+        if terms.claims_by_default() {
             Ok(self.inner.default_terms)
         } else {
             self.inner.config.claim_terms(terms)
         }
-    }
-
-    /// Like [`begin`](Self::begin), but if another attempt holds the key,
-    /// waits up to `timeout` (any `Duration`, `Duration::MAX` for no limit)
-    /// for it to finish: its completion answers `Replay`, its release lets
-    /// this caller claim. When the time runs out the answer is `InProgress`.
-    ///
-    /// The wait parks the thread: it is woken when the holder in this process
-    /// completes, releases or drops its claim, and otherwise when the holder's
-    /// lease would run out. A wait that ends, however it ends, leaves nothing
-    /// registered (`Metrics::waiters` counts the waits in progress).
-    ///
-    /// # Errors
-    ///
-    /// As [`begin`](Self::begin).
-    pub fn begin_wait(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-    ) -> Result<Begin> {
-        self.begin_wait_with(key, fingerprint, timeout, Terms::default())
-    }
-
-    /// [`begin_wait`](Self::begin_wait) with a claim that takes `terms`, as
-    /// for [`begin_with`](Self::begin_with).
-    ///
-    /// # Errors
-    ///
-    /// As [`begin_with`](Self::begin_with).
-    pub fn begin_wait_with(
-        &self,
-        key: &Key,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-        terms: Terms,
-    ) -> Result<Begin> {
-        crate::blocking::block_on(self.begin_wait_async(key, fingerprint, timeout, terms))
     }
 
     /// One attempt at `begin`, without counting the answer. With `waiter`,
@@ -291,6 +264,9 @@ impl Store {
         fingerprint: Fingerprint,
         terms: Terms,
     ) -> Result<Begin> {
+        if let Some(timeout) = terms.wait_timeout() {
+            return self.begin_waiting(key, fingerprint, timeout, terms).await;
+        }
         let started = metrics::start();
         let terms = self.claim_terms(terms)?;
         let answer = self.begin_step(key, fingerprint, terms, None).await?;
@@ -299,9 +275,9 @@ impl Store {
         Ok(answer)
     }
 
-    /// The one implementation of `begin_wait`. A task awaiting it holds no
-    /// thread while it waits.
-    pub(crate) async fn begin_wait_async(
+    /// A `begin` that waits up to `timeout` for a running attempt
+    /// ([`Terms::wait`]). A task awaiting it holds no thread while it waits.
+    async fn begin_waiting(
         &self,
         key: &Key,
         fingerprint: Fingerprint,

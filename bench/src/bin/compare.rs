@@ -17,7 +17,7 @@
 //!   recent keys (answered from the stored response), 10% are fresh;
 //! - `hot`: 64 clients send every request for the same key at once; one runs
 //!   it (1 ms of work), the others wait for its response (idemkv:
-//!   `begin_wait`; the others poll every 1 ms, the usual do-it-yourself way).
+//!   `Terms::wait`; the others poll every 1 ms, the usual do-it-yourself way).
 //!
 //! Before them, single-thread probes for the ratios docs/benchmarks.md
 //! reports: one claim+complete cycle against one durable redb commit
@@ -180,9 +180,11 @@ impl Client for IdemkvClient {
         work: Duration,
     ) -> Result<Answer> {
         let key = Key::new("compare", key)?;
-        let begin = self
-            .store
-            .begin_wait(&key, Fingerprint::from_bytes(*fp), WAIT_LIMIT)?;
+        let begin = self.store.begin_with(
+            &key,
+            Fingerprint::from_bytes(*fp),
+            idemkv::Terms::default().wait(WAIT_LIMIT),
+        )?;
         self.answer(begin, body, work)
     }
 }

@@ -32,7 +32,7 @@ async fn round<B: Backend>(
         let (waiters, key) = (waiters.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             let answer = waiters
-                .begin_wait(&key, fp, Duration::from_secs(30), Terms::default())
+                .begin(&key, fp, Terms::default().wait(Duration::from_secs(30)))
                 .await;
             (
                 Instant::now(),

@@ -1,4 +1,4 @@
-//! `begin_wait`: a waiter gets the holder's outcome (its response, or the
+//! A `begin` that waits (`Terms::wait`): a waiter gets the holder's outcome (its response, or the
 //! key after a release), or `InProgress` at its timeout; racing attempts
 //! have exactly one winner.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 use idemkv::{Backend, Begin, Key};
 use tokio::task::JoinHandle;
 
-use super::{BackendOf, begin, begin_wait, fp, info, key, response, until_waiting};
+use super::{BackendOf, begin, begin_waiting, fp, info, key, response, until_waiting};
 use crate::expect::{claimed, in_progress, mismatch, replayed};
 use crate::{BoxError, Harness, Outcome, Setup, Subject};
 
@@ -23,14 +23,14 @@ async fn parked_waiter<B: Backend>(
     let waiters_before = backend.metrics().waits;
     let waiter = {
         let (b, k) = (backend.clone(), key.clone());
-        tokio::spawn(async move { begin_wait(&b, &k, fp("a"), PATIENCE).await })
+        tokio::spawn(async move { begin_waiting(&b, &k, fp("a"), PATIENCE).await })
     };
     until_waiting(backend, waiters_before + 1).await?;
     Ok(waiter)
 }
 
 /// A waiter parked on a running claim gets the response it completes with.
-pub async fn begin_wait_returns_the_holders_response<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_wait_returns_the_holders_response<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
     let k = key("wait-complete");
@@ -44,7 +44,7 @@ pub async fn begin_wait_returns_the_holders_response<H: Harness>(harness: &H) ->
 }
 
 /// A waiter parked on a claim that is released claims the key itself.
-pub async fn begin_wait_claims_after_a_release<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_wait_claims_after_a_release<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
     let k = key("wait-release");
@@ -58,23 +58,23 @@ pub async fn begin_wait_claims_after_a_release<H: Harness>(harness: &H) -> Outco
 
 /// A waiter whose timeout passes first is told `InProgress`; another
 /// payload is a mismatch at once, without waiting.
-pub async fn begin_wait_times_out_as_in_progress<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_wait_times_out_as_in_progress<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
     let k = key("wait-timeout");
     let _claim = claimed(begin(b, &k, fp("a")).await?);
-    in_progress(begin_wait(b, &k, fp("a"), Duration::from_millis(20)).await?);
-    mismatch(begin_wait(b, &k, fp("b"), Duration::from_millis(20)).await?);
+    in_progress(begin_waiting(b, &k, fp("a"), Duration::from_millis(20)).await?);
+    mismatch(begin_waiting(b, &k, fp("b"), Duration::from_millis(20)).await?);
     let m = b.metrics();
     assert_eq!((m.waits, m.in_progress, m.mismatches), (1, 1, 1));
     Ok(())
 }
 
 /// A free key is claimed at once; nothing waits.
-pub async fn begin_wait_on_a_free_key_claims_at_once<H: Harness>(harness: &H) -> Outcome {
+pub async fn a_wait_on_a_free_key_claims_at_once<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
-    let claim = claimed(begin_wait(b, &key("free"), fp("a"), Duration::ZERO).await?);
+    let claim = claimed(begin_waiting(b, &key("free"), fp("a"), Duration::ZERO).await?);
     b.release(claim).await?;
     assert_eq!(b.metrics().waits, 0);
     Ok(())
@@ -94,7 +94,7 @@ pub async fn racing_attempts_have_one_winner_and_every_loser_its_response<H: Har
     for racer in 0..RACERS {
         let (b, k) = (b.clone(), k.clone());
         racers.push(tokio::spawn(async move {
-            match begin_wait(&b, &k, fp("a"), PATIENCE).await? {
+            match begin_waiting(&b, &k, fp("a"), PATIENCE).await? {
                 Begin::Claimed(claim) => {
                     tokio::task::yield_now().await;
                     let token = info::<BackendOf<H>>(&claim).token();
