@@ -151,6 +151,19 @@ where
 ///   answers `Ok` if the first landed; a transient error
 ///   ([`Error::is_transient`](crate::Error::is_transient)) hands the claim
 ///   back to repeat with.
+/// - **Errors fall in five kinds** ([`ErrorKind`](crate::ErrorKind)):
+///   `Refused` (the call broke a rule; nothing changed), `Fenced`
+///   (`LeaseLost`; nothing changed), `Transient` (may pass; the write may
+///   have landed, so repeat it with the claim handed back), `Damaged`
+///   (stored data failed its checks) and `Unusable` (the store cannot serve
+///   calls as opened). A backend maps each of its own failures to one of
+///   them: a lost connection or a failed statement is `Unavailable`
+///   (transient), a row that does not decode is `Corrupted`. The input
+///   checks every backend shares ([`Key`](crate::Key),
+///   [`StoredResponse::check_size`](crate::StoredResponse::check_size),
+///   [`RecoveryPoint::within`](crate::RecoveryPoint::within),
+///   [`Terms::resolve`](crate::Terms::resolve)) give the same `Refused`
+///   errors everywhere. A key without a record is not an error.
 ///
 /// Every method returns a future that must not block the runtime worker that
 /// polls it.

@@ -246,23 +246,80 @@ impl std::error::Error for StorageError {
     }
 }
 
+/// What a caller can do about an [`Error`]: the taxonomy every backend
+/// maps its failures to (the `Backend` contract, docs/design.md "The
+/// contract a backend keeps"). Absence is not an error: `get` answers
+/// `None` and `remove` `false` for a key with no record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The call broke a rule of the API: a bad key, phase or
+    /// configuration, a response or recovery point over its limit, a claim
+    /// of another store, an import over live keys. Nothing changed, and
+    /// the same call answers the same: change the call.
+    Refused,
+    /// The caller no longer holds the key ([`Error::LeaseLost`]): another
+    /// attempt took it over, or it was removed or completed. Nothing
+    /// changed: do not store this attempt's result.
+    Fenced,
+    /// The failure may pass by itself (a disk or database error, a store
+    /// healing after a failed commit): repeat the same call with backoff. A
+    /// write that failed this way may still have landed: repeat it with the
+    /// claim the error handed back, rather than start the side effect
+    /// again.
+    Transient,
+    /// Stored data failed its checks, or is not data this build reads (a
+    /// damaged record or file, a newer format, a file that is not a store).
+    /// Repeating does not help: remove the record, restore a backup or
+    /// upgrade.
+    Damaged,
+    /// The store cannot serve calls as it is opened or used: it is closed,
+    /// its file cannot be opened, is held by another store or was
+    /// replaced, or it cannot close while clones are alive. Change how the
+    /// store is opened or used.
+    Unusable,
+}
+
 impl Error {
-    /// An I/O failure of idemkv's own (spawning a thread, reading a file's
-    /// size), reported like a storage failure.
-    /// Whether the failure may pass by itself, so that the same call may
-    /// succeed if repeated (with backoff): a storage or database error, a
-    /// store refusing writes while it heals. A write that failed this way
-    /// may still have landed: repeat it with the claim the error handed
-    /// back (holder writes are idempotent by token), rather than start the
-    /// side effect again. Everything else (a lost lease, bad input, damaged
-    /// data, a closed store) answers the same however often it is repeated.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Storage(_) | Error::Poisoned { .. } | Error::Unavailable(_)
-        )
+    /// Which [`ErrorKind`] this error is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidKey { .. }
+            | Error::ResponseTooLarge { .. }
+            | Error::InvalidPhase { .. }
+            | Error::RecoveryPointTooLarge { .. }
+            | Error::WrongStore
+            | Error::ImportConflict { .. }
+            | Error::InvalidConfig(_) => ErrorKind::Refused,
+            Error::LeaseLost => ErrorKind::Fenced,
+            Error::Storage(_) | Error::Poisoned { .. } | Error::Unavailable(_) => {
+                ErrorKind::Transient
+            }
+            Error::Corrupted { .. }
+            | Error::UnsupportedVersion { .. }
+            | Error::NotAStore { .. } => ErrorKind::Damaged,
+            Error::CannotOpen { .. }
+            | Error::FileReplaced { .. }
+            | Error::AlreadyOpen { .. }
+            | Error::InUse { .. }
+            | Error::Closed => ErrorKind::Unusable,
+        }
     }
 
+    /// Whether the failure may pass by itself, so that the same call may
+    /// succeed if repeated (with backoff): [`ErrorKind::Transient`], a
+    /// storage or database error, a store refusing writes while it heals. A
+    /// write that failed this way may still have landed: repeat it with the
+    /// claim the error handed back (holder writes are idempotent by token),
+    /// rather than start the side effect again. Everything else (a lost
+    /// lease, bad input, damaged data, a closed store) answers the same
+    /// however often it is repeated.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
+    /// An I/O failure of idemkv's own (spawning a thread, reading a file's
+    /// size), reported like a storage failure.
     pub(crate) fn io(err: std::io::Error) -> Self {
         Error::Storage(StorageError {
             io_kind: Some(err.kind()),
@@ -349,6 +406,80 @@ mod tests {
             Error::ResponseTooLarge { size: 2, limit: 1 },
         ] {
             assert!(!permanent.is_transient(), "{permanent:?}");
+        }
+    }
+
+    /// Every variant has the kind its documentation promises: one sample of
+    /// each, so that a new variant must be placed (the match in `kind` has
+    /// no wildcard) and a moved one is caught here.
+    #[test]
+    fn every_variant_maps_to_its_kind() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let path = || PathBuf::from("/x");
+        let cases = [
+            (Error::invalid_key("empty"), ErrorKind::Refused),
+            (
+                Error::ResponseTooLarge { size: 2, limit: 1 },
+                ErrorKind::Refused,
+            ),
+            (
+                Error::InvalidPhase {
+                    reason: "empty".into(),
+                },
+                ErrorKind::Refused,
+            ),
+            (
+                Error::RecoveryPointTooLarge { size: 2, limit: 1 },
+                ErrorKind::Refused,
+            ),
+            (Error::WrongStore, ErrorKind::Refused),
+            (
+                Error::ImportConflict { key: "k".into() },
+                ErrorKind::Refused,
+            ),
+            (Error::InvalidConfig("lease".into()), ErrorKind::Refused),
+            (Error::LeaseLost, ErrorKind::Fenced),
+            (Error::io(io()), ErrorKind::Transient),
+            (
+                Error::Poisoned {
+                    cause: "full".into(),
+                },
+                ErrorKind::Transient,
+            ),
+            (
+                Error::Unavailable(StorageError::new(io())),
+                ErrorKind::Transient,
+            ),
+            (Error::corrupted("bad crc"), ErrorKind::Damaged),
+            (
+                Error::UnsupportedVersion {
+                    found: 9,
+                    supported: 4,
+                },
+                ErrorKind::Damaged,
+            ),
+            (Error::NotAStore { path: path() }, ErrorKind::Damaged),
+            (
+                Error::CannotOpen {
+                    path: path(),
+                    source: io(),
+                },
+                ErrorKind::Unusable,
+            ),
+            (
+                Error::FileReplaced {
+                    path: path(),
+                    detail: "gone".into(),
+                },
+                ErrorKind::Unusable,
+            ),
+            (Error::AlreadyOpen { path: path() }, ErrorKind::Unusable),
+            (Error::InUse { handles: 1 }, ErrorKind::Unusable),
+            (Error::Closed, ErrorKind::Unusable),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_transient(), kind == ErrorKind::Transient);
         }
     }
 }

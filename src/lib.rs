@@ -122,7 +122,7 @@ pub use config::{Config, Durability, Recovery, Settings, Terms};
 pub use durability::journal_storage::JournalStorage;
 #[cfg(feature = "fault-injection")]
 pub use durability::storage_backend::StorageBackend;
-pub use error::{Error, Result, StorageError};
+pub use error::{Error, ErrorKind, Result, StorageError};
 pub use health::Health;
 pub use metrics::{MetricKind, Metrics, PUBLISHED_METRICS, PublishedMetric};
 pub use model::fingerprint::{Fingerprint, FingerprintBuilder};
