@@ -19,6 +19,33 @@
 //!
 //! Each case becomes one `#[test]` with the case's name, run on its own
 //! multi-threaded tokio runtime and bounded by [`CASE_TIMEOUT`].
+//!
+//! # Which rule each case checks
+//!
+//! Every case's documentation ends with a `Contract:` line naming the rules
+//! of the [`Backend`] contract it checks:
+//!
+//! - *one live claim*: while a lease runs nobody else claims the key, and
+//!   a revoked holder's writes fail with `LeaseLost` and change nothing;
+//! - *tokens grow*: a later claim of a key has a larger token;
+//! - *the backend's clock*: leases, `retry_after` and expiry are exact on
+//!   the backend's clock, which the harness moves;
+//! - *answers that need no write never write*: a refused or a read-only
+//!   answer leaves the record as it was;
+//! - *writes may be repeated*: a write that failed or whose answer was lost
+//!   fails transiently with the claim back, and its repeat answers `Ok`;
+//! - *error kinds*: each failure has the documented
+//!   [`ErrorKind`](idemkv::ErrorKind) (`Refused`, `Fenced`, `Transient`);
+//! - *the answers' semantics*: replays, mismatches, retention, waits,
+//!   recovery points and `once` as `idemkv::Store` defines them.
+//!
+//! One rule is not checked here: *durable before it answers* needs a crash
+//! of the process or of the server, which a case cannot arrange. The
+//! embedded store's kill and power-loss tests (`tests/crash.rs`,
+//! `tests/faults.rs`) check it for that store; idemkv-postgres answers only
+//! after the server's commit returns, and its tests drop connections and
+//! partition the network (`postgres/tests/dropped_connection.rs`,
+//! `partition.rs`) but do not crash the server.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

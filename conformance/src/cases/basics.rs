@@ -12,6 +12,9 @@ use crate::{Harness, LEASE, Outcome, RETENTION, Setup, Subject};
 /// whole lease left; another payload is a mismatch; once completed, a retry
 /// replays the exact response (binary body, repeated headers in order) and
 /// another payload is still a mismatch. Each answer is counted once.
+///
+/// Contract: one live claim, the backend's clock, answers that need no write
+/// never write, the answers' semantics.
 pub async fn claim_in_progress_complete_replay_mismatch<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -50,6 +53,8 @@ pub async fn claim_in_progress_complete_replay_mismatch<H: Harness>(harness: &H)
 }
 
 /// The same idempotency key in two scopes is two records.
+///
+/// Contract: the answers' semantics.
 pub async fn scopes_keep_equal_keys_apart<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -66,6 +71,8 @@ pub async fn scopes_keep_equal_keys_apart<H: Harness>(harness: &H) -> Outcome {
 
 /// `get` shows the key, fingerprint, token, times and state, in flight and
 /// completed; a completion keeps the creation time and restarts retention.
+///
+/// Contract: the backend's clock, the answers' semantics.
 pub async fn get_reports_the_whole_record<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -97,6 +104,8 @@ pub async fn get_reports_the_whole_record<H: Harness>(harness: &H) -> Outcome {
 
 /// The longest scope and key the rules allow, every visible ASCII byte, an
 /// empty body, a zero status and raw bytes in header values all round-trip.
+///
+/// Contract: the answers' semantics.
 pub async fn keys_and_responses_round_trip_at_their_limits<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();

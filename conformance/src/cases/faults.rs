@@ -41,6 +41,8 @@ async fn get_healed<B: Backend>(b: &B, k: &idemkv::Key) -> idemkv::Result<Option
 
 /// A completion fails before it lands and hands the claim back; repeating it
 /// stores the response once, and retries replay it.
+///
+/// Contract: writes may be repeated, error kinds, one live claim.
 pub async fn a_completion_that_failed_is_repeated_and_lands_once<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -50,6 +52,8 @@ pub async fn a_completion_that_failed_is_repeated_and_lands_once<H: Harness>(
 /// A completion lands and its answer is lost: the caller sees a transient
 /// failure with the claim back, and the repeat (same claim, same response)
 /// answers `Ok` without changing the record.
+///
+/// Contract: writes may be repeated, error kinds.
 pub async fn a_completion_whose_answer_was_lost_is_repeated_and_answers_ok<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -88,6 +92,8 @@ async fn completion_meets<H: Harness>(harness: &H, fault: Fault, name: &str) -> 
 
 /// A release fails before it lands and hands the claim back; repeating it
 /// frees the key, and the next attempt claims it afresh.
+///
+/// Contract: writes may be repeated, error kinds.
 pub async fn a_release_that_failed_is_repeated_and_frees_the_key<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -96,6 +102,8 @@ pub async fn a_release_that_failed_is_repeated_and_frees_the_key<H: Harness>(
 
 /// A release lands and its answer is lost: the repeat answers `Ok` (the key
 /// is free, as asked), not `LeaseLost`.
+///
+/// Contract: writes may be repeated, error kinds.
 pub async fn a_release_whose_answer_was_lost_is_repeated_and_answers_ok<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -130,6 +138,8 @@ async fn release_meets<H: Harness>(harness: &H, fault: Fault, name: &str) -> Out
 
 /// A renewal fails before it lands; the claim is still the caller's, and
 /// the repeat restarts the lease from its own time.
+///
+/// Contract: writes may be repeated, error kinds, the backend's clock.
 pub async fn a_renewal_that_failed_is_repeated_and_restarts_the_lease<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -138,6 +148,8 @@ pub async fn a_renewal_that_failed_is_repeated_and_restarts_the_lease<H: Harness
 
 /// A renewal lands and its answer is lost: the repeat answers `Ok` and
 /// restarts the lease again.
+///
+/// Contract: writes may be repeated, error kinds, the backend's clock.
 pub async fn a_renewal_whose_answer_was_lost_is_repeated_and_answers_ok<H: Harness>(
     harness: &H,
 ) -> Outcome {

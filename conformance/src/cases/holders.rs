@@ -11,6 +11,8 @@ use crate::{Harness, LEASE, Outcome, RETENTION, Setup, Subject};
 
 /// A released key holds no record, and the next claim (of any payload)
 /// gets a larger token.
+///
+/// Contract: tokens grow, the answers' semantics.
 pub async fn release_lets_the_next_attempt_claim_with_a_larger_token<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -32,6 +34,8 @@ pub async fn release_lets_the_next_attempt_claim_with_a_larger_token<H: Harness>
 /// payload takes over (another one is still a mismatch) with a larger
 /// token, and every call of the old holder fails with `LeaseLost` and
 /// changes nothing.
+///
+/// Contract: one live claim, tokens grow, the backend's clock, error kinds.
 pub async fn expired_lease_is_taken_over_and_the_old_holder_is_fenced<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -73,6 +77,8 @@ pub async fn expired_lease_is_taken_over_and_the_old_holder_is_fenced<H: Harness
 }
 
 /// A stale holder's release fails and leaves the takeover's record alone.
+///
+/// Contract: one live claim, error kinds.
 pub async fn stale_release_after_takeover_is_lease_lost<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -93,6 +99,8 @@ pub async fn stale_release_after_takeover_is_lease_lost<H: Harness>(harness: &H)
 }
 
 /// A renewal restarts the whole lease from the moment of the renewal.
+///
+/// Contract: one live claim, the backend's clock.
 pub async fn renew_extends_the_lease<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -118,6 +126,8 @@ pub async fn renew_extends_the_lease<H: Harness>(harness: &H) -> Outcome {
 
 /// A lease that ran out with nobody taking over does not stop the holder
 /// from completing.
+///
+/// Contract: one live claim, the backend's clock.
 pub async fn an_expired_holder_may_still_complete_if_nobody_took_over<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -138,6 +148,8 @@ pub async fn an_expired_holder_may_still_complete_if_nobody_took_over<H: Harness
 /// retention passed, nobody took over) holds nothing any more: its
 /// completion is `LeaseLost` and stores nothing, and the key is claimed
 /// afresh, not taken over. Checks the expiry bound of every holder write.
+///
+/// Contract: one live claim, the backend's clock, error kinds.
 pub async fn a_holder_whose_record_expired_cannot_complete<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -159,6 +171,8 @@ pub async fn a_holder_whose_record_expired_cannot_complete<H: Harness>(harness: 
 
 /// A claim dropped without complete or release keeps the key in flight for
 /// its whole lease, then the next attempt takes over.
+///
+/// Contract: one live claim, the backend's clock.
 pub async fn dropped_claim_blocks_until_its_lease_runs_out<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -174,6 +188,8 @@ pub async fn dropped_claim_blocks_until_its_lease_runs_out<H: Harness>(harness: 
 
 /// A takeover whose claim is dropped still fences the old holder: the
 /// record's token, not any in-memory state, decides.
+///
+/// Contract: one live claim, tokens grow.
 pub async fn a_dropped_takeover_still_fences_the_old_holder<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -196,6 +212,8 @@ pub async fn a_dropped_takeover_still_fences_the_old_holder<H: Harness>(harness:
 
 /// `remove` deletes a completed record, and revokes a live claim: the next
 /// claim gets a larger token and the revoked holder is fenced.
+///
+/// Contract: one live claim, tokens grow.
 pub async fn remove_deletes_and_revokes<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -223,6 +241,8 @@ pub async fn remove_deletes_and_revokes<H: Harness>(harness: &H) -> Outcome {
 
 /// A claim's own lease and retention replace the backend's, for its
 /// renewals and its completion too; a zero lease is a config error.
+///
+/// Contract: the backend's clock, error kinds.
 pub async fn a_claim_can_take_its_own_lease_and_retention<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();

@@ -10,6 +10,8 @@ use crate::{Harness, Outcome, Setup, Subject};
 /// One byte over the limit is refused with `ResponseTooLarge` (naming the
 /// setting), nothing is stored, and the claim comes back whole, still
 /// holding the key, to complete with a response that fits.
+///
+/// Contract: error kinds, answers that need no write never write.
 pub async fn oversized_responses_are_refused_and_hand_the_claim_back<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -50,6 +52,8 @@ pub async fn oversized_responses_are_refused_and_hand_the_claim_back<H: Harness>
 }
 
 /// A response exactly at the limit is stored.
+///
+/// Contract: the answers' semantics.
 pub async fn the_limit_is_inclusive_and_completes<H: Harness>(harness: &H) -> Outcome {
     let setup = Setup {
         max_response_bytes: 10,

@@ -21,6 +21,8 @@ impl std::fmt::Display for Refused {
 
 /// Three deliveries: one run, two replays of its result; another payload
 /// under the same id is a mismatch and runs nothing.
+///
+/// Contract: one live claim, the answers' semantics.
 pub async fn once_runs_the_operation_once_and_replays_its_result<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -55,6 +57,8 @@ pub async fn once_runs_the_operation_once_and_replays_its_result<H: Harness>(
 
 /// `KeepInFlight`: the key stays claimed for the lease (a redelivery is in
 /// progress, not settled), then the next delivery takes over and runs.
+///
+/// Contract: one live claim, the backend's clock, the answers' semantics.
 pub async fn once_keeps_a_failed_key_in_flight_until_its_lease_ends<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -88,6 +92,8 @@ pub async fn once_keeps_a_failed_key_in_flight_until_its_lease_ends<H: Harness>(
 }
 
 /// `Release`: the next delivery runs again at once.
+///
+/// Contract: the answers' semantics.
 pub async fn once_releases_a_failed_key_when_asked<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -113,6 +119,8 @@ pub async fn once_releases_a_failed_key_when_asked<H: Harness>(harness: &H) -> O
 
 /// `Store`: the error is the outcome; redeliveries replay it and run
 /// nothing.
+///
+/// Contract: the answers' semantics.
 pub async fn once_stores_a_failure_as_the_outcome_when_asked<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -139,6 +147,8 @@ pub async fn once_stores_a_failure_as_the_outcome_when_asked<H: Harness>(harness
 /// A delivery whose holder recorded a recovery point and died: the next
 /// delivery after the lease hands the point to the operation, which
 /// resumes from it.
+///
+/// Contract: the answers' semantics.
 pub async fn once_hands_the_operation_the_recovered_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();

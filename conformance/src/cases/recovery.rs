@@ -16,6 +16,8 @@ fn point(phase: &str, state: &str) -> Option<RecoveryPoint> {
 
 /// A first claim has nothing to resume from, and neither has a takeover of
 /// an attempt that recorded nothing.
+///
+/// Contract: the answers' semantics.
 pub async fn a_fresh_claim_starts_with_no_recovery_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -37,6 +39,8 @@ pub async fn a_fresh_claim_starts_with_no_recovery_point<H: Harness>(harness: &H
 /// that records a point and then renews (the HTTP layer renews every third of
 /// the lease) must not lose its point, or a takeover would repeat its
 /// steps.
+///
+/// Contract: the answers' semantics.
 pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -61,6 +65,8 @@ pub async fn a_renewal_keeps_the_recovery_point<H: Harness>(harness: &H) -> Outc
 /// The holder records two points and dies: the takeover gets the second
 /// point, `get` shows it, and a takeover of that takeover (which recorded
 /// nothing of its own) still gets it.
+///
+/// Contract: one live claim, the answers' semantics.
 pub async fn a_takeover_resumes_from_the_last_recovery_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -100,6 +106,8 @@ pub async fn a_takeover_resumes_from_the_last_recovery_point<H: Harness>(harness
 }
 
 /// Recording a point restarts the lease, as a renewal does.
+///
+/// Contract: the backend's clock.
 pub async fn recording_progress_restarts_the_lease<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -118,6 +126,8 @@ pub async fn recording_progress_restarts_the_lease<H: Harness>(harness: &H) -> O
 
 /// After a takeover the old holder's `record_progress` fails with `LeaseLost` and
 /// changes nothing: the new holder's record keeps its own point.
+///
+/// Contract: one live claim, error kinds.
 pub async fn a_stale_holder_cannot_record_progress<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -147,6 +157,8 @@ pub async fn a_stale_holder_cannot_record_progress<H: Harness>(harness: &H) -> O
 
 /// A completion replaces the in-flight record (the point goes with it); a
 /// release deletes it, so the next claim starts from nothing.
+///
+/// Contract: the answers' semantics.
 pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -176,6 +188,8 @@ pub async fn completion_and_release_end_the_recovery_point<H: Harness>(harness: 
 
 /// An empty, oversized or unprintable phase and an oversized state are
 /// refused with their own errors, and the record keeps its last point.
+///
+/// Contract: error kinds, answers that need no write never write.
 pub async fn bad_recovery_points_are_refused_and_change_nothing<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -225,6 +239,8 @@ pub async fn bad_recovery_points_are_refused_and_change_nothing<H: Harness>(
 }
 
 /// A point of exactly the limit is stored, with binary state intact.
+///
+/// Contract: the answers' semantics.
 pub async fn the_recovery_point_limit_is_inclusive<H: Harness>(harness: &H) -> Outcome {
     let setup = Setup {
         max_recovery_point_bytes: 100,

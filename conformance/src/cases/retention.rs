@@ -16,6 +16,8 @@ use crate::{Harness, LEASE, Outcome, RETENTION, Setup, Subject};
 /// A completed record replays until one millisecond before its retention
 /// ends and is absent from then on; the sweep deletes it once, within a
 /// lease of its expiry, and any payload may claim the key again.
+///
+/// Contract: the backend's clock, the answers' semantics.
 pub async fn completed_records_expire_exactly_at_retention<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -44,6 +46,8 @@ pub async fn completed_records_expire_exactly_at_retention<H: Harness>(harness: 
 
 /// An expired record is replaced by a fresh claim (not a takeover) before
 /// the sweep comes, and the sweep then leaves the new record alone.
+///
+/// Contract: the backend's clock, the answers' semantics.
 pub async fn an_expired_record_is_claimable_before_the_sweep<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -60,6 +64,8 @@ pub async fn an_expired_record_is_claimable_before_the_sweep<H: Harness>(harness
 }
 
 /// A claim nobody completes expires one retention after its lease ends.
+///
+/// Contract: the backend's clock, the answers' semantics.
 pub async fn abandoned_claims_expire_one_retention_after_their_lease<H: Harness>(
     harness: &H,
 ) -> Outcome {
@@ -80,6 +86,8 @@ pub async fn abandoned_claims_expire_one_retention_after_their_lease<H: Harness>
 
 /// More expired records than one sweep batch: all go, each once, and the
 /// live ones stay.
+///
+/// Contract: the answers' semantics.
 pub async fn sweep_deletes_every_expired_record<H: Harness>(harness: &H) -> Outcome {
     let setup = Setup {
         sweep_batch: 100,

@@ -30,6 +30,8 @@ async fn parked_waiter<B: Backend>(
 }
 
 /// A waiter parked on a running claim gets the response it completes with.
+///
+/// Contract: one live claim, the answers' semantics.
 pub async fn a_wait_returns_the_holders_response<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -44,6 +46,8 @@ pub async fn a_wait_returns_the_holders_response<H: Harness>(harness: &H) -> Out
 }
 
 /// A waiter parked on a claim that is released claims the key itself.
+///
+/// Contract: one live claim, the answers' semantics.
 pub async fn a_wait_claims_after_a_release<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -58,6 +62,8 @@ pub async fn a_wait_claims_after_a_release<H: Harness>(harness: &H) -> Outcome {
 
 /// A waiter whose timeout passes first is told `InProgress`; another
 /// payload is a mismatch at once, without waiting.
+///
+/// Contract: the backend's clock, the answers' semantics.
 pub async fn a_wait_times_out_as_in_progress<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -71,6 +77,8 @@ pub async fn a_wait_times_out_as_in_progress<H: Harness>(harness: &H) -> Outcome
 }
 
 /// A free key is claimed at once; nothing waits.
+///
+/// Contract: the answers' semantics.
 pub async fn a_wait_on_a_free_key_claims_at_once<H: Harness>(harness: &H) -> Outcome {
     let subject = harness.open(Setup::default()).await?;
     let b = subject.backend();
@@ -83,6 +91,8 @@ pub async fn a_wait_on_a_free_key_claims_at_once<H: Harness>(harness: &H) -> Out
 /// Attempts racing on one key from many tasks: exactly one claims, and
 /// every other gets the winner's response, whether it arrived while the
 /// winner ran (and waited) or after.
+///
+/// Contract: one live claim, the answers' semantics.
 pub async fn racing_attempts_have_one_winner_and_every_loser_its_response<H: Harness>(
     harness: &H,
 ) -> Outcome {
