@@ -108,6 +108,7 @@ mod model;
 mod once;
 mod request;
 mod store;
+pub mod support;
 mod sweeper;
 
 pub use admin::backup::Backup;

@@ -7,6 +7,7 @@
 //! Longer than most files here on purpose: the counters and the list of
 //! published metrics must match, and are kept side by side.
 
+use crate::support::OutcomeCounters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -327,9 +328,10 @@ impl MetricLabel {
 }
 
 /// A counter: a relaxed atomic for [`Metrics`], and with the `metrics`
-/// feature the facade's counter of the same name.
+/// feature the facade's counter of the same name (none for a
+/// `Count::default()`, which only counts).
 #[derive(Debug)]
-pub(crate) struct Count {
+pub struct Count {
     value: AtomicU64,
     #[cfg(feature = "metrics")]
     published: ::metrics::Counter,
@@ -338,7 +340,7 @@ pub(crate) struct Count {
 impl Count {
     /// A counter published as `name` (one of [`PUBLISHED_METRICS`]), with
     /// `label`.
-    pub fn named(name: &'static str, label: &MetricLabel) -> Count {
+    pub(crate) fn named(name: &'static str, label: &MetricLabel) -> Count {
         #[cfg(not(feature = "metrics"))]
         let _ = (name, label);
         Count {
@@ -348,21 +350,42 @@ impl Count {
         }
     }
 
+    /// The count so far.
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
+    }
+
+    /// Adds one.
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.published.increment(n);
+    }
+}
+
+impl Default for Count {
+    fn default() -> Count {
+        Count {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            published: ::metrics::Counter::noop(),
+        }
     }
 }
 
 /// Adds one to a counter.
 pub(crate) fn bump(counter: &Count) {
-    add(counter, 1);
+    counter.bump();
 }
 
 /// Adds `n` to a counter.
 pub(crate) fn add(counter: &Count, n: u64) {
-    counter.value.fetch_add(n, Ordering::Relaxed);
-    #[cfg(feature = "metrics")]
-    counter.published.increment(n);
+    counter.add(n);
 }
 
 /// A gauge: a relaxed atomic, and with the `metrics` feature the facade's
@@ -491,27 +514,13 @@ impl Timings {
 /// gauge and the replay cache's counters).
 #[derive(Debug)]
 pub(crate) struct Counters {
-    pub claims: Count,
-    pub replays: Count,
-    pub mismatches: Count,
-    pub in_progress: Count,
-    pub waits: Count,
-    pub takeovers: Count,
-    pub completions: Count,
-    pub releases: Count,
-    pub renewals: Count,
-    pub recovery_points: Count,
-    pub resumed: Count,
-    pub leases_lost: Count,
-    pub expired: Count,
-    pub removed: Count,
+    /// What every backend counts.
+    pub outcomes: OutcomeCounters,
     pub commits: Count,
     pub committed_ops: Count,
     pub recovered_claims: Count,
-    pub sweeps: Count,
     pub failed_commits: Count,
     pub recoveries: Count,
-    pub sweep_errors: Count,
     pub live_records: Gauge,
     pub in_flight: Gauge,
     pub health: Gauge,
@@ -523,7 +532,7 @@ pub(crate) struct Counters {
 /// Gives the recorder each published metric's description (its `# HELP`
 /// line in Prometheus).
 #[cfg(feature = "metrics")]
-fn describe() {
+pub(crate) fn describe() {
     for metric in PUBLISHED_METRICS {
         let (name, help) = (metric.name, metric.help);
         match metric.kind {
@@ -543,30 +552,13 @@ impl Default for Counters {
 impl Counters {
     /// A store's counters, published with `label`.
     pub fn new(label: &MetricLabel) -> Counters {
-        #[cfg(feature = "metrics")]
-        describe();
         Counters {
-            claims: Count::named("idemkv_claims_total", label),
-            replays: Count::named("idemkv_replays_total", label),
-            mismatches: Count::named("idemkv_mismatches_total", label),
-            in_progress: Count::named("idemkv_in_progress_total", label),
-            waits: Count::named("idemkv_waits_total", label),
-            takeovers: Count::named("idemkv_takeovers_total", label),
-            completions: Count::named("idemkv_completions_total", label),
-            releases: Count::named("idemkv_releases_total", label),
-            renewals: Count::named("idemkv_renewals_total", label),
-            recovery_points: Count::named("idemkv_recovery_points_total", label),
-            resumed: Count::named("idemkv_resumed_total", label),
-            leases_lost: Count::named("idemkv_leases_lost_total", label),
-            expired: Count::named("idemkv_expired_total", label),
-            removed: Count::named("idemkv_removed_total", label),
+            outcomes: OutcomeCounters::with_label(label),
             commits: Count::named("idemkv_commits_total", label),
             committed_ops: Count::named("idemkv_committed_ops_total", label),
             recovered_claims: Count::named("idemkv_recovered_claims_total", label),
-            sweeps: Count::named("idemkv_sweeps_total", label),
             failed_commits: Count::named("idemkv_failed_commits_total", label),
             recoveries: Count::named("idemkv_recoveries_total", label),
-            sweep_errors: Count::named("idemkv_sweep_errors_total", label),
             live_records: Gauge::named("idemkv_live_records", label),
             in_flight: Gauge::named("idemkv_in_flight", label),
             health: Gauge::named("idemkv_health", label),
@@ -580,38 +572,23 @@ impl Counters {
 impl Counters {
     pub fn snapshot(&self) -> Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Metrics {
-            claims: self.claims.get(),
-            replays: self.replays.get(),
-            mismatches: self.mismatches.get(),
-            in_progress: self.in_progress.get(),
-            waits: self.waits.get(),
-            takeovers: self.takeovers.get(),
-            completions: self.completions.get(),
-            releases: self.releases.get(),
-            renewals: self.renewals.get(),
-            recovery_points: self.recovery_points.get(),
-            resumed: self.resumed.get(),
-            leases_lost: self.leases_lost.get(),
-            expired: self.expired.get(),
-            removed: self.removed.get(),
+        let mut metrics = Metrics {
             commits: self.commits.get(),
             committed_ops: self.committed_ops.get(),
             live_records: self.live_records.get(),
             in_flight: self.in_flight.get(),
             recovered_claims: self.recovered_claims.get(),
-            sweeps: self.sweeps.get(),
             last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
             last_sweep_micros: get(&self.last_sweep_micros),
-            // The lock table's own (Store::metrics fills them in).
-            waiters: 0,
             health: self.health.get(),
             failed_commits: self.failed_commits.get(),
             recoveries: self.recoveries.get(),
-            sweep_errors: self.sweep_errors.get(),
-            replay_cache_hits: 0,
-            replay_cache_misses: 0,
-        }
+            // The lock table's own (waiters, the replay cache's counters)
+            // are filled in by Store::metrics.
+            ..Metrics::default()
+        };
+        self.outcomes.fill(&mut metrics);
+        metrics
     }
 
     pub fn set_live_records(&self, n: u64) {

@@ -48,7 +48,7 @@ pub(crate) fn sweep(
         }
         match submitter.sweep(config.settings.sweep_batch).wait() {
             Ok(Swept { deleted, more }) => {
-                add(&counters.expired, deleted);
+                add(&counters.outcomes.expired, deleted);
                 total += deleted;
                 if !more || stop() {
                     break Ok(total);
@@ -57,7 +57,7 @@ pub(crate) fn sweep(
             Err(err) => break Err(err),
         }
     };
-    bump(&counters.sweeps);
+    bump(&counters.outcomes.sweeps);
     counters.timings.sweep(started.elapsed());
     match &result {
         Ok(0) => {}
@@ -68,7 +68,7 @@ pub(crate) fn sweep(
             "swept {_deleted} expired record(s)"
         ),
         Err(_err) => {
-            bump(&counters.sweep_errors);
+            bump(&counters.outcomes.sweep_errors);
             event!(
                 warn,
                 error = %_err,

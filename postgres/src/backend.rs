@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use idemkv::support::{ClaimFacts, OutcomeCounters};
 use idemkv::{
     Backend, Begin, ClaimInfo, CompleteError, Error, Fingerprint, Key, Metrics, Record,
     RecordParts, RecordState, RecoveryPoint, ReleaseError, Result, StorageError, StoredResponse,
@@ -62,25 +63,12 @@ impl Drop for Inner {
     }
 }
 
-/// The outcome counters of this replica (each replica counts its own).
+/// The counters of this replica (each replica counts its own): the
+/// outcomes every backend counts, published on demand
+/// ([`PgBackend::publish_metrics`]), and this backend's own.
 #[derive(Debug, Default)]
 struct Counters {
-    claims: AtomicU64,
-    replays: AtomicU64,
-    mismatches: AtomicU64,
-    in_progress: AtomicU64,
-    waits: AtomicU64,
-    takeovers: AtomicU64,
-    completions: AtomicU64,
-    releases: AtomicU64,
-    renewals: AtomicU64,
-    recovery_points: AtomicU64,
-    resumed: AtomicU64,
-    leases_lost: AtomicU64,
-    expired: AtomicU64,
-    removed: AtomicU64,
-    sweeps: AtomicU64,
-    sweep_errors: AtomicU64,
+    outcomes: OutcomeCounters,
     /// Calls cut off by `PgConfig::call_timeout`.
     timeouts: AtomicU64,
 }
@@ -249,26 +237,9 @@ impl PgBackend {
     /// example's `/metrics` does) or on a timer.
     #[cfg(feature = "metrics")]
     pub fn publish_metrics(&self) {
-        let m = Backend::metrics(self);
-        for (name, value) in [
-            ("idemkv_claims_total", m.claims),
-            ("idemkv_replays_total", m.replays),
-            ("idemkv_mismatches_total", m.mismatches),
-            ("idemkv_in_progress_total", m.in_progress),
-            ("idemkv_waits_total", m.waits),
-            ("idemkv_takeovers_total", m.takeovers),
-            ("idemkv_completions_total", m.completions),
-            ("idemkv_releases_total", m.releases),
-            ("idemkv_renewals_total", m.renewals),
-            ("idemkv_recovery_points_total", m.recovery_points),
-            ("idemkv_resumed_total", m.resumed),
-            ("idemkv_leases_lost_total", m.leases_lost),
-            ("idemkv_expired_total", m.expired),
-            ("idemkv_removed_total", m.removed),
-            ("idemkv_sweeps_total", m.sweeps),
-            ("idemkv_sweep_errors_total", m.sweep_errors),
-            ("idemkv_pg_timeouts_total", self.timed_out_calls()),
-        ] {
+        let outcomes = self.inner.counters.outcomes.values();
+        let own = [("idemkv_pg_timeouts_total", self.timed_out_calls())];
+        for (name, value) in outcomes.into_iter().chain(own) {
             self.counter(name).absolute(value);
         }
         let pool = self.inner.pool.status();
@@ -361,10 +332,7 @@ impl PgBackend {
                 })
                 .await?;
             total += deleted;
-            self.inner
-                .counters
-                .expired
-                .fetch_add(deleted, Ordering::Relaxed);
+            self.inner.counters.outcomes.expired.add(deleted);
             if deleted < batch as u64 {
                 break;
             }
@@ -376,7 +344,7 @@ impl PgBackend {
                 .await
         })
         .await?;
-        bump(&self.inner.counters.sweeps);
+        self.inner.counters.outcomes.sweeps.bump();
         Ok(total)
     }
 
@@ -392,7 +360,7 @@ impl PgBackend {
             loop {
                 ticks.tick().await;
                 if backend.sweep_expired().await.is_err() {
-                    bump(&backend.inner.counters.sweep_errors);
+                    backend.inner.counters.outcomes.sweep_errors.bump();
                 }
             }
         })
@@ -476,21 +444,13 @@ impl PgBackend {
     }
 
     fn count(&self, answer: &Begin<PgClaim>) {
-        let c = &self.inner.counters;
-        match answer {
-            Begin::Claimed(claim) => {
-                bump(&c.claims);
-                if claim.takeover {
-                    bump(&c.takeovers);
-                }
-                if claim.recovered.is_some() {
-                    bump(&c.resumed);
-                }
-            }
-            Begin::Replay(_) => bump(&c.replays),
-            Begin::InProgress { .. } => bump(&c.in_progress),
-            Begin::Mismatch => bump(&c.mismatches),
-        }
+        self.inner
+            .counters
+            .outcomes
+            .count_begin(answer, |claim| ClaimFacts {
+                takeover: claim.takeover,
+                resumed: claim.recovered.is_some(),
+            });
     }
 
     /// The first row of `statement` with `params`: a cached prepared
@@ -563,7 +523,7 @@ impl PgBackend {
         params.extend_from_slice(more);
         let rows = self.execute(&client, statement, &params).await?;
         if rows == 0 {
-            bump(&self.inner.counters.leases_lost);
+            self.inner.counters.outcomes.leases_lost.bump();
             return Err(Error::LeaseLost);
         }
         Ok(())
@@ -675,7 +635,7 @@ impl Backend for PgBackend {
             // counted as waiting, however long its first look took.
             if !waited && !timeout.is_zero() {
                 waited = true;
-                bump(&self.inner.counters.waits);
+                self.inner.counters.outcomes.waits.bump();
             }
             let now = tokio::time::Instant::now();
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
@@ -729,7 +689,7 @@ impl Backend for PgBackend {
             ))
             .await;
         if outcome.is_ok() {
-            bump(&self.inner.counters.completions);
+            self.inner.counters.outcomes.completions.bump();
         }
         hand_back(outcome, claim)
     }
@@ -753,14 +713,14 @@ impl Backend for PgBackend {
                 // Released now, or nothing live was left to release (a repeat
                 // after a release that landed, an expired or removed record).
                 if released == 0 && live {
-                    bump(&self.inner.counters.leases_lost);
+                    self.inner.counters.outcomes.leases_lost.bump();
                     return Err(Error::LeaseLost);
                 }
                 Ok(())
             })
             .await;
         if outcome.is_ok() {
-            bump(&self.inner.counters.releases);
+            self.inner.counters.outcomes.releases.bump();
         }
         hand_back(outcome, claim)
     }
@@ -769,7 +729,7 @@ impl Backend for PgBackend {
         let (lease_ms, retention_ms) = (millis(claim.lease), millis(claim.retention));
         self.bounded(self.fenced(&self.inner.sql.renew, claim, &[&lease_ms, &retention_ms]))
             .await?;
-        bump(&self.inner.counters.renewals);
+        self.inner.counters.outcomes.renewals.bump();
         Ok(())
     }
 
@@ -784,7 +744,7 @@ impl Backend for PgBackend {
             &[&lease_ms, &retention_ms, &phase, &state],
         ))
         .await?;
-        bump(&self.inner.counters.recovery_points);
+        self.inner.counters.outcomes.recovery_points.bump();
         Ok(())
     }
 
@@ -817,31 +777,14 @@ impl Backend for PgBackend {
             .await?;
         let live = row.is_some_and(|row| row.get::<_, bool>(0));
         if live {
-            bump(&self.inner.counters.removed);
+            self.inner.counters.outcomes.removed.bump();
         }
         Ok(live)
     }
 
     fn metrics(&self) -> Metrics {
-        let c = &self.inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let mut m = Metrics::default();
-        m.claims = get(&c.claims);
-        m.replays = get(&c.replays);
-        m.mismatches = get(&c.mismatches);
-        m.in_progress = get(&c.in_progress);
-        m.waits = get(&c.waits);
-        m.takeovers = get(&c.takeovers);
-        m.completions = get(&c.completions);
-        m.releases = get(&c.releases);
-        m.renewals = get(&c.renewals);
-        m.recovery_points = get(&c.recovery_points);
-        m.resumed = get(&c.resumed);
-        m.leases_lost = get(&c.leases_lost);
-        m.expired = get(&c.expired);
-        m.removed = get(&c.removed);
-        m.sweeps = get(&c.sweeps);
-        m.sweep_errors = get(&c.sweep_errors);
+        self.inner.counters.outcomes.fill(&mut m);
         m
     }
 

@@ -277,7 +277,7 @@ impl Store {
         let live = self.inner.committer()?.remove(key).await?;
         self.inner.locks.forget(key.hash());
         if live {
-            bump(&self.inner.counters.removed);
+            bump(&self.inner.counters.outcomes.removed);
         }
         Ok(live)
     }

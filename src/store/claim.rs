@@ -2,6 +2,7 @@
 //! the record, then the decision rule; a claim is committed before it is
 //! handed out.
 
+use crate::support::ClaimFacts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,28 +189,21 @@ impl Store {
     }
 
     fn count(&self, answer: &Begin) {
-        let counters = &self.inner.counters;
-        match answer {
-            Begin::Claimed(claim) => {
-                bump(&counters.claims);
-                if claim.is_takeover() {
-                    bump(&counters.takeovers);
-                    event!(
-                        info,
-                        key = %claim.key,
-                        token = claim.token,
-                        phase = claim.recovered().map(crate::model::recovery::RecoveryPoint::phase),
-                        "took over a claim whose lease ran out: its holder stopped renewing"
-                    );
-                }
-                if claim.recovered().is_some() {
-                    bump(&counters.resumed);
-                }
+        self.inner.counters.outcomes.count_begin(answer, |claim| {
+            if claim.is_takeover() {
+                event!(
+                    info,
+                    key = %claim.key,
+                    token = claim.token,
+                    phase = claim.recovered().map(crate::model::recovery::RecoveryPoint::phase),
+                    "took over a claim whose lease ran out: its holder stopped renewing"
+                );
             }
-            Begin::Replay(_) => bump(&counters.replays),
-            Begin::InProgress { .. } => bump(&counters.in_progress),
-            Begin::Mismatch => bump(&counters.mismatches),
-        }
+            ClaimFacts {
+                takeover: claim.is_takeover(),
+                resumed: claim.recovered().is_some(),
+            }
+        });
     }
 
     /// Runs `operation` once for `key`: claims the key, runs the operation
@@ -301,7 +295,7 @@ impl Store {
             // counted as waiting, however long its first look took.
             if !parked && !timeout.is_zero() {
                 parked = true;
-                bump(&self.inner.counters.waits);
+                bump(&self.inner.counters.outcomes.waits);
             }
             let left = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),

@@ -128,7 +128,7 @@ impl Store {
     /// Counts a `LeaseLost` answer of a holder operation.
     fn note_lease_lost<T>(&self, result: Result<T>) -> Result<T> {
         if matches!(result, Err(Error::LeaseLost)) {
-            bump(&self.inner.counters.leases_lost);
+            bump(&self.inner.counters.outcomes.leases_lost);
         }
         result
     }
@@ -175,7 +175,7 @@ impl Store {
                         });
                     }
                 });
-                bump(&self.inner.counters.completions);
+                bump(&self.inner.counters.outcomes.completions);
                 Ok(())
             }
             // The write may pass if repeated: the claim stays held here and
@@ -188,7 +188,7 @@ impl Store {
             Err(err) => {
                 busy.end_claim(|_| {});
                 if matches!(err, Error::LeaseLost) {
-                    bump(&self.inner.counters.leases_lost);
+                    bump(&self.inner.counters.outcomes.leases_lost);
                 }
                 Err(CompleteError::failed(err))
             }
@@ -208,7 +208,7 @@ impl Store {
         match result {
             Ok(()) => {
                 busy.end_claim(|_| {});
-                bump(&self.inner.counters.releases);
+                bump(&self.inner.counters.outcomes.releases);
                 Ok(())
             }
             // As for a completion: the claim stays held here and goes back
@@ -221,7 +221,7 @@ impl Store {
             Err(err) => {
                 busy.end_claim(|_| {});
                 if matches!(err, Error::LeaseLost) {
-                    bump(&self.inner.counters.leases_lost);
+                    bump(&self.inner.counters.outcomes.leases_lost);
                 }
                 Err(ReleaseError::failed(err))
             }
@@ -231,7 +231,7 @@ impl Store {
     /// The one implementation of `renew`.
     pub(crate) async fn renew_async(&self, claim: &Claim) -> Result<()> {
         self.hold_async(claim, None).await?;
-        bump(&self.inner.counters.renewals);
+        bump(&self.inner.counters.outcomes.renewals);
         Ok(())
     }
 
@@ -248,7 +248,7 @@ impl Store {
             self.inner.config.settings.max_recovery_point_bytes,
         )?;
         self.hold_async(claim, Some(point)).await?;
-        bump(&self.inner.counters.recovery_points);
+        bump(&self.inner.counters.outcomes.recovery_points);
         Ok(())
     }
 }
