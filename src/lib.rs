@@ -144,6 +144,7 @@ pub use store::{Compaction, Store};
 #[doc(hidden)]
 pub mod fault_injection {
     pub use crate::durability::crash_point::POINTS as CRASH_POINTS;
+    pub use crate::durability::journal_storage::{DirJournal, JournalDir, OsDir, SegmentFile};
     pub use crate::durability::write_fault::WriteFaults;
 }
 
