@@ -1,12 +1,15 @@
 //! Seeded simulation of a journaled store on a simulated disk
-//! (tests/support/sim_disk.rs): random operations from one caller, power
+//! (tests/support/sim_disk.rs): random operations from one caller
+//! (claims, completions, releases, renewals and recovery points by holders
+//! and stale claims, removals, time passing, wall-clock steps), power
 //! cuts at any disk operation (inside a claim's commit, a segment's
 //! creation, a checkpoint, a reopen), and full disks that later clear;
 //! after every cut the machine restarts with only what the disk made
 //! durable, and an oracle checks what the store answers.
 //!
 //! The oracle, after every step and every restart:
-//! - the store opens after every power cut;
+//! - the store opens after every power cut, and `verify` finds nothing
+//!   wrong;
 //! - nothing acknowledged is lost: a completion that answered `Ok` replays
 //!   byte for byte, a claim that answered `Claimed` (and was not completed,
 //!   released or removed) is in progress until its lease ends;
@@ -66,7 +69,9 @@ struct Sim {
     rng: Rng,
     disk: SimDisk,
     clock: ManualClock,
-    /// Simulated ms since the start.
+    /// The store's time (ms since the epoch): the wall clock read at the
+    /// last open, plus the time that passed since; a wall-clock step moves
+    /// it only at the next open.
     now: u64,
     config: Config,
     store: Option<Store>,
@@ -82,6 +87,13 @@ struct Sim {
 
 type Outcome = Result<(), String>;
 
+/// The wall clock's reading in ms since the epoch.
+fn wall_ms(clock: &ManualClock) -> u64 {
+    idemkv::Clock::now(clock)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 fn key(k: u64) -> Key {
     Key::new("sim", &format!("k{k}")).expect("simulation keys are valid")
 }
@@ -94,6 +106,7 @@ impl Sim {
     fn new(seed: u64) -> Result<Sim, String> {
         let mut rng = Rng::new(seed);
         let clock = ManualClock::default();
+        let start = wall_ms(&clock);
         // Checkpoints after every journaled batch, or only when segments
         // fill: both by count, never by the clock, so the seed fixes them.
         let checkpoint = if rng.one_in(2) {
@@ -114,7 +127,7 @@ impl Sim {
             rng,
             disk: SimDisk::default(),
             clock,
-            now: 0,
+            now: start,
             config,
             store: None,
             claims: Vec::new(),
@@ -159,7 +172,14 @@ impl Sim {
                 self.config.clone(),
             ) {
                 Ok(store) => {
+                    // A cut meant for the open that did not come in it is
+                    // called off: the checks after a restart run on a disk
+                    // that stays up.
+                    self.disk.disarm();
                     self.store = Some(store);
+                    // A new process takes its time from the wall clock,
+                    // steps included.
+                    self.now = wall_ms(&self.clock);
                     return Ok(());
                 }
                 Err(_) if self.disk.is_down() => {
@@ -204,6 +224,16 @@ impl Sim {
             ));
         }
         self.open()?;
+        let report = self
+            .store()
+            .verify()
+            .map_err(|err| format!("verify after restart {}: {err}", self.restarts))?;
+        if !report.is_ok() {
+            return Err(format!(
+                "verify after restart {} found problems: {:?}",
+                self.restarts, report.details
+            ));
+        }
         self.check_every_key()
     }
 
@@ -231,7 +261,27 @@ impl Sim {
             0..=3 => self.begin(i, k, payload),
             4..=5 => self.complete(i, k),
             6 => self.release(i, k),
-            7 => self.renew(i, k),
+            7 => {
+                let progress = self.rng.one_in(2);
+                self.renew(i, k, progress)
+            }
+            8 if self.rng.one_in(4) => {
+                // NTP or an operator steps the wall clock: an open store's
+                // leases do not move.
+                let ms = [500, 1_500, 600_000][self.rng.below(3) as usize];
+                let by = Duration::from_millis(ms);
+                let back = self.rng.one_in(2);
+                if back {
+                    self.clock.step_back(by);
+                } else {
+                    self.clock.step_forward(by);
+                }
+                self.trace.push(format!(
+                    "{i}: the wall clock steps {} {ms} ms",
+                    if back { "back" } else { "forward" }
+                ));
+                Ok(())
+            }
             8 => {
                 let ms = [100, 600, 1_100][self.rng.below(3) as usize];
                 self.clock.advance(Duration::from_millis(ms));
@@ -410,17 +460,28 @@ impl Sim {
         }
     }
 
-    fn renew(&mut self, i: u64, k: u64) -> Outcome {
+    /// A renewal, or with `progress` a recovery point, which restarts the
+    /// lease the same way and is fenced the same way.
+    fn renew(&mut self, i: u64, k: u64, progress: bool) -> Outcome {
         let Some((_, _, claim)) = self.claims.iter().find(|(key, ..)| *key == k) else {
             return Ok(());
         };
         let token = claim.token();
-        let result = self.store().renew(claim);
+        let (what, result) = if progress {
+            let phase = format!("step_{i}");
+            let state = phase.clone().into_bytes();
+            (
+                "record_progress",
+                self.store().record_progress(claim, &phase, state),
+            )
+        } else {
+            ("renew", self.store().renew(claim))
+        };
         self.trace
-            .push(format!("{i}: renew k{k} (token {token}): {result:?}"));
+            .push(format!("{i}: {what} k{k} (token {token}): {result:?}"));
         match result {
             Ok(()) => {
-                self.fenced("renew", k, token, true)?;
+                self.fenced(what, k, token, true)?;
                 if let Known::InFlight {
                     lease_end,
                     lease_max,
@@ -432,7 +493,7 @@ impl Sim {
                 }
                 Ok(())
             }
-            Err(idemkv::Error::LeaseLost) => self.fenced("renew", k, token, false),
+            Err(idemkv::Error::LeaseLost) => self.fenced(what, k, token, false),
             Err(err) if err.is_transient() => {
                 // Landed or not: the lease ends at the old time or a lease
                 // from now.
@@ -443,7 +504,7 @@ impl Sim {
                 }
                 self.heal()
             }
-            Err(err) => Err(format!("renew k{k}: {err}")),
+            Err(err) => Err(format!("{what} k{k}: {err}")),
         }
     }
 

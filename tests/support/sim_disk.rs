@@ -240,6 +240,14 @@ impl SimDisk {
         !world.down && world.cut_at.is_some()
     }
 
+    /// Calls off a power cut set to come.
+    pub fn disarm(&self) {
+        let mut world = self.world();
+        if !world.down {
+            world.cut_at = None;
+        }
+    }
+
     /// Whether the power is down.
     pub fn is_down(&self) -> bool {
         self.world().down
