@@ -7,9 +7,10 @@
 //! Longer than most files here on purpose: the counters and the list of
 //! published metrics must match, and are kept side by side.
 
-use crate::support::OutcomeCounters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::support::OutcomeCounters;
 
 /// A snapshot of the store's counters since it was opened.
 ///

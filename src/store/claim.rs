@@ -2,7 +2,6 @@
 //! the record, then the decision rule; a claim is committed before it is
 //! handed out.
 
-use crate::support::ClaimFacts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::once::{OnError, Once};
 use crate::request::decide::decide;
 use crate::request::lock_table::{ClaimTicket, Holder, Lookup, Waiter};
 use crate::request::outcome::{Begin, Claim, Takeover};
+use crate::support::ClaimFacts;
 
 use super::Store;
 
