@@ -20,15 +20,18 @@
 //!
 //! `IDEMKV_SIM_SEEDS=N` runs `N` seeds (default 300 in a release build, 40
 //! in a debug one) from `IDEMKV_SIM_FIRST` (default 0);
-//! `IDEMKV_SIM_SEED=S` runs seed `S` alone and prints its trace. A failing
-//! seed prints its last steps and the command that replays it.
+//! `IDEMKV_SIM_SEED=S` runs seed `S` alone and prints its trace;
+//! `IDEMKV_SIM_SKIP=3,7` leaves those steps out. A failing seed prints its
+//! last steps, is minimized (each step left out in turn while the run
+//! still fails), and prints the minimized trace and the commands that
+//! replay both.
 //! `IDEMKV_SIM_CUT_CREATION=1` lets the power go while the store's file is
 //! first created as well (docs/reliability.md: a known weakness).
 
 #[path = "support/sim_disk.rs"]
 mod sim_disk;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use idemkv::fault_injection::DirJournal;
@@ -92,6 +95,15 @@ fn wall_ms(clock: &ManualClock) -> u64 {
     idemkv::Clock::now(clock)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Where the restarts' streams start, past any step's.
+const RESTART_STREAMS: u64 = 1 << 32;
+
+/// The seed of stream `n` of a run: each step, and each restart, draws
+/// from its own.
+fn stream(seed: u64, n: u64) -> u64 {
+    Rng::new(seed ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next()
 }
 
 fn key(k: u64) -> Key {
@@ -184,6 +196,7 @@ impl Sim {
                 }
                 Err(_) if self.disk.is_down() => {
                     self.trace.push("the open was cut off; restart".into());
+                    self.rng = Rng::new(stream(self.seed, RESTART_STREAMS + self.restarts));
                     self.disk.restart(&mut self.rng);
                     self.restarts += 1;
                     // The open after a restart may lose power too.
@@ -213,6 +226,7 @@ impl Sim {
         self.claims.clear();
         // The process is gone: whatever its handle does now fails.
         drop(self.store.take());
+        self.rng = Rng::new(stream(self.seed, RESTART_STREAMS + self.restarts));
         self.disk.restart(&mut self.rng);
         self.restarts += 1;
         self.trace.push("restart".into());
@@ -238,6 +252,9 @@ impl Sim {
     }
 
     fn step(&mut self, i: u64) -> Outcome {
+        // Each step draws from a stream of its own, so that leaving steps
+        // out (the minimizer) does not change the others.
+        self.rng = Rng::new(stream(self.seed, i));
         // Before some steps the power is set to go a few disk operations
         // on: inside this step or a later one.
         if !self.disk.armed() && self.rng.one_in(8) {
@@ -728,13 +745,17 @@ fn brief(answer: &idemkv::Result<Begin>) -> String {
     }
 }
 
-/// One seed's run: `STEPS` steps, then a last power cut and check.
-fn run(seed: u64) -> Result<Sim, (Vec<String>, String)> {
+/// One seed's run: `STEPS` steps (but those in `skip`), then a last power
+/// cut and check.
+fn run(seed: u64, skip: &BTreeSet<u64>) -> Result<Sim, (Vec<String>, String)> {
     let mut sim = match Sim::new(seed) {
         Ok(sim) => sim,
         Err(err) => return Err((Vec::new(), err)),
     };
     for i in 0..=STEPS {
+        if skip.contains(&i) {
+            continue;
+        }
         let step = if i == 0 { sim.open() } else { sim.step(i) };
         if let Err(err) = step {
             let mut trace = sim.trace.clone();
@@ -748,6 +769,42 @@ fn run(seed: u64) -> Result<Sim, (Vec<String>, String)> {
         return Err((trace, err));
     }
     Ok(sim)
+}
+
+/// The steps of a failing seed that can be left out with the run still
+/// failing: each step in turn, kept out if the run fails without it.
+fn minimize(seed: u64, mut skip: BTreeSet<u64>) -> BTreeSet<u64> {
+    for i in 1..=STEPS {
+        if skip.contains(&i) {
+            continue;
+        }
+        skip.insert(i);
+        if run(seed, &skip).is_ok() {
+            skip.remove(&i);
+        }
+    }
+    skip
+}
+
+/// `1,2,5` from a set of steps.
+fn list(steps: &BTreeSet<u64>) -> String {
+    steps
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The steps listed in `IDEMKV_SIM_SKIP` (`1,2,5`).
+fn skipped_steps() -> BTreeSet<u64> {
+    std::env::var("IDEMKV_SIM_SKIP")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -764,9 +821,10 @@ fn seeded_runs_keep_every_acknowledged_answer_through_power_cuts() {
             (first..first.saturating_add(count)).collect()
         }
     };
+    let skip = skipped_steps();
     let (mut restarts, mut steps) = (0, 0);
     for &seed in &seeds {
-        match run(seed) {
+        match run(seed, &skip) {
             Ok(sim) => {
                 restarts += sim.restarts;
                 steps += STEPS;
@@ -781,16 +839,31 @@ fn seeded_runs_keep_every_acknowledged_answer_through_power_cuts() {
                 }
             }
             Err((trace, err)) => {
-                for line in trace.iter().rev().take(40).rev() {
-                    eprintln!("  {line}");
-                }
                 let creation = if std::env::var_os("IDEMKV_SIM_CUT_CREATION").is_some() {
                     "IDEMKV_SIM_CUT_CREATION=1 "
                 } else {
                     ""
                 };
+                for line in trace.iter().rev().take(40).rev() {
+                    eprintln!("  {line}");
+                }
+                eprintln!("seed {seed}: {err}");
+                // Cut the trace: the steps the failure does not need.
+                let minimal = minimize(seed, skip.clone());
+                let (minimal_trace, minimal_err) = match run(seed, &minimal) {
+                    Err(failure) => failure,
+                    Ok(_) => (Vec::new(), "the minimized run passed".into()),
+                };
+                eprintln!(
+                    "minimized to {} of {STEPS} steps:",
+                    STEPS - minimal.iter().filter(|&&i| i > 0).count() as u64
+                );
+                for line in &minimal_trace {
+                    eprintln!("  {line}");
+                }
                 panic!(
-                    "seed {seed}: {err}\nreplay: {creation}IDEMKV_SIM_SEED={seed} cargo test --release --test sim -- --nocapture"
+                    "seed {seed}: {err}\nminimized: {minimal_err}\nreplay: {creation}IDEMKV_SIM_SEED={seed} cargo test --release --test sim -- --nocapture\nreplay the minimized run: {creation}IDEMKV_SIM_SEED={seed} IDEMKV_SIM_SKIP={} cargo test --release --test sim -- --nocapture",
+                    list(&minimal)
                 );
             }
         }
