@@ -208,6 +208,14 @@ impl Sim {
                         ));
                     }
                 }
+                // A full disk refuses an open that must write (the
+                // journal's replay, its commit): the operator frees space
+                // and starts it again.
+                Err(err) if err.is_transient() && self.disk.is_limited() => {
+                    self.trace
+                        .push(format!("the open met a full disk ({err}); space is freed"));
+                    self.disk.fill(None);
+                }
                 Err(err) => return Err(format!("the store did not open: {err}")),
             }
         }

@@ -248,6 +248,11 @@ impl SimDisk {
         }
     }
 
+    /// Whether a space limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.world().space.is_some()
+    }
+
     /// Whether the power is down.
     pub fn is_down(&self) -> bool {
         self.world().down
