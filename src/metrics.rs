@@ -379,16 +379,6 @@ impl Default for Count {
     }
 }
 
-/// Adds one to a counter.
-pub(crate) fn bump(counter: &Count) {
-    counter.bump();
-}
-
-/// Adds `n` to a counter.
-pub(crate) fn add(counter: &Count, n: u64) {
-    counter.add(n);
-}
-
 /// A gauge: a relaxed atomic, and with the `metrics` feature the facade's
 /// gauge of the same name.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use crate::durability::engine::Engine;
 use crate::durability::storage;
 use crate::error::Result;
 use crate::log::{event, span};
-use crate::metrics::{Counters, add, bump};
+use crate::metrics::Counters;
 
 /// Deletes every record expired by the store's clock, `batch` records per
 /// write transaction; stops early (between batches) once `stop` says so.
@@ -48,7 +48,7 @@ pub(crate) fn sweep(
         }
         match submitter.sweep(config.settings.sweep_batch).wait() {
             Ok(Swept { deleted, more }) => {
-                add(&counters.outcomes.expired, deleted);
+                counters.outcomes.expired.add(deleted);
                 total += deleted;
                 if !more || stop() {
                     break Ok(total);
@@ -57,7 +57,7 @@ pub(crate) fn sweep(
             Err(err) => break Err(err),
         }
     };
-    bump(&counters.outcomes.sweeps);
+    counters.outcomes.sweeps.bump();
     counters.timings.sweep(started.elapsed());
     match &result {
         Ok(0) => {}
@@ -68,7 +68,7 @@ pub(crate) fn sweep(
             "swept {_deleted} expired record(s)"
         ),
         Err(_err) => {
-            bump(&counters.outcomes.sweep_errors);
+            counters.outcomes.sweep_errors.bump();
             event!(
                 warn,
                 error = %_err,

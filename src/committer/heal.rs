@@ -8,7 +8,6 @@ use super::writer::Worker;
 use crate::error::Error;
 use crate::health::Health;
 use crate::log::event;
-use crate::metrics::bump;
 
 /// The longest wait between reopen attempts after a failed commit (unless
 /// `Config::reopen_backoff` is longer); each failed attempt doubles the wait.
@@ -31,7 +30,7 @@ impl Worker {
 
     /// Marks the store poisoned by `cause` and schedules the first reopen.
     pub(super) fn poison(&mut self, cause: String) {
-        bump(&self.counters.failed_commits);
+        self.counters.failed_commits.bump();
         event!(
             error,
             cause = %cause,
@@ -83,7 +82,7 @@ impl Worker {
                     "the store reopened its file after a failed commit: writes resume"
                 );
                 self.poisoned = None;
-                bump(&self.counters.recoveries);
+                self.counters.recoveries.bump();
                 self.health.set(Health::Ok, &self.counters);
             }
             Err(err) => {

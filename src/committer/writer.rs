@@ -23,7 +23,7 @@ use crate::durability::writeback::Writeback;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
 use crate::log::event;
-use crate::metrics::{Counters, add, bump};
+use crate::metrics::Counters;
 
 pub(super) struct Worker {
     pub(super) engine: Arc<Engine>,
@@ -207,8 +207,8 @@ impl Worker {
         }
         match committed {
             Ok(()) => {
-                bump(&self.counters.commits);
-                add(&self.counters.committed_ops, batch.len() as u64);
+                self.counters.commits.bump();
+                self.counters.committed_ops.add(batch.len() as u64);
                 Relay::answer(batch);
             }
             Err(err) => {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use futures_channel::oneshot;
 
-use crate::metrics::{Count, Gauge, MetricLabel, bump};
+use crate::metrics::{Count, Gauge, MetricLabel};
 use crate::model::fingerprint::Fingerprint;
 use crate::request::cache::{CachedCompletion, ShardCache};
 use crate::request::decide::in_progress;
@@ -308,7 +308,7 @@ impl ShardGuard<'_> {
         // The common retry: a completed record in the replay cache.
         if let Some(cached) = self.shard.cache.get(&hash, now_ms) {
             if counted {
-                bump(&self.table.cache_hits);
+                self.table.cache_hits.bump();
             }
             return Lookup::Answered(if cached.fingerprint == fingerprint {
                 Begin::Replay(cached.response.clone())
@@ -317,7 +317,7 @@ impl ShardGuard<'_> {
             });
         }
         if counted {
-            bump(&self.table.cache_misses);
+            self.table.cache_misses.bump();
         }
         Lookup::ReadDisk
     }

@@ -10,7 +10,6 @@ use crate::committer::Imported;
 use crate::config::Config;
 use crate::durability::engine::{Engine, Source};
 use crate::error::{Error, Result};
-use crate::metrics::bump;
 use crate::model::key::Key;
 use crate::model::record::Record;
 use crate::sweeper::{self};
@@ -277,7 +276,7 @@ impl Store {
         let live = self.inner.committer()?.remove(key).await?;
         self.inner.locks.forget(key.hash());
         if live {
-            bump(&self.inner.counters.outcomes.removed);
+            self.inner.counters.outcomes.removed.bump();
         }
         Ok(live)
     }

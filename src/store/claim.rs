@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{ClaimTerms, Terms};
 use crate::error::Result;
 use crate::log::event;
-use crate::metrics::{self, bump};
+use crate::metrics;
 use crate::model::fingerprint::Fingerprint;
 use crate::model::key::Key;
 use crate::model::response::StoredResponse;
@@ -295,7 +295,7 @@ impl Store {
             // counted as waiting, however long its first look took.
             if !parked && !timeout.is_zero() {
                 parked = true;
-                bump(&self.inner.counters.outcomes.waits);
+                self.inner.counters.outcomes.waits.bump();
             }
             let left = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),

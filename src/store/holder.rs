@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::metrics::bump;
 use crate::model::recovery::RecoveryPoint;
 use crate::model::response::StoredResponse;
 use crate::request::cache::CachedCompletion;
@@ -128,7 +127,7 @@ impl Store {
     /// Counts a `LeaseLost` answer of a holder operation.
     fn note_lease_lost<T>(&self, result: Result<T>) -> Result<T> {
         if matches!(result, Err(Error::LeaseLost)) {
-            bump(&self.inner.counters.outcomes.leases_lost);
+            self.inner.counters.outcomes.leases_lost.bump();
         }
         result
     }
@@ -175,7 +174,7 @@ impl Store {
                         });
                     }
                 });
-                bump(&self.inner.counters.outcomes.completions);
+                self.inner.counters.outcomes.completions.bump();
                 Ok(())
             }
             // The write may pass if repeated: the claim stays held here and
@@ -188,7 +187,7 @@ impl Store {
             Err(err) => {
                 busy.end_claim(|_| {});
                 if matches!(err, Error::LeaseLost) {
-                    bump(&self.inner.counters.outcomes.leases_lost);
+                    self.inner.counters.outcomes.leases_lost.bump();
                 }
                 Err(CompleteError::failed(err))
             }
@@ -208,7 +207,7 @@ impl Store {
         match result {
             Ok(()) => {
                 busy.end_claim(|_| {});
-                bump(&self.inner.counters.outcomes.releases);
+                self.inner.counters.outcomes.releases.bump();
                 Ok(())
             }
             // As for a completion: the claim stays held here and goes back
@@ -221,7 +220,7 @@ impl Store {
             Err(err) => {
                 busy.end_claim(|_| {});
                 if matches!(err, Error::LeaseLost) {
-                    bump(&self.inner.counters.outcomes.leases_lost);
+                    self.inner.counters.outcomes.leases_lost.bump();
                 }
                 Err(ReleaseError::failed(err))
             }
@@ -231,7 +230,7 @@ impl Store {
     /// The one implementation of `renew`.
     pub(crate) async fn renew_async(&self, claim: &Claim) -> Result<()> {
         self.hold_async(claim, None).await?;
-        bump(&self.inner.counters.outcomes.renewals);
+        self.inner.counters.outcomes.renewals.bump();
         Ok(())
     }
 
@@ -248,7 +247,7 @@ impl Store {
             self.inner.config.settings.max_recovery_point_bytes,
         )?;
         self.hold_async(claim, Some(point)).await?;
-        bump(&self.inner.counters.outcomes.recovery_points);
+        self.inner.counters.outcomes.recovery_points.bump();
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use crate::durability::storage_backend::StorageBackend;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
 use crate::log::{event, span};
-use crate::metrics::{Counters, MetricLabel, Metrics, add};
+use crate::metrics::{Counters, MetricLabel, Metrics};
 use crate::request::lock_table::LockTable;
 use crate::request::outcome::{Claim, CompleteError};
 use crate::sweeper::Sweeper;
@@ -200,7 +200,7 @@ impl Store {
         let label = MetricLabel::new(config.metrics_label.clone());
         let counters = Arc::new(Counters::new(&label));
         let health = Arc::new(HealthCell::new());
-        add(&counters.recovered_claims, opened.released);
+        counters.recovered_claims.add(opened.released);
         let committer = Committer::start(
             Arc::clone(&engine),
             config.clone(),
