@@ -601,29 +601,32 @@ impl Sim {
 
     /// A `begin` on `k` answered without a claim: the oracle must allow it.
     fn check_answer(&self, k: u64, payload: u8, known: &Known, answer: &Begin) -> Outcome {
-        let allowed = |known: &Known| -> bool {
-            match (known, answer) {
-                (Known::Completed { fp, response }, Begin::Replay(got)) => {
-                    *fp == payload && got == response
-                }
-                (Known::Completed { fp, .. }, Begin::Mismatch) => *fp != payload,
-                (Known::InFlight { fp, lease_max, .. }, Begin::InProgress { .. }) => {
-                    *fp == payload && self.now < *lease_max
-                }
-                (Known::InFlight { fp, .. }, Begin::Mismatch) => *fp != payload,
-                (Known::Either(options), _) => options
-                    .iter()
-                    .any(|o| allowed_inner(self, k, payload, o, answer)),
-                _ => false,
-            }
-        };
-        if !allowed(known) {
+        if !self.allows(payload, known, answer) {
             return Err(format!(
                 "k{k} payload {payload} answered {} while the oracle knows it as {known:?}",
-                brief(&Ok(answer_clone(answer)))
+                brief_answer(answer)
             ));
         }
         Ok(())
+    }
+
+    /// Whether a key the oracle knows as `known` may answer `answer` to a
+    /// `begin` with `payload`.
+    fn allows(&self, payload: u8, known: &Known, answer: &Begin) -> bool {
+        match (known, answer) {
+            (Known::Completed { fp, response }, Begin::Replay(got)) => {
+                *fp == payload && got == response
+            }
+            (Known::Completed { fp, .. }, Begin::Mismatch) => *fp != payload,
+            (Known::InFlight { fp, lease_max, .. }, Begin::InProgress { .. }) => {
+                *fp == payload && self.now < *lease_max
+            }
+            (Known::InFlight { fp, .. }, Begin::Mismatch) => *fp != payload,
+            (Known::Either(options), _) => options
+                .iter()
+                .any(|option| self.allows(payload, option, answer)),
+            _ => false,
+        }
     }
 
     /// After a restart: every key answers as the oracle allows, and the
@@ -728,27 +731,19 @@ fn lease_of(known: &Known, token: u64) -> Option<(u64, u64)> {
     }
 }
 
-fn allowed_inner(sim: &Sim, k: u64, payload: u8, known: &Known, answer: &Begin) -> bool {
-    sim.check_answer(k, payload, known, answer).is_ok()
-}
-
-fn answer_clone(answer: &Begin) -> Begin {
+/// A `begin`'s answer, short, for a trace.
+fn brief_answer(answer: &Begin) -> String {
     match answer {
-        Begin::Replay(r) => Begin::Replay(r.clone()),
-        Begin::InProgress { retry_after } => Begin::InProgress {
-            retry_after: *retry_after,
-        },
-        Begin::Mismatch => Begin::Mismatch,
-        Begin::Claimed(_) => Begin::Mismatch,
+        Begin::Claimed(claim) => format!("Claimed(token {})", claim.token()),
+        Begin::Replay(r) => format!("Replay({:?})", String::from_utf8_lossy(r.body())),
+        Begin::InProgress { .. } => "InProgress".into(),
+        Begin::Mismatch => "Mismatch".into(),
     }
 }
 
 fn brief(answer: &idemkv::Result<Begin>) -> String {
     match answer {
-        Ok(Begin::Claimed(claim)) => format!("Claimed(token {})", claim.token()),
-        Ok(Begin::Replay(r)) => format!("Replay({:?})", String::from_utf8_lossy(r.body())),
-        Ok(Begin::InProgress { .. }) => "InProgress".into(),
-        Ok(Begin::Mismatch) => "Mismatch".into(),
+        Ok(answer) => brief_answer(answer),
         Err(err) => format!("Err({err})"),
     }
 }
