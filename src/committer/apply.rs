@@ -72,7 +72,12 @@ impl Worker {
                     // or was removed): the key is free, as asked.
                     None if !has_live_record(tables, key, now_ms)? => Ok(()),
                     None => Err(Error::LeaseLost),
-                    Some(record) => tables.delete(key, Some(record.place())),
+                    // A storage error fails the batch (`?`): the delete
+                    // may have written part of its changes already.
+                    Some(record) => {
+                        tables.delete(key, Some(record.place()))?;
+                        Ok(())
+                    }
                 });
             }
             Request::Renew {

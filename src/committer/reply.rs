@@ -205,6 +205,25 @@ impl Request {
         with_reply!(self, reply => reply.relays)
     }
 
+    /// The operation's name, for messages.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Request::Claim { .. } => "claim",
+            Request::Complete { .. } => "complete",
+            Request::Release { .. } => "release",
+            Request::Renew { .. } => "renew",
+            Request::Remove { .. } => "remove",
+            Request::Sweep { .. } => "sweep",
+            Request::Import { .. } => "import",
+        }
+    }
+
+    /// Whether the operation's answer is an error of its own (which
+    /// leaves the batch's other operations to commit).
+    pub(super) fn refused(&self) -> bool {
+        with_reply!(self, reply => matches!(reply.answer, Some(Err(_))))
+    }
+
     pub(super) fn fail(self, err: Error) {
         with_reply!(self, reply => reply.fail(err))
     }

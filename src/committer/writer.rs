@@ -252,7 +252,16 @@ impl Worker {
         let (added, deleted, in_flight_delta, changes) = {
             let mut tables = WriteTables::open(&txn, journaled)?;
             for request in batch.iter_mut() {
+                let writes_before = tables.writes();
                 self.apply(&mut tables, request, now_ms)?;
+                // Invariant: an operation answered with an error of its own
+                // wrote nothing, or the batch would commit (and journal)
+                // half of it. A storage error midway fails the batch (`?`).
+                debug_assert!(
+                    !request.refused() || tables.writes() == writes_before,
+                    "an operation answered an error after writing: {}",
+                    request.name()
+                );
             }
             if self.token_ceiling != token_ceiling_before {
                 tables.set_meta(&txn, META_TOKEN_CEILING, self.token_ceiling)?;

@@ -436,6 +436,8 @@ pub(crate) struct WriteTables<'t> {
     in_flight_change: i64,
     /// Every write made through this handle, when it is journaled.
     changes: Option<Vec<Change>>,
+    /// Row and expiry-entry writes attempted through this handle.
+    writes: u64,
 }
 
 impl<'t> WriteTables<'t> {
@@ -450,7 +452,15 @@ impl<'t> WriteTables<'t> {
             deleted: 0,
             in_flight_change: 0,
             changes: journaled.then(Vec::new),
+            writes: 0,
         })
+    }
+
+    /// Row and expiry-entry writes attempted so far, failed ones included:
+    /// an operation that answers with an error of its own must not have
+    /// moved it.
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     /// The writes made so far (empty unless journaled), in order.
@@ -503,6 +513,7 @@ impl<'t> WriteTables<'t> {
 
     /// Sets a row; `bytes` is shared with the journal's change, not copied.
     fn set_row(&mut self, in_flight: bool, hash: &[u8; 32], bytes: bytes::Bytes) -> Result<()> {
+        self.writes += 1;
         self.rows(in_flight).insert(hash, &*bytes)?;
         if let Some(changes) = &mut self.changes {
             changes.push(Change::Row {
@@ -516,6 +527,7 @@ impl<'t> WriteTables<'t> {
 
     /// Deletes a row; answers whether there was one.
     fn delete_row(&mut self, in_flight: bool, hash: &[u8; 32]) -> Result<bool> {
+        self.writes += 1;
         let existed = self.rows(in_flight).remove(hash)?.is_some();
         if existed && let Some(changes) = &mut self.changes {
             changes.push(Change::RowDeleted {
@@ -527,6 +539,7 @@ impl<'t> WriteTables<'t> {
     }
 
     fn add_expiry(&mut self, at_ms: u64, hash: &[u8; 32]) -> Result<()> {
+        self.writes += 1;
         self.expiry.insert((at_ms, hash), ())?;
         if let Some(changes) = &mut self.changes {
             changes.push(Change::Expiry { at_ms, hash: *hash });
@@ -535,6 +548,7 @@ impl<'t> WriteTables<'t> {
     }
 
     fn delete_expiry(&mut self, at_ms: u64, hash: &[u8; 32]) -> Result<()> {
+        self.writes += 1;
         let existed = self.expiry.remove((at_ms, hash))?.is_some();
         if existed && let Some(changes) = &mut self.changes {
             changes.push(Change::ExpiryDeleted { at_ms, hash: *hash });
