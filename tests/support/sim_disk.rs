@@ -64,35 +64,59 @@ impl Rng {
 /// One change to a file not yet synced.
 #[derive(Clone, Debug)]
 enum Pending {
-    Write { offset: u64, data: Vec<u8> },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// A write of `len` zero bytes (a segment's zero-fill), kept without
+    /// its bytes.
+    Zeros {
+        offset: u64,
+        len: usize,
+    },
     SetLen(u64),
 }
 
 /// A file's bytes: what reads see, and what a power cut keeps.
 #[derive(Clone, Debug, Default)]
 struct FileData {
-    now: Vec<u8>,
-    synced: Vec<u8>,
+    now: SparseBytes,
+    synced: SparseBytes,
     pending: Vec<Pending>,
 }
 
 impl FileData {
     fn write(&mut self, offset: u64, data: &[u8]) {
-        apply_write(&mut self.now, offset, data);
-        self.pending.push(Pending::Write {
-            offset,
-            data: data.to_vec(),
-        });
+        self.now.write(offset, data);
+        if is_zero(data) {
+            self.pending.push(Pending::Zeros {
+                offset,
+                len: data.len(),
+            });
+        } else {
+            self.pending.push(Pending::Write {
+                offset,
+                data: data.to_vec(),
+            });
+        }
     }
 
     fn set_len(&mut self, len: u64) {
-        self.now.resize(len as usize, 0);
+        self.now.resize(len);
         self.pending.push(Pending::SetLen(len));
     }
 
+    /// Makes the pending changes durable: applied in order to the synced
+    /// bytes, which then equal `now` (without copying a whole file per
+    /// sync: a segment is 4 MiB).
     fn sync(&mut self) {
-        self.synced = self.now.clone();
-        self.pending.clear();
+        for change in self.pending.drain(..) {
+            match change {
+                Pending::SetLen(len) => self.synced.resize(len),
+                Pending::Write { offset, data } => self.synced.write(offset, &data),
+                Pending::Zeros { offset, len } => self.synced.write_zeros(offset, len),
+            }
+        }
     }
 
     /// What a power cut leaves: the synced bytes, then each pending change
@@ -104,13 +128,21 @@ impl FileData {
             match change {
                 Pending::SetLen(len) => {
                     if rng.one_in(2) {
-                        kept.resize(len as usize, 0);
+                        kept.resize(len);
                     }
                 }
                 Pending::Write { offset, data } => {
                     for (i, sector) in data.chunks(SECTOR).enumerate() {
                         if rng.one_in(2) {
-                            apply_write(&mut kept, offset + (i * SECTOR) as u64, sector);
+                            kept.write(offset + (i * SECTOR) as u64, sector);
+                        }
+                    }
+                }
+                Pending::Zeros { offset, len } => {
+                    for start in (0..len).step_by(SECTOR) {
+                        if rng.one_in(2) {
+                            let sector = SECTOR.min(len - start);
+                            kept.write_zeros(offset + start as u64, sector);
                         }
                     }
                 }
@@ -121,22 +153,102 @@ impl FileData {
     }
 }
 
-fn apply_write(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let end = offset as usize + data.len();
-    if bytes.len() < end {
-        bytes.resize(end, 0);
-    }
-    bytes[offset as usize..end].copy_from_slice(data);
+/// Whether `bytes` are all zero (without an early exit, which lets the
+/// compiler check many bytes at once).
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0, |any, &b| any | b) == 0
 }
 
-/// Fills `out` from `bytes` at `offset`, as a file's read would.
-fn read_from(bytes: &[u8], offset: u64, out: &mut [u8]) -> io::Result<()> {
-    let start = offset as usize;
-    let source = bytes
-        .get(start..start + out.len())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
-    out.copy_from_slice(source);
-    Ok(())
+/// Page size of [`SparseBytes`].
+const PAGE: usize = 4096;
+
+/// A file's contents as pages, where a page never written with anything
+/// but zeros takes no memory: a 4 MiB zero-filled segment costs nothing
+/// to keep, copy or restore.
+#[derive(Clone, Debug, Default)]
+struct SparseBytes {
+    len: u64,
+    /// Pages holding a nonzero byte (or once did); a missing page reads as
+    /// zeros. No page holds bytes at or past `len`.
+    pages: BTreeMap<u64, Box<[u8; PAGE]>>,
+}
+
+impl SparseBytes {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Sets the length; bytes past it are gone, and read as zeros if the
+    /// file grows again.
+    fn resize(&mut self, len: u64) {
+        if len < self.len {
+            let first_gone = len.div_ceil(PAGE as u64);
+            self.pages.split_off(&first_gone);
+            let tail = (len % PAGE as u64) as usize;
+            if tail > 0
+                && let Some(page) = self.pages.get_mut(&(len / PAGE as u64))
+            {
+                page[tail..].fill(0);
+            }
+        }
+        self.len = len;
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.len = self.len.max(offset + data.len() as u64);
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (index, within) = (at / PAGE as u64, (at % PAGE as u64) as usize);
+            let n = (PAGE - within).min(data.len() - done);
+            let chunk = &data[done..done + n];
+            match self.pages.get_mut(&index) {
+                Some(page) => page[within..within + n].copy_from_slice(chunk),
+                None if is_zero(chunk) => {}
+                None => {
+                    let mut page = Box::new([0u8; PAGE]);
+                    page[within..within + n].copy_from_slice(chunk);
+                    self.pages.insert(index, page);
+                }
+            }
+            done += n;
+        }
+    }
+
+    fn write_zeros(&mut self, offset: u64, len: usize) {
+        self.len = self.len.max(offset + len as u64);
+        let end = offset + len as u64;
+        let first = offset / PAGE as u64;
+        let last = end.div_ceil(PAGE as u64);
+        for (&index, page) in self.pages.range_mut(first..last) {
+            let page_start = index * PAGE as u64;
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + PAGE as u64) - page_start;
+            page[from as usize..to as usize].fill(0);
+        }
+    }
+
+    /// Fills `out` from `offset`, as a file's read would.
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        if offset + out.len() as u64 > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end",
+            ));
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let at = offset + done as u64;
+            let (index, within) = (at / PAGE as u64, (at % PAGE as u64) as usize);
+            let n = (PAGE - within).min(out.len() - done);
+            match self.pages.get(&index) {
+                Some(page) => out[done..done + n].copy_from_slice(&page[within..within + n]),
+                None => out[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 type Inode = u64;
@@ -164,8 +276,11 @@ struct World {
 
 impl World {
     /// Counts one operation; fails it if the power is (or goes) down.
-    fn op(&mut self, what: impl FnOnce() -> String) -> io::Result<()> {
+    fn op(&mut self, what: impl Fn() -> String) -> io::Result<()> {
         self.ops += 1;
+        if log_every_op() {
+            eprintln!("disk op {}: {}", self.ops, what());
+        }
         if self.cut_at == Some(self.ops) {
             self.down = true;
             self.log
@@ -178,18 +293,13 @@ impl World {
     }
 
     fn used(&self) -> u64 {
-        self.store_file.now.len() as u64
-            + self
-                .inodes
-                .values()
-                .map(|f| f.now.len() as u64)
-                .sum::<u64>()
+        self.store_file.now.len() + self.inodes.values().map(|f| f.now.len()).sum::<u64>()
     }
 
     /// Fails a change that would grow the disk past its space.
-    fn room_for(&self, old_len: usize, new_end: u64) -> io::Result<()> {
+    fn room_for(&self, old_len: u64, new_end: u64) -> io::Result<()> {
         if let Some(space) = self.space {
-            let growth = new_end.saturating_sub(old_len as u64);
+            let growth = new_end.saturating_sub(old_len);
             if growth > 0 && self.used() + growth > space {
                 return Err(io::Error::from(io::ErrorKind::StorageFull));
             }
@@ -202,6 +312,13 @@ impl World {
             .get_mut(&inode)
             .ok_or_else(|| io::Error::other("a file of the simulated disk that a power cut took"))
     }
+}
+
+/// Whether every disk operation is printed as it happens
+/// (`IDEMKV_SIM_DISK_LOG=1`), to follow a failing seed's run in detail.
+pub fn log_every_op() -> bool {
+    static LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOG.get_or_init(|| std::env::var_os("IDEMKV_SIM_DISK_LOG").is_some())
 }
 
 /// A simulated disk: the store's file and its journal directory.
@@ -315,13 +432,13 @@ impl StorageBackend for SimStoreFile {
     fn len(&self) -> io::Result<u64> {
         let mut world = self.0.world();
         world.op(|| "store file: len".into())?;
-        Ok(world.store_file.now.len() as u64)
+        Ok(world.store_file.now.len())
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let mut world = self.0.world();
         world.op(|| "store file: read".into())?;
-        read_from(&world.store_file.now, offset, out)
+        world.store_file.now.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -456,13 +573,13 @@ impl SegmentFile for SimFile {
     fn size(&self) -> io::Result<u64> {
         let mut world = self.disk.world();
         world.op(|| format!("journal: len of {}", self.name))?;
-        Ok(world.inode(self.inode)?.now.len() as u64)
+        Ok(world.inode(self.inode)?.now.len())
     }
 
     fn read_at(&self, out: &mut [u8], offset: u64) -> io::Result<()> {
         let mut world = self.disk.world();
         world.op(|| format!("journal: read {}", self.name))?;
-        read_from(&world.inode(self.inode)?.now, offset, out)
+        world.inode(self.inode)?.now.read(offset, out)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
