@@ -29,7 +29,7 @@ use crate::durability::journal::{self, Journal};
 use crate::durability::journal_storage::{DirJournal, JournalStorage};
 use crate::durability::storage::{self, JournalAt, Opened, Snapshot};
 use crate::durability::storage_backend::{EngineBackend, StorageBackend};
-use crate::durability::whole_file;
+use crate::durability::{rewrite, whole_file};
 use crate::error::{Error, Result};
 use crate::log::event;
 use crate::model::key::Key;
@@ -267,6 +267,7 @@ impl Engine {
             let _ = close_shielded(old);
         }
         let reopened = self.check_same_file().and_then(|()| {
+            self.rewrite_storage()?;
             open_prepared(
                 &self.source,
                 self.cache_bytes,
@@ -289,6 +290,17 @@ impl Engine {
                 slot.closed_by = format!("reopening the store failed: {err}");
                 Err(err)
             }
+        }
+    }
+
+    /// Reads every byte of the storage and writes it back, synced, before a
+    /// reopen: pages a failed sync gave up reach the disk, or the reopen
+    /// fails (src/durability/rewrite.rs says why).
+    fn rewrite_storage(&self) -> Result<()> {
+        match &self.source {
+            Source::File(path) => rewrite::rewrite_file(path).map_err(Error::io),
+            Source::Backend(backend, _) => rewrite::rewrite(&**backend).map_err(Error::io),
+            Source::Memory => Ok(()),
         }
     }
 

@@ -144,6 +144,13 @@ impl Journal {
             .remove_leftovers()
             .map_err(|err| io_error(&*storage, err))?;
         let mut count = storage.segments().map_err(|err| io_error(&*storage, err))?;
+        if count > 0 {
+            // Before any of them is read or written again: what a failed
+            // creation left listed survives a power cut from here on.
+            storage
+                .sync_segments()
+                .map_err(|err| io_error(&*storage, err))?;
+        }
         let mut headers = Vec::with_capacity(count);
         for index in 0..count {
             let len = match storage.segment_len(index) {

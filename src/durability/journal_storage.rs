@@ -61,6 +61,21 @@ pub trait JournalStorage: Debug + Send + Sync + 'static {
         ))
     }
 
+    /// Makes the segments that exist durable as entries of the storage
+    /// (for files: syncs the directory). Recovery calls it before the
+    /// writer may use any of them: a creation whose last step (the
+    /// directory's sync) failed leaves a segment that is listed and read
+    /// like any other, yet would not survive a power cut, and every frame
+    /// acknowledged in it would go with it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`segments`](Self::segments). The default has nothing to do
+    /// (a storage whose creation is durable when it returns).
+    fn sync_segments(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Removes whatever an interrupted [`create_segment`](Self::create_segment)
     /// left behind (for files: temporary files), so that it takes no space.
     /// Recovery calls it before reading the segments.
@@ -434,6 +449,13 @@ impl<D: JournalDir> JournalStorage for DirJournal<D> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    fn sync_segments(&self) -> io::Result<()> {
+        if self.dir.exists() {
+            self.dir.sync()?;
+        }
+        Ok(())
     }
 
     fn remove_leftovers(&self) -> io::Result<()> {

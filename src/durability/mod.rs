@@ -6,6 +6,7 @@ pub(crate) mod crash_point;
 pub(crate) mod engine;
 pub(crate) mod journal;
 pub(crate) mod journal_storage;
+pub(crate) mod rewrite;
 pub(crate) mod storage;
 pub(crate) mod storage_backend;
 pub(crate) mod whole_file;

@@ -206,10 +206,12 @@ impl LockTable {
         }
     }
 
-    /// `remove` deleted the key durably: drop its cached completion and the
-    /// entry of a claim this process held on it (whose holder now gets
-    /// `LeaseLost` from the committer). A claim being committed keeps its
-    /// entry; the committer's answer settles it.
+    /// `remove` deleted the key durably, or failed and may have (its frame
+    /// replayed when the store heals): drop its cached completion and the
+    /// entry of a claim this process held on it (whose holder gets
+    /// `LeaseLost` from the committer if the delete landed). Dropping them
+    /// is safe either way: `begin` then reads the record. A claim being
+    /// committed keeps its entry; the committer's answer settles it.
     pub fn forget(&self, hash: &Hash) {
         let mut guard = self.lock(hash);
         guard.shard.cache.invalidate(hash);

@@ -273,8 +273,13 @@ impl Store {
 
     /// The one implementation of `remove`.
     pub(crate) async fn remove_async(&self, key: &Key) -> Result<bool> {
-        let live = self.inner.committer()?.remove(key).await?;
+        let removed = self.inner.committer()?.remove(key).await;
+        // Whatever the answer: a remove that failed may have landed (its
+        // frame can be replayed when the store heals), and an entry left
+        // behind would answer `begin` for a record that is gone. Without
+        // the entry `begin` reads the record, which is right either way.
         self.inner.locks.forget(key.hash());
+        let live = removed?;
         if live {
             self.inner.counters.outcomes.removed.bump();
         }
