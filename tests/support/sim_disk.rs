@@ -15,6 +15,12 @@
 //!   (torn writes included), drawn from the run's seed.
 //! - A full disk: once the disk's bytes pass a limit, a write that grows a
 //!   file fails with `StorageFull` until the limit is lifted.
+//! - An I/O error (EIO) at a chosen operation, once: the operation does
+//!   nothing and fails. A failed sync also gives up the file's pending
+//!   writes, as Linux does (the pages are marked clean, so a later sync
+//!   succeeds without writing them): reads still see them, a later
+//!   successful sync makes none of them durable, and a power cut keeps a
+//!   random part of them, as if some reached the disk before the error.
 //!
 //! Every disk operation is counted, so a run is the same for the same seed
 //! as long as the store's threads make the same calls in the same order
@@ -31,6 +37,14 @@ use idemkv::fault_injection::{JournalDir, SegmentFile};
 
 /// Sector size of torn writes.
 const SECTOR: usize = 512;
+
+/// Linux's errno for an I/O error.
+const EIO: i32 = 5;
+
+/// Whether `err` is the simulated EIO.
+fn is_eio(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(EIO)
+}
 
 /// A deterministic generator (SplitMix64): the simulation's one source of
 /// randomness.
@@ -83,6 +97,9 @@ struct FileData {
     now: SparseBytes,
     synced: SparseBytes,
     pending: Vec<Pending>,
+    /// Writes a failed sync gave up: visible in `now`, never made durable
+    /// by a later sync, partly kept by a power cut.
+    abandoned: Vec<Pending>,
 }
 
 impl FileData {
@@ -106,10 +123,19 @@ impl FileData {
         self.pending.push(Pending::SetLen(len));
     }
 
+    /// A sync failed with EIO: its pending writes are given up.
+    fn fail_sync(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.abandoned.extend(pending);
+    }
+
     /// Makes the pending changes durable: applied in order to the synced
     /// bytes, which then equal `now` (without copying a whole file per
     /// sync: a segment is 4 MiB).
     fn sync(&mut self) {
+        // What a failed sync gave up is gone for good once a later sync
+        // returns (no later power cut brings it back).
+        self.abandoned.clear();
         for change in self.pending.drain(..) {
             match change {
                 Pending::SetLen(len) => self.synced.resize(len),
@@ -124,7 +150,8 @@ impl FileData {
     /// sector, each with probability one half.
     fn cut(&mut self, rng: &mut Rng) {
         let mut kept = self.synced.clone();
-        for change in self.pending.drain(..) {
+        let abandoned = std::mem::take(&mut self.abandoned);
+        for change in abandoned.into_iter().chain(self.pending.drain(..)) {
             match change {
                 Pending::SetLen(len) => {
                     if rng.one_in(2) {
@@ -270,6 +297,10 @@ struct World {
     down: bool,
     /// Total bytes the disk holds before a growing write fails.
     space: Option<u64>,
+    /// The operation that fails with EIO (once).
+    eio_at: Option<u64>,
+    /// EIO errors so far.
+    eios: u64,
     /// What happened, for a failure's trace (the last entries).
     log: Vec<String>,
 }
@@ -288,6 +319,12 @@ impl World {
         }
         if self.down {
             return Err(io::Error::other("simulated power cut"));
+        }
+        if self.eio_at == Some(self.ops) {
+            self.eio_at = None;
+            self.eios += 1;
+            self.log.push(format!("op {}: EIO at {}", self.ops, what()));
+            return Err(io::Error::from_raw_os_error(EIO));
         }
         Ok(())
     }
@@ -365,6 +402,22 @@ impl SimDisk {
         }
     }
 
+    /// The `n`-th operation from now (1: the next one) fails with EIO.
+    pub fn eio_after(&self, n: u64) {
+        let mut world = self.world();
+        world.eio_at = Some(world.ops + n.max(1));
+    }
+
+    /// EIO errors the disk answered so far.
+    pub fn eios(&self) -> u64 {
+        self.world().eios
+    }
+
+    /// Calls off an EIO set to come.
+    pub fn no_eio(&self) {
+        self.world().eio_at = None;
+    }
+
     /// Whether a space limit is set.
     pub fn is_limited(&self) -> bool {
         self.world().space.is_some()
@@ -393,6 +446,7 @@ impl SimDisk {
         let mut world = self.world();
         world.down = false;
         world.cut_at = None;
+        world.eio_at = None;
         world.store_file.cut(rng);
         world.entries = world.synced_entries.clone();
         let live: Vec<Inode> = world.entries.values().copied().collect();
@@ -452,7 +506,12 @@ impl StorageBackend for SimStoreFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut world = self.0.world();
-        world.op(|| "store file: sync".into())?;
+        if let Err(err) = world.op(|| "store file: sync".into()) {
+            if is_eio(&err) {
+                world.store_file.fail_sync();
+            }
+            return Err(err);
+        }
         world.store_file.sync();
         Ok(())
     }
@@ -593,7 +652,12 @@ impl SegmentFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut world = self.disk.world();
-        world.op(|| format!("journal: sync {}", self.name))?;
+        if let Err(err) = world.op(|| format!("journal: sync {}", self.name)) {
+            if is_eio(&err) {
+                world.inode(self.inode)?.fail_sync();
+            }
+            return Err(err);
+        }
         world.inode(self.inode)?.sync();
         Ok(())
     }
