@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use crate::metrics::Counters;
+use crate::counters::Counters;
 
 /// The state of a store's write path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -99,6 +99,7 @@ mod blocking;
 mod clock;
 mod committer;
 mod config;
+mod counters;
 mod durability;
 mod error;
 mod health;

@@ -1,16 +1,18 @@
-//! Outcome counters. Cheap relaxed atomics on the hot path; a [`Metrics`]
-//! snapshot for readers; with the `metrics` feature, the same counters,
-//! gauges and latency histograms published through the `metrics` facade
-//! ([`PUBLISHED_METRICS`] lists them). The facade's handles are taken when a
-//! store opens, so a recorder (an exporter) must be installed before.
+//! What is counted and how it is published: the [`Metrics`] snapshot
+//! readers get, the list of published metrics ([`PUBLISHED_METRICS`]), and
+//! the primitives counters are made of ([`Count`], cheap relaxed atomics on
+//! the hot path, and the gauges and latency histograms), which with the
+//! `metrics` feature publish through the `metrics` facade as they change.
+//! The facade's handles are taken when a store opens, so a recorder (an
+//! exporter) must be installed before. The counters themselves are kept by
+//! `support::OutcomeCounters` (what every backend counts) and
+//! `counters::Counters` (the embedded store's own).
 //!
-//! Longer than most files here on purpose: the counters and the list of
-//! published metrics must match, and are kept side by side.
+//! Longer than most files here on purpose: the snapshot's fields and the
+//! list of published metrics must match, and are kept side by side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::support::OutcomeCounters;
 
 /// A snapshot of the store's counters since it was opened.
 ///
@@ -440,7 +442,7 @@ pub(crate) struct Timings {
 
 impl Timings {
     #[cfg(feature = "metrics")]
-    fn new(label: &MetricLabel) -> Timings {
+    pub(crate) fn new(label: &MetricLabel) -> Timings {
         Timings {
             begin: label.histogram("idemkv_begin_seconds"),
             commit: label.histogram("idemkv_commit_seconds"),
@@ -450,7 +452,7 @@ impl Timings {
     }
 
     #[cfg(not(feature = "metrics"))]
-    fn new(_label: &MetricLabel) -> Timings {
+    pub(crate) fn new(_label: &MetricLabel) -> Timings {
         Timings {}
     }
 }
@@ -501,25 +503,6 @@ impl Timings {
     pub fn sweep(&self, _took: std::time::Duration) {}
 }
 
-/// The live counters behind [`Metrics`] (the lock table keeps the waiters
-/// gauge and the replay cache's counters).
-#[derive(Debug)]
-pub(crate) struct Counters {
-    /// What every backend counts.
-    pub outcomes: OutcomeCounters,
-    pub commits: Count,
-    pub committed_ops: Count,
-    pub recovered_claims: Count,
-    pub failed_commits: Count,
-    pub recoveries: Count,
-    pub live_records: Gauge,
-    pub in_flight: Gauge,
-    pub health: Gauge,
-    pub last_sweep_unix_ms: AtomicU64,
-    pub last_sweep_micros: AtomicU64,
-    pub timings: Timings,
-}
-
 /// Gives the recorder each published metric's description (its `# HELP`
 /// line in Prometheus).
 #[cfg(feature = "metrics")]
@@ -531,58 +514,5 @@ pub(crate) fn describe() {
             MetricKind::Gauge => ::metrics::describe_gauge!(name, help),
             MetricKind::Histogram => ::metrics::describe_histogram!(name, help),
         }
-    }
-}
-
-impl Default for Counters {
-    fn default() -> Counters {
-        Counters::new(&MetricLabel::default())
-    }
-}
-
-impl Counters {
-    /// A store's counters, published with `label`.
-    pub fn new(label: &MetricLabel) -> Counters {
-        Counters {
-            outcomes: OutcomeCounters::with_label(label),
-            commits: Count::named("idemkv_commits_total", label),
-            committed_ops: Count::named("idemkv_committed_ops_total", label),
-            recovered_claims: Count::named("idemkv_recovered_claims_total", label),
-            failed_commits: Count::named("idemkv_failed_commits_total", label),
-            recoveries: Count::named("idemkv_recoveries_total", label),
-            live_records: Gauge::named("idemkv_live_records", label),
-            in_flight: Gauge::named("idemkv_in_flight", label),
-            health: Gauge::named("idemkv_health", label),
-            last_sweep_unix_ms: AtomicU64::new(0),
-            last_sweep_micros: AtomicU64::new(0),
-            timings: Timings::new(label),
-        }
-    }
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> Metrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut metrics = Metrics {
-            commits: self.commits.get(),
-            committed_ops: self.committed_ops.get(),
-            live_records: self.live_records.get(),
-            in_flight: self.in_flight.get(),
-            recovered_claims: self.recovered_claims.get(),
-            last_sweep_unix_ms: get(&self.last_sweep_unix_ms),
-            last_sweep_micros: get(&self.last_sweep_micros),
-            health: self.health.get(),
-            failed_commits: self.failed_commits.get(),
-            recoveries: self.recoveries.get(),
-            // The lock table's own (waiters, the replay cache's counters)
-            // are filled in by Store::metrics.
-            ..Metrics::default()
-        };
-        self.outcomes.fill(&mut metrics);
-        metrics
-    }
-
-    pub fn set_live_records(&self, n: u64) {
-        self.live_records.set(n);
     }
 }

@@ -16,11 +16,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::clock::StoreTime;
 use crate::committer::{Submitter, Swept};
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::durability::engine::Engine;
 use crate::durability::storage;
 use crate::error::Result;
 use crate::log::{event, span};
-use crate::metrics::Counters;
 
 /// Deletes every record expired by the store's clock, `batch` records per
 /// write transaction; stops early (between batches) once `stop` says so.

@@ -61,13 +61,13 @@ use std::time::Duration;
 
 use crate::clock::StoreTime;
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::durability::engine::Engine;
 use crate::durability::journal::Journal;
 use crate::durability::storage::Opened;
 use crate::error::{Error, Result};
 use crate::health::HealthCell;
 use crate::log::event;
-use crate::metrics::Counters;
 use queue::Shared;
 use writer::{Worker, start_writeback};
 

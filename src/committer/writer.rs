@@ -14,6 +14,7 @@ use super::reply::{Relay, Request};
 use super::{LINGER, LINGER_MAX_BATCH, MAX_BATCH};
 use crate::clock::StoreTime;
 use crate::config::{Config, Durability};
+use crate::counters::Counters;
 use crate::durability::engine::{Engine, Source};
 use crate::durability::journal::Journal;
 use crate::durability::storage::{
@@ -23,7 +24,6 @@ use crate::durability::writeback::Writeback;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
 use crate::log::event;
-use crate::metrics::Counters;
 
 pub(super) struct Worker {
     pub(super) engine: Arc<Engine>,

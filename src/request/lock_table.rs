@@ -42,7 +42,7 @@ use crate::metrics::{Count, Gauge, MetricLabel};
 use crate::model::fingerprint::Fingerprint;
 use crate::request::cache::{CachedCompletion, ShardCache};
 use crate::request::decide::in_progress;
-use crate::request::outcome::Begin;
+use crate::request::outcome::{Begin, ClaimOwner};
 
 /// Number of shards; a power of two so the shard is picked with a mask.
 /// Trades contention on a shard's mutex (callers of different keys in one
@@ -224,6 +224,12 @@ impl LockTable {
         ) {
             guard.remove_entry();
         }
+    }
+}
+
+impl ClaimOwner for LockTable {
+    fn abandon(&self, hash: &Hash, token: u64) {
+        LockTable::abandon(self, hash, token);
     }
 }
 

@@ -11,7 +11,6 @@ use crate::model::fingerprint::Fingerprint;
 use crate::model::key::Key;
 use crate::model::recovery::RecoveryPoint;
 use crate::model::response::StoredResponse;
-use crate::request::lock_table::LockTable;
 
 /// The answer of [`Store::begin`](crate::Store::begin): exactly one of four.
 ///
@@ -88,7 +87,24 @@ pub struct Claim {
     /// The lease and retention this claim was taken with; renewals and the
     /// completion use them too.
     pub(crate) terms: ClaimTerms,
-    pub(crate) locks: Arc<LockTable>,
+    /// The lock table of the store that granted the claim, told when the
+    /// claim is dropped. A trait object, so that this file does not depend
+    /// on the lock table, which answers with [`Begin`] (no import cycle).
+    pub(crate) locks: Arc<dyn ClaimOwner>,
+}
+
+/// Where a dropped claim is forgotten: the granting store's lock table.
+pub(crate) trait ClaimOwner: Send + Sync {
+    /// A claim on the key with this hash, and `token`, was dropped without
+    /// `complete` or `release`.
+    fn abandon(&self, hash: &[u8; 32], token: u64);
+}
+
+impl Claim {
+    /// Whether `owner` granted this claim (the same lock table).
+    pub(crate) fn granted_by(&self, owner: &Arc<impl ClaimOwner>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.locks), Arc::as_ptr(owner))
+    }
 }
 
 impl Claim {

@@ -2,7 +2,6 @@
 //! the record, then the decision rule; a claim is committed before it is
 //! handed out.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ClaimTerms, Terms};
@@ -184,7 +183,7 @@ impl Store {
                 })
             }),
             terms,
-            locks: Arc::clone(&inner.locks),
+            locks: inner.locks.clone(),
         }))
     }
 

@@ -2,8 +2,6 @@
 //! Every one goes to the committer, which judges the fencing token against
 //! the record inside its write transaction.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
@@ -133,7 +131,7 @@ impl Store {
     }
 
     fn check_claim(&self, claim: &Claim) -> Result<()> {
-        if Arc::ptr_eq(&claim.locks, &self.inner.locks) {
+        if claim.granted_by(&self.inner.locks) {
             Ok(())
         } else {
             Err(Error::WrongStore)

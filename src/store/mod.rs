@@ -15,6 +15,7 @@ use crate::admin::verify;
 use crate::clock::StoreTime;
 use crate::committer::{Committer, Submitter};
 use crate::config::{ClaimTerms, Config, Durability, Recovery, Settings, Terms};
+use crate::counters::Counters;
 use crate::durability::engine::{Engine, Source};
 #[cfg(feature = "fault-injection")]
 use crate::durability::journal_storage::JournalStorage;
@@ -23,7 +24,7 @@ use crate::durability::storage_backend::StorageBackend;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
 use crate::log::{event, span};
-use crate::metrics::{Counters, MetricLabel, Metrics};
+use crate::metrics::{MetricLabel, Metrics};
 use crate::request::lock_table::LockTable;
 use crate::request::outcome::{Claim, CompleteError};
 use crate::sweeper::Sweeper;
