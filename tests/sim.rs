@@ -32,14 +32,19 @@
 //! `IDEMKV_SIM_CUT_CREATION=1` lets the power go while the store's file is
 //! first created as well (docs/reliability.md: a known weakness).
 
+#[path = "support/oracle.rs"]
+mod oracle;
+#[path = "support/rng.rs"]
+mod rng;
 #[path = "support/sim_disk.rs"]
 mod sim_disk;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use idemkv::fault_injection::DirJournal;
 use idemkv::{Begin, Claim, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
+use oracle::{Known, Oracle, TokenScope};
 use sim_disk::{Rng, SimDisk};
 
 const KEYS: u64 = 4;
@@ -51,43 +56,21 @@ const STEPS: u64 = 120;
 /// fast as a release one).
 const DEFAULT_SEEDS: u64 = if cfg!(debug_assertions) { 100 } else { 1000 };
 
-/// What the oracle knows of a key from acknowledged answers.
-#[derive(Clone, Debug, PartialEq)]
-enum Known {
-    /// No record: never claimed, released or removed.
-    Absent,
-    /// Claimed with `token` and payload `fp`, its lease ending at
-    /// `lease_end` (simulated ms), or as late as `lease_max` if a renewal
-    /// the power cut off landed.
-    InFlight {
-        fp: u8,
-        token: u64,
-        lease_end: u64,
-        lease_max: u64,
-    },
-    /// Completed with `response` for payload `fp`.
-    Completed { fp: u8, response: StoredResponse },
-    /// An operation on it was cut off: it answers as one of `options`.
-    Either(Vec<Known>),
-}
-
 struct Sim {
     seed: u64,
     rng: Rng,
     disk: SimDisk,
     clock: ManualClock,
-    /// The store's time (ms since the epoch): the wall clock read at the
-    /// last open, plus the time that passed since; a wall-clock step moves
-    /// it only at the next open.
-    now: u64,
     config: Config,
     store: Option<Store>,
     /// Claims this process holds or held, with their key and payload,
     /// oldest first: a stale one (taken over, removed) is kept, so that its
     /// writes test the fencing.
     claims: Vec<(u64, u8, Claim)>,
-    known: BTreeMap<u64, Known>,
-    highest_token: u64,
+    /// What the keys may answer; its `now` is the store's time (ms since
+    /// the epoch): the wall clock read at the last open, plus the time that
+    /// passed since (a wall-clock step moves it only at the next open).
+    oracle: Oracle,
     trace: Vec<String>,
     /// The steps played, with their actions: a failure prints them as a
     /// script that replays without the generator ([`run_script`]).
@@ -106,7 +89,9 @@ enum Faults {
     PowerAndSpace,
     /// Those, and EIO at any disk operation; after a failed write that did
     /// not lose the power, the store heals itself on the same handle
-    /// (`Config::reopen_backoff` zero), and the run goes on with it.
+    /// (`Config::reopen_backoff` zero), and the run goes on with it. A full
+    /// disk clears itself at its first refusal, so that nothing the store
+    /// does while it heals races with the simulation clearing it.
     IoErrors,
 }
 
@@ -199,12 +184,10 @@ impl Sim {
             rng,
             disk: SimDisk::default(),
             clock,
-            now: start,
             config,
             store: None,
             claims: Vec::new(),
-            known: (0..KEYS).map(|k| (k, Known::Absent)).collect(),
-            highest_token: 0,
+            oracle: Oracle::new(KEYS, TokenScope::Store, start),
             trace: Vec::new(),
             script: Vec::new(),
             restarts: 0,
@@ -241,7 +224,7 @@ impl Sim {
     /// machine restarts. Any other failure to open fails the run.
     fn open(&mut self) -> Outcome {
         loop {
-            let eios = self.disk.eios();
+            let (eios, refusals) = (self.disk.eios(), self.disk.refusals());
             match Store::with_journaled_backend(
                 self.disk.store_file(),
                 DirJournal::with_dir(self.disk.journal_dir()),
@@ -255,7 +238,7 @@ impl Sim {
                     self.store = Some(store);
                     // A new process takes its time from the wall clock,
                     // steps included.
-                    self.now = wall_ms(&self.clock);
+                    self.oracle.now = wall_ms(&self.clock);
                     return Ok(());
                 }
                 Err(_) if self.disk.is_down() => {
@@ -275,7 +258,10 @@ impl Sim {
                 // A full disk refuses an open that must write (the
                 // journal's replay, its commit): the operator frees space
                 // and starts it again.
-                Err(err) if err.is_transient() && self.disk.is_limited() => {
+                Err(err)
+                    if err.is_transient()
+                        && (self.disk.is_limited() || self.disk.refusals() > refusals) =>
+                {
                     self.trace
                         .push(format!("the open met a full disk ({err}); space is freed"));
                     self.disk.fill(None);
@@ -389,7 +375,10 @@ impl Sim {
                         .push(format!("{i}: power goes in {n} disk operations"));
                 }
                 Action::Fill(room) => {
-                    self.disk.fill(Some(room));
+                    match self.faults {
+                        Faults::PowerAndSpace => self.disk.fill(Some(room)),
+                        Faults::IoErrors => self.disk.fill_once(room),
+                    }
                     self.trace
                         .push(format!("{i}: disk full after {room} more bytes"));
                 }
@@ -418,7 +407,7 @@ impl Sim {
                 }
                 Action::Advance(ms) => {
                     self.clock.advance(Duration::from_millis(ms));
-                    self.now += ms;
+                    self.oracle.now += ms;
                     self.trace.push(format!("{i}: time passes {ms} ms"));
                 }
                 Action::Remove(k) => self.remove(i, k)?,
@@ -436,29 +425,22 @@ impl Sim {
             "{i}: begin k{k} payload {payload}: {}",
             brief(&answer)
         ));
-        let known = self.known[&k].clone();
         match answer {
             Ok(Begin::Claimed(claim)) => {
-                self.check_token(claim.token())?;
-                self.expect_claimable(k, &known, payload, claim.is_takeover())?;
-                self.known.insert(
-                    k,
-                    Known::InFlight {
-                        fp: payload,
-                        token: claim.token(),
-                        lease_end: self.now + LEASE.as_millis() as u64,
-                        lease_max: self.now + LEASE.as_millis() as u64,
-                    },
-                );
+                self.oracle.check_token(k, claim.token())?;
+                self.oracle
+                    .expect_claimable(k, payload, claim.is_takeover())?;
+                self.oracle
+                    .claimed(k, payload, claim.token(), LEASE.as_millis() as u64);
                 self.claims.push((k, payload, claim));
                 Ok(())
             }
-            Ok(other) => self.check_answer(k, payload, &known, &other),
+            Ok(other) => self.oracle.check_answer(k, payload, &other),
             // Refused while the disk fails: an unacknowledged claim may have
             // landed.
             Err(err) if err.is_transient() => {
-                let lease_end = self.now + LEASE.as_millis() as u64;
-                self.maybe(
+                let lease_end = self.oracle.now + LEASE.as_millis() as u64;
+                self.oracle.maybe(
                     k,
                     Known::InFlight {
                         fp: payload,
@@ -480,44 +462,6 @@ impl Sim {
         Some((payload, claim))
     }
 
-    /// Whether the claim with `token` holds `k`, as far as the oracle
-    /// knows: `Some(true)`, `Some(false)`, or `None` when an interrupted
-    /// operation leaves it open.
-    fn holds(&self, k: u64, token: u64) -> Option<bool> {
-        fn one(known: &Known, token: u64) -> Option<bool> {
-            match known {
-                Known::InFlight { token: t, .. } if *t == 0 => None,
-                Known::InFlight { token: t, .. } => Some(*t == token),
-                Known::Either(options) => {
-                    let answers: Vec<_> = options.iter().map(|o| one(o, token)).collect();
-                    if answers.iter().all(|a| *a == Some(true)) {
-                        Some(true)
-                    } else if answers.iter().all(|a| *a == Some(false)) {
-                        Some(false)
-                    } else {
-                        None
-                    }
-                }
-                _ => Some(false),
-            }
-        }
-        one(&self.known[&k], token)
-    }
-
-    /// Checks a holder's write against the fencing: accepted only if the
-    /// claim may hold the key, refused with `LeaseLost` only if it may not.
-    fn fenced(&self, what: &str, k: u64, token: u64, accepted: bool) -> Outcome {
-        match (self.holds(k, token), accepted) {
-            (Some(false), true) => Err(format!(
-                "{what} k{k} by the stale claim with token {token} was accepted: the fencing let it through"
-            )),
-            (Some(true), false) => Err(format!(
-                "{what} k{k} by its holder (token {token}) was refused with LeaseLost"
-            )),
-            _ => Ok(()),
-        }
-    }
-
     fn complete(&mut self, i: u64, k: u64) -> Outcome {
         let Some((payload, claim)) = self.take_claim(k) else {
             return Ok(());
@@ -531,8 +475,8 @@ impl Sim {
         ));
         match result {
             Ok(()) => {
-                self.fenced("complete", k, token, true)?;
-                self.known.insert(
+                self.oracle.fenced("complete", k, token, true)?;
+                self.oracle.set(
                     k,
                     Known::Completed {
                         fp: payload,
@@ -542,11 +486,11 @@ impl Sim {
                 Ok(())
             }
             Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.fenced("complete", k, token, false)
+                self.oracle.fenced("complete", k, token, false)
             }
             Err(err) if err.error().is_transient() => {
-                if self.holds(k, token) != Some(false) {
-                    self.maybe(
+                if self.oracle.holds(k, token) != Some(false) {
+                    self.oracle.maybe(
                         k,
                         Known::Completed {
                             fp: payload,
@@ -574,18 +518,18 @@ impl Sim {
             Ok(()) => {
                 // A release of a key with no record answers `Ok`: the key
                 // is free, as asked (a release whose answer was lost).
-                if !may_be_absent(&self.known[&k]) {
-                    self.fenced("release", k, token, true)?;
+                if !oracle::may_be_absent(&self.oracle.known(k)) {
+                    self.oracle.fenced("release", k, token, true)?;
                 }
-                self.known.insert(k, Known::Absent);
+                self.oracle.set(k, Known::Absent);
                 Ok(())
             }
             Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.fenced("release", k, token, false)
+                self.oracle.fenced("release", k, token, false)
             }
             Err(err) if err.error().is_transient() => {
-                if self.holds(k, token) != Some(false) {
-                    self.maybe(k, Known::Absent);
+                if self.oracle.holds(k, token) != Some(false) {
+                    self.oracle.maybe(k, Known::Absent);
                 }
                 self.heal()
             }
@@ -614,27 +558,15 @@ impl Sim {
             .push(format!("{i}: {what} k{k} (token {token}): {result:?}"));
         match result {
             Ok(()) => {
-                self.fenced(what, k, token, true)?;
-                if let Known::InFlight {
-                    lease_end,
-                    lease_max,
-                    ..
-                } = self.known.get_mut(&k).expect("every key is known")
-                {
-                    *lease_end = self.now + LEASE.as_millis() as u64;
-                    *lease_max = *lease_end;
-                }
+                self.oracle.fenced(what, k, token, true)?;
+                self.oracle.renewed(k, LEASE.as_millis() as u64);
                 Ok(())
             }
-            Err(idemkv::Error::LeaseLost) => self.fenced(what, k, token, false),
+            Err(idemkv::Error::LeaseLost) => self.oracle.fenced(what, k, token, false),
             Err(err) if err.is_transient() => {
                 // Landed or not: the lease ends at the old time or a lease
                 // from now.
-                if let Known::InFlight { lease_max, .. } =
-                    self.known.get_mut(&k).expect("every key is known")
-                {
-                    *lease_max = self.now + LEASE.as_millis() as u64;
-                }
+                self.oracle.maybe_renewed(k, LEASE.as_millis() as u64);
                 self.heal()
             }
             Err(err) => Err(format!("{what} k{k}: {err}")),
@@ -646,26 +578,15 @@ impl Sim {
         self.trace.push(format!("{i}: remove k{k}: {result:?}"));
         match result {
             Ok(_) => {
-                self.known.insert(k, Known::Absent);
+                self.oracle.set(k, Known::Absent);
                 Ok(())
             }
             Err(err) if err.is_transient() => {
-                self.maybe(k, Known::Absent);
+                self.oracle.maybe(k, Known::Absent);
                 self.heal()
             }
             Err(err) => Err(format!("remove k{k}: {err}")),
         }
-    }
-
-    /// An operation on `k` failed transiently: it may have landed.
-    fn maybe(&mut self, k: u64, landed: Known) {
-        let before = self.known[&k].clone();
-        let mut options = match before {
-            Known::Either(options) => options,
-            other => vec![other],
-        };
-        options.push(landed);
-        self.known.insert(k, Known::Either(options));
     }
 
     /// After a transient failure the store refuses writes until it heals.
@@ -677,11 +598,13 @@ impl Sim {
     /// the disk meanwhile, so the disk sees the same calls for the same
     /// seed), then checks it as after a restart.
     fn heal(&mut self) -> Outcome {
-        self.disk.fill(None);
         if self.faults == Faults::PowerAndSpace {
+            self.disk.fill(None);
             self.disk.cut_now();
             return Ok(());
         }
+        // A full disk lifted itself at its refusal (`fill_once`); one set
+        // and not reached yet stays, to be met later.
         let waited = std::time::Instant::now();
         loop {
             if self.disk.is_down() {
@@ -719,164 +642,20 @@ impl Sim {
         self.check_every_key()
     }
 
-    fn check_token(&mut self, token: u64) -> Outcome {
-        if token <= self.highest_token {
-            return Err(format!(
-                "token {token} after token {}: tokens must grow",
-                self.highest_token
-            ));
-        }
-        self.highest_token = token;
-        Ok(())
-    }
-
-    /// A claim of `k` was granted: the oracle must allow one.
-    fn expect_claimable(&self, k: u64, known: &Known, payload: u8, takeover: bool) -> Outcome {
-        let ok = |known: &Known| match known {
-            Known::Absent => true,
-            Known::InFlight { fp, lease_end, .. } => *fp == payload && self.now >= *lease_end,
-            Known::Completed { .. } => false,
-            Known::Either(options) => options
-                .iter()
-                .any(|o| matches!(o, Known::Absent | Known::InFlight { .. })),
-        };
-        if !ok(known) {
-            return Err(format!(
-                "k{k} was claimed (takeover: {takeover}) while the oracle knows it as {known:?}: two live holders, or an acknowledged completion lost"
-            ));
-        }
-        Ok(())
-    }
-
-    /// A `begin` on `k` answered without a claim: the oracle must allow it.
-    fn check_answer(&self, k: u64, payload: u8, known: &Known, answer: &Begin) -> Outcome {
-        if !self.allows(payload, known, answer) {
-            return Err(format!(
-                "k{k} payload {payload} answered {} while the oracle knows it as {known:?}",
-                brief_answer(answer)
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether a key the oracle knows as `known` may answer `answer` to a
-    /// `begin` with `payload`.
-    fn allows(&self, payload: u8, known: &Known, answer: &Begin) -> bool {
-        match (known, answer) {
-            (Known::Completed { fp, response }, Begin::Replay(got)) => {
-                *fp == payload && got == response
-            }
-            (Known::Completed { fp, .. }, Begin::Mismatch) => *fp != payload,
-            (Known::InFlight { fp, lease_max, .. }, Begin::InProgress { .. }) => {
-                *fp == payload && self.now < *lease_max
-            }
-            (Known::InFlight { fp, .. }, Begin::Mismatch) => *fp != payload,
-            (Known::Either(options), _) => options
-                .iter()
-                .any(|option| self.allows(payload, option, answer)),
-            _ => false,
-        }
-    }
-
     /// After a restart: every key answers as the oracle allows, and the
     /// answer settles what the key is.
     fn check_every_key(&mut self) -> Outcome {
         for k in 0..KEYS {
-            let known = self.known[&k].clone();
-            let payload = match &known {
-                Known::InFlight { fp, .. } | Known::Completed { fp, .. } => *fp,
-                _ => 0,
-            };
-            let answer = self
+            let record = self
                 .store()
                 .get(&key(k))
                 .map_err(|err| format!("get k{k} after the restart: {err}"))?;
-            let found = match answer {
-                None => Known::Absent,
-                Some(record) => match record.state() {
-                    idemkv::RecordState::InFlight { .. } => Known::InFlight {
-                        fp: if record.fingerprint() == fp(0) { 0 } else { 1 },
-                        token: record.token(),
-                        lease_end: 0,
-                        lease_max: 0,
-                    },
-                    idemkv::RecordState::Completed { response, .. } => Known::Completed {
-                        fp: if record.fingerprint() == fp(0) { 0 } else { 1 },
-                        response: response.clone(),
-                    },
-                    _ => return Err(format!("k{k}: a record state the simulation does not know")),
-                },
-            };
-            if !same_kind(&known, &found) {
-                return Err(format!(
-                    "after restart {} k{k} holds {found:?}, the oracle knows it as {known:?} (payload {payload})",
-                    self.restarts
-                ));
-            }
-            // Settle: what the disk kept is now what the key is; an
-            // in-flight record keeps its lease from the oracle when known.
-            let settled = match found {
-                Known::InFlight { fp, token, .. } => {
-                    let (lease_end, lease_max) = lease_of(&known, token).ok_or_else(|| {
-                        format!("k{k}: an in-flight record the oracle did not expect")
-                    })?;
-                    Known::InFlight {
-                        fp,
-                        token,
-                        lease_end,
-                        lease_max,
-                    }
-                }
-                other => other,
-            };
-            self.known.insert(k, settled);
+            let found =
+                oracle::found(record.as_ref(), fp(0)).map_err(|err| format!("k{k}: {err}"))?;
+            let when = format!("after restart {}", self.restarts);
+            self.oracle.settle(k, found, &when)?;
         }
         Ok(())
-    }
-}
-
-/// Whether the key may have no record.
-fn may_be_absent(known: &Known) -> bool {
-    match known {
-        Known::Absent => true,
-        Known::Either(options) => options.iter().any(may_be_absent),
-        _ => false,
-    }
-}
-
-/// Whether `found` is one of what `known` allows, comparing responses
-/// byte for byte and ignoring leases (a restart does not move the clock).
-fn same_kind(known: &Known, found: &Known) -> bool {
-    match (known, found) {
-        (Known::Absent, Known::Absent) => true,
-        (
-            Known::InFlight {
-                fp: a, token: t, ..
-            },
-            Known::InFlight {
-                fp: b, token: u, ..
-            },
-        ) => a == b && (*t == 0 || t == u),
-        (Known::Completed { fp: a, response: r }, Known::Completed { fp: b, response: s }) => {
-            a == b && r == s
-        }
-        (Known::Either(options), found) => options.iter().any(|o| same_kind(o, found)),
-        _ => false,
-    }
-}
-
-/// The lease bounds the oracle knows for the in-flight record with `token`
-/// (a claim whose answer was lost has token 0 here: any token).
-fn lease_of(known: &Known, token: u64) -> Option<(u64, u64)> {
-    match known {
-        Known::InFlight {
-            token: t,
-            lease_end,
-            lease_max,
-            ..
-        } if *t == token || *t == 0 => Some((*lease_end, *lease_max)),
-        Known::Either(options) => options.iter().find_map(|o| lease_of(o, token)),
-        _ => None,
     }
 }
 

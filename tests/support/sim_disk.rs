@@ -33,6 +33,8 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use idemkv::StorageBackend;
+
+pub use crate::rng::Rng;
 use idemkv::fault_injection::{JournalDir, SegmentFile};
 
 /// Sector size of torn writes.
@@ -44,35 +46,6 @@ const EIO: i32 = 5;
 /// Whether `err` is the simulated EIO.
 fn is_eio(err: &io::Error) -> bool {
     err.raw_os_error() == Some(EIO)
-}
-
-/// A deterministic generator (SplitMix64): the simulation's one source of
-/// randomness.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `1/n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
 }
 
 /// One change to a file not yet synced.
@@ -297,6 +270,12 @@ struct World {
     down: bool,
     /// Total bytes the disk holds before a growing write fails.
     space: Option<u64>,
+    /// The space limit lifts itself at its first refusal (a full disk that
+    /// an operator clears at once), so that nothing the store does while it
+    /// heals races with the simulation lifting it.
+    space_once: bool,
+    /// Growing writes refused for want of space so far.
+    refusals: u64,
     /// The operation that fails with EIO (once).
     eio_at: Option<u64>,
     /// EIO errors so far.
@@ -308,6 +287,12 @@ struct World {
 impl World {
     /// Counts one operation; fails it if the power is (or goes) down.
     fn op(&mut self, what: impl Fn() -> String) -> io::Result<()> {
+        // Operations on a disk without power are not counted: how many a
+        // store's threads try before the machine restarts is up to them,
+        // and the count must stay the seed's.
+        if self.down {
+            return Err(io::Error::other("simulated power cut"));
+        }
         self.ops += 1;
         if log_every_op() {
             eprintln!("disk op {}: {}", self.ops, what());
@@ -334,10 +319,14 @@ impl World {
     }
 
     /// Fails a change that would grow the disk past its space.
-    fn room_for(&self, old_len: u64, new_end: u64) -> io::Result<()> {
+    fn room_for(&mut self, old_len: u64, new_end: u64) -> io::Result<()> {
         if let Some(space) = self.space {
             let growth = new_end.saturating_sub(old_len);
             if growth > 0 && self.used() + growth > space {
+                self.refusals += 1;
+                if self.space_once {
+                    self.space = None;
+                }
                 return Err(io::Error::from(io::ErrorKind::StorageFull));
             }
         }
@@ -408,6 +397,11 @@ impl SimDisk {
         world.eio_at = Some(world.ops + n.max(1));
     }
 
+    /// Growing writes the disk refused for want of space so far.
+    pub fn refusals(&self) -> u64 {
+        self.world().refusals
+    }
+
     /// EIO errors the disk answered so far.
     pub fn eios(&self) -> u64 {
         self.world().eios
@@ -469,6 +463,15 @@ impl SimDisk {
     pub fn fill(&self, extra: Option<u64>) {
         let mut world = self.world();
         world.space = extra.map(|extra| world.used() + extra);
+        world.space_once = false;
+    }
+
+    /// As [`fill`](Self::fill), but the limit lifts itself at its first
+    /// refusal: one `StorageFull`, then room again.
+    pub fn fill_once(&self, extra: u64) {
+        let mut world = self.world();
+        world.space = Some(world.used() + extra);
+        world.space_once = true;
     }
 
     /// The last `n` things the disk saw happen.

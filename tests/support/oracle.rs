@@ -1,0 +1,343 @@
+//! The simulations' oracle: what a key may answer, from the answers that
+//! were acknowledged. The embedded store's simulator (tests/sim.rs) and
+//! the PostgreSQL backend's network simulation
+//! (postgres/tests/network_sim.rs) check every answer against it.
+//!
+//! - Nothing acknowledged is lost: a completion that answered `Ok` replays
+//!   byte for byte; a claim that answered `Claimed` is in progress until
+//!   its lease ends.
+//! - Never two live holders: a claim is granted only where no live claim
+//!   or completion may be.
+//! - Another payload on a stored key is a mismatch.
+//! - Tokens only grow (over the whole store, or per key: the `Backend`
+//!   contract's scope).
+//! - Fencing: a stale claim's write is refused with `LeaseLost`, its
+//!   holder's is not.
+//! - An operation that failed may have landed or not: the key then answers
+//!   as one of the two, which the next look settles.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use idemkv::{Begin, Fingerprint, Record, RecordState, StoredResponse};
+
+/// What the oracle knows of a key from acknowledged answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Known {
+    /// No record: never claimed, released or removed.
+    Absent,
+    /// Claimed with `token` (0: unknown, a claim whose answer was lost) and
+    /// payload `fp`, its lease ending at `lease_end` (ms), or as late as
+    /// `lease_max` if a renewal that failed landed.
+    InFlight {
+        fp: u8,
+        token: u64,
+        lease_end: u64,
+        lease_max: u64,
+    },
+    /// Completed with `response` for payload `fp`.
+    Completed { fp: u8, response: StoredResponse },
+    /// An operation on it failed: it answers as one of `options`.
+    Either(Vec<Known>),
+}
+
+/// Over what tokens must grow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TokenScope {
+    /// Every token is larger than every earlier one (the embedded store).
+    Store,
+    /// Every token is larger than every earlier one of its key (what the
+    /// `Backend` contract promises).
+    Key,
+}
+
+type Outcome = Result<(), String>;
+
+/// The oracle of keys `0..keys`.
+pub struct Oracle {
+    known: BTreeMap<u64, Known>,
+    /// The largest token seen, per key (`TokenScope::Key`) or under key 0
+    /// for all (`TokenScope::Store`).
+    highest: BTreeMap<u64, u64>,
+    scope: TokenScope,
+    /// The store's time (ms), as the simulation moves it.
+    pub now: u64,
+}
+
+impl Oracle {
+    pub fn new(keys: u64, scope: TokenScope, now: u64) -> Oracle {
+        Oracle {
+            known: (0..keys).map(|k| (k, Known::Absent)).collect(),
+            highest: BTreeMap::new(),
+            scope,
+            now,
+        }
+    }
+
+    /// What the oracle knows of `k`.
+    pub fn known(&self, k: u64) -> Known {
+        self.known[&k].clone()
+    }
+
+    /// `k` is now `known`, acknowledged.
+    pub fn set(&mut self, k: u64, known: Known) {
+        self.known.insert(k, known);
+    }
+
+    /// `k` was claimed with `token` and `payload`, its lease `lease_ms`.
+    pub fn claimed(&mut self, k: u64, payload: u8, token: u64, lease_ms: u64) {
+        let lease_end = self.now + lease_ms;
+        self.set(
+            k,
+            Known::InFlight {
+                fp: payload,
+                token,
+                lease_end,
+                lease_max: lease_end,
+            },
+        );
+    }
+
+    /// The claim of `k` renewed: its lease ends `lease_ms` from now.
+    pub fn renewed(&mut self, k: u64, lease_ms: u64) {
+        if let Some(Known::InFlight {
+            lease_end,
+            lease_max,
+            ..
+        }) = self.known.get_mut(&k)
+        {
+            *lease_end = self.now + lease_ms;
+            *lease_max = *lease_end;
+        }
+    }
+
+    /// A renewal of `k` failed: it may have landed, so the lease may end
+    /// as late as `lease_ms` from now.
+    pub fn maybe_renewed(&mut self, k: u64, lease_ms: u64) {
+        if let Some(Known::InFlight { lease_max, .. }) = self.known.get_mut(&k) {
+            *lease_max = self.now + lease_ms;
+        }
+    }
+
+    /// An operation on `k` failed: it may have landed as `landed`.
+    pub fn maybe(&mut self, k: u64, landed: Known) {
+        let before = self.known(k);
+        let mut options = match before {
+            Known::Either(options) => options,
+            other => vec![other],
+        };
+        options.push(landed);
+        self.set(k, Known::Either(options));
+    }
+
+    /// Whether the claim with `token` holds `k`, as far as the oracle
+    /// knows: `Some(true)`, `Some(false)`, or `None` when a failed
+    /// operation leaves it open.
+    pub fn holds(&self, k: u64, token: u64) -> Option<bool> {
+        fn one(known: &Known, token: u64) -> Option<bool> {
+            match known {
+                Known::InFlight { token: t, .. } if *t == 0 => None,
+                Known::InFlight { token: t, .. } => Some(*t == token),
+                Known::Either(options) => {
+                    let answers: Vec<_> = options.iter().map(|o| one(o, token)).collect();
+                    if answers.iter().all(|a| *a == Some(true)) {
+                        Some(true)
+                    } else if answers.iter().all(|a| *a == Some(false)) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(false),
+            }
+        }
+        one(&self.known[&k], token)
+    }
+
+    /// Checks a holder's write against the fencing: accepted only if the
+    /// claim may hold the key, refused with `LeaseLost` only if it may not.
+    pub fn fenced(&self, what: &str, k: u64, token: u64, accepted: bool) -> Outcome {
+        match (self.holds(k, token), accepted) {
+            (Some(false), true) => Err(format!(
+                "{what} k{k} by the stale claim with token {token} was accepted: the fencing let it through"
+            )),
+            (Some(true), false) => Err(format!(
+                "{what} k{k} by its holder (token {token}) was refused with LeaseLost"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A token was issued for `k`: it must be larger than every earlier one
+    /// in its scope.
+    pub fn check_token(&mut self, k: u64, token: u64) -> Outcome {
+        let slot = match self.scope {
+            TokenScope::Store => 0,
+            TokenScope::Key => k,
+        };
+        let highest = self.highest.entry(slot).or_default();
+        if token <= *highest {
+            return Err(format!(
+                "token {token} of k{k} after token {highest}: tokens must grow"
+            ));
+        }
+        *highest = token;
+        Ok(())
+    }
+
+    /// A claim of `k` with `payload` was granted: the oracle must allow one.
+    pub fn expect_claimable(&self, k: u64, payload: u8, takeover: bool) -> Outcome {
+        let known = &self.known[&k];
+        let ok = match known {
+            Known::Absent => true,
+            Known::InFlight { fp, lease_end, .. } => *fp == payload && self.now >= *lease_end,
+            Known::Completed { .. } => false,
+            Known::Either(options) => options
+                .iter()
+                .any(|o| matches!(o, Known::Absent | Known::InFlight { .. })),
+        };
+        if !ok {
+            return Err(format!(
+                "k{k} was claimed (takeover: {takeover}) while the oracle knows it as {known:?}: two live holders, or an acknowledged completion lost"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A `begin` on `k` with `payload` answered without a claim: the oracle
+    /// must allow the answer.
+    pub fn check_answer<C>(&self, k: u64, payload: u8, answer: &Begin<C>) -> Outcome {
+        let known = &self.known[&k];
+        if !self.allows(payload, known, answer) {
+            return Err(format!(
+                "k{k} payload {payload} answered {} while the oracle knows it as {known:?}",
+                kind(answer)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a key the oracle knows as `known` may answer `answer` to a
+    /// `begin` with `payload`.
+    fn allows<C>(&self, payload: u8, known: &Known, answer: &Begin<C>) -> bool {
+        match (known, answer) {
+            (Known::Completed { fp, response }, Begin::Replay(got)) => {
+                *fp == payload && got == response
+            }
+            (Known::Completed { fp, .. }, Begin::Mismatch) => *fp != payload,
+            (Known::InFlight { fp, lease_max, .. }, Begin::InProgress { .. }) => {
+                *fp == payload && self.now < *lease_max
+            }
+            (Known::InFlight { fp, .. }, Begin::Mismatch) => *fp != payload,
+            (Known::Either(options), _) => options
+                .iter()
+                .any(|option| self.allows(payload, option, answer)),
+            _ => false,
+        }
+    }
+
+    /// `k` was read and holds `found`: it must be one of what the oracle
+    /// allows, and is that from now on (an in-flight record keeps its lease
+    /// from the oracle). `when` names the look in an error.
+    pub fn settle(&mut self, k: u64, found: Known, when: &str) -> Outcome {
+        let known = self.known(k);
+        if !same_kind(&known, &found) {
+            return Err(format!(
+                "{when} k{k} holds {found:?}, the oracle knows it as {known:?}"
+            ));
+        }
+        let settled = match found {
+            Known::InFlight { fp, token, .. } => {
+                let (lease_end, lease_max) = lease_of(&known, token).ok_or_else(|| {
+                    format!("k{k}: an in-flight record the oracle did not expect")
+                })?;
+                Known::InFlight {
+                    fp,
+                    token,
+                    lease_end,
+                    lease_max,
+                }
+            }
+            other => other,
+        };
+        self.set(k, settled);
+        Ok(())
+    }
+}
+
+/// What a read of a key found, as the oracle names it; `fp0` is payload
+/// 0's fingerprint (any other is payload 1).
+pub fn found(record: Option<&Record>, fp0: Fingerprint) -> Result<Known, String> {
+    let Some(record) = record else {
+        return Ok(Known::Absent);
+    };
+    let fp = u8::from(record.fingerprint() != fp0);
+    match record.state() {
+        RecordState::InFlight { .. } => Ok(Known::InFlight {
+            fp,
+            token: record.token(),
+            lease_end: 0,
+            lease_max: 0,
+        }),
+        RecordState::Completed { response, .. } => Ok(Known::Completed {
+            fp,
+            response: response.clone(),
+        }),
+        _ => Err("a record state the simulation does not know".into()),
+    }
+}
+
+/// Whether the key may have no record.
+pub fn may_be_absent(known: &Known) -> bool {
+    match known {
+        Known::Absent => true,
+        Known::Either(options) => options.iter().any(may_be_absent),
+        _ => false,
+    }
+}
+
+/// Whether `found` is one of what `known` allows, comparing responses
+/// byte for byte and ignoring leases.
+fn same_kind(known: &Known, found: &Known) -> bool {
+    match (known, found) {
+        (Known::Absent, Known::Absent) => true,
+        (
+            Known::InFlight {
+                fp: a, token: t, ..
+            },
+            Known::InFlight {
+                fp: b, token: u, ..
+            },
+        ) => a == b && (*t == 0 || t == u),
+        (Known::Completed { fp: a, response: r }, Known::Completed { fp: b, response: s }) => {
+            a == b && r == s
+        }
+        (Known::Either(options), found) => options.iter().any(|o| same_kind(o, found)),
+        _ => false,
+    }
+}
+
+/// The lease bounds the oracle knows for the in-flight record with `token`
+/// (a claim whose answer was lost has token 0 here: any token).
+fn lease_of(known: &Known, token: u64) -> Option<(u64, u64)> {
+    match known {
+        Known::InFlight {
+            token: t,
+            lease_end,
+            lease_max,
+            ..
+        } if *t == token || *t == 0 => Some((*lease_end, *lease_max)),
+        Known::Either(options) => options.iter().find_map(|o| lease_of(o, token)),
+        _ => None,
+    }
+}
+
+/// A `begin`'s answer without its claim, for a message.
+fn kind<C>(answer: &Begin<C>) -> String {
+    match answer {
+        Begin::Claimed(_) => "Claimed".into(),
+        Begin::Replay(r) => format!("Replay({:?})", String::from_utf8_lossy(r.body())),
+        Begin::InProgress { .. } => "InProgress".into(),
+        Begin::Mismatch => "Mismatch".into(),
+    }
+}
