@@ -128,6 +128,12 @@ impl Proxy {
         self.mode.store(LOSE_NEXT_ANSWER, Ordering::SeqCst);
     }
 
+    /// Calls off a [`cut_next_request`](Self::cut_next_request) or
+    /// [`lose_next_answer`](Self::lose_next_answer) that no statement took.
+    pub fn pass(&self) {
+        self.mode.store(PASS, Ordering::SeqCst);
+    }
+
     /// Round trips that started with Parse (a statement prepared) and with
     /// Bind (a prepared statement run) since the last call; resets both.
     pub fn take_round_trips(&self) -> (u64, u64) {
