@@ -41,6 +41,7 @@ use idemkv_consumers::{ConsumerArgs, MissingId, Timings, append_line, hex, sink_
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Unacknowledged messages the broker may send at once (MQTT 5 Receive
 /// Maximum), which bounds the worker's queue.
@@ -143,10 +144,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
+    // One listener for the whole run: a SIGINT that comes while a message
+    // is being handled waits in it, where a `ctrl_c()` made anew for each
+    // `select!` would miss it and the process would never stop.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let message = tokio::select! {
             message = inbox.recv() => message,
-            _ = tokio::signal::ctrl_c() => None,
+            _ = interrupt.recv() => None,
         };
         match message {
             Some(message) => gateway.timings.delivery(gateway.handle(message)).await,

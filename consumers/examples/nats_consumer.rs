@@ -40,6 +40,7 @@ use idemkv::{
     AsyncStore, ClaimInfo, Config, Fingerprint, Key, OnError, Once, Store, StoredResponse,
 };
 use idemkv_consumers::{ConsumerArgs, MissingId, Timings, append_line, hex, sink_has};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -125,10 +126,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("consuming");
     std::io::stdout().flush()?;
+    // One listener for the whole run: a SIGINT that comes while a message
+    // is being handled waits in it, where a `ctrl_c()` made anew for each
+    // `select!` would miss it and the process would never stop.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
-            _ = tokio::signal::ctrl_c() => None,
+            _ = interrupt.recv() => None,
         };
         match next {
             Some(Ok(message)) => consumer.timings.delivery(consumer.handle(message)).await,
