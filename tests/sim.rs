@@ -9,7 +9,8 @@
 //! adds EIO at any disk operation, after which the store heals itself on
 //! the same handle and the run goes on with it.
 //!
-//! The oracle, after every step and every restart:
+//! The oracle (tests/support/oracle.rs), after every step, every restart
+//! and every heal:
 //! - the store opens after every power cut, and `verify` finds nothing
 //!   wrong;
 //! - nothing acknowledged is lost: a completion that answered `Ok` replays
@@ -17,8 +18,8 @@
 //!   released or removed) is in progress until its lease ends;
 //! - another payload on a stored key is a mismatch;
 //! - tokens only grow, and a key never has two live holders;
-//! - an operation the cut interrupted may have landed or not, and the key
-//!   then answers as one of the two.
+//! - an operation that failed (a cut, a full disk, EIO) may have landed or
+//!   not, and the key then answers as one of the two.
 //!
 //! `IDEMKV_SIM_SEEDS=N` runs `N` seeds (default 1,000 in a release build,
 //! 100 in a debug one) from `IDEMKV_SIM_FIRST` (default 0), in each of the
@@ -26,8 +27,8 @@
 //! `IDEMKV_SIM_SEED=S` runs seed `S` alone and prints its trace;
 //! `IDEMKV_SIM_SKIP=3,7` leaves those steps out. A failing seed prints its
 //! last steps, is minimized (each step left out in turn while the run
-//! still fails), and prints the minimized trace and the commands that
-//! replay both. `IDEMKV_SIM_DISK_LOG=1` prints every step and every disk
+//! still fails), and prints the minimized trace, its steps as a script for
+//! [`run_script`], and the commands that replay both. `IDEMKV_SIM_DISK_LOG=1` prints every step and every disk
 //! operation as it happens (to follow one seed in detail).
 //! `IDEMKV_SIM_CUT_CREATION=1` lets the power go while the store's file is
 //! first created as well (docs/reliability.md: a known weakness).
