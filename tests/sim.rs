@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use idemkv::fault_injection::DirJournal;
 use idemkv::{Begin, Claim, Config, Fingerprint, Key, ManualClock, Store, StoredResponse};
-use oracle::{Known, Oracle, TokenScope};
+use oracle::{Heard, Oracle, TokenScope};
 use sim_disk::{Rng, SimDisk};
 
 const KEYS: u64 = 4;
@@ -426,13 +426,11 @@ impl Sim {
             "{i}: begin k{k} payload {payload}: {}",
             brief(&answer)
         ));
+        let lease_ms = LEASE.as_millis() as u64;
         match answer {
             Ok(Begin::Claimed(claim)) => {
-                self.oracle.check_token(k, claim.token())?;
-                self.oracle
-                    .expect_claimable(k, payload, claim.is_takeover())?;
-                self.oracle
-                    .claimed(k, payload, claim.token(), LEASE.as_millis() as u64);
+                let (token, takeover) = (claim.token(), claim.is_takeover());
+                self.oracle.granted(k, payload, token, takeover, lease_ms)?;
                 self.claims.push((k, payload, claim));
                 Ok(())
             }
@@ -440,16 +438,7 @@ impl Sim {
             // Refused while the disk fails: an unacknowledged claim may have
             // landed.
             Err(err) if err.is_transient() => {
-                let lease_end = self.oracle.now + LEASE.as_millis() as u64;
-                self.oracle.maybe(
-                    k,
-                    Known::InFlight {
-                        fp: payload,
-                        token: 0,
-                        lease_end,
-                        lease_max: lease_end,
-                    },
-                );
+                self.oracle.begin_failed(k, payload, lease_ms);
                 self.heal()
             }
             Err(err) => Err(format!("begin k{k}: {err}")),
@@ -474,35 +463,10 @@ impl Sim {
             "{i}: complete k{k} (token {token}): {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
-        match result {
-            Ok(()) => {
-                self.oracle.fenced("complete", k, token, true)?;
-                self.oracle.set(
-                    k,
-                    Known::Completed {
-                        fp: payload,
-                        response,
-                    },
-                );
-                Ok(())
-            }
-            Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.oracle.fenced("complete", k, token, false)
-            }
-            Err(err) if err.error().is_transient() => {
-                if self.oracle.holds(k, token) != Some(false) {
-                    self.oracle.maybe(
-                        k,
-                        Known::Completed {
-                            fp: payload,
-                            response,
-                        },
-                    );
-                }
-                self.heal()
-            }
-            Err(err) => Err(format!("complete k{k}: {}", err.error())),
-        }
+        let heard = Heard::of(result.as_ref().err().map(|e| e.error()))
+            .map_err(|err| format!("complete k{k}: {err}"))?;
+        self.oracle.completion(k, token, payload, response, heard)?;
+        self.heal_after(heard)
     }
 
     fn release(&mut self, i: u64, k: u64) -> Outcome {
@@ -515,27 +479,10 @@ impl Sim {
             "{i}: release k{k} (token {token}): {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
-        match result {
-            Ok(()) => {
-                // A release of a key with no record answers `Ok`: the key
-                // is free, as asked (a release whose answer was lost).
-                if !oracle::may_be_absent(&self.oracle.known(k)) {
-                    self.oracle.fenced("release", k, token, true)?;
-                }
-                self.oracle.set(k, Known::Absent);
-                Ok(())
-            }
-            Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.oracle.fenced("release", k, token, false)
-            }
-            Err(err) if err.error().is_transient() => {
-                if self.oracle.holds(k, token) != Some(false) {
-                    self.oracle.maybe(k, Known::Absent);
-                }
-                self.heal()
-            }
-            Err(err) => Err(format!("release k{k}: {}", err.error())),
-        }
+        let heard = Heard::of(result.as_ref().err().map(|e| e.error()))
+            .map_err(|err| format!("release k{k}: {err}"))?;
+        self.oracle.release(k, token, heard)?;
+        self.heal_after(heard)
     }
 
     /// A renewal, or with `progress` a recovery point, which restarts the
@@ -557,36 +504,27 @@ impl Sim {
         };
         self.trace
             .push(format!("{i}: {what} k{k} (token {token}): {result:?}"));
-        match result {
-            Ok(()) => {
-                self.oracle.fenced(what, k, token, true)?;
-                self.oracle.renewed(k, LEASE.as_millis() as u64);
-                Ok(())
-            }
-            Err(idemkv::Error::LeaseLost) => self.oracle.fenced(what, k, token, false),
-            Err(err) if err.is_transient() => {
-                // Landed or not: the lease ends at the old time or a lease
-                // from now.
-                self.oracle.maybe_renewed(k, LEASE.as_millis() as u64);
-                self.heal()
-            }
-            Err(err) => Err(format!("{what} k{k}: {err}")),
-        }
+        let heard =
+            Heard::of(result.as_ref().err()).map_err(|err| format!("{what} k{k}: {err}"))?;
+        self.oracle
+            .renewal(what, k, token, LEASE.as_millis() as u64, heard)?;
+        self.heal_after(heard)
     }
 
     fn remove(&mut self, i: u64, k: u64) -> Outcome {
         let result = self.store().remove(&key(k));
         self.trace.push(format!("{i}: remove k{k}: {result:?}"));
-        match result {
-            Ok(_) => {
-                self.oracle.set(k, Known::Absent);
-                Ok(())
-            }
-            Err(err) if err.is_transient() => {
-                self.oracle.maybe(k, Known::Absent);
-                self.heal()
-            }
-            Err(err) => Err(format!("remove k{k}: {err}")),
+        let heard =
+            Heard::of(result.as_ref().err()).map_err(|err| format!("remove k{k}: {err}"))?;
+        self.oracle.removal(k, heard)?;
+        self.heal_after(heard)
+    }
+
+    /// A write that failed leaves the store to heal ([`Sim::heal`]).
+    fn heal_after(&mut self, heard: Heard) -> Outcome {
+        match heard {
+            Heard::Failed => self.heal(),
+            Heard::Done | Heard::LeaseLost => Ok(()),
         }
     }
 

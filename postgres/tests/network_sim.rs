@@ -42,10 +42,10 @@ mod rng;
 use std::time::Duration;
 
 use bytes::Bytes;
-use idemkv::{Backend, Begin, Fingerprint, Key, StoredResponse, Terms};
+use idemkv::{Backend, Begin, CompleteError, Fingerprint, Key, StoredResponse, Terms};
 use idemkv_conformance::BoxError;
 use idemkv_postgres::{PgBackend, PgClaim, PgConfig};
-use oracle::{Known, Oracle, TokenScope};
+use oracle::{Heard, Known, Oracle, TokenScope};
 use rng::Rng;
 use support::proxy::{Proxy, upstream, url_via};
 
@@ -220,29 +220,18 @@ impl Sim {
             "{i}: begin k{k} payload {payload} on replica {r}: {}",
             brief(&answer)
         ));
+        let lease_ms = LEASE.as_millis() as u64;
         match answer {
             Ok(Begin::Claimed(claim)) => {
-                self.oracle.check_token(k, claim.token())?;
-                self.oracle
-                    .expect_claimable(k, payload, claim.is_takeover())?;
-                self.oracle
-                    .claimed(k, payload, claim.token(), LEASE.as_millis() as u64);
+                let (token, takeover) = (claim.token(), claim.is_takeover());
+                self.oracle.granted(k, payload, token, takeover, lease_ms)?;
                 self.claims.push((k, payload, r, claim));
                 Ok(())
             }
             Ok(other) => self.oracle.check_answer(k, payload, &other),
             // A claim whose answer was lost may have landed.
             Err(err) if err.is_transient() => {
-                let lease_end = self.oracle.now + LEASE.as_millis() as u64;
-                self.oracle.maybe(
-                    k,
-                    Known::InFlight {
-                        fp: payload,
-                        token: 0,
-                        lease_end,
-                        lease_max: lease_end,
-                    },
-                );
+                self.oracle.begin_failed(k, payload, lease_ms);
                 Ok(())
             }
             Err(err) => Err(format!("begin k{k}: {err}")),
@@ -270,39 +259,11 @@ impl Sim {
             "{i}: complete k{k} (token {token}) on replica {r}: {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
-        match result {
-            Ok(()) => {
-                self.oracle.fenced("complete", k, token, true)?;
-                self.oracle.set(
-                    k,
-                    Known::Completed {
-                        fp: payload,
-                        response,
-                    },
-                );
-                Ok(())
-            }
-            Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.oracle.fenced("complete", k, token, false)
-            }
-            Err(err) if err.error().is_transient() => {
-                if self.oracle.holds(k, token) != Some(false) {
-                    self.oracle.maybe(
-                        k,
-                        Known::Completed {
-                            fp: payload,
-                            response,
-                        },
-                    );
-                }
-                // Handed back: the caller may repeat it.
-                if let Some(claim) = err.into_claim() {
-                    self.claims.push((k, payload, r, claim));
-                }
-                Ok(())
-            }
-            Err(err) => Err(format!("complete k{k}: {}", err.error())),
-        }
+        let heard = Heard::of(result.as_ref().err().map(|e| e.error()))
+            .map_err(|err| format!("complete k{k}: {err}"))?;
+        self.oracle.completion(k, token, payload, response, heard)?;
+        self.hand_back(k, payload, r, heard, result.err());
+        Ok(())
     }
 
     async fn release(&mut self, i: u64, k: u64) -> Outcome {
@@ -315,29 +276,27 @@ impl Sim {
             "{i}: release k{k} (token {token}) on replica {r}: {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
-        match result {
-            Ok(()) => {
-                // A release of a key with no record answers `Ok` (a release
-                // whose answer was lost, repeated).
-                if !oracle::may_be_absent(&self.oracle.known(k)) {
-                    self.oracle.fenced("release", k, token, true)?;
-                }
-                self.oracle.set(k, Known::Absent);
-                Ok(())
-            }
-            Err(err) if matches!(err.error(), idemkv::Error::LeaseLost) => {
-                self.oracle.fenced("release", k, token, false)
-            }
-            Err(err) if err.error().is_transient() => {
-                if self.oracle.holds(k, token) != Some(false) {
-                    self.oracle.maybe(k, Known::Absent);
-                }
-                if let Some(claim) = err.into_claim() {
-                    self.claims.push((k, payload, r, claim));
-                }
-                Ok(())
-            }
-            Err(err) => Err(format!("release k{k}: {}", err.error())),
+        let heard = Heard::of(result.as_ref().err().map(|e| e.error()))
+            .map_err(|err| format!("release k{k}: {err}"))?;
+        self.oracle.release(k, token, heard)?;
+        self.hand_back(k, payload, r, heard, result.err());
+        Ok(())
+    }
+
+    /// A claim a failed completion or release handed back stays the
+    /// caller's, to repeat it.
+    fn hand_back(
+        &mut self,
+        k: u64,
+        payload: u8,
+        r: usize,
+        heard: Heard,
+        error: Option<CompleteError<PgClaim>>,
+    ) {
+        if heard == Heard::Failed
+            && let Some(claim) = error.and_then(CompleteError::into_claim)
+        {
+            self.claims.push((k, payload, r, claim));
         }
     }
 
@@ -360,37 +319,19 @@ impl Sim {
         self.trace.push(format!(
             "{i}: {what} k{k} (token {token}) on replica {r}: {result:?}"
         ));
-        let lease_ms = LEASE.as_millis() as u64;
-        match result {
-            Ok(()) => {
-                self.oracle.fenced(what, k, token, true)?;
-                self.oracle.renewed(k, lease_ms);
-                Ok(())
-            }
-            Err(idemkv::Error::LeaseLost) => self.oracle.fenced(what, k, token, false),
-            Err(err) if err.is_transient() => {
-                self.oracle.maybe_renewed(k, lease_ms);
-                Ok(())
-            }
-            Err(err) => Err(format!("{what} k{k}: {err}")),
-        }
+        let heard =
+            Heard::of(result.as_ref().err()).map_err(|err| format!("{what} k{k}: {err}"))?;
+        self.oracle
+            .renewal(what, k, token, LEASE.as_millis() as u64, heard)
     }
 
     async fn remove(&mut self, i: u64, r: usize, k: u64) -> Outcome {
         let result = self.replicas[r].backend.remove(&key(k)).await;
         self.trace
             .push(format!("{i}: remove k{k} on replica {r}: {result:?}"));
-        match result {
-            Ok(_) => {
-                self.oracle.set(k, Known::Absent);
-                Ok(())
-            }
-            Err(err) if err.is_transient() => {
-                self.oracle.maybe(k, Known::Absent);
-                Ok(())
-            }
-            Err(err) => Err(format!("remove k{k}: {err}")),
-        }
+        let heard =
+            Heard::of(result.as_ref().err()).map_err(|err| format!("remove k{k}: {err}"))?;
+        self.oracle.removal(k, heard)
     }
 
     /// Reads every key a failure left open through the replica other than

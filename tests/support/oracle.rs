@@ -53,6 +53,30 @@ pub enum TokenScope {
 
 type Outcome = Result<(), String>;
 
+/// What a write answered, as the oracle tells answers apart.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Heard {
+    /// It answered `Ok`.
+    Done,
+    /// It was refused with `LeaseLost`.
+    LeaseLost,
+    /// It failed transiently: it may have landed.
+    Failed,
+}
+
+impl Heard {
+    /// What a write's error (`None`: it answered `Ok`) says; an error no
+    /// write may answer comes back as the message of a failed run.
+    pub fn of(error: Option<&idemkv::Error>) -> Result<Heard, String> {
+        match error {
+            None => Ok(Heard::Done),
+            Some(idemkv::Error::LeaseLost) => Ok(Heard::LeaseLost),
+            Some(err) if err.is_transient() => Ok(Heard::Failed),
+            Some(err) => Err(err.to_string()),
+        }
+    }
+}
+
 /// The oracle of keys `0..keys`.
 pub struct Oracle {
     known: BTreeMap<u64, Known>,
@@ -80,12 +104,128 @@ impl Oracle {
     }
 
     /// `k` is now `known`, acknowledged.
-    pub fn set(&mut self, k: u64, known: Known) {
+    fn set(&mut self, k: u64, known: Known) {
         self.known.insert(k, known);
     }
 
+    /// A `begin` of `k` with `payload` answered `Claimed` with `token`:
+    /// the token must grow and the oracle allow a claim; `k` is then held
+    /// for `lease_ms`.
+    pub fn granted(
+        &mut self,
+        k: u64,
+        payload: u8,
+        token: u64,
+        takeover: bool,
+        lease_ms: u64,
+    ) -> Outcome {
+        self.check_token(k, token)?;
+        self.expect_claimable(k, payload, takeover)?;
+        self.claimed(k, payload, token, lease_ms);
+        Ok(())
+    }
+
+    /// A `begin` of `k` with `payload` failed: a claim whose answer was
+    /// lost (its token unknown) may have landed.
+    pub fn begin_failed(&mut self, k: u64, payload: u8, lease_ms: u64) {
+        let lease_end = self.now + lease_ms;
+        self.maybe(
+            k,
+            Known::InFlight {
+                fp: payload,
+                token: 0,
+                lease_end,
+                lease_max: lease_end,
+            },
+        );
+    }
+
+    /// The claim of `k` with `token` and `payload` completed with
+    /// `response`, and heard `heard`.
+    pub fn completion(
+        &mut self,
+        k: u64,
+        token: u64,
+        payload: u8,
+        response: StoredResponse,
+        heard: Heard,
+    ) -> Outcome {
+        let completed = Known::Completed {
+            fp: payload,
+            response,
+        };
+        match heard {
+            Heard::Done => {
+                self.fenced("complete", k, token, true)?;
+                self.set(k, completed);
+            }
+            Heard::LeaseLost => self.fenced("complete", k, token, false)?,
+            Heard::Failed => {
+                if self.holds(k, token) != Some(false) {
+                    self.maybe(k, completed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The claim of `k` with `token` released, and heard `heard`.
+    pub fn release(&mut self, k: u64, token: u64, heard: Heard) -> Outcome {
+        match heard {
+            Heard::Done => {
+                // A release of a key with no record answers `Ok`: the key
+                // is free, as asked (a release whose answer was lost).
+                if !may_be_absent(&self.known[&k]) {
+                    self.fenced("release", k, token, true)?;
+                }
+                self.set(k, Known::Absent);
+            }
+            Heard::LeaseLost => self.fenced("release", k, token, false)?,
+            Heard::Failed => {
+                if self.holds(k, token) != Some(false) {
+                    self.maybe(k, Known::Absent);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The claim of `k` with `token` renewed its lease (`what`: a renewal
+    /// or a recovery point) for `lease_ms`, and heard `heard`.
+    pub fn renewal(
+        &mut self,
+        what: &str,
+        k: u64,
+        token: u64,
+        lease_ms: u64,
+        heard: Heard,
+    ) -> Outcome {
+        match heard {
+            Heard::Done => {
+                self.fenced(what, k, token, true)?;
+                self.renewed(k, lease_ms);
+            }
+            Heard::LeaseLost => self.fenced(what, k, token, false)?,
+            // Landed or not: the lease ends at the old time or a lease
+            // from now.
+            Heard::Failed => self.maybe_renewed(k, lease_ms),
+        }
+        Ok(())
+    }
+
+    /// A removal of `k` heard `heard` (`LeaseLost` is not an answer of
+    /// one).
+    pub fn removal(&mut self, k: u64, heard: Heard) -> Outcome {
+        match heard {
+            Heard::Done => self.set(k, Known::Absent),
+            Heard::Failed => self.maybe(k, Known::Absent),
+            Heard::LeaseLost => return Err(format!("remove k{k} answered LeaseLost")),
+        }
+        Ok(())
+    }
+
     /// `k` was claimed with `token` and `payload`, its lease `lease_ms`.
-    pub fn claimed(&mut self, k: u64, payload: u8, token: u64, lease_ms: u64) {
+    fn claimed(&mut self, k: u64, payload: u8, token: u64, lease_ms: u64) {
         let lease_end = self.now + lease_ms;
         self.set(
             k,
@@ -99,7 +239,7 @@ impl Oracle {
     }
 
     /// The claim of `k` renewed: its lease ends `lease_ms` from now.
-    pub fn renewed(&mut self, k: u64, lease_ms: u64) {
+    fn renewed(&mut self, k: u64, lease_ms: u64) {
         if let Some(Known::InFlight {
             lease_end,
             lease_max,
@@ -113,14 +253,14 @@ impl Oracle {
 
     /// A renewal of `k` failed: it may have landed, so the lease may end
     /// as late as `lease_ms` from now.
-    pub fn maybe_renewed(&mut self, k: u64, lease_ms: u64) {
+    fn maybe_renewed(&mut self, k: u64, lease_ms: u64) {
         if let Some(Known::InFlight { lease_max, .. }) = self.known.get_mut(&k) {
             *lease_max = self.now + lease_ms;
         }
     }
 
     /// An operation on `k` failed: it may have landed as `landed`.
-    pub fn maybe(&mut self, k: u64, landed: Known) {
+    fn maybe(&mut self, k: u64, landed: Known) {
         let before = self.known(k);
         let mut options = match before {
             Known::Either(options) => options,
@@ -133,7 +273,7 @@ impl Oracle {
     /// Whether the claim with `token` holds `k`, as far as the oracle
     /// knows: `Some(true)`, `Some(false)`, or `None` when a failed
     /// operation leaves it open.
-    pub fn holds(&self, k: u64, token: u64) -> Option<bool> {
+    fn holds(&self, k: u64, token: u64) -> Option<bool> {
         fn one(known: &Known, token: u64) -> Option<bool> {
             match known {
                 Known::InFlight { token: t, .. } if *t == 0 => None,
@@ -156,7 +296,7 @@ impl Oracle {
 
     /// Checks a holder's write against the fencing: accepted only if the
     /// claim may hold the key, refused with `LeaseLost` only if it may not.
-    pub fn fenced(&self, what: &str, k: u64, token: u64, accepted: bool) -> Outcome {
+    fn fenced(&self, what: &str, k: u64, token: u64, accepted: bool) -> Outcome {
         match (self.holds(k, token), accepted) {
             (Some(false), true) => Err(format!(
                 "{what} k{k} by the stale claim with token {token} was accepted: the fencing let it through"
@@ -170,7 +310,7 @@ impl Oracle {
 
     /// A token was issued for `k`: it must be larger than every earlier one
     /// in its scope.
-    pub fn check_token(&mut self, k: u64, token: u64) -> Outcome {
+    fn check_token(&mut self, k: u64, token: u64) -> Outcome {
         let slot = match self.scope {
             TokenScope::Store => 0,
             TokenScope::Key => k,
@@ -186,7 +326,7 @@ impl Oracle {
     }
 
     /// A claim of `k` with `payload` was granted: the oracle must allow one.
-    pub fn expect_claimable(&self, k: u64, payload: u8, takeover: bool) -> Outcome {
+    fn expect_claimable(&self, k: u64, payload: u8, takeover: bool) -> Outcome {
         let known = &self.known[&k];
         let ok = match known {
             Known::Absent => true,
