@@ -66,10 +66,14 @@ impl Worker {
                 });
             }
             Request::Release { key, token, reply } => {
-                reply.answer = Some(match held_record(tables, key, *token, now_ms)? {
-                    // Nothing live left to release (this release landed
-                    // before and its answer was lost, or the record expired
-                    // or was removed): the key is free, as asked.
+                // The claim's own record goes even once it expired: an
+                // expired record reads as absent only while the clock stays
+                // past its expiry, and a restart after the wall clock
+                // stepped back would bring the released claim back.
+                reply.answer = Some(match claim_record(tables, key, *token)? {
+                    // Nothing left to release (this release landed before
+                    // and its answer was lost, or the record was removed):
+                    // the key is free, as asked.
                     None if !has_live_record(tables, key, now_ms)? => Ok(()),
                     None => Err(Error::LeaseLost),
                     // A storage error fails the batch (`?`): the delete
@@ -296,6 +300,22 @@ pub(super) fn held_record(
             if record.token == token
                 && !record.is_expired(now_ms)
                 && matches!(record.state, StoredState::InFlight { .. }) =>
+        {
+            Some(record)
+        }
+        _ => None,
+    })
+}
+
+/// The in-flight record of the claim with `token`, expired or not.
+pub(super) fn claim_record(
+    tables: &WriteTables<'_>,
+    key: &Key,
+    token: u64,
+) -> Result<Option<StoredRecord>> {
+    Ok(match tables.read(key)? {
+        Some(Ok(record))
+            if record.token == token && matches!(record.state, StoredState::InFlight { .. }) =>
         {
             Some(record)
         }

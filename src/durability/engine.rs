@@ -20,7 +20,7 @@
 //! path with its documentation.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use redb::Database;
 use redb::backends::InMemoryBackend;
@@ -76,6 +76,11 @@ pub(crate) struct Engine {
     /// Whether the open's commit records the allocator state
     /// (`Config::quick_repair`).
     quick_repair: bool,
+    /// Why the database must be reopened before it takes another write,
+    /// when something outside the committer left it unable to write (an
+    /// integrity check that failed gives the engine's allocator state up).
+    /// The committer takes it before its next batch and heals.
+    reopen_cause: Mutex<Option<String>>,
 }
 
 /// The snapshot lookups share, and how many commits have ended: a lookup
@@ -159,6 +164,7 @@ impl Engine {
             integrity_check,
             journal,
             quick_repair,
+            reopen_cause: Mutex::new(None),
         };
         Ok((engine, opened, writer))
     }
@@ -227,6 +233,24 @@ impl Engine {
 
     fn latest_mut(&self) -> std::sync::RwLockWriteGuard<'_, Latest> {
         self.latest.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the committer to reopen the database before its next write,
+    /// because of `cause`.
+    pub fn must_reopen(&self, cause: String) {
+        *self
+            .reopen_cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cause);
+    }
+
+    /// Why the database must be reopened before the next write, if it
+    /// must; asking clears it.
+    pub fn take_reopen_cause(&self) -> Option<String> {
+        self.reopen_cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Runs `f` with the database to itself: no transaction of anyone else

@@ -133,23 +133,40 @@ impl Store {
     /// anything is. `Config::verify_on_open` runs the same checks at open
     /// and refuses a damaged file.
     ///
+    /// The engine's check first makes the latest commit durable (with the
+    /// journal, commits between checkpoints are not synced into the file),
+    /// so it writes, and a full disk can fail it.
+    ///
     /// # Errors
     ///
-    /// [`Error::Storage`] if the file cannot be read at all, or the store is
-    /// recovering from a failed commit ([`Error::Poisoned`]).
+    /// [`Error::Storage`] if the file cannot be read at all, or the engine's
+    /// check fails on an I/O error (a full disk: free space and verify
+    /// again); the store then reopens its file before its next write. The
+    /// store is recovering from a failed commit: [`Error::Poisoned`].
     pub fn verify(&self) -> Result<VerifyReport> {
-        self.inner.engine.exclusive(|db| {
-            let engine = match db.check_integrity() {
+        let engine = &self.inner.engine;
+        engine.exclusive(|db| {
+            let check = match db.check_integrity() {
                 Ok(true) => EngineCheck::Passed,
                 Ok(false) => EngineCheck::Repaired,
-                Err(err) => EngineCheck::Failed(Error::from(err).to_string()),
+                Err(err) => {
+                    let err = Error::from(err);
+                    // A failed check gives the engine's allocator state
+                    // up: no write works until the file is reopened.
+                    engine.must_reopen(format!("verify: the storage engine's check failed: {err}"));
+                    // An I/O failure (a full disk) is not damage.
+                    if err.is_transient() {
+                        return Err(err);
+                    }
+                    EngineCheck::Failed(err.to_string())
+                }
             };
-            let mut report = match &engine {
+            let mut report = match &check {
                 // The engine's state is not to be trusted for a table walk.
                 EngineCheck::Failed(_) => VerifyReport::default(),
                 _ => verify::verify_tables(db)?,
             };
-            report.note_engine(engine);
+            report.note_engine(check);
             Ok(report)
         })
     }

@@ -47,7 +47,9 @@ impl Store {
     /// Repeating a release is safe: one whose key holds no live record any
     /// more (this release landed before and its answer was lost, or the
     /// record expired or was removed) answers `Ok`, since the key is free
-    /// either way.
+    /// either way. The claim's own record is deleted even once it expired,
+    /// so that a restart with the wall clock stepped back before its expiry
+    /// does not bring the released claim back.
     ///
     /// # Errors
     ///

@@ -15,6 +15,10 @@
 //!   holder's is not.
 //! - An operation that failed may have landed or not: the key then answers
 //!   as one of the two, which the next look settles.
+//! - With a retention ([`Oracle::with_retention`]), a record reads as absent
+//!   from its expiry on (a claim's: its lease's end plus the retention; a
+//!   completion's: its time plus the retention) and as live again if the
+//!   clock goes back before it, until a sweep may have deleted it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -35,8 +39,13 @@ pub enum Known {
         lease_end: u64,
         lease_max: u64,
     },
-    /// Completed with `response` for payload `fp`.
-    Completed { fp: u8, response: StoredResponse },
+    /// Completed with `response` for payload `fp`, expiring at `expires`
+    /// (ms).
+    Completed {
+        fp: u8,
+        response: StoredResponse,
+        expires: u64,
+    },
     /// An operation on it failed: it answers as one of `options`.
     Either(Vec<Known>),
 }
@@ -84,6 +93,8 @@ pub struct Oracle {
     /// for all (`TokenScope::Store`).
     highest: BTreeMap<u64, u64>,
     scope: TokenScope,
+    /// The store's retention (ms); `None`: records never expire.
+    retention: Option<u64>,
     /// The store's time (ms), as the simulation moves it.
     pub now: u64,
 }
@@ -94,8 +105,16 @@ impl Oracle {
             known: (0..keys).map(|k| (k, Known::Absent)).collect(),
             highest: BTreeMap::new(),
             scope,
+            retention: None,
             now,
         }
+    }
+
+    /// Records expire `retention_ms` after a claim's lease or a
+    /// completion.
+    pub fn with_retention(mut self, retention_ms: u64) -> Oracle {
+        self.retention = Some(retention_ms);
+        self
     }
 
     /// What the oracle knows of `k`.
@@ -153,6 +172,7 @@ impl Oracle {
         let completed = Known::Completed {
             fp: payload,
             response,
+            expires: self.now.saturating_add(self.retention.unwrap_or(u64::MAX)),
         };
         match heard {
             Heard::Done => {
@@ -175,7 +195,7 @@ impl Oracle {
             Heard::Done => {
                 // A release of a key with no record answers `Ok`: the key
                 // is free, as asked (a release whose answer was lost).
-                if !may_be_absent(&self.known[&k]) {
+                if !self.may_be_absent(k) {
                     self.fenced("release", k, token, true)?;
                 }
                 self.set(k, Known::Absent);
@@ -222,6 +242,57 @@ impl Oracle {
             Heard::LeaseLost => return Err(format!("remove k{k} answered LeaseLost")),
         }
         Ok(())
+    }
+
+    /// A sweep ran (answered or not): every record that may have expired
+    /// may be gone, even if the clock later goes back before its expiry.
+    pub fn swept(&mut self) {
+        let keys: Vec<u64> = self.known.keys().copied().collect();
+        for k in keys {
+            let options = flat(&self.known[&k]);
+            let may_expire = options
+                .iter()
+                .any(|o| *o != Known::Absent && self.views(o).contains(&Known::Absent));
+            if may_expire && !options.contains(&Known::Absent) {
+                self.maybe(k, Known::Absent);
+            }
+        }
+    }
+
+    /// What `known` may read as now: a record while it lives, absent once
+    /// it expired, either while a renewal that failed leaves its expiry
+    /// open; an `Either` gives each option's.
+    fn views(&self, known: &Known) -> Vec<Known> {
+        let Some(retention) = self.retention else {
+            return flat(known);
+        };
+        let mut views = Vec::new();
+        for option in flat(known) {
+            let (live, expired) = match &option {
+                Known::InFlight {
+                    lease_end,
+                    lease_max,
+                    ..
+                } => (
+                    self.now < lease_end.saturating_add(retention),
+                    self.now >= lease_max.saturating_add(retention),
+                ),
+                Known::Completed { expires, .. } => (self.now < *expires, self.now >= *expires),
+                _ => (true, false),
+            };
+            if !live && !views.contains(&Known::Absent) {
+                views.push(Known::Absent);
+            }
+            if !expired && !views.contains(&option) {
+                views.push(option);
+            }
+        }
+        views
+    }
+
+    /// Whether `k` may have no live record.
+    pub fn may_be_absent(&self, k: u64) -> bool {
+        self.views(&self.known[&k]).contains(&Known::Absent)
     }
 
     /// `k` was claimed with `token` and `payload`, its lease `lease_ms`.
@@ -274,24 +345,22 @@ impl Oracle {
     /// knows: `Some(true)`, `Some(false)`, or `None` when a failed
     /// operation leaves it open.
     fn holds(&self, k: u64, token: u64) -> Option<bool> {
-        fn one(known: &Known, token: u64) -> Option<bool> {
-            match known {
+        let answers: Vec<_> = self
+            .views(&self.known[&k])
+            .iter()
+            .map(|view| match view {
                 Known::InFlight { token: t, .. } if *t == 0 => None,
                 Known::InFlight { token: t, .. } => Some(*t == token),
-                Known::Either(options) => {
-                    let answers: Vec<_> = options.iter().map(|o| one(o, token)).collect();
-                    if answers.iter().all(|a| *a == Some(true)) {
-                        Some(true)
-                    } else if answers.iter().all(|a| *a == Some(false)) {
-                        Some(false)
-                    } else {
-                        None
-                    }
-                }
                 _ => Some(false),
-            }
+            })
+            .collect();
+        if answers.iter().all(|a| *a == Some(true)) {
+            Some(true)
+        } else if answers.iter().all(|a| *a == Some(false)) {
+            Some(false)
+        } else {
+            None
         }
-        one(&self.known[&k], token)
     }
 
     /// Checks a holder's write against the fencing: accepted only if the
@@ -328,11 +397,11 @@ impl Oracle {
     /// A claim of `k` with `payload` was granted: the oracle must allow one.
     fn expect_claimable(&self, k: u64, payload: u8, takeover: bool) -> Outcome {
         let known = &self.known[&k];
-        let ok = match known {
-            Known::Absent => true,
-            Known::InFlight { fp, lease_end, .. } => *fp == payload && self.now >= *lease_end,
-            Known::Completed { .. } => false,
-            Known::Either(options) => options
+        let ok = match self.views(known).as_slice() {
+            [Known::Absent] => true,
+            [Known::InFlight { fp, lease_end, .. }] => *fp == payload && self.now >= *lease_end,
+            [Known::Completed { .. }] => false,
+            options => options
                 .iter()
                 .any(|o| matches!(o, Known::Absent | Known::InFlight { .. })),
         };
@@ -348,7 +417,8 @@ impl Oracle {
     /// must allow the answer.
     pub fn check_answer<C>(&self, k: u64, payload: u8, answer: &Begin<C>) -> Outcome {
         let known = &self.known[&k];
-        if !self.allows(payload, known, answer) {
+        let views = self.views(known);
+        if !views.iter().any(|view| self.allows(payload, view, answer)) {
             return Err(format!(
                 "k{k} payload {payload} answered {} while the oracle knows it as {known:?}",
                 kind(answer)
@@ -357,11 +427,11 @@ impl Oracle {
         Ok(())
     }
 
-    /// Whether a key the oracle knows as `known` may answer `answer` to a
-    /// `begin` with `payload`.
-    fn allows<C>(&self, payload: u8, known: &Known, answer: &Begin<C>) -> bool {
-        match (known, answer) {
-            (Known::Completed { fp, response }, Begin::Replay(got)) => {
+    /// Whether a key that reads as `view` (one of [`Oracle::views`]) may
+    /// answer `answer` to a `begin` with `payload`.
+    fn allows<C>(&self, payload: u8, view: &Known, answer: &Begin<C>) -> bool {
+        match (view, answer) {
+            (Known::Completed { fp, response, .. }, Begin::Replay(got)) => {
                 *fp == payload && got == response
             }
             (Known::Completed { fp, .. }, Begin::Mismatch) => *fp != payload,
@@ -369,9 +439,6 @@ impl Oracle {
                 *fp == payload && self.now < *lease_max
             }
             (Known::InFlight { fp, .. }, Begin::Mismatch) => *fp != payload,
-            (Known::Either(options), _) => options
-                .iter()
-                .any(|option| self.allows(payload, option, answer)),
             _ => false,
         }
     }
@@ -381,9 +448,14 @@ impl Oracle {
     /// from the oracle). `when` names the look in an error.
     pub fn settle(&mut self, k: u64, found: Known, when: &str) -> Outcome {
         let known = self.known(k);
-        if !same_kind(&known, &found) {
+        if !self
+            .views(&known)
+            .iter()
+            .any(|view| same_kind(view, &found))
+        {
             return Err(format!(
-                "{when} k{k} holds {found:?}, the oracle knows it as {known:?}"
+                "{when} k{k} holds {found:?}, the oracle knows it as {known:?} (now {})",
+                self.now
             ));
         }
         let settled = match found {
@@ -396,6 +468,21 @@ impl Oracle {
                     token,
                     lease_end,
                     lease_max,
+                }
+            }
+            // Absent, or expired: a record that expired reads as absent,
+            // and as live again if the clock goes back before its expiry.
+            Known::Absent => {
+                let mut options = vec![Known::Absent];
+                options.extend(
+                    flat(&known)
+                        .into_iter()
+                        .filter(|o| *o != Known::Absent && self.views(o).contains(&Known::Absent)),
+                );
+                if options.len() == 1 {
+                    Known::Absent
+                } else {
+                    Known::Either(options)
                 }
             }
             other => other,
@@ -422,22 +509,25 @@ pub fn found(record: Option<&Record>, fp0: Fingerprint) -> Result<Known, String>
         RecordState::Completed { response, .. } => Ok(Known::Completed {
             fp,
             response: response.clone(),
+            expires: record
+                .expires_at()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
         }),
         _ => Err("a record state the simulation does not know".into()),
     }
 }
 
-/// Whether the key may have no record.
-pub fn may_be_absent(known: &Known) -> bool {
+/// The options of `known`: itself, or an `Either`'s, flattened.
+fn flat(known: &Known) -> Vec<Known> {
     match known {
-        Known::Absent => true,
-        Known::Either(options) => options.iter().any(may_be_absent),
-        _ => false,
+        Known::Either(options) => options.iter().flat_map(flat).collect(),
+        other => vec![other.clone()],
     }
 }
 
 /// Whether `found` is one of what `known` allows, comparing responses
-/// byte for byte and ignoring leases.
+/// byte for byte and ignoring leases and expiry.
 fn same_kind(known: &Known, found: &Known) -> bool {
     match (known, found) {
         (Known::Absent, Known::Absent) => true,
@@ -449,27 +539,37 @@ fn same_kind(known: &Known, found: &Known) -> bool {
                 fp: b, token: u, ..
             },
         ) => a == b && (*t == 0 || t == u),
-        (Known::Completed { fp: a, response: r }, Known::Completed { fp: b, response: s }) => {
-            a == b && r == s
-        }
+        (
+            Known::Completed {
+                fp: a, response: r, ..
+            },
+            Known::Completed {
+                fp: b, response: s, ..
+            },
+        ) => a == b && r == s,
         (Known::Either(options), found) => options.iter().any(|o| same_kind(o, found)),
         _ => false,
     }
 }
 
 /// The lease bounds the oracle knows for the in-flight record with `token`
-/// (a claim whose answer was lost has token 0 here: any token).
+/// (a claim whose answer was lost has token 0 here: any token). When
+/// several options may be that record (claims whose answers were lost),
+/// its lease ends no sooner than the earliest end and no later than the
+/// latest.
 fn lease_of(known: &Known, token: u64) -> Option<(u64, u64)> {
-    match known {
-        Known::InFlight {
-            token: t,
-            lease_end,
-            lease_max,
-            ..
-        } if *t == token || *t == 0 => Some((*lease_end, *lease_max)),
-        Known::Either(options) => options.iter().find_map(|o| lease_of(o, token)),
-        _ => None,
-    }
+    flat(known)
+        .iter()
+        .filter_map(|option| match option {
+            Known::InFlight {
+                token: t,
+                lease_end,
+                lease_max,
+                ..
+            } if *t == token || *t == 0 => Some((*lease_end, *lease_max)),
+            _ => None,
+        })
+        .reduce(|(end, max), (e, m)| (end.min(e), max.max(m)))
 }
 
 /// A `begin`'s answer without its claim, for a message.
