@@ -547,7 +547,9 @@ impl Sim {
         match answer {
             Ok(Begin::Claimed(claim)) => {
                 let (token, takeover) = (claim.token(), claim.is_takeover());
-                self.oracle.granted(k, payload, token, takeover, lease_ms)?;
+                let recovered = claim.recovered().map(|point| point.phase());
+                self.oracle
+                    .granted(k, payload, token, takeover, recovered, lease_ms)?;
                 self.claims.push((k, payload, claim));
                 Ok(())
             }
@@ -609,8 +611,8 @@ impl Sim {
             return Ok(());
         };
         let token = claim.token();
+        let phase = format!("step_{i}");
         let (what, result) = if progress {
-            let phase = format!("step_{i}");
             let state = phase.clone().into_bytes();
             (
                 "record_progress",
@@ -623,8 +625,9 @@ impl Sim {
             .push(format!("{i}: {what} k{k} (token {token}): {result:?}"));
         let heard =
             Heard::of(result.as_ref().err()).map_err(|err| format!("{what} k{k}: {err}"))?;
+        let point = progress.then_some(phase.as_str());
         self.oracle
-            .renewal(what, k, token, LEASE.as_millis() as u64, heard)?;
+            .renewal(k, token, LEASE.as_millis() as u64, point, heard)?;
         self.heal_after(heard)
     }
 

@@ -224,7 +224,9 @@ impl Sim {
         match answer {
             Ok(Begin::Claimed(claim)) => {
                 let (token, takeover) = (claim.token(), claim.is_takeover());
-                self.oracle.granted(k, payload, token, takeover, lease_ms)?;
+                let recovered = claim.recovered().map(|point| point.phase());
+                self.oracle
+                    .granted(k, payload, token, takeover, recovered, lease_ms)?;
                 self.claims.push((k, payload, r, claim));
                 Ok(())
             }
@@ -306,8 +308,8 @@ impl Sim {
         };
         let (r, token) = (*r, claim.token());
         let backend = &self.replicas[r].backend;
+        let phase = format!("step_{i}");
         let (what, result) = if progress {
-            let phase = format!("step_{i}");
             let state = Bytes::from(phase.clone().into_bytes());
             (
                 "record_progress",
@@ -321,8 +323,9 @@ impl Sim {
         ));
         let heard =
             Heard::of(result.as_ref().err()).map_err(|err| format!("{what} k{k}: {err}"))?;
+        let point = progress.then_some(phase.as_str());
         self.oracle
-            .renewal(what, k, token, LEASE.as_millis() as u64, heard)
+            .renewal(k, token, LEASE.as_millis() as u64, point, heard)
     }
 
     async fn remove(&mut self, i: u64, r: usize, k: u64) -> Outcome {

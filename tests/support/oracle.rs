@@ -13,6 +13,9 @@
 //!   contract's scope).
 //! - Fencing: a stale claim's write is refused with `LeaseLost`, its
 //!   holder's is not.
+//! - A takeover hands over the last recovery point its holder recorded
+//!   (the record keeps it until the new holder records its own); a fresh
+//!   claim has none.
 //! - An operation that failed may have landed or not: the key then answers
 //!   as one of the two, which the next look settles.
 //! - With a retention ([`Oracle::with_retention`]), a record reads as absent
@@ -32,12 +35,14 @@ pub enum Known {
     Absent,
     /// Claimed with `token` (0: unknown, a claim whose answer was lost) and
     /// payload `fp`, its lease ending at `lease_end` (ms), or as late as
-    /// `lease_max` if a renewal that failed landed.
+    /// `lease_max` if a renewal that failed landed; its record holds one
+    /// of `points`.
     InFlight {
         fp: u8,
         token: u64,
         lease_end: u64,
         lease_max: u64,
+        points: Points,
     },
     /// Completed with `response` for payload `fp`, expiring at `expires`
     /// (ms).
@@ -48,6 +53,37 @@ pub enum Known {
     },
     /// An operation on it failed: it answers as one of `options`.
     Either(Vec<Known>),
+}
+
+/// The recovery points (by phase) an in-flight record may hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Points {
+    /// Any: a claim whose answer was lost may have taken one over.
+    Any,
+    /// One of these (`None`: no point).
+    OneOf(Vec<Option<String>>),
+}
+
+impl Points {
+    fn exactly(point: Option<&str>) -> Points {
+        Points::OneOf(vec![point.map(str::to_owned)])
+    }
+
+    fn allows(&self, point: Option<&str>) -> bool {
+        match self {
+            Points::Any => true,
+            Points::OneOf(points) => points.iter().any(|p| p.as_deref() == point),
+        }
+    }
+
+    /// `point` may have been recorded as well (a write that failed).
+    fn or(&mut self, point: Option<&str>) {
+        if !self.allows(point)
+            && let Points::OneOf(points) = self
+        {
+            points.push(point.map(str::to_owned));
+        }
+    }
 }
 
 /// Over what tokens must grow.
@@ -127,20 +163,22 @@ impl Oracle {
         self.known.insert(k, known);
     }
 
-    /// A `begin` of `k` with `payload` answered `Claimed` with `token`:
-    /// the token must grow and the oracle allow a claim; `k` is then held
-    /// for `lease_ms`.
+    /// A `begin` of `k` with `payload` answered `Claimed` with `token`,
+    /// a takeover or not, inheriting the recovery point `recovered` (its
+    /// phase): the token must grow and the oracle allow that claim; `k` is
+    /// then held for `lease_ms`.
     pub fn granted(
         &mut self,
         k: u64,
         payload: u8,
         token: u64,
         takeover: bool,
+        recovered: Option<&str>,
         lease_ms: u64,
     ) -> Outcome {
         self.check_token(k, token)?;
-        self.expect_claimable(k, payload, takeover)?;
-        self.claimed(k, payload, token, lease_ms);
+        self.expect_claimable(k, payload, takeover, recovered)?;
+        self.claimed(k, payload, token, lease_ms, recovered);
         Ok(())
     }
 
@@ -155,6 +193,7 @@ impl Oracle {
                 token: 0,
                 lease_end,
                 lease_max: lease_end,
+                points: Points::Any,
             },
         );
     }
@@ -210,25 +249,43 @@ impl Oracle {
         Ok(())
     }
 
-    /// The claim of `k` with `token` renewed its lease (`what`: a renewal
-    /// or a recovery point) for `lease_ms`, and heard `heard`.
+    /// The claim of `k` with `token` renewed its lease for `lease_ms`
+    /// (with `point`: recorded that recovery point, which renews the lease
+    /// the same way), and heard `heard`.
     pub fn renewal(
         &mut self,
-        what: &str,
         k: u64,
         token: u64,
         lease_ms: u64,
+        point: Option<&str>,
         heard: Heard,
     ) -> Outcome {
+        let what = if point.is_some() {
+            "record_progress"
+        } else {
+            "renew"
+        };
+        let lease_end = self.now + lease_ms;
         match heard {
             Heard::Done => {
                 self.fenced(what, k, token, true)?;
-                self.renewed(k, lease_ms);
+                self.change_claim(k, token, |end, max, points| {
+                    *end = lease_end;
+                    *max = lease_end;
+                    if point.is_some() {
+                        *points = Points::exactly(point);
+                    }
+                });
             }
             Heard::LeaseLost => self.fenced(what, k, token, false)?,
             // Landed or not: the lease ends at the old time or a lease
-            // from now.
-            Heard::Failed => self.maybe_renewed(k, lease_ms),
+            // from now, and the record holds the old point or the new one.
+            Heard::Failed => self.change_claim(k, token, |_, max, points| {
+                *max = (*max).max(lease_end);
+                if point.is_some() {
+                    points.or(point);
+                }
+            }),
         }
         Ok(())
     }
@@ -295,8 +352,9 @@ impl Oracle {
         self.views(&self.known[&k]).contains(&Known::Absent)
     }
 
-    /// `k` was claimed with `token` and `payload`, its lease `lease_ms`.
-    fn claimed(&mut self, k: u64, payload: u8, token: u64, lease_ms: u64) {
+    /// `k` was claimed with `token` and `payload`, its lease `lease_ms`,
+    /// its record holding the recovery point `recovered` inherited.
+    fn claimed(&mut self, k: u64, payload: u8, token: u64, lease_ms: u64, recovered: Option<&str>) {
         let lease_end = self.now + lease_ms;
         self.set(
             k,
@@ -305,28 +363,39 @@ impl Oracle {
                 token,
                 lease_end,
                 lease_max: lease_end,
+                points: Points::exactly(recovered),
             },
         );
     }
 
-    /// The claim of `k` renewed: its lease ends `lease_ms` from now.
-    fn renewed(&mut self, k: u64, lease_ms: u64) {
-        if let Some(Known::InFlight {
-            lease_end,
-            lease_max,
-            ..
-        }) = self.known.get_mut(&k)
-        {
-            *lease_end = self.now + lease_ms;
-            *lease_max = *lease_end;
+    /// Applies `change` (to the lease's end, its latest end and the
+    /// points) of every in-flight option of `k` that may be the claim with
+    /// `token`.
+    fn change_claim(
+        &mut self,
+        k: u64,
+        token: u64,
+        change: impl Fn(&mut u64, &mut u64, &mut Points),
+    ) {
+        fn visit(known: &mut Known, token: u64, change: &impl Fn(&mut u64, &mut u64, &mut Points)) {
+            match known {
+                Known::InFlight {
+                    token: t,
+                    lease_end,
+                    lease_max,
+                    points,
+                    ..
+                } if *t == token || *t == 0 => change(lease_end, lease_max, points),
+                Known::Either(options) => {
+                    for option in options {
+                        visit(option, token, change);
+                    }
+                }
+                _ => {}
+            }
         }
-    }
-
-    /// A renewal of `k` failed: it may have landed, so the lease may end
-    /// as late as `lease_ms` from now.
-    fn maybe_renewed(&mut self, k: u64, lease_ms: u64) {
-        if let Some(Known::InFlight { lease_max, .. }) = self.known.get_mut(&k) {
-            *lease_max = self.now + lease_ms;
+        if let Some(known) = self.known.get_mut(&k) {
+            visit(known, token, &change);
         }
     }
 
@@ -394,8 +463,17 @@ impl Oracle {
         Ok(())
     }
 
-    /// A claim of `k` with `payload` was granted: the oracle must allow one.
-    fn expect_claimable(&self, k: u64, payload: u8, takeover: bool) -> Outcome {
+    /// A claim of `k` with `payload` was granted (a takeover or not,
+    /// inheriting `recovered`): the oracle must allow one, a takeover only
+    /// of a record that may hold `recovered`, a fresh claim only of a key
+    /// that may be free, with no point.
+    fn expect_claimable(
+        &self,
+        k: u64,
+        payload: u8,
+        takeover: bool,
+        recovered: Option<&str>,
+    ) -> Outcome {
         let known = &self.known[&k];
         let ok = match self.views(known).as_slice() {
             [Known::Absent] => true,
@@ -408,6 +486,16 @@ impl Oracle {
         if !ok {
             return Err(format!(
                 "k{k} was claimed (takeover: {takeover}) while the oracle knows it as {known:?}: two live holders, or an acknowledged completion lost"
+            ));
+        }
+        let inherits = self.views(known).iter().any(|view| match view {
+            Known::Absent => !takeover && recovered.is_none(),
+            Known::InFlight { points, .. } => takeover && points.allows(recovered),
+            _ => false,
+        });
+        if !inherits {
+            return Err(format!(
+                "k{k} was claimed (takeover: {takeover}, recovering {recovered:?}) while the oracle knows it as {known:?}: a takeover hands over the last recovery point recorded, a fresh claim none"
             ));
         }
         Ok(())
@@ -459,7 +547,9 @@ impl Oracle {
             ));
         }
         let settled = match found {
-            Known::InFlight { fp, token, .. } => {
+            Known::InFlight {
+                fp, token, points, ..
+            } => {
                 let (lease_end, lease_max) = lease_of(&known, token).ok_or_else(|| {
                     format!("k{k}: an in-flight record the oracle did not expect")
                 })?;
@@ -468,6 +558,7 @@ impl Oracle {
                     token,
                     lease_end,
                     lease_max,
+                    points,
                 }
             }
             // Absent, or expired: a record that expired reads as absent,
@@ -500,11 +591,12 @@ pub fn found(record: Option<&Record>, fp0: Fingerprint) -> Result<Known, String>
     };
     let fp = u8::from(record.fingerprint() != fp0);
     match record.state() {
-        RecordState::InFlight { .. } => Ok(Known::InFlight {
+        RecordState::InFlight { recovery, .. } => Ok(Known::InFlight {
             fp,
             token: record.token(),
             lease_end: 0,
             lease_max: 0,
+            points: Points::exactly(recovery.as_ref().map(|point| point.phase())),
         }),
         RecordState::Completed { response, .. } => Ok(Known::Completed {
             fp,
@@ -527,18 +619,24 @@ fn flat(known: &Known) -> Vec<Known> {
 }
 
 /// Whether `found` is one of what `known` allows, comparing responses
-/// byte for byte and ignoring leases and expiry.
+/// byte for byte and recovery points by phase, ignoring leases and expiry.
 fn same_kind(known: &Known, found: &Known) -> bool {
     match (known, found) {
         (Known::Absent, Known::Absent) => true,
         (
             Known::InFlight {
-                fp: a, token: t, ..
+                fp: a,
+                token: t,
+                points,
+                ..
             },
             Known::InFlight {
-                fp: b, token: u, ..
+                fp: b,
+                token: u,
+                points: Points::OneOf(found),
+                ..
             },
-        ) => a == b && (*t == 0 || t == u),
+        ) => a == b && (*t == 0 || t == u) && found.iter().all(|p| points.allows(p.as_deref())),
         (
             Known::Completed {
                 fp: a, response: r, ..
