@@ -170,12 +170,6 @@ fn wall_ms(clock: &ManualClock) -> u64 {
 /// Where the restarts' streams start, past any step's.
 const RESTART_STREAMS: u64 = 1 << 32;
 
-/// The seed of stream `n` of a run: each step, and each restart, draws
-/// from its own.
-fn stream(seed: u64, n: u64) -> u64 {
-    Rng::new(seed ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next()
-}
-
 fn key(k: u64) -> Key {
     Key::new("sim", &format!("k{k}")).expect("simulation keys are valid")
 }
@@ -279,7 +273,7 @@ impl Sim {
                 }
                 Err(_) if self.disk.is_down() => {
                     self.trace.push("the open was cut off; restart".into());
-                    self.rng = Rng::new(stream(self.seed, RESTART_STREAMS + self.restarts));
+                    self.rng = Rng::stream(self.seed, RESTART_STREAMS + self.restarts);
                     self.disk.restart(&mut self.rng);
                     self.restarts += 1;
                     // The open after a restart may lose power too.
@@ -325,7 +319,7 @@ impl Sim {
         self.claims.clear();
         // The process is gone: whatever its handle does now fails.
         drop(self.store.take());
-        self.rng = Rng::new(stream(self.seed, RESTART_STREAMS + self.restarts));
+        self.rng = Rng::stream(self.seed, RESTART_STREAMS + self.restarts);
         self.disk.restart(&mut self.rng);
         self.restarts += 1;
         self.trace.push("restart".into());
@@ -417,7 +411,7 @@ impl Sim {
     fn step(&mut self, i: u64) -> Outcome {
         // Each step draws from a stream of its own, so that leaving steps
         // out (the minimizer) does not change the others.
-        self.rng = Rng::new(stream(self.seed, i));
+        self.rng = Rng::stream(self.seed, i);
         let actions = self.draw();
         self.script.push((i, actions.clone()));
         self.play(i, &actions)

@@ -206,6 +206,7 @@ macro_rules! suite {
             holders::renew_extends_the_lease,
             holders::an_expired_holder_may_still_complete_if_nobody_took_over,
             holders::a_holder_whose_record_expired_cannot_complete,
+            holders::a_release_after_expiry_deletes_the_record,
             holders::dropped_claim_blocks_until_its_lease_runs_out,
             holders::a_dropped_takeover_still_fences_the_old_holder,
             holders::remove_deletes_and_revokes,

@@ -345,17 +345,18 @@ impl Statements {
                 ),
                 types: &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT4, Type::TEXT_ARRAY, Type::BYTEA_ARRAY, Type::BYTEA, Type::INT8],
             },
-            // Deletes the holder's row; also answers whether any live row
-            // is left for the key (read from the statement's snapshot, so
-            // the row it deletes counts), so that a release repeated after
-            // one that landed is told the key is already free.
+            // Deletes the holder's row, expired or not (an expired row
+            // reads as absent only while the clock stays past its expiry);
+            // also answers whether any live row is left for the key (read
+            // from the statement's snapshot, so the row it deletes counts),
+            // so that a release repeated after one that landed is told the
+            // key is already free.
             release: Stmt {
                 sql: format!(
                 "WITH c AS (SELECT {now} AS n),
                       released AS (
-                        DELETE FROM {t} USING c
+                        DELETE FROM {t}
                          WHERE scope = $1 AND idem_key = $2 AND token = $3 AND in_flight
-                           AND expires_at > c.n
                         RETURNING 1)
                  SELECT (SELECT count(*) FROM released) AS released,
                         EXISTS (SELECT 1 FROM {t}, c

@@ -21,14 +21,18 @@
 //! per key, stale holders fenced and holders not, and an operation that
 //! failed landed or not, which a read through the other replica settles.
 //!
-//! A seed fixes the faults and the operations, in order; the server's and
-//! the network's timing are real, so where a fault meets the pool
-//! reconnecting, two runs of a seed can differ. A failure prints its trace
-//! and the line that runs the seed again.
+//! A seed fixes the faults and the operations, in order (each step draws
+//! from a stream of its own); the server's and the network's timing are
+//! real, so where a fault meets the pool reconnecting, two runs of a seed
+//! can differ. A failure prints its trace and the line that runs the seed
+//! again, then is minimized: each step in turn is left out, and kept out
+//! while the run still fails; the minimized trace and the line that runs
+//! it again follow.
 //!
 //! `IDEMKV_PG_SIM_SEEDS=N` runs `N` seeds (default 4) from
 //! `IDEMKV_PG_SIM_FIRST` (default 0); `IDEMKV_PG_SIM_SEED=S` runs seed `S`
-//! alone and prints its trace. Uses the server at 127.0.0.1:5432 (database
+//! alone and prints its trace; `IDEMKV_PG_SIM_SKIP=3,7` leaves those steps
+//! out. Uses the server at 127.0.0.1:5432 (database
 //! `test`; `IDEMKV_PG_URL` overrides), a schema per seed. Unreachable: a
 //! failure with `CI=true`, a printed skip otherwise.
 
@@ -39,6 +43,7 @@ mod oracle;
 #[path = "../../tests/support/rng.rs"]
 mod rng;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,6 +136,7 @@ impl Sim {
     }
 
     async fn step(&mut self, i: u64) -> Outcome {
+        self.rng = Rng::stream(self.seed, i);
         let r = self.rng.below(2) as usize;
         let partitioned = self.rng.one_in(3) && self.fault(i, r).await?;
         let k = self.rng.below(KEYS);
@@ -388,29 +394,77 @@ fn brief(answer: &idemkv::Result<Begin<PgClaim>>) -> String {
     }
 }
 
-/// One seed's run; a failure comes back with the trace.
-async fn run(seed: u64) -> Result<(), BoxError> {
+/// One seed's run without the steps in `skip`: the error that failed it
+/// (`Ok(Err)`) and its trace, or the error that kept it from running.
+async fn play(seed: u64, skip: &BTreeSet<u64>) -> Result<(Outcome, Vec<String>), BoxError> {
     let mut sim = Sim::new(seed).await?;
     let mut outcome = Ok(());
-    for i in 1..=STEPS {
+    for i in (1..=STEPS).filter(|i| !skip.contains(i)) {
         outcome = sim.step(i).await;
         if outcome.is_err() {
             break;
         }
     }
+    support::drop_schema(&sim.schema);
+    Ok((outcome, sim.trace))
+}
+
+/// Plays `seed` without the steps in `skip` as a conformance case (on
+/// its own runtime, bounded; a server that cannot be reached is a skip, or
+/// a failure under `CI=true`): its outcome and trace, `None` if skipped.
+fn play_case(seed: u64, skip: &BTreeSet<u64>) -> Option<(Outcome, Vec<String>)> {
+    let played = std::sync::Mutex::new(None);
+    idemkv_conformance::run(async {
+        let result = play(seed, skip).await?;
+        *played.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        Ok(())
+    });
+    played.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One seed's run; a failure is minimized and panics with the commands
+/// that run it again.
+fn run(seed: u64, skip: &BTreeSet<u64>) {
+    let Some((outcome, trace)) = play_case(seed, skip) else {
+        return;
+    };
     let alone = std::env::var_os("IDEMKV_PG_SIM_SEED").is_some();
     if alone || outcome.is_err() {
-        for line in &sim.trace {
+        for line in &trace {
             eprintln!("  {line}");
         }
     }
-    support::drop_schema(&sim.schema);
-    outcome.map_err(|err| {
-        format!(
-            "seed {seed}: {err}\nrun it again: IDEMKV_PG_SIM_SEED={seed} cargo test -p idemkv-postgres --test network_sim -- --nocapture"
-        )
-        .into()
-    })
+    let Err(err) = outcome else {
+        return;
+    };
+    eprintln!("seed {seed}: {err}");
+    // Each step in turn left out, and kept out while the run still fails
+    // (with any error: the timing is real, so a run can fail otherwise).
+    let mut minimal = skip.clone();
+    for i in 1..=STEPS {
+        if minimal.insert(i)
+            && play_case(seed, &minimal).is_some_and(|(outcome, _)| outcome.is_ok())
+        {
+            minimal.remove(&i);
+        }
+    }
+    let (minimal_outcome, minimal_trace) =
+        play_case(seed, &minimal).unwrap_or_else(|| (Ok(()), Vec::new()));
+    eprintln!(
+        "minimized to {} of {STEPS} steps:",
+        STEPS - minimal.len() as u64
+    );
+    for line in &minimal_trace {
+        eprintln!("  {line}");
+    }
+    let skipped: Vec<String> = minimal.iter().map(u64::to_string).collect();
+    panic!(
+        "seed {seed}: {err}\nminimized: {}\nrun it again: IDEMKV_PG_SIM_SEED={seed} cargo test -p idemkv-postgres --test network_sim -- --nocapture\nrun the minimized steps again: IDEMKV_PG_SIM_SEED={seed} IDEMKV_PG_SIM_SKIP={} cargo test -p idemkv-postgres --test network_sim -- --nocapture",
+        minimal_outcome
+            .err()
+            .unwrap_or_else(|| "the minimized run passed this time".into()),
+        skipped.join(",")
+    );
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -427,8 +481,16 @@ fn seeded_network_faults_keep_every_acknowledged_answer() {
             (first..first.saturating_add(count)).collect()
         }
     };
+    let skip: BTreeSet<u64> = std::env::var("IDEMKV_PG_SIM_SKIP")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     for &seed in &seeds {
-        idemkv_conformance::run(run(seed));
+        run(seed, &skip);
     }
     eprintln!("{} seeds of {STEPS} steps", seeds.len());
 }

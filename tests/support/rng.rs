@@ -13,6 +13,13 @@ impl Rng {
         Rng(seed)
     }
 
+    /// The generator of stream `n` of a run of `seed`: each step of a run
+    /// draws from its own, so that leaving steps out (a minimizer) changes
+    /// no other step's draws.
+    pub fn stream(seed: u64, n: u64) -> Rng {
+        Rng::new(Rng::new(seed ^ n.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next())
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -169,6 +169,25 @@ pub async fn a_holder_whose_record_expired_cannot_complete<H: Harness>(harness: 
     Ok(())
 }
 
+/// A release after its claim's record expired answers `Ok` and deletes the
+/// record: nothing is left for the sweep, and a clock that stepped back
+/// before the expiry would not bring the released claim back.
+///
+/// Contract: a release frees the key, the backend's clock.
+pub async fn a_release_after_expiry_deletes_the_record<H: Harness>(harness: &H) -> Outcome {
+    let subject = harness.open(Setup::default()).await?;
+    let b = subject.backend();
+    let k = key("released-late");
+    let claim = claimed(begin(b, &k, fp("a")).await?);
+    subject.advance(LEASE + RETENTION).await;
+    assert!(b.get(&k).await?.is_none(), "the record has expired");
+    b.release(claim).await?;
+    assert_eq!(subject.sweep().await?, 0, "the release deleted the record");
+    let fresh = claimed(begin(b, &k, fp("b")).await?);
+    assert!(!info::<BackendOf<H>>(&fresh).is_takeover());
+    Ok(())
+}
+
 /// A claim dropped without complete or release keeps the key in flight for
 /// its whole lease, then the next attempt takes over.
 ///
