@@ -20,6 +20,7 @@
 //! path with its documentation.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use redb::Database;
@@ -81,6 +82,9 @@ pub(crate) struct Engine {
     /// integrity check that failed gives the engine's allocator state up).
     /// The committer takes it before its next batch and heals.
     reopen_cause: Mutex<Option<String>>,
+    /// Whether `reopen_cause` holds a cause: the committer's check before
+    /// every batch reads this flag alone.
+    must_reopen: AtomicBool,
 }
 
 /// The snapshot lookups share, and how many commits have ended: a lookup
@@ -165,6 +169,7 @@ impl Engine {
             journal,
             quick_repair,
             reopen_cause: Mutex::new(None),
+            must_reopen: AtomicBool::new(false),
         };
         Ok((engine, opened, writer))
     }
@@ -242,11 +247,16 @@ impl Engine {
             .reopen_cause
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(cause);
+        self.must_reopen.store(true, Ordering::Release);
     }
 
     /// Why the database must be reopened before the next write, if it
     /// must; asking clears it.
     pub fn take_reopen_cause(&self) -> Option<String> {
+        if !self.must_reopen.load(Ordering::Acquire) {
+            return None;
+        }
+        self.must_reopen.store(false, Ordering::Release);
         self.reopen_cause
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
