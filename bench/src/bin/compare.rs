@@ -842,8 +842,29 @@ fn main() -> std::process::ExitCode {
     idemkv_bench::run_main(run)
 }
 
+/// What `--help` prints; an unknown argument is refused with it.
+const USAGE: &str = "usage: compare [--quick] [--probes] [--svg DIR] [--rounds N]
+  --quick       smaller runs (20 requests per client instead of 200)
+  --probes      the single-thread probes alone (cycle, replay, point reads)
+  --svg DIR     also write the throughput and latency charts into DIR
+  --rounds N    rounds against the engine's ceilings (3 by default)";
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" | "--probes" => {}
+            "--svg" | "--rounds" => {
+                rest.next();
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only_probes = args.iter().any(|a| a == "--probes");
     let svg_dir = args
