@@ -109,3 +109,16 @@ fn regression_a_sweep_after_a_completion_expired() {
         Step::Sweep,
     ]);
 }
+
+/// A release after its claim's record expired deletes the record, so the
+/// sweep finds nothing left (the model once expected the record to stay).
+#[test]
+fn regression_a_release_after_expiry_leaves_nothing_to_sweep() {
+    replay_steps(&[
+        Step::Begin { key: 0, payload: 0 },
+        Step::Advance { ms: 3000 },
+        Step::Advance { ms: 3000 },
+        Step::Release { claim: 0 },
+        Step::Sweep,
+    ]);
+}

@@ -348,8 +348,13 @@ impl Harness {
                     return;
                 };
                 let held = self.model.held(k, claim.token());
+                // The claim's own record, live or expired: a release
+                // deletes it either way.
+                let own = self.model.records.get(&k).is_some_and(|r| {
+                    r.token == claim.token() && matches!(r.state, State::InFlight { .. })
+                });
                 let result = self.store().release(claim);
-                if held {
+                if held || own {
                     result.expect("holder releases");
                     self.model.records.remove(&k);
                 } else if self.model.live(k).is_none() {
