@@ -295,16 +295,7 @@ pub(super) fn held_record(
     token: u64,
     now_ms: u64,
 ) -> Result<Option<StoredRecord>> {
-    Ok(match tables.read(key)? {
-        Some(Ok(record))
-            if record.token == token
-                && !record.is_expired(now_ms)
-                && matches!(record.state, StoredState::InFlight { .. }) =>
-        {
-            Some(record)
-        }
-        _ => None,
-    })
+    Ok(claim_record(tables, key, token)?.filter(|record| !record.is_expired(now_ms)))
 }
 
 /// The in-flight record of the claim with `token`, expired or not.

@@ -56,6 +56,16 @@ impl Worker {
         });
     }
 
+    /// Heals now if the engine cannot write until it is reopened
+    /// (`Store::verify` failed inside it and called `Engine::must_reopen`),
+    /// so that the next commit does not fail for it.
+    pub(super) fn reopen_if_asked(&mut self) {
+        if let Some(cause) = self.engine.take_reopen_cause() {
+            self.poison(cause);
+            self.heal();
+        }
+    }
+
     /// Reopens the database; on success writes resume, on failure the next
     /// attempt waits twice as long.
     pub(super) fn heal(&mut self) {

@@ -179,12 +179,7 @@ pub(super) fn serve(shared: &Shared, mut worker: Worker) -> Result<()> {
 
 impl Worker {
     pub(super) fn run_batch(&mut self, mut batch: Vec<Request>) {
-        // The engine cannot write until it is reopened (`Store::verify`
-        // failed inside it): heal now, so that the batch does not fail.
-        if let Some(cause) = self.engine.take_reopen_cause() {
-            self.poison(cause);
-            self.heal();
-        }
+        self.reopen_if_asked();
         if let Some(poison) = &self.poisoned {
             for request in batch {
                 request.fail(Error::Poisoned {
@@ -327,10 +322,7 @@ impl Worker {
     /// so only a crash can lose its commits; the outcome is reported to
     /// `Store::close`.
     pub(super) fn sync_on_shutdown(&mut self) -> Result<()> {
-        if let Some(cause) = self.engine.take_reopen_cause() {
-            self.poison(cause);
-            self.heal();
-        }
+        self.reopen_if_asked();
         if let Some(poison) = &self.poisoned {
             return Err(Error::Poisoned {
                 cause: poison.cause.clone(),
