@@ -16,7 +16,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-thread_local! {
+// Under `shuttle` the store's threads are coroutines that share OS
+// threads: the flag must be shuttle's thread-local, one per thread it runs.
+#[cfg(not(feature = "shuttle"))]
+std::thread_local! {
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+#[cfg(feature = "shuttle")]
+shuttle::thread_local! {
     static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -53,5 +60,5 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
     // Every future here keeps the waker of its latest poll, so polling on
     // with a real waker is enough.
-    pollster::block_on(future)
+    crate::sync::park_on(future)
 }

@@ -1,7 +1,9 @@
 //! How the store is doing: what [`Store::health`](crate::Store::health)
 //! reports and the `health` gauge of [`Metrics`](crate::Metrics) mirrors.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::PoisonError;
+
+use crate::sync::Mutex;
 
 use crate::counters::Counters;
 

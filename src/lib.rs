@@ -111,6 +111,7 @@ mod request;
 mod store;
 pub mod support;
 mod sweeper;
+mod sync;
 
 pub use admin::backup::Backup;
 pub use admin::inspect::{RecordStateFilter, ScanFilter, Stats};

@@ -8,10 +8,7 @@
 //! after its expiry entry was read.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::clock::StoreTime;
 use crate::committer::{Submitter, Swept};
@@ -21,6 +18,8 @@ use crate::durability::engine::Engine;
 use crate::durability::storage;
 use crate::error::Result;
 use crate::log::{event, span};
+use crate::sync::channel::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crate::sync::thread::{Builder, JoinHandle};
 
 /// Deletes every record expired by the store's clock, `batch` records per
 /// write transaction; stops early (between batches) once `stop` says so.
@@ -113,8 +112,8 @@ impl Sweeper {
                 thread: None,
             });
         };
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let thread = std::thread::Builder::new()
+        let (stop, stopped) = channel::bounded::<()>(0);
+        let thread = Builder::new()
             .name("idemkv-sweeper".into())
             .spawn(move || {
                 run(
@@ -137,12 +136,7 @@ fn run(
     interval: Duration,
     stopped: Receiver<()>,
 ) {
-    let should_stop = || {
-        matches!(
-            stopped.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        )
-    };
+    let should_stop = || matches!(stopped.try_recv(), Err(TryRecvError::Disconnected));
     loop {
         match stopped.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}

@@ -54,9 +54,7 @@
 //!   issued before it, across restarts, at the cost of one `meta` write per
 //!   block instead of one per commit.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::StoreTime;
@@ -68,6 +66,8 @@ use crate::durability::storage::Opened;
 use crate::error::{Error, Result};
 use crate::health::HealthCell;
 use crate::log::event;
+use crate::sync::thread::{Builder, JoinHandle};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, channel};
 use queue::Shared;
 use writer::{Worker, start_writeback};
 
@@ -131,7 +131,7 @@ impl Committer {
         opened: &Opened,
         journal: Option<Journal>,
     ) -> Result<Committer> {
-        let (sender, receiver) = crossbeam_channel::bounded(QUEUE_ROOM);
+        let (sender, receiver) = channel::bounded(QUEUE_ROOM);
         let Opened {
             token_ceiling,
             live_records,
@@ -170,7 +170,7 @@ impl Committer {
         });
         let thread = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
+            Builder::new()
                 .name("idemkv-committer".into())
                 .spawn(move || writer::serve(&shared, worker))
                 .map_err(Error::io)?

@@ -4,11 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_channel::oneshot;
 
 use super::reply::{Completed, Delivery, Granted, Imported, Renewed, Reply, Request, Swept};
@@ -20,6 +19,8 @@ use crate::model::record::StoredRecord;
 use crate::model::recovery::RecoveryPoint;
 use crate::model::response::StoredResponse;
 use crate::request::outcome::Begin;
+use crate::sync::channel::{Receiver, Sender, TrySendError};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, fence};
 
 /// A cloneable way to submit operations, for other threads (the sweeper).
 /// Every method sends its operation at once and returns the reply to wait
@@ -222,7 +223,12 @@ pub(super) struct Shared {
     /// said so on the first channel and heard back on the second (tests of
     /// the dead-committer path).
     #[cfg(test)]
-    pub(super) panic_gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    pub(super) panic_gate: Mutex<
+        Option<(
+            crossbeam_channel::Sender<()>,
+            crossbeam_channel::Receiver<()>,
+        )>,
+    >,
 }
 
 impl Shared {
@@ -246,7 +252,7 @@ impl Shared {
         waiters.push(waker.clone());
         self.room_waiting.fetch_add(1, Ordering::SeqCst);
         drop(waiters);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Wakes every caller waiting for room in the queue, after a batch was
@@ -256,7 +262,7 @@ impl Shared {
         // count, as `wait_for_room` orders its count before its retry: one
         // of the two sees the other (the waker is woken, or its retry
         // finds room).
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.room_waiting.load(Ordering::SeqCst) == 0 {
             return;
         }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::Database;
 
 use super::heal::Poison;
@@ -24,6 +23,7 @@ use crate::durability::writeback::Writeback;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthCell};
 use crate::log::event;
+use crate::sync::channel::{Receiver, RecvTimeoutError};
 
 pub(super) struct Worker {
     pub(super) engine: Arc<Engine>,

@@ -20,8 +20,8 @@
 //! path with its documentation.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use redb::Database;
 use redb::backends::InMemoryBackend;
@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::log::event;
 use crate::model::key::Key;
 use crate::model::record::StoredRecord;
+use crate::sync::{AtomicBool, Mutex, RwLock, RwLockWriteGuard};
 
 /// Where the database lives, kept so that it can be opened again.
 pub(crate) enum Source {
@@ -236,7 +237,7 @@ impl Engine {
         drop(old);
     }
 
-    fn latest_mut(&self) -> std::sync::RwLockWriteGuard<'_, Latest> {
+    fn latest_mut(&self) -> RwLockWriteGuard<'_, Latest> {
         self.latest.write().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -28,13 +28,13 @@
 //!   dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
-
 use crate::log::event;
+use crate::sync::AtomicU64;
+use crate::sync::channel::{self, RecvTimeoutError, Sender};
+use crate::sync::thread::{Builder, JoinHandle};
 
 /// How often the thread syncs the file while commits happen, by default
 /// ([`Config::writeback_interval`](crate::Config::writeback_interval)).
@@ -62,10 +62,10 @@ impl Writeback {
         mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
     ) -> std::io::Result<Writeback> {
         let commits = Arc::new(AtomicU64::new(0));
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (stop, stopped) = channel::bounded::<()>(0);
         let thread = {
             let commits = Arc::clone(&commits);
-            std::thread::Builder::new()
+            Builder::new()
                 .name("idemkv-writeback".into())
                 .spawn(move || {
                     let mut synced_at = 0;

@@ -31,8 +31,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -43,6 +43,7 @@ use crate::model::fingerprint::Fingerprint;
 use crate::request::cache::{CachedCompletion, ShardCache};
 use crate::request::decide::in_progress;
 use crate::request::outcome::{Begin, ClaimOwner};
+use crate::sync::{AtomicU64, Mutex, MutexGuard};
 
 /// Number of shards; a power of two so the shard is picked with a mask.
 /// Trades contention on a shard's mutex (callers of different keys in one
