@@ -7,35 +7,39 @@
 //! which thread runs next.
 //!
 //! Each caller runs its own random operations (claims of two contended
-//! keys with one of two payloads, completions, releases, recovery points,
-//! reads) and checks every answer against what the others had been told
-//! before it asked, in a shared book:
+//! keys with one of two payloads, completions, releases, renewals,
+//! recovery points, dropped claims, reads, and time passing, so that
+//! leases end and claims are taken over) and checks every answer against
+//! what the others had been told before it asked, in a shared book:
 //! - tokens only grow: a claim's token is above every token answered
 //!   before the claim began;
 //! - never two live holders: a key is granted only when every earlier
-//!   holder of it has begun to give it up;
+//!   holder of it has begun to give it up or may have seen its lease end,
+//!   and a completion is accepted only from the key's latest claim;
+//! - a holder is refused (`LeaseLost`) only once its lease may have ended;
 //! - a key whose completion was acknowledged replays that response, byte
 //!   for byte, and another payload on it is a mismatch; a replay carries a
-//!   response one of the key's holders stored with that payload, and no
-//!   two acknowledged completions of one key differ;
+//!   response one of the key's holders stored with that payload;
 //! - a read of a completed key shows the completion.
 //!
 //! Half the seeds cut the power at a drawn disk operation while the
 //! callers run: from then on every write fails (and only then may an
-//! operation fail), and an operation that failed may have landed or not.
-//! The other half cut the power right after the last answer. Either way
-//! the machine then restarts with what the disk made durable, and each
-//! key's record must be what the book allows: an acknowledged completion
-//! byte for byte, an acknowledged claim nobody gave up in flight with its
-//! token and last acknowledged recovery point (or one whose write failed),
-//! a claim whose release or completion was acknowledged gone, and nothing
-//! else than what a failed operation may have left. Without a cut, the
-//! records are checked on the running store first, exactly. After the
-//! restart a new claim's token is above every token answered before.
+//! operation fail for another reason than its lease), and an operation
+//! that failed may have landed or not. The other half cut the power right
+//! after the last answer. Either way the machine then restarts with what
+//! the disk made durable, and each key's record must be what the book
+//! allows: an acknowledged completion byte for byte; else the latest
+//! acknowledged claim's record in flight, with its token and its last
+//! acknowledged recovery point (or one whose write failed), while its
+//! holder has not given it up; never the record of an older claim, nor of
+//! a claim whose release or completion was acknowledged; and nothing else
+//! than what a failed operation may have left. Without a cut, the records
+//! are checked on the running store first. After the restart a new
+//! claim's token is above every token answered before.
 //!
-//! The clock stands still (no lease ends), and waits (`Terms::wait`) are
-//! not used: their timers are real threads outside the scheduler's
-//! control (docs/reliability.md).
+//! The clock only moves forward, by the callers' steps; waits
+//! (`Terms::wait`) are not used: their timers are real threads outside
+//! the scheduler's control (docs/reliability.md, "Interleavings").
 //!
 //! `IDEMKV_INTERLEAVING_SEEDS=N` runs `N` seeds (default 2,000 in a release
 //! build, 200 in a debug one) from `IDEMKV_INTERLEAVING_FIRST` (default 0);
@@ -55,7 +59,7 @@ use std::time::Duration;
 
 use idemkv::fault_injection::DirJournal;
 use idemkv::{
-    Begin, Claim, Config, Fingerprint, Key, ManualClock, RecordState, Store, StoredResponse,
+    Begin, Claim, Config, Error, Fingerprint, Key, ManualClock, RecordState, Store, StoredResponse,
 };
 use rng::Rng;
 use shuttle::scheduler::{PctScheduler, RandomScheduler};
@@ -68,6 +72,15 @@ const STEPS: u64 = 10;
 /// A cut comes within this many disk operations of the open (a run's
 /// callers make 30 in the median, 60 at the 90th percentile).
 const CUT_WITHIN: u64 = 40;
+/// The claims' lease.
+const LEASE: Duration = Duration::from_secs(60);
+/// What one step of time passing moves the clock by: a little, half a
+/// lease, or past a whole lease.
+const TIME_STEPS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(30),
+    Duration::from_secs(61),
+];
 
 fn key(k: u64) -> Key {
     Key::new("interleavings", &format!("k{k}")).expect("the keys are valid")
@@ -75,6 +88,12 @@ fn key(k: u64) -> Key {
 
 fn fp(payload: u8) -> Fingerprint {
     Fingerprint::of(&[payload])
+}
+
+fn now_ms(clock: &ManualClock) -> u64 {
+    idemkv::Clock::now(clock)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// What every caller has been told so far, shared by all of them. Held
@@ -89,18 +108,30 @@ struct Book {
     trace: Vec<String>,
 }
 
+/// A claim whose holder has not begun to give it up.
+#[derive(Clone, Copy, Debug)]
+struct Holding {
+    token: u64,
+    payload: u8,
+    /// The earliest its lease can end: the clock when the claim (or its
+    /// latest acknowledged renewal) was asked for, plus the lease.
+    lease_end_at_least: u64,
+}
+
 #[derive(Clone, Default)]
 struct KeyBook {
-    /// Claims granted whose holders have not begun to give them up:
-    /// token and payload.
-    holding: Vec<(u64, u8)>,
+    /// Claims granted whose holders have not begun to give them up.
+    holding: Vec<Holding>,
+    /// Every claim granted: token and payload.
+    granted: BTreeMap<u64, u8>,
     /// Every payload a `begin` of this key has carried.
     begun: BTreeSet<u8>,
     /// Responses holders tried to store: payload and body.
     attempted: Vec<(u8, Vec<u8>)>,
-    /// The completion a holder was told `Ok` for.
-    completed: Option<(u8, Vec<u8>)>,
-    /// The recovery point last acknowledged for each claim.
+    /// The completion a holder was told `Ok` for: token, payload, body.
+    completed: Option<(u64, u8, Vec<u8>)>,
+    /// The recovery point each claim's record holds, as far as an
+    /// acknowledgement says (a takeover's: the one it recovered).
     points: BTreeMap<u64, String>,
     /// Claims whose release or completion was acknowledged.
     ended: BTreeSet<u64>,
@@ -114,12 +145,20 @@ struct KeyBook {
     uncertain: bool,
 }
 
+impl KeyBook {
+    fn holding(&self, token: u64) -> Option<Holding> {
+        self.holding.iter().find(|h| h.token == token).copied()
+    }
+}
+
 type Shared = Arc<Mutex<Book>>;
 
 /// Counts over every seed of a test, for its summary line.
 static OPERATIONS: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static CLAIMS: AtomicU64 = AtomicU64::new(0);
+static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+static FENCED: AtomicU64 = AtomicU64::new(0);
 static CUTS_AMONG_CALLERS: AtomicU64 = AtomicU64::new(0);
 
 fn ledger(shared: &Shared) -> std::sync::MutexGuard<'_, Book> {
@@ -133,14 +172,25 @@ fn fail(shared: &Shared, what: String) -> ! {
     panic!("{what}\nlast steps:\n  {}", book.trace[from..].join("\n  "))
 }
 
+/// How a holder's write went, as far as the book is concerned.
+enum Heard {
+    Ok,
+    /// `LeaseLost`: allowed once the lease may have ended.
+    Fenced,
+    /// Any other error: allowed once the power is cut.
+    Failed,
+}
+
 /// One caller: its operations, drawn from its own stream of the seed.
 struct Caller {
     id: u64,
     rng: Rng,
     store: Store,
     disk: SimDisk,
+    clock: ManualClock,
     shared: Shared,
-    claims: Vec<(u64, u8, Claim)>,
+    /// The claims this caller holds: key and claim.
+    claims: Vec<(u64, Claim)>,
 }
 
 impl Caller {
@@ -148,11 +198,12 @@ impl Caller {
         for step in 0..STEPS {
             let k = self.rng.below(KEYS);
             match self.rng.below(20) {
-                0..=8 => self.begin(step, k),
-                9..=12 => self.complete(step),
-                13..=14 => self.release(step),
-                15..=16 => self.record_progress(step),
-                17 => self.abandon(step),
+                0..=7 => self.begin(step, k),
+                8..=10 => self.complete(step),
+                11..=12 => self.release(step),
+                13..=14 => self.renew(step),
+                15 => self.abandon(step),
+                16..=17 => self.pass_time(step),
                 _ => self.get(step, k),
             }
         }
@@ -160,9 +211,45 @@ impl Caller {
         // their records stay in flight, which the final check expects.
     }
 
-    /// Whether an operation may fail: only once the power is cut.
-    fn may_fail(&self) -> bool {
-        self.disk.is_down()
+    fn note(&self, line: String) {
+        OPERATIONS.fetch_add(1, Ordering::Relaxed);
+        ledger(&self.shared)
+            .trace
+            .push(format!("caller {}: {line}", self.id));
+    }
+
+    fn wrong(&self, what: String) -> ! {
+        fail(&self.shared, format!("caller {}: {what}", self.id))
+    }
+
+    /// What a holder's write answered: `LeaseLost` is right only if the
+    /// lease may have ended by the answer (`lease_end_at_least` is the
+    /// earliest it could), another error only once the power is cut.
+    fn judge(&self, what: &str, err: Option<&Error>, lease_end_at_least: u64) -> Heard {
+        match err {
+            None => Heard::Ok,
+            Some(Error::LeaseLost) => {
+                let now = now_ms(&self.clock);
+                if now < lease_end_at_least {
+                    self.wrong(format!(
+                        "{what}: LeaseLost at {now} ms, but the lease lasts until at least {lease_end_at_least} ms"
+                    ));
+                }
+                FENCED.fetch_add(1, Ordering::Relaxed);
+                Heard::Fenced
+            }
+            Some(_) if self.disk.is_down() => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                Heard::Failed
+            }
+            Some(err) => self.wrong(format!("{what}: {err}, before any power cut")),
+        }
+    }
+
+    fn pass_time(&mut self, step: u64) {
+        let by = TIME_STEPS[self.rng.below(TIME_STEPS.len() as u64) as usize];
+        self.clock.advance(by);
+        self.note(format!("step {step}: {} s pass", by.as_secs()));
     }
 
     /// Drops the oldest claim without ending it: its record stays in
@@ -171,112 +258,120 @@ impl Caller {
         if self.claims.is_empty() {
             return;
         }
-        let (k, _, claim) = self.claims.remove(0);
+        let (k, claim) = self.claims.remove(0);
         self.note(format!("step {step}: drop k{k} (token {})", claim.token()));
-    }
-
-    fn note(&self, line: String) {
-        OPERATIONS.fetch_add(1, Ordering::Relaxed);
-        if line.contains("Err(") || line.contains("error") {
-            FAILED.fetch_add(1, Ordering::Relaxed);
-        }
-        ledger(&self.shared)
-            .trace
-            .push(format!("caller {}: {line}", self.id));
     }
 
     fn begin(&mut self, step: u64, k: u64) {
         let payload = self.rng.below(2) as u8;
-        let before = {
+        let asked_at = now_ms(&self.clock);
+        let (max_token, completed) = {
             let mut book = ledger(&self.shared);
             let entry = book.keys.entry(k).or_default();
             entry.begun.insert(payload);
             let completed = entry.completed.clone();
             (book.max_token, completed)
         };
-        let (max_token, completed) = before;
         let answer = self.store.begin(&key(k), fp(payload));
+        let answered_at = now_ms(&self.clock);
         OPERATIONS.fetch_add(1, Ordering::Relaxed);
-        match &answer {
-            Ok(Begin::Claimed(_)) => CLAIMS.fetch_add(1, Ordering::Relaxed),
-            Err(_) => FAILED.fetch_add(1, Ordering::Relaxed),
-            Ok(_) => 0,
-        };
-        let mut book = ledger(&self.shared);
         let line = match &answer {
-            Ok(Begin::Claimed(claim)) => format!("Claimed(token {})", claim.token()),
+            Ok(Begin::Claimed(claim)) => format!(
+                "Claimed(token {}{})",
+                claim.token(),
+                if claim.is_takeover() {
+                    format!(
+                        ", takeover recovering {:?}",
+                        claim.recovered().map(|p| p.phase())
+                    )
+                } else {
+                    String::new()
+                }
+            ),
             Ok(Begin::Replay(r)) => format!("Replay({:?})", String::from_utf8_lossy(r.body())),
             Ok(other) => format!("{other:?}"),
             Err(err) => format!("error: {err}"),
         };
+        let mut book = ledger(&self.shared);
         book.trace.push(format!(
             "caller {} step {step}: begin k{k} payload {payload}: {line}",
             self.id
         ));
         let entry = book.keys.entry(k).or_default().clone();
         drop(book);
-        let wrong =
-            |why: String| fail(&self.shared, format!("begin k{k} payload {payload}: {why}"));
+        let wrong = |why: String| self.wrong(format!("begin k{k} payload {payload}: {why}"));
         match answer {
             Ok(Begin::Claimed(claim)) => {
                 let token = claim.token();
+                CLAIMS.fetch_add(1, Ordering::Relaxed);
+                if claim.is_takeover() {
+                    TAKEOVERS.fetch_add(1, Ordering::Relaxed);
+                }
                 if token <= max_token {
                     wrong(format!(
                         "token {token} is not above {max_token}, answered before it began"
                     ));
                 }
-                if let Some((p, _)) = completed {
-                    wrong(format!("claimed a key completed with payload {p}"));
+                if let Some((t, p, _)) = &entry.completed {
+                    wrong(format!(
+                        "claimed a key completed by token {t} with payload {p}"
+                    ));
                 }
-                if let Some((other, _)) = entry.holding.first() {
-                    wrong(format!("claimed while token {other} still holds the key"));
+                if let Some(live) = entry
+                    .holding
+                    .iter()
+                    .find(|h| h.lease_end_at_least > answered_at)
+                {
+                    wrong(format!(
+                        "claimed at {answered_at} ms or before, while token {}'s lease lasts until at least {} ms",
+                        live.token, live.lease_end_at_least
+                    ));
                 }
                 let mut book = ledger(&self.shared);
                 book.max_token = book.max_token.max(token);
-                book.keys
-                    .entry(k)
-                    .or_default()
-                    .holding
-                    .push((token, payload));
+                let entry = book.keys.entry(k).or_default();
+                entry.holding.push(Holding {
+                    token,
+                    payload,
+                    lease_end_at_least: asked_at + LEASE.as_millis() as u64,
+                });
+                entry.granted.insert(token, payload);
+                if let Some(point) = claim.recovered() {
+                    entry.points.insert(token, point.phase().to_string());
+                }
                 drop(book);
-                self.claims.push((k, payload, claim));
+                self.claims.push((k, claim));
             }
             Ok(Begin::Replay(response)) => {
                 let body = response.body().to_vec();
                 if !entry.attempted.contains(&(payload, body.clone())) {
                     wrong("replayed a response no holder stored with this payload".into());
                 }
-                if let Some((p, b)) = &completed
-                    && (*p != payload || *b != body)
-                {
-                    wrong(format!(
-                        "replayed other bytes than the completion (payload {p})"
-                    ));
-                }
-                if let Some((p, b)) = &entry.completed
-                    && (*p != payload || *b != body)
-                {
-                    wrong(format!(
-                        "replayed other bytes than the completion (payload {p})"
-                    ));
+                for (_, p, b) in completed.iter().chain(entry.completed.iter()) {
+                    if *p != payload || *b != body {
+                        wrong(format!(
+                            "replayed other bytes than the completion (payload {p})"
+                        ));
+                    }
                 }
             }
             Ok(Begin::Mismatch) => {
                 if entry.begun.iter().all(|&p| p == payload) {
                     wrong("a mismatch, but no begin of this key carried another payload".into());
                 }
-                if completed.is_some_and(|(p, _)| p == payload) {
+                if completed.is_some_and(|(_, p, _)| p == payload) {
                     wrong("a mismatch on a key completed with this payload".into());
                 }
             }
             Ok(Begin::InProgress { .. }) => {
-                if let Some((p, _)) = completed {
+                if let Some((t, p, _)) = completed {
                     wrong(format!(
-                        "in progress, but its completion (payload {p}) was acknowledged"
+                        "in progress, but its completion (token {t}, payload {p}) was acknowledged"
                     ));
                 }
             }
-            Err(_) if self.may_fail() => {
+            Err(_) if self.disk.is_down() => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
                 ledger(&self.shared).keys.entry(k).or_default().uncertain = true;
             }
             Err(err) => wrong(format!("failed before the power cut: {err}")),
@@ -285,23 +380,24 @@ impl Caller {
 
     /// Stops holding the oldest claim (for a completion or a release)
     /// before the store hears of it: from then on another claim of its key
-    /// is allowed.
-    fn give_up(&mut self) -> Option<(u64, u8, Claim)> {
+    /// is allowed. Returns the claim with its holding.
+    fn give_up(&mut self) -> Option<(u64, Claim, Holding)> {
         if self.claims.is_empty() {
             return None;
         }
-        let (k, payload, claim) = self.claims.remove(0);
+        let (k, claim) = self.claims.remove(0);
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
-        entry.holding.retain(|(t, _)| *t != claim.token());
-        Some((k, payload, claim))
+        let holding = entry.holding(claim.token())?;
+        entry.holding.retain(|h| h.token != claim.token());
+        Some((k, claim, holding))
     }
 
     fn complete(&mut self, step: u64) {
-        let Some((k, payload, claim)) = self.give_up() else {
+        let Some((k, claim, holding)) = self.give_up() else {
             return;
         };
-        let token = claim.token();
+        let Holding { token, payload, .. } = holding;
         let body = format!("k{k} token {token} caller {}", self.id).into_bytes();
         ledger(&self.shared)
             .keys
@@ -312,91 +408,123 @@ impl Caller {
         let result = self
             .store
             .complete(claim, StoredResponse::new(200, body.clone()));
+        let what = format!("step {step}: complete k{k} (token {token})");
         self.note(format!(
-            "step {step}: complete k{k} (token {token}): {:?}",
+            "{what}: {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
-        if let Err(err) = result {
-            if !self.may_fail() {
-                fail(
-                    &self.shared,
-                    format!("complete k{k} token {token}: {}", err.error()),
-                );
-            }
-            let mut book = ledger(&self.shared);
-            let entry = book.keys.entry(k).or_default();
-            entry.failed_completions.push((token, payload, body));
-            entry.uncertain = true;
-            return;
-        }
+        let heard = self.judge(
+            &what,
+            result.as_ref().err().map(|e| e.error()),
+            holding.lease_end_at_least,
+        );
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
-        entry.ended.insert(token);
-        if let Some((p, b)) = &entry.completed {
-            let earlier = format!("payload {p}, {:?}", String::from_utf8_lossy(b));
-            drop(book);
-            fail(
-                &self.shared,
-                format!("a second completion of k{k} acknowledged (first: {earlier})"),
-            );
+        match heard {
+            Heard::Ok => {}
+            Heard::Fenced => return,
+            Heard::Failed => {
+                entry.failed_completions.push((token, payload, body));
+                entry.uncertain = true;
+                return;
+            }
         }
-        entry.completed = Some((payload, body));
+        entry.ended.insert(token);
+        let earlier = entry.completed.clone();
+        let later = entry.granted.range(token + 1..).next().map(|(t, _)| *t);
+        entry.completed = Some((token, payload, body));
+        drop(book);
+        if let Some((t, p, _)) = earlier {
+            self.wrong(format!(
+                "{what}: a second completion acknowledged (the first: token {t}, payload {p})"
+            ));
+        }
+        if let Some(later) = later {
+            self.wrong(format!(
+                "{what}: accepted, though token {later} was granted the key after it"
+            ));
+        }
     }
 
     fn release(&mut self, step: u64) {
-        let Some((k, _, claim)) = self.give_up() else {
+        let Some((k, claim, holding)) = self.give_up() else {
             return;
         };
         let token = claim.token();
         let result = self.store.release(claim);
+        let what = format!("step {step}: release k{k} (token {token})");
         self.note(format!(
-            "step {step}: release k{k} (token {token}): {:?}",
+            "{what}: {:?}",
             result.as_ref().map_err(|e| e.error().to_string())
         ));
+        let heard = self.judge(
+            &what,
+            result.as_ref().err().map(|e| e.error()),
+            holding.lease_end_at_least,
+        );
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
-        match result {
-            Ok(()) => {
+        match heard {
+            Heard::Ok => {
                 entry.ended.insert(token);
             }
-            Err(_) if self.disk.is_down() => entry.uncertain = true,
-            Err(err) => {
-                drop(book);
-                fail(
-                    &self.shared,
-                    format!("release k{k} token {token}: {}", err.error()),
-                );
-            }
+            Heard::Fenced => {}
+            Heard::Failed => entry.uncertain = true,
         }
     }
 
-    fn record_progress(&mut self, step: u64) {
-        let Some((k, _, claim)) = self.claims.first() else {
+    /// A renewal, or half the time a recovery point (which restarts the
+    /// lease the same way).
+    fn renew(&mut self, step: u64) {
+        let Some((k, claim)) = self.claims.first() else {
             return;
         };
         let (k, token) = (*k, claim.token());
+        let Some(holding) = ledger(&self.shared)
+            .keys
+            .entry(k)
+            .or_default()
+            .holding(token)
+        else {
+            return;
+        };
+        let asked_at = now_ms(&self.clock);
         let phase = format!("caller {} step {step}", self.id);
-        let result = self
-            .store
-            .record_progress(claim, &phase, phase.clone().into_bytes());
-        self.note(format!(
-            "step {step}: record_progress k{k} (token {token}): {result:?}"
-        ));
+        let progress = self.rng.one_in(2);
+        let result = if progress {
+            self.store
+                .record_progress(claim, &phase, phase.clone().into_bytes())
+        } else {
+            self.store.renew(claim)
+        };
+        let what = format!(
+            "step {step}: {} k{k} (token {token})",
+            if progress { "record_progress" } else { "renew" }
+        );
+        self.note(format!("{what}: {result:?}"));
+        let heard = self.judge(&what, result.as_ref().err(), holding.lease_end_at_least);
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
-        match result {
-            Ok(()) => {
-                entry.points.insert(token, phase);
+        match heard {
+            Heard::Ok => {
+                let lease_end = asked_at + LEASE.as_millis() as u64;
+                for h in entry.holding.iter_mut().filter(|h| h.token == token) {
+                    h.lease_end_at_least = h.lease_end_at_least.max(lease_end);
+                }
+                if progress {
+                    entry.points.insert(token, phase);
+                }
             }
-            Err(_) if self.disk.is_down() => {
-                entry.failed_points.entry(token).or_default().push(phase);
-            }
-            Err(err) => {
+            Heard::Fenced => {
+                // Taken over: the claim is gone.
+                entry.holding.retain(|h| h.token != token);
                 drop(book);
-                fail(
-                    &self.shared,
-                    format!("record_progress k{k} token {token}: {err}"),
-                );
+                drop(self.claims.remove(0));
+            }
+            Heard::Failed => {
+                if progress {
+                    entry.failed_points.entry(token).or_default().push(phase);
+                }
             }
         }
     }
@@ -410,23 +538,20 @@ impl Caller {
             .clone();
         let record = self.store.get(&key(k));
         self.note(format!("step {step}: get k{k}: {}", describe(&record)));
-        let Some((payload, body)) = completed else {
+        let Some((_, payload, body)) = completed else {
             return;
         };
-        if record.is_err() && self.may_fail() {
+        if record.is_err() && self.disk.is_down() {
             return;
         }
         match record {
             Ok(Some(record))
                 if record.fingerprint() == fp(payload)
                     && record.response().map(|r| r.body()) == Some(&body[..]) => {}
-            other => fail(
-                &self.shared,
-                format!(
-                    "get k{k}: {}, but its completion was acknowledged",
-                    describe(&other)
-                ),
-            ),
+            other => self.wrong(format!(
+                "get k{k}: {}, but its completion was acknowledged",
+                describe(&other)
+            )),
         }
     }
 }
@@ -448,33 +573,38 @@ fn describe(record: &idemkv::Result<Option<idemkv::Record>>) -> String {
     }
 }
 
-/// Whether `record` is what the book allows for a key, once every caller
-/// is done (and, after a power cut, the machine restarted).
-fn allowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> bool {
-    if let Some((payload, body)) = &entry.completed {
-        return record.is_some_and(|record| {
+/// Why `record` is not what the book allows for a key, once every caller
+/// is done (and, after a power cut, the machine restarted); `None` if it is.
+fn disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'static str> {
+    if let Some((_, payload, body)) = &entry.completed {
+        let right = record.is_some_and(|record| {
             record.fingerprint() == fp(*payload)
                 && record.response().map(|r| r.body()) == Some(&body[..])
         });
+        return (!right).then_some("not the acknowledged completion");
     }
-    // At most one holder that never began to give the key up.
-    let holder = match entry.holding.as_slice() {
-        [] => None,
-        [holder] => Some(holder),
-        _ => return false,
-    };
+    // The latest claim granted, and whether its holder still holds it.
+    let latest = entry.granted.last_key_value().map(|(t, p)| (*t, *p));
+    let latest_held = latest.is_some_and(|(t, _)| entry.holding(t).is_some());
     let Some(record) = record else {
-        return holder.is_none();
+        return latest_held.then_some("absent, though its latest claim is held");
     };
+    let token = record.token();
     match record.state() {
         RecordState::Completed { response } => {
-            holder.is_none()
-                && entry.failed_completions.iter().any(|(_, payload, body)| {
-                    record.fingerprint() == fp(*payload) && response.body() == &body[..]
-                })
+            let landed = entry.failed_completions.iter().any(|(t, p, b)| {
+                Some(*t) == latest.map(|(t, _)| t)
+                    && record.fingerprint() == fp(*p)
+                    && response.body() == &b[..]
+            });
+            (!landed).then_some(
+                "completed without an acknowledgement or a failed completion of its latest claim",
+            )
         }
         _ => {
-            let token = record.token();
+            if entry.ended.contains(&token) {
+                return Some("in flight for a claim whose release or completion was acknowledged");
+            }
             let point = record.recovery_point().map(|p| p.phase().to_string());
             let point_allowed = point == entry.points.get(&token).cloned()
                 || point.is_some_and(|point| {
@@ -483,13 +613,23 @@ fn allowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> bool {
                         .get(&token)
                         .is_some_and(|failed| failed.contains(&point))
                 });
-            match holder {
-                Some((held, payload)) => {
-                    token == *held && record.fingerprint() == fp(*payload) && point_allowed
+            match latest {
+                Some((latest, _)) if token < latest => {
+                    Some("in flight for an older claim than the latest granted")
                 }
-                // A claim nobody holds: one whose ending or whose begin
-                // failed, never one whose ending was acknowledged.
-                None => entry.uncertain && !entry.ended.contains(&token) && point_allowed,
+                Some((latest, payload)) if token == latest => {
+                    if record.fingerprint() != fp(payload) {
+                        Some("in flight with another payload than its claim's")
+                    } else if !(latest_held || entry.uncertain) {
+                        Some("in flight, though its holder gave it up")
+                    } else if !point_allowed {
+                        Some("in flight with a recovery point nobody acknowledged or tried")
+                    } else {
+                        None
+                    }
+                }
+                // A claim nobody was told of: only a failed begin's.
+                _ => (!entry.uncertain).then_some("in flight for a claim nobody was granted"),
             }
         }
     }
@@ -504,17 +644,19 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
         let Ok(record) = record else {
             fail(shared, format!("{when}: get k{k}: {seen}"));
         };
-        if !allowed(&entry, record.as_ref()) {
+        if let Some(why) = disallowed(&entry, record.as_ref()) {
             fail(
                 shared,
                 format!(
-                    "{when}: k{k} is {seen}; the book: completion {:?}, holders {:?}, \
-                     points {:?}, ended {:?}, failed completions {:?}, failed points {:?}, \
-                     uncertain {}",
-                    entry
-                        .completed
-                        .as_ref()
-                        .map(|(p, b)| (p, String::from_utf8_lossy(b).into_owned())),
+                    "{when}: k{k} is {seen}: {why}; the book: completion {:?}, granted {:?}, \
+                     holders {:?}, points {:?}, ended {:?}, failed completions {:?}, \
+                     failed points {:?}, uncertain {}",
+                    entry.completed.as_ref().map(|(t, p, b)| (
+                        t,
+                        p,
+                        String::from_utf8_lossy(b).into_owned()
+                    )),
+                    entry.granted,
                     entry.holding,
                     entry.points,
                     entry.ended,
@@ -537,8 +679,8 @@ fn world(seed: u64) {
     let disk = SimDisk::default();
     let clock = ManualClock::default();
     let config = Config::default()
-        .clock(clock)
-        .lease(Duration::from_secs(60))
+        .clock(clock.clone())
+        .lease(LEASE)
         .retention(Duration::from_secs(3600))
         .sweep_interval(None)
         .writeback_interval(Duration::from_millis(1))
@@ -574,6 +716,7 @@ fn world(seed: u64) {
                 rng: Rng::stream(seed, id),
                 store: store.clone(),
                 disk: disk.clone(),
+                clock: clock.clone(),
                 shared: Arc::clone(&shared),
                 claims: Vec::new(),
             };
@@ -679,12 +822,14 @@ fn seeded_interleavings_keep_every_promise() {
         }
     }
     println!(
-        "interleavings: seeds {}..{} ({count}) passed: {} operations, {} claims, \
-         {} failed operations, {} power cuts while callers ran",
+        "interleavings: seeds {}..{} ({count}) passed: {} operations, {} claims \
+         ({} takeovers), {} holders fenced, {} failed operations, {} power cuts while callers ran",
         seeds.start,
         seeds.end,
         OPERATIONS.load(Ordering::Relaxed),
         CLAIMS.load(Ordering::Relaxed),
+        TAKEOVERS.load(Ordering::Relaxed),
+        FENCED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
         CUTS_AMONG_CALLERS.load(Ordering::Relaxed),
     );
