@@ -797,6 +797,19 @@ fn run_seed(seed: u64) -> Result<(), String> {
     })
 }
 
+/// Seed 258,406: a caller's completion landed while another caller's
+/// takeover of the key (decided on the record read before it, once the
+/// lease had run out) was being committed; the completing caller's next
+/// `begin` was told `InProgress` from the takeover's lock-table entry
+/// instead of replaying its acknowledged completion. Fixed: the
+/// completion marks that entry outdated, and lookups read the record.
+#[test]
+fn a_retry_after_a_completion_that_raced_a_takeover_replays_it() {
+    if let Err(failure) = run_seed(258_406) {
+        panic!("seed 258406: {failure}");
+    }
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }

@@ -72,7 +72,12 @@ pub(crate) struct Holder {
 #[derive(Debug)]
 enum EntryState {
     /// A claim is being committed; `ticket` names the `begin` that owns it.
-    Claiming { ticket: u64 },
+    /// `outdated`: the claim was decided on a record read before the key's
+    /// holder in this process completed it (a takeover racing the
+    /// completion). The committer answers that claim from the completion;
+    /// until it does, lookups read the record rather than answer
+    /// `InProgress` from the entry.
+    Claiming { ticket: u64, outdated: bool },
     /// Durably claimed. `busy` counts holder operations in flight.
     Held { holder: Holder, busy: u32 },
 }
@@ -84,12 +89,6 @@ struct Entry {
     /// waiting `begin` callers to wake when the entry changes or goes away, by
     /// waiter id.
     waiters: HashMap<u64, oneshot::Sender<()>>,
-}
-
-impl Entry {
-    fn is_held_by(&self, token: u64) -> bool {
-        matches!(self.state, EntryState::Held { holder, .. } if holder.token == token)
-    }
 }
 
 /// What the table knows about a key, for `begin`.
@@ -291,6 +290,9 @@ impl ShardGuard<'_> {
         let hash = self.hash;
         if let Some(entry) = self.shard.claims.get_mut(&hash) {
             let answer = match entry.state {
+                // The key was completed under a takeover being committed:
+                // the record has the answer.
+                EntryState::Claiming { outdated: true, .. } => return Lookup::ReadDisk,
                 // The holder's lease ran out and it has nothing in flight: the
                 // record decides (takeover, mismatch, or claim afresh if it
                 // expired altogether), as for a claim of a dead process.
@@ -340,7 +342,10 @@ impl ShardGuard<'_> {
         match self.shard.claims.get_mut(&hash) {
             Some(entry) => {
                 entry.fingerprint = fingerprint;
-                entry.state = EntryState::Claiming { ticket };
+                entry.state = EntryState::Claiming {
+                    ticket,
+                    outdated: false,
+                };
                 self.wake_all();
             }
             None => {
@@ -348,7 +353,10 @@ impl ShardGuard<'_> {
                     hash,
                     Entry {
                         fingerprint,
-                        state: EntryState::Claiming { ticket },
+                        state: EntryState::Claiming {
+                            ticket,
+                            outdated: false,
+                        },
                         waiters: HashMap::new(),
                     },
                 );
@@ -401,7 +409,7 @@ impl ClaimTicket {
         self.settled = true;
         let mut guard = self.table.lock(&self.hash);
         match guard.shard.claims.get_mut(&self.hash) {
-            Some(entry) if matches!(entry.state, EntryState::Claiming { ticket } if ticket == self.ticket) =>
+            Some(entry) if matches!(entry.state, EntryState::Claiming { ticket, .. } if ticket == self.ticket) =>
             {
                 entry.state = EntryState::Held { holder, busy: 0 };
                 guard.wake_all();
@@ -431,7 +439,7 @@ impl Drop for ClaimTicket {
         let mut guard = self.table.lock(&self.hash);
         let mine = matches!(
             guard.shard.claims.get(&self.hash),
-            Some(Entry { state: EntryState::Claiming { ticket }, .. }) if *ticket == self.ticket
+            Some(Entry { state: EntryState::Claiming { ticket, .. }, .. }) if *ticket == self.ticket
         );
         if mine {
             guard.remove_entry();
@@ -473,19 +481,38 @@ impl BusyGuard<'_> {
     /// lock, then the entry goes and its waiters are woken. A `remove` that
     /// revoked the claim meanwhile took the entry, and `on_held` does not
     /// run, so a stale completion is never cached.
-    pub fn end_claim(mut self, on_held: impl FnOnce(&mut ShardCacheHandle<'_>)) {
+    pub fn end_claim(self, on_held: impl FnOnce(&mut ShardCacheHandle<'_>)) {
+        self.end(on_held, false);
+    }
+
+    /// The claim was completed durably: as [`end_claim`](Self::end_claim),
+    /// and if another `begin` of this process started to take the key over
+    /// meanwhile (its claim, decided on the record as it was before this
+    /// completion, is being committed), that entry is marked outdated and
+    /// its waiters woken: lookups read the completion from the record
+    /// until the committer answers the claim. The completion is not cached
+    /// then: a `remove` may follow it before the claim settles, and the
+    /// cache would outlive the record.
+    pub fn end_completed_claim(self, on_held: impl FnOnce(&mut ShardCacheHandle<'_>)) {
+        self.end(on_held, true);
+    }
+
+    fn end(mut self, on_held: impl FnOnce(&mut ShardCacheHandle<'_>), completed: bool) {
         let mut guard = self.table.lock(&self.hash);
-        if guard
-            .shard
-            .claims
-            .get(&self.hash)
-            .is_some_and(|e| e.is_held_by(self.token))
-        {
-            on_held(&mut ShardCacheHandle {
-                cache: &mut guard.shard.cache,
-                hash: self.hash,
-            });
-            guard.remove_entry();
+        let state = guard.shard.claims.get_mut(&self.hash).map(|e| &mut e.state);
+        match state {
+            Some(EntryState::Held { holder, .. }) if holder.token == self.token => {
+                on_held(&mut ShardCacheHandle {
+                    cache: &mut guard.shard.cache,
+                    hash: self.hash,
+                });
+                guard.remove_entry();
+            }
+            Some(EntryState::Claiming { outdated, .. }) if completed => {
+                *outdated = true;
+                guard.wake_all();
+            }
+            _ => {}
         }
         self.active = false;
     }
@@ -673,5 +700,62 @@ mod tests {
                 .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
             Lookup::ReadDisk
         ));
+    }
+
+    /// A holder's completion that lands while another `begin` of this
+    /// process is committing a takeover of the key (decided on the record
+    /// read before the completion): until the committer answers that
+    /// claim (from the completion), lookups read the record instead of
+    /// answering `InProgress`, and waiters are woken to do so.
+    #[test]
+    fn a_completion_under_a_takeover_being_committed_sends_lookups_to_the_record() {
+        let table = Arc::new(LockTable::new(0, &MetricLabel::default()));
+        let h = hash(4);
+        held(&table, &h, 7);
+        // The holder's lease ran out: the record decides, and it says
+        // take over.
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::ReadDisk
+        ));
+        let takeover = table.lock(&h).start_claim(&table, Fingerprint::of(b"f"));
+        let waiter = table.waiter(&h);
+        let waiting = table.lock(&h).lookup(
+            Fingerprint::of(b"f"),
+            5_000,
+            Duration::from_secs(60),
+            Some(&waiter),
+        );
+        assert!(matches!(
+            waiting,
+            Lookup::Answered(Begin::InProgress { .. })
+        ));
+        // The holder completes before the takeover is committed.
+        table
+            .mark_busy(&h, 7)
+            .end_completed_claim(|_| panic!("not this holder's entry any more: nothing is cached"));
+        assert_eq!(table.waiters(), 0, "the waiter was woken");
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::ReadDisk
+        ));
+        // The committer answers the takeover from the completion: the
+        // entry goes.
+        drop(takeover);
+        assert!(table.lock(&h).shard.claims.is_empty());
+        // A release or a failed holder write changes nothing for it.
+        let takeover = table.lock(&h).start_claim(&table, Fingerprint::of(b"f"));
+        table.mark_busy(&h, 7).end_claim(|_| {});
+        assert!(matches!(
+            table
+                .lock(&h)
+                .lookup(Fingerprint::of(b"f"), 5_000, Duration::ZERO, None),
+            Lookup::Answered(Begin::InProgress { .. })
+        ));
+        drop(takeover);
     }
 }

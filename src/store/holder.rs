@@ -165,7 +165,7 @@ impl Store {
         };
         match result {
             Ok(completed) => {
-                busy.end_claim(|cache| {
+                busy.end_completed_claim(|cache| {
                     if let Some(response) = cached {
                         cache.insert(CachedCompletion {
                             fingerprint: claim.fingerprint,
