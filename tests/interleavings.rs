@@ -22,13 +22,18 @@
 //!   response one of the key's holders stored with that payload;
 //! - a read of a completed key shows the completion.
 //!
-//! Half the seeds cut the power at a drawn disk operation while the
-//! callers run: from then on every write fails (and only then may an
-//! operation fail for another reason than its lease), and an operation
-//! that failed may have landed or not. The other half cut the power right
-//! after the last answer. Either way the machine then restarts with what
-//! the disk made durable, and each key's record must be what the book
-//! allows: an acknowledged completion byte for byte; else the latest
+//! A quarter of the seeds cut the power at a drawn disk operation while
+//! the callers run (from then on every write fails); a quarter fail one
+//! drawn disk operation with EIO, and a quarter fill the disk until its
+//! first refusal: after those two the store heals itself (rewrites and
+//! reopens its file) while the callers go on, and a holder whose
+//! completion or release failed repeats it with the claim it got back (up
+//! to three times, then drops it).
+//! Only after a fault may an operation fail for another reason than its
+//! lease, and an operation that failed may have landed or not. Every seed
+//! ends with the power cut right after the last answer; the machine then
+//! restarts with what the disk made durable, and each key's record must
+//! be what the book allows: an acknowledged completion byte for byte; else the latest
 //! acknowledged claim's record in flight, with its token and its last
 //! acknowledged recovery point (or one whose write failed), while its
 //! holder has not given it up; never the record of an older claim, nor of
@@ -72,6 +77,9 @@ const STEPS: u64 = 10;
 /// A cut comes within this many disk operations of the open (a run's
 /// callers make 30 in the median, 60 at the 90th percentile).
 const CUT_WITHIN: u64 = 40;
+/// How often a holder repeats a completion or release that failed
+/// transiently before it drops the claim.
+const REPEATS: u64 = 3;
 /// The claims' lease.
 const LEASE: Duration = Duration::from_secs(60);
 /// What one step of time passing moves the clock by: a little, half a
@@ -145,6 +153,19 @@ struct KeyBook {
     uncertain: bool,
 }
 
+/// The fault a seed injects while the callers run.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The power goes at the `n`-th disk operation.
+    PowerCut(u64),
+    /// The `n`-th disk operation fails with EIO.
+    Eio(u64),
+    /// Growing writes fail once the disk holds `n` more bytes, until the
+    /// first refusal.
+    FullDisk(u64),
+    None,
+}
+
 impl KeyBook {
     fn holding(&self, token: u64) -> Option<Holding> {
         self.holding.iter().find(|h| h.token == token).copied()
@@ -160,6 +181,8 @@ static CLAIMS: AtomicU64 = AtomicU64::new(0);
 static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 static FENCED: AtomicU64 = AtomicU64::new(0);
 static CUTS_AMONG_CALLERS: AtomicU64 = AtomicU64::new(0);
+static HEALED_FAULTS: AtomicU64 = AtomicU64::new(0);
+static REPEATED: AtomicU64 = AtomicU64::new(0);
 
 fn ledger(shared: &Shared) -> std::sync::MutexGuard<'_, Book> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
@@ -222,9 +245,14 @@ impl Caller {
         fail(&self.shared, format!("caller {}: {what}", self.id))
     }
 
+    /// Whether an operation may fail: only once a fault was injected.
+    fn may_fail(&self) -> bool {
+        self.disk.is_down() || self.disk.eios() > 0 || self.disk.refusals() > 0
+    }
+
     /// What a holder's write answered: `LeaseLost` is right only if the
     /// lease may have ended by the answer (`lease_end_at_least` is the
-    /// earliest it could), another error only once the power is cut.
+    /// earliest it could), another error only after a fault.
     fn judge(&self, what: &str, err: Option<&Error>, lease_end_at_least: u64) -> Heard {
         match err {
             None => Heard::Ok,
@@ -238,11 +266,11 @@ impl Caller {
                 FENCED.fetch_add(1, Ordering::Relaxed);
                 Heard::Fenced
             }
-            Some(_) if self.disk.is_down() => {
+            Some(_) if self.may_fail() => {
                 FAILED.fetch_add(1, Ordering::Relaxed);
                 Heard::Failed
             }
-            Some(err) => self.wrong(format!("{what}: {err}, before any power cut")),
+            Some(err) => self.wrong(format!("{what}: {err}, before any fault")),
         }
     }
 
@@ -370,11 +398,11 @@ impl Caller {
                     ));
                 }
             }
-            Err(_) if self.disk.is_down() => {
+            Err(_) if self.may_fail() => {
                 FAILED.fetch_add(1, Ordering::Relaxed);
                 ledger(&self.shared).keys.entry(k).or_default().uncertain = true;
             }
-            Err(err) => wrong(format!("failed before the power cut: {err}")),
+            Err(err) => wrong(format!("failed before any fault: {err}")),
         }
     }
 
@@ -394,7 +422,7 @@ impl Caller {
     }
 
     fn complete(&mut self, step: u64) {
-        let Some((k, claim, holding)) = self.give_up() else {
+        let Some((k, mut claim, holding)) = self.give_up() else {
             return;
         };
         let Holding { token, payload, .. } = holding;
@@ -405,30 +433,48 @@ impl Caller {
             .or_default()
             .attempted
             .push((payload, body.clone()));
-        let result = self
-            .store
-            .complete(claim, StoredResponse::new(200, body.clone()));
         let what = format!("step {step}: complete k{k} (token {token})");
-        self.note(format!(
-            "{what}: {:?}",
-            result.as_ref().map_err(|e| e.error().to_string())
-        ));
-        let heard = self.judge(
-            &what,
-            result.as_ref().err().map(|e| e.error()),
-            holding.lease_end_at_least,
-        );
-        let mut book = ledger(&self.shared);
-        let entry = book.keys.entry(k).or_default();
-        match heard {
-            Heard::Ok => {}
-            Heard::Fenced => return,
-            Heard::Failed => {
-                entry.failed_completions.push((token, payload, body));
-                entry.uncertain = true;
-                return;
+        // A transient failure hands the claim back: the completion is
+        // repeated with it, as a caller does once the store healed (one
+        // that landed answers `Ok`), a few times at most.
+        for attempt in 0.. {
+            let result = self
+                .store
+                .complete(claim, StoredResponse::new(200, body.clone()));
+            self.note(format!(
+                "{what}{}: {:?}",
+                if attempt > 0 { ", repeated" } else { "" },
+                result.as_ref().map_err(|e| e.error().to_string())
+            ));
+            let heard = self.judge(
+                &what,
+                result.as_ref().err().map(|e| e.error()),
+                holding.lease_end_at_least,
+            );
+            match heard {
+                Heard::Ok => break,
+                Heard::Fenced => return,
+                Heard::Failed => {
+                    let mut book = ledger(&self.shared);
+                    let entry = book.keys.entry(k).or_default();
+                    entry.uncertain = true;
+                    let failed = (token, payload, body.clone());
+                    if !entry.failed_completions.contains(&failed) {
+                        entry.failed_completions.push(failed);
+                    }
+                    drop(book);
+                    match result.err().and_then(|e| e.into_claim()) {
+                        Some(back) if attempt < REPEATS => {
+                            REPEATED.fetch_add(1, Ordering::Relaxed);
+                            claim = back;
+                        }
+                        _ => return,
+                    }
+                }
             }
         }
+        let mut book = ledger(&self.shared);
+        let entry = book.keys.entry(k).or_default();
         entry.ended.insert(token);
         let earlier = entry.completed.clone();
         let later = entry.granted.range(token + 1..).next().map(|(t, _)| *t);
@@ -447,29 +493,46 @@ impl Caller {
     }
 
     fn release(&mut self, step: u64) {
-        let Some((k, claim, holding)) = self.give_up() else {
+        let Some((k, mut claim, holding)) = self.give_up() else {
             return;
         };
         let token = claim.token();
-        let result = self.store.release(claim);
         let what = format!("step {step}: release k{k} (token {token})");
-        self.note(format!(
-            "{what}: {:?}",
-            result.as_ref().map_err(|e| e.error().to_string())
-        ));
-        let heard = self.judge(
-            &what,
-            result.as_ref().err().map(|e| e.error()),
-            holding.lease_end_at_least,
-        );
-        let mut book = ledger(&self.shared);
-        let entry = book.keys.entry(k).or_default();
-        match heard {
-            Heard::Ok => {
-                entry.ended.insert(token);
+        // Repeated after a transient failure, as a completion is.
+        for attempt in 0.. {
+            let result = self.store.release(claim);
+            self.note(format!(
+                "{what}{}: {:?}",
+                if attempt > 0 { ", repeated" } else { "" },
+                result.as_ref().map_err(|e| e.error().to_string())
+            ));
+            let heard = self.judge(
+                &what,
+                result.as_ref().err().map(|e| e.error()),
+                holding.lease_end_at_least,
+            );
+            match heard {
+                Heard::Ok => {
+                    ledger(&self.shared)
+                        .keys
+                        .entry(k)
+                        .or_default()
+                        .ended
+                        .insert(token);
+                    return;
+                }
+                Heard::Fenced => return,
+                Heard::Failed => {
+                    ledger(&self.shared).keys.entry(k).or_default().uncertain = true;
+                    match result.err().and_then(|e| e.into_claim()) {
+                        Some(back) if attempt < REPEATS => {
+                            REPEATED.fetch_add(1, Ordering::Relaxed);
+                            claim = back;
+                        }
+                        _ => return,
+                    }
+                }
             }
-            Heard::Fenced => {}
-            Heard::Failed => entry.uncertain = true,
         }
     }
 
@@ -541,7 +604,7 @@ impl Caller {
         let Some((_, payload, body)) = completed else {
             return;
         };
-        if record.is_err() && self.disk.is_down() {
+        if record.is_err() && self.may_fail() {
             return;
         }
         match record {
@@ -683,6 +746,9 @@ fn world(seed: u64) {
         .lease(LEASE)
         .retention(Duration::from_secs(3600))
         .sweep_interval(None)
+        // Heal at once: the backoff's deadline is real time, which the
+        // scheduler does not control.
+        .reopen_backoff(Duration::ZERO)
         .writeback_interval(Duration::from_millis(1))
         .checkpoint_interval(if rng.one_in(2) {
             Duration::ZERO
@@ -702,13 +768,19 @@ fn world(seed: u64) {
         Err(err) => fail(&shared, format!("open: {err}")),
     };
     let callers = 2 + rng.below(3);
-    let cut = rng.one_in(2).then(|| 1 + rng.below(CUT_WITHIN));
-    if let Some(n) = cut {
-        disk.cut_after(n);
-        ledger(&shared)
-            .trace
-            .push(format!("the power goes in {n} disk operations"));
+    let fault = match rng.below(4) {
+        0 => Fault::PowerCut(1 + rng.below(CUT_WITHIN)),
+        1 => Fault::Eio(1 + rng.below(CUT_WITHIN)),
+        2 => Fault::FullDisk(4096 * rng.below(64)),
+        _ => Fault::None,
+    };
+    match fault {
+        Fault::PowerCut(n) => disk.cut_after(n),
+        Fault::Eio(n) => disk.eio_after(n),
+        Fault::FullDisk(bytes) => disk.fill_once(bytes),
+        Fault::None => {}
     }
+    ledger(&shared).trace.push(format!("fault: {fault:?}"));
     let threads: Vec<_> = (0..callers)
         .map(|id| {
             let caller = Caller {
@@ -734,6 +806,11 @@ fn world(seed: u64) {
         ledger(&shared).trace.push("the power is cut".into());
     } else {
         disk.disarm();
+        disk.no_eio();
+        disk.fill(None);
+        if disk.eios() > 0 || disk.refusals() > 0 {
+            HEALED_FAULTS.fetch_add(1, Ordering::Relaxed);
+        }
         check_records(&store, &shared, "after every caller");
         disk.cut_now();
         ledger(&shared)
@@ -836,7 +913,8 @@ fn seeded_interleavings_keep_every_promise() {
     }
     println!(
         "interleavings: seeds {}..{} ({count}) passed: {} operations, {} claims \
-         ({} takeovers), {} holders fenced, {} failed operations, {} power cuts while callers ran",
+         ({} takeovers), {} holders fenced, {} failed operations ({} completions or releases \
+         repeated), {} power cuts while callers ran, {} faults healed in place",
         seeds.start,
         seeds.end,
         OPERATIONS.load(Ordering::Relaxed),
@@ -844,6 +922,8 @@ fn seeded_interleavings_keep_every_promise() {
         TAKEOVERS.load(Ordering::Relaxed),
         FENCED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
+        REPEATED.load(Ordering::Relaxed),
         CUTS_AMONG_CALLERS.load(Ordering::Relaxed),
+        HEALED_FAULTS.load(Ordering::Relaxed),
     );
 }
