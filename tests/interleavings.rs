@@ -64,7 +64,8 @@ use std::time::Duration;
 
 use idemkv::fault_injection::DirJournal;
 use idemkv::{
-    Begin, Claim, Config, Error, Fingerprint, Key, ManualClock, RecordState, Store, StoredResponse,
+    Begin, Claim, CompleteError, Config, Error, Fingerprint, Key, ManualClock, RecordState, Store,
+    StoredResponse,
 };
 use rng::Rng;
 use shuttle::scheduler::{PctScheduler, RandomScheduler};
@@ -274,6 +275,27 @@ impl Caller {
         }
     }
 
+    /// Notes and judges the answer to a holder's completion or release
+    /// (attempt 0, or a repetition after a transient failure).
+    fn hear(
+        &self,
+        what: &str,
+        attempt: u64,
+        result: &Result<(), CompleteError>,
+        lease_end_at_least: u64,
+    ) -> Heard {
+        self.note(format!(
+            "{what}{}: {:?}",
+            if attempt > 0 { ", repeated" } else { "" },
+            result.as_ref().map_err(|e| e.error().to_string())
+        ));
+        self.judge(
+            what,
+            result.as_ref().err().map(|e| e.error()),
+            lease_end_at_least,
+        )
+    }
+
     fn pass_time(&mut self, step: u64) {
         let by = TIME_STEPS[self.rng.below(TIME_STEPS.len() as u64) as usize];
         self.clock.advance(by);
@@ -441,16 +463,7 @@ impl Caller {
             let result = self
                 .store
                 .complete(claim, StoredResponse::new(200, body.clone()));
-            self.note(format!(
-                "{what}{}: {:?}",
-                if attempt > 0 { ", repeated" } else { "" },
-                result.as_ref().map_err(|e| e.error().to_string())
-            ));
-            let heard = self.judge(
-                &what,
-                result.as_ref().err().map(|e| e.error()),
-                holding.lease_end_at_least,
-            );
+            let heard = self.hear(&what, attempt, &result, holding.lease_end_at_least);
             match heard {
                 Heard::Ok => break,
                 Heard::Fenced => return,
@@ -501,16 +514,7 @@ impl Caller {
         // Repeated after a transient failure, as a completion is.
         for attempt in 0.. {
             let result = self.store.release(claim);
-            self.note(format!(
-                "{what}{}: {:?}",
-                if attempt > 0 { ", repeated" } else { "" },
-                result.as_ref().map_err(|e| e.error().to_string())
-            ));
-            let heard = self.judge(
-                &what,
-                result.as_ref().err().map(|e| e.error()),
-                holding.lease_end_at_least,
-            );
+            let heard = self.hear(&what, attempt, &result, holding.lease_end_at_least);
             match heard {
                 Heard::Ok => {
                     ledger(&self.shared)
