@@ -177,15 +177,24 @@ impl KeyBook {
 
 type Shared = Arc<Mutex<Book>>;
 
-/// Counts over every seed of a test, for its summary line.
-static OPERATIONS: AtomicU64 = AtomicU64::new(0);
-static FAILED: AtomicU64 = AtomicU64::new(0);
-static CLAIMS: AtomicU64 = AtomicU64::new(0);
-static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
-static FENCED: AtomicU64 = AtomicU64::new(0);
-static CUTS_AMONG_CALLERS: AtomicU64 = AtomicU64::new(0);
-static HEALED_FAULTS: AtomicU64 = AtomicU64::new(0);
-static REPEATED: AtomicU64 = AtomicU64::new(0);
+/// Counts over the seeds of one test, for its summary line.
+#[derive(Default)]
+struct Stats {
+    operations: AtomicU64,
+    failed: AtomicU64,
+    claims: AtomicU64,
+    takeovers: AtomicU64,
+    fenced: AtomicU64,
+    cuts_among_callers: AtomicU64,
+    healed_faults: AtomicU64,
+    repeated: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 fn ledger(shared: &Shared) -> std::sync::MutexGuard<'_, Book> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
@@ -269,6 +278,7 @@ struct Caller {
     shared: Shared,
     /// The claims this caller holds: key and claim.
     claims: Vec<(u64, Claim)>,
+    stats: Arc<Stats>,
 }
 
 impl Caller {
@@ -290,7 +300,7 @@ impl Caller {
     }
 
     fn note(&self, line: String) {
-        OPERATIONS.fetch_add(1, Ordering::Relaxed);
+        Stats::bump(&self.stats.operations);
         ledger(&self.shared)
             .trace
             .push(format!("caller {}: {line}", self.id));
@@ -318,11 +328,11 @@ impl Caller {
                         "{what}: LeaseLost at {now} ms, but the lease lasts until at least {lease_end_at_least} ms"
                     ));
                 }
-                FENCED.fetch_add(1, Ordering::Relaxed);
+                Stats::bump(&self.stats.fenced);
                 Heard::Fenced
             }
             Some(_) if self.may_fail() => {
-                FAILED.fetch_add(1, Ordering::Relaxed);
+                Stats::bump(&self.stats.failed);
                 Heard::Failed
             }
             Some(err) => self.wrong(format!("{what}: {err}, before any fault")),
@@ -378,7 +388,7 @@ impl Caller {
         };
         let answer = self.store.begin(&key(k), fp(payload));
         let answered_at = now_ms(&self.clock);
-        OPERATIONS.fetch_add(1, Ordering::Relaxed);
+        Stats::bump(&self.stats.operations);
         let line = match &answer {
             Ok(Begin::Claimed(claim)) => format!(
                 "Claimed(token {}{})",
@@ -407,9 +417,9 @@ impl Caller {
         match answer {
             Ok(Begin::Claimed(claim)) => {
                 let token = claim.token();
-                CLAIMS.fetch_add(1, Ordering::Relaxed);
+                Stats::bump(&self.stats.claims);
                 if claim.is_takeover() {
-                    TAKEOVERS.fetch_add(1, Ordering::Relaxed);
+                    Stats::bump(&self.stats.takeovers);
                 }
                 if token <= max_token {
                     wrong(format!(
@@ -475,7 +485,7 @@ impl Caller {
                 }
             }
             Err(_) if self.may_fail() => {
-                FAILED.fetch_add(1, Ordering::Relaxed);
+                Stats::bump(&self.stats.failed);
                 ledger(&self.shared).keys.entry(k).or_default().uncertain = true;
             }
             Err(err) => wrong(format!("failed before any fault: {err}")),
@@ -532,7 +542,7 @@ impl Caller {
                     drop(book);
                     match result.err().and_then(|e| e.into_claim()) {
                         Some(back) if attempt < REPEATS => {
-                            REPEATED.fetch_add(1, Ordering::Relaxed);
+                            Stats::bump(&self.stats.repeated);
                             claim = back;
                         }
                         _ => return,
@@ -584,7 +594,7 @@ impl Caller {
                     ledger(&self.shared).keys.entry(k).or_default().uncertain = true;
                     match result.err().and_then(|e| e.into_claim()) {
                         Some(back) if attempt < REPEATS => {
-                            REPEATED.fetch_add(1, Ordering::Relaxed);
+                            Stats::bump(&self.stats.repeated);
                             claim = back;
                         }
                         _ => return,
@@ -795,7 +805,7 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
 }
 
 /// One seeded run, inside the scheduler.
-fn world(seed: u64) {
+fn world(seed: u64, stats: &Arc<Stats>) {
     let mut rng = Rng::new(seed);
     let disk = SimDisk::default();
     let clock = ManualClock::default();
@@ -855,6 +865,7 @@ fn world(seed: u64) {
                 clock: clock.clone(),
                 shared: Arc::clone(&shared),
                 claims: Vec::new(),
+                stats: Arc::clone(stats),
             };
             shuttle::thread::spawn(move || caller.run())
         })
@@ -866,14 +877,14 @@ fn world(seed: u64) {
         }
     }
     if disk.is_down() {
-        CUTS_AMONG_CALLERS.fetch_add(1, Ordering::Relaxed);
+        Stats::bump(&stats.cuts_among_callers);
         ledger(&shared).trace.push("the power is cut".into());
     } else {
         disk.disarm();
         disk.no_eio();
         disk.fill(None);
         if disk.eios() > 0 || disk.refusals() > 0 {
-            HEALED_FAULTS.fetch_add(1, Ordering::Relaxed);
+            Stats::bump(&stats.healed_faults);
         }
         check_records(&store, &shared, "after every caller");
         disk.cut_now();
@@ -915,7 +926,8 @@ fn world(seed: u64) {
 /// Runs seed `seed` under the scheduler it picks: shuttle's random
 /// scheduler for even seeds, PCT (few, well-placed preemptions) for odd
 /// ones. Returns the failure, if any.
-fn run_seed(seed: u64) -> Result<(), String> {
+fn run_seed(seed: u64, stats: &Arc<Stats>) -> Result<(), String> {
+    let stats = Arc::clone(stats);
     let mut config = shuttle::Config::new();
     // redb's B-tree code recurses deeper than shuttle's default stack.
     config.stack_size = 4 << 20;
@@ -923,10 +935,10 @@ fn run_seed(seed: u64) -> Result<(), String> {
     let run = std::panic::catch_unwind(move || {
         if seed.is_multiple_of(2) {
             shuttle::Runner::new(RandomScheduler::new_from_seed(seed, 1), config)
-                .run(move || world(seed));
+                .run(move || world(seed, &stats));
         } else {
             shuttle::Runner::new(PctScheduler::new_from_seed(seed, 3, 1), config)
-                .run(move || world(seed));
+                .run(move || world(seed, &stats));
         }
     });
     run.map_err(|panic| {
@@ -947,7 +959,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
 /// earlier workload; seed 32,479 is the first to meet it in this one.
 #[test]
 fn a_retry_after_a_completion_that_raced_a_takeover_replays_it() {
-    if let Err(failure) = run_seed(32_479) {
+    if let Err(failure) = run_seed(32_479, &Arc::default()) {
         panic!("seed 32479: {failure}");
     }
 }
@@ -967,8 +979,9 @@ fn seeded_interleavings_keep_every_promise() {
         }
     };
     let count = seeds.end - seeds.start;
+    let stats = Arc::new(Stats::default());
     for seed in seeds.clone() {
-        if let Err(failure) = run_seed(seed) {
+        if let Err(failure) = run_seed(seed, &stats) {
             panic!(
                 "seed {seed} failed: {failure}\n\
                  replay it: IDEMKV_INTERLEAVING_SEED={seed} cargo test --release \
@@ -982,13 +995,13 @@ fn seeded_interleavings_keep_every_promise() {
          repeated), {} power cuts while callers ran, {} faults healed in place",
         seeds.start,
         seeds.end,
-        OPERATIONS.load(Ordering::Relaxed),
-        CLAIMS.load(Ordering::Relaxed),
-        TAKEOVERS.load(Ordering::Relaxed),
-        FENCED.load(Ordering::Relaxed),
-        FAILED.load(Ordering::Relaxed),
-        REPEATED.load(Ordering::Relaxed),
-        CUTS_AMONG_CALLERS.load(Ordering::Relaxed),
-        HEALED_FAULTS.load(Ordering::Relaxed),
+        stats.operations.load(Ordering::Relaxed),
+        stats.claims.load(Ordering::Relaxed),
+        stats.takeovers.load(Ordering::Relaxed),
+        stats.fenced.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+        stats.repeated.load(Ordering::Relaxed),
+        stats.cuts_among_callers.load(Ordering::Relaxed),
+        stats.healed_faults.load(Ordering::Relaxed),
     );
 }
