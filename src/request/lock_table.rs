@@ -10,7 +10,9 @@
 //!   claim was not granted. While it exists, no other `begin` for the key
 //!   reaches the disk; they are answered from the entry (once the holder's
 //!   lease has run out, the record decides between takeover, mismatch and a
-//!   fresh claim, read under the shard lock).
+//!   fresh claim, read under the shard lock; and while a takeover is
+//!   committed behind a completion that landed first, the entry is
+//!   outdated and the record answers, see [`EntryState::Claiming`]).
 //! - The table is an optimisation, never the authority: it answers `begin`
 //!   from memory, but it never refuses a holder's `complete`, `release` or
 //!   `renew`. Those are judged by the committer against the record.
