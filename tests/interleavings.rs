@@ -21,7 +21,9 @@
 //! - a key whose completion was acknowledged replays that response, byte
 //!   for byte, and another payload on it is a mismatch; a replay carries a
 //!   response one of the key's holders stored with that payload;
-//! - a read of a completed key shows the completion.
+//! - a read of a completed key shows the completion, and a completion a
+//!   read showed is never lost, by a crash either: what a lookup shows is
+//!   durable.
 //!
 //! A quarter of the seeds cut the power at a drawn disk operation while
 //! the callers run (from then on every write fails); a quarter fail one
@@ -50,6 +52,11 @@
 //! `IDEMKV_INTERLEAVING_SEEDS=N` runs `N` seeds (default 2,000 in a release
 //! build, 200 in a debug one) from `IDEMKV_INTERLEAVING_FIRST` (default 0);
 //! `IDEMKV_INTERLEAVING_SEED=S` runs seed `S` alone and prints its trace.
+//! A failing seed is minimized: its fault and then each caller's steps are
+//! left out in turn while the run still fails, and the failure prints the
+//! minimized run's trace and the line that replays it
+//! (`IDEMKV_INTERLEAVING_SKIP=0:3,1:7` leaves out caller 0's step 3 and
+//! caller 1's step 7; `IDEMKV_INTERLEAVING_FAULT=none` the fault).
 //! Built only with the `shuttle` feature:
 //! `cargo test --release --features shuttle --test interleavings`.
 
@@ -77,6 +84,8 @@ use sim_disk::SimDisk;
 const KEYS: u64 = 2;
 /// Operations per caller.
 const STEPS: u64 = 10;
+/// Callers at most (two at least).
+const MAX_CALLERS: u64 = 4;
 /// A cut comes within this many disk operations of the open (a run's
 /// callers make 30 in the median, 60 at the 90th percentile).
 const CUT_WITHIN: u64 = 40;
@@ -154,6 +163,9 @@ struct KeyBook {
     /// Whether a claim, release or completion of this key failed: its
     /// record may be one no answer told of.
     uncertain: bool,
+    /// Completions a `get` read, acknowledged or not yet: fingerprint and
+    /// body. What a lookup shows is durable, so a restart keeps it.
+    read_completions: Vec<(Fingerprint, Vec<u8>)>,
 }
 
 /// The fault a seed injects while the callers run.
@@ -268,10 +280,58 @@ impl Handle {
     }
 }
 
+/// What a run leaves out of its seed's workload: the minimizer's cuts.
+/// The empty plan runs the seed as drawn.
+#[derive(Clone, Debug, Default)]
+struct Plan {
+    /// Steps not made, as (caller, step): the step's key and operation are
+    /// still drawn, so the caller's next step draws what it would have.
+    skip: BTreeSet<(u64, u64)>,
+    /// The drawn fault is not injected.
+    no_fault: bool,
+    /// The run does not print its trace (a minimizer's try).
+    quiet: bool,
+}
+
+impl Plan {
+    /// `IDEMKV_INTERLEAVING_SKIP` (`0:3,1:7`: caller 0's step 3, caller
+    /// 1's step 7) and `IDEMKV_INTERLEAVING_FAULT=none`.
+    fn from_env() -> Plan {
+        let skip = std::env::var("IDEMKV_INTERLEAVING_SKIP")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| {
+                let (caller, step) = pair.trim().split_once(':')?;
+                Some((caller.parse().ok()?, step.parse().ok()?))
+            })
+            .collect();
+        let no_fault = std::env::var("IDEMKV_INTERLEAVING_FAULT").is_ok_and(|v| v == "none");
+        Plan {
+            skip,
+            no_fault,
+            quiet: false,
+        }
+    }
+
+    /// The environment that replays this plan.
+    fn env(&self) -> String {
+        let mut env = String::new();
+        if !self.skip.is_empty() {
+            let pairs: Vec<String> = self.skip.iter().map(|(c, s)| format!("{c}:{s}")).collect();
+            env.push_str(&format!("IDEMKV_INTERLEAVING_SKIP={} ", pairs.join(",")));
+        }
+        if self.no_fault {
+            env.push_str("IDEMKV_INTERLEAVING_FAULT=none ");
+        }
+        env
+    }
+}
+
 /// One caller: its operations, drawn from its own stream of the seed.
 struct Caller {
     id: u64,
     rng: Rng,
+    plan: Arc<Plan>,
     store: Handle,
     disk: SimDisk,
     clock: ManualClock,
@@ -285,7 +345,11 @@ impl Caller {
     fn run(mut self) {
         for step in 0..STEPS {
             let k = self.rng.below(KEYS);
-            match self.rng.below(20) {
+            let operation = self.rng.below(20);
+            if self.plan.skip.contains(&(self.id, step)) {
+                continue;
+            }
+            match operation {
                 0..=7 => self.begin(step, k),
                 8..=10 => self.complete(step),
                 11..=12 => self.release(step),
@@ -669,6 +733,16 @@ impl Caller {
             .clone();
         let record = self.store.get(&key(k));
         self.note(format!("step {step}: get k{k}: {}", describe(&record)));
+        if let Ok(Some(read)) = &record
+            && let RecordState::Completed { response } = read.state()
+        {
+            ledger(&self.shared)
+                .keys
+                .entry(k)
+                .or_default()
+                .read_completions
+                .push((read.fingerprint(), response.body().to_vec()));
+        }
         let Some((_, payload, body)) = completed else {
             return;
         };
@@ -707,6 +781,15 @@ fn describe(record: &idemkv::Result<Option<idemkv::Record>>) -> String {
 /// Why `record` is not what the book allows for a key, once every caller
 /// is done (and, after a power cut, the machine restarted); `None` if it is.
 fn disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'static str> {
+    let keeps = |(fingerprint, body): &(Fingerprint, Vec<u8>)| {
+        record.is_some_and(|record| {
+            record.fingerprint() == *fingerprint
+                && record.response().map(|r| r.body()) == Some(&body[..])
+        })
+    };
+    if !entry.read_completions.iter().all(keeps) {
+        return Some("not the completion a get read before");
+    }
     if let Some((_, payload, body)) = &entry.completed {
         let right = record.is_some_and(|record| {
             record.fingerprint() == fp(*payload)
@@ -805,7 +888,7 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
 }
 
 /// One seeded run, inside the scheduler.
-fn world(seed: u64, stats: &Arc<Stats>) {
+fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>) {
     let mut rng = Rng::new(seed);
     let disk = SimDisk::default();
     let clock = ManualClock::default();
@@ -835,13 +918,14 @@ fn world(seed: u64, stats: &Arc<Stats>) {
         Ok(store) => store,
         Err(err) => fail(&shared, format!("open: {err}")),
     };
-    let callers = 2 + rng.below(3);
+    let callers = 2 + rng.below(MAX_CALLERS - 1);
     let fault = match rng.below(4) {
         0 => Fault::PowerCut(1 + rng.below(CUT_WITHIN)),
         1 => Fault::Eio(1 + rng.below(CUT_WITHIN)),
         2 => Fault::FullDisk(4096 * rng.below(64)),
         _ => Fault::None,
     };
+    let fault = if plan.no_fault { Fault::None } else { fault };
     match fault {
         Fault::PowerCut(n) => disk.cut_after(n),
         Fault::Eio(n) => disk.eio_after(n),
@@ -860,6 +944,7 @@ fn world(seed: u64, stats: &Arc<Stats>) {
             let caller = Caller {
                 id,
                 rng,
+                plan: Arc::clone(plan),
                 store,
                 disk: disk.clone(),
                 clock: clock.clone(),
@@ -914,7 +999,7 @@ fn world(seed: u64, stats: &Arc<Stats>) {
     if let Err(err) = store.close() {
         fail(&shared, format!("close after the restart: {err}"));
     }
-    if std::env::var_os("IDEMKV_INTERLEAVING_SEED").is_some() {
+    if std::env::var_os("IDEMKV_INTERLEAVING_SEED").is_some() && !plan.quiet {
         println!(
             "seed {seed}: {} disk operations\n  {}",
             disk.ops(),
@@ -926,8 +1011,9 @@ fn world(seed: u64, stats: &Arc<Stats>) {
 /// Runs seed `seed` under the scheduler it picks: shuttle's random
 /// scheduler for even seeds, PCT (few, well-placed preemptions) for odd
 /// ones. Returns the failure, if any.
-fn run_seed(seed: u64, stats: &Arc<Stats>) -> Result<(), String> {
+fn run_seed(seed: u64, plan: &Plan, stats: &Arc<Stats>) -> Result<(), String> {
     let stats = Arc::clone(stats);
+    let plan = Arc::new(plan.clone());
     let mut config = shuttle::Config::new();
     // redb's B-tree code recurses deeper than shuttle's default stack.
     config.stack_size = 4 << 20;
@@ -935,10 +1021,10 @@ fn run_seed(seed: u64, stats: &Arc<Stats>) -> Result<(), String> {
     let run = std::panic::catch_unwind(move || {
         if seed.is_multiple_of(2) {
             shuttle::Runner::new(RandomScheduler::new_from_seed(seed, 1), config)
-                .run(move || world(seed, &stats));
+                .run(move || world(seed, &plan, &stats));
         } else {
             shuttle::Runner::new(PctScheduler::new_from_seed(seed, 3, 1), config)
-                .run(move || world(seed, &stats));
+                .run(move || world(seed, &plan, &stats));
         }
     });
     run.map_err(|panic| {
@@ -959,9 +1045,40 @@ fn run_seed(seed: u64, stats: &Arc<Stats>) -> Result<(), String> {
 /// earlier workload; seed 32,479 is the first to meet it in this one.
 #[test]
 fn a_retry_after_a_completion_that_raced_a_takeover_replays_it() {
-    if let Err(failure) = run_seed(32_479, &Arc::default()) {
+    if let Err(failure) = run_seed(32_479, &Plan::default(), &Arc::default()) {
         panic!("seed 32479: {failure}");
     }
+}
+
+/// Cuts a failing seed's run down: the fault left out if the run still
+/// fails without it, then each step of each caller in turn, kept out
+/// while the run still fails (in any way: leaving a step out changes the
+/// thread switches after it, which the seed's scheduler draws anew), in
+/// passes until one leaves nothing more out (three at most).
+fn minimize(seed: u64, mut plan: Plan) -> Plan {
+    plan.quiet = true;
+    let fails = |plan: &Plan| run_seed(seed, plan, &Arc::default()).is_err();
+    if !plan.no_fault {
+        plan.no_fault = true;
+        if !fails(&plan) {
+            plan.no_fault = false;
+        }
+    }
+    for _pass in 0..3 {
+        let before = plan.skip.len();
+        for caller in 0..MAX_CALLERS {
+            for step in 0..STEPS {
+                if plan.skip.insert((caller, step)) && !fails(&plan) {
+                    plan.skip.remove(&(caller, step));
+                }
+            }
+        }
+        if plan.skip.len() == before {
+            break;
+        }
+    }
+    plan.quiet = false;
+    plan
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -980,12 +1097,24 @@ fn seeded_interleavings_keep_every_promise() {
     };
     let count = seeds.end - seeds.start;
     let stats = Arc::new(Stats::default());
+    let plan = Plan::from_env();
     for seed in seeds.clone() {
-        if let Err(failure) = run_seed(seed, &stats) {
+        if let Err(failure) = run_seed(seed, &plan, &stats) {
+            let minimal = minimize(seed, plan.clone());
+            let minimal_failure = run_seed(seed, &minimal, &Arc::default())
+                .err()
+                .unwrap_or_else(|| "the minimized run passed".into());
+            let command =
+                "cargo test --release --features shuttle --test interleavings -- --nocapture";
             panic!(
                 "seed {seed} failed: {failure}\n\
-                 replay it: IDEMKV_INTERLEAVING_SEED={seed} cargo test --release \
-                 --features shuttle --test interleavings -- --nocapture"
+                 replay it: {}IDEMKV_INTERLEAVING_SEED={seed} {command}\n\
+                 minimized ({} steps left out{}): {minimal_failure}\n\
+                 replay the minimized run: {}IDEMKV_INTERLEAVING_SEED={seed} {command}",
+                plan.env(),
+                minimal.skip.len(),
+                if minimal.no_fault { ", no fault" } else { "" },
+                minimal.env(),
             );
         }
     }
