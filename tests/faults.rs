@@ -879,6 +879,42 @@ impl Healing {
     }
 }
 
+/// A read fails (here the engine's check in `verify`, which first syncs the
+/// latest commit): the storage engine then refuses every read and write
+/// until the database is reopened. The store heals at once, without a
+/// write to make it: lookups work again once the disk does, and nothing
+/// acknowledged is lost.
+#[test]
+fn a_failed_read_heals_the_store_without_a_write() -> TestResult {
+    let healing = Healing::open(Fault::Any, |config| config)?;
+    let (store, control) = (&healing.store, &healing.control);
+    let k = key("charge");
+    let claim = claimed(store.begin(&k, fp("a"))?);
+    store.complete(claim, response("charged"))?;
+    control.fail_from_now();
+    let err = store
+        .verify()
+        .expect_err("the check meets the failing disk");
+    assert!(err.is_transient(), "{err:?}");
+    control.cure();
+    // No write from here on: the store must reopen its file by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.metrics().recoveries == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reopen a minute after the failed read: {:?}",
+            store.health()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    healing.wait_healed();
+    let record = store.get(&k)?.ok_or("the completed record is there")?;
+    assert_eq!(record.response(), Some(&response("charged")));
+    assert_eq!(replayed(store.begin(&k, fp("a"))?), response("charged"));
+    assert!(store.verify()?.is_ok());
+    Ok(())
+}
+
 /// A journal frame's sync fails although its write reached the disk (the
 /// disk hiccups once). The heal replays that frame into the file; the
 /// journal writer after the heal must continue after it, not write over it,

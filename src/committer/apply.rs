@@ -133,6 +133,7 @@ impl Worker {
             Request::Import { records, reply } => {
                 reply.answer = Some(self.import(tables, records, now_ms)?);
             }
+            Request::Heal { reply } => reply.answer = Some(Ok(())),
         }
         Ok(())
     }

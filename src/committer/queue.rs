@@ -197,6 +197,14 @@ impl Submitter {
         self.submit(|reply| Request::Sweep { limit, reply })
     }
 
+    /// Has the committer take a batch now, which writes nothing: a reopen
+    /// that a failed read asked for (`Engine::must_reopen`) then happens at
+    /// once instead of before the next write. Answered once the batch ran
+    /// (`Error::Poisoned` if the reopen failed); nobody needs to wait.
+    pub fn heal(&self) -> Pending<()> {
+        self.submit(|reply| Request::Heal { reply })
+    }
+
     /// Writes `records` as they are, all or none: refused with
     /// `ImportConflict` if any key holds a live record. Expired records are
     /// skipped.

@@ -176,6 +176,10 @@ pub(super) enum Request {
         records: Vec<StoredRecord>,
         reply: Reply<Imported>,
     },
+    /// Write nothing: a batch that lets the committer reopen the database
+    /// now, when a read asked for it (`Engine::must_reopen`), rather than
+    /// before the next write.
+    Heal { reply: Reply<()> },
 }
 
 /// Runs `$body` with `$reply` bound to the request's reply, whatever its
@@ -190,6 +194,7 @@ macro_rules! with_reply {
             Request::Remove { $reply, .. } => $body,
             Request::Sweep { $reply, .. } => $body,
             Request::Import { $reply, .. } => $body,
+            Request::Heal { $reply } => $body,
         }
     };
 }
@@ -215,6 +220,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Sweep { .. } => "sweep",
             Request::Import { .. } => "import",
+            Request::Heal { .. } => "heal",
         }
     }
 

@@ -33,13 +33,17 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Corrupted`] if the record fails verification,
-    /// [`Error::Storage`] if it cannot be read.
+    /// [`Error::Storage`] if it cannot be read. After an I/O error the
+    /// storage engine refuses every read and write until its file is
+    /// opened again, so a failed read (here, in `begin`, `scan`, `stats` or
+    /// `verify`) has the store reopen its file at once, as after a failed
+    /// commit: repeat the read shortly ([`Store::health`] says when the
+    /// store is back).
     pub fn get(&self, key: &Key) -> Result<Option<Record>> {
         let now_ms = self.inner.time.now_ms();
-        Ok(self
-            .inner
-            .engine
-            .read_record(key)?
+        let inner = &self.inner;
+        Ok(inner
+            .read_outcome(inner.engine.read_record(key))?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }
@@ -141,11 +145,12 @@ impl Store {
     ///
     /// [`Error::Storage`] if the file cannot be read at all, or the engine's
     /// check fails on an I/O error (a full disk: free space and verify
-    /// again); the store then reopens its file before its next write. The
-    /// store is recovering from a failed commit: [`Error::Poisoned`].
+    /// again); the store then reopens its file at once, as after any read
+    /// that failed (see [`Store::get`]). The store is recovering from a
+    /// failed commit: [`Error::Poisoned`].
     pub fn verify(&self) -> Result<VerifyReport> {
         let engine = &self.inner.engine;
-        engine.exclusive(|db| {
+        let checked = engine.exclusive(|db| {
             let check = match db.check_integrity() {
                 Ok(true) => EngineCheck::Passed,
                 Ok(false) => EngineCheck::Repaired,
@@ -153,7 +158,8 @@ impl Store {
                     let err = Error::from(err);
                     // A failed check gives the engine's allocator state
                     // up: no write works until the file is reopened.
-                    engine.must_reopen(format!("verify: the storage engine's check failed: {err}"));
+                    self.inner
+                        .ask_reopen(format!("verify: the storage engine's check failed: {err}"));
                     // An I/O failure (a full disk) is not damage.
                     if err.is_transient() {
                         return Err(err);
@@ -168,7 +174,9 @@ impl Store {
             };
             report.note_engine(check);
             Ok(report)
-        })
+        });
+        // A table walk's I/O error leaves the engine as the check's does.
+        self.inner.read_outcome(checked)
     }
 
     /// Visits the records that match `filter` (every live record by
@@ -205,9 +213,12 @@ impl Store {
         mut visit: impl FnMut(Result<Record>) -> ControlFlow<()>,
     ) -> Result<()> {
         let now_ms = self.inner.time.now_ms();
-        self.inner
-            .engine
-            .read(|db| inspect::scan(db, filter, now_ms, &mut visit))
+        let inner = &self.inner;
+        inner.read_outcome(
+            inner
+                .engine
+                .read(|db| inspect::scan(db, filter, now_ms, &mut visit)),
+        )
     }
 
     /// A summary of the store: records by state, claims past their lease,
@@ -232,8 +243,10 @@ impl Store {
     pub fn stats_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<Stats> {
         let now_ms = self.inner.time.now_ms();
         let engine = &self.inner.engine;
-        let mut stats = engine.read(|db| inspect::record_stats(db, now_ms, &mut progress))?;
-        stats.allocated_bytes = engine.read(inspect::allocated_bytes)?;
+        let inner = &self.inner;
+        let mut stats = inner
+            .read_outcome(engine.read(|db| inspect::record_stats(db, now_ms, &mut progress)))?;
+        stats.allocated_bytes = inner.read_outcome(engine.read(inspect::allocated_bytes))?;
         if let Source::File(path) = engine.source() {
             stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         }

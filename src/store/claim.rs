@@ -132,7 +132,7 @@ impl Store {
         // a claim decided on a record that changed meanwhile is decided
         // again by the committer, inside its transaction.
         drop(shard);
-        let stored = inner.engine.read_record(key)?;
+        let stored = inner.read_outcome(inner.engine.read_record(key))?;
         let mut shard = inner.locks.lock(key.hash());
         if let Lookup::Answered(answer) =
             shard.recheck(fingerprint, now_ms, claiming_retry_after, waiter)
