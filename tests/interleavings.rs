@@ -66,6 +66,7 @@ mod rng;
 mod sim_disk;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -73,7 +74,7 @@ use std::time::Duration;
 use idemkv::fault_injection::DirJournal;
 use idemkv::{
     AsyncStore, Begin, Claim, CompleteError, Config, Error, Fingerprint, Key, ManualClock,
-    RecordState, Store, StoredResponse,
+    RecordState, ScanFilter, Store, StoredResponse,
 };
 use rng::Rng;
 use shuttle::future::block_on;
@@ -284,6 +285,8 @@ impl Handle {
 /// The empty plan runs the seed as drawn.
 #[derive(Clone, Debug, Default)]
 struct Plan {
+    /// The upkeep thread runs beside the callers (a workload of its own).
+    upkeep: bool,
     /// Steps not made, as (caller, step): the step's key and operation are
     /// still drawn, so the caller's next step draws what it would have.
     skip: BTreeSet<(u64, u64)>,
@@ -307,6 +310,7 @@ impl Plan {
             .collect();
         let no_fault = std::env::var("IDEMKV_INTERLEAVING_FAULT").is_ok_and(|v| v == "none");
         Plan {
+            upkeep: false,
             skip,
             no_fault,
             quiet: false,
@@ -887,8 +891,109 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
     }
 }
 
-/// One seeded run, inside the scheduler.
-fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>) {
+/// The upkeep thread of `seeded_interleavings_with_upkeep_keep_every_promise`:
+/// integrity checks, sweeps and scans while the callers write. (Not
+/// `Store::stats`: it opens a write transaction to count the file's pages,
+/// and redb's write lock is std's, which the scheduler cannot switch
+/// away from.) Its
+/// steps are caller `MAX_CALLERS`'s to the minimizer.
+struct Upkeeper {
+    rng: Rng,
+    plan: Arc<Plan>,
+    store: Store,
+    disk: SimDisk,
+    shared: Shared,
+    stats: Arc<Stats>,
+}
+
+impl Upkeeper {
+    const ID: u64 = MAX_CALLERS;
+
+    fn run(mut self) {
+        for step in 0..STEPS {
+            let operation = self.rng.below(3);
+            if self.plan.skip.contains(&(Self::ID, step)) {
+                continue;
+            }
+            Stats::bump(&self.stats.operations);
+            let heard = match operation {
+                0 => self.store.verify().map(|report| {
+                    if !report.is_ok() {
+                        self.wrong(format!("verify found problems: {:?}", report.details));
+                    }
+                    format!("verify: ok, {} records", report.records)
+                }),
+                // Nothing expires within a run: the retention is an hour.
+                1 => self.store.sweep_expired().map(|deleted| {
+                    if deleted > 0 {
+                        self.wrong(format!(
+                            "a sweep deleted {deleted} records before their retention ended"
+                        ));
+                    }
+                    "sweep: nothing to delete".to_string()
+                }),
+                // What a scan reads is durable too (a batch's frame is
+                // synced before its commit): its completions join the
+                // book's, which the restart must keep.
+                _ => {
+                    let mut read = Vec::new();
+                    self.store
+                        .scan(&ScanFilter::default(), |record| {
+                            read.push(record);
+                            ControlFlow::Continue(())
+                        })
+                        .map(|()| {
+                            if read.len() as u64 > KEYS {
+                                self.wrong(format!("scan: {} records of {KEYS} keys", read.len()));
+                            }
+                            let mut book = ledger(&self.shared);
+                            for record in &read {
+                                let record = match record {
+                                    Ok(record) => record,
+                                    Err(err) => {
+                                        drop(book);
+                                        self.wrong(format!("scan: {err}"));
+                                    }
+                                };
+                                let k = (0..KEYS).find(|k| key(*k) == *record.key());
+                                let Some(k) = k else {
+                                    drop(book);
+                                    self.wrong(format!("scan: a record of {}", record.key()));
+                                };
+                                if let RecordState::Completed { response } = record.state() {
+                                    book.keys
+                                        .entry(k)
+                                        .or_default()
+                                        .read_completions
+                                        .push((record.fingerprint(), response.body().to_vec()));
+                                }
+                            }
+                            format!("scan: {} records", read.len())
+                        })
+                }
+            };
+            let line = heard.unwrap_or_else(|err| {
+                if !(self.disk.is_down() || self.disk.eios() > 0 || self.disk.refusals() > 0) {
+                    self.wrong(format!("{err}, before any fault"));
+                }
+                Stats::bump(&self.stats.failed);
+                format!("error: {err}")
+            });
+            ledger(&self.shared)
+                .trace
+                .push(format!("upkeep step {step}: {line}"));
+        }
+    }
+
+    fn wrong(&self, what: String) -> ! {
+        fail(&self.shared, format!("upkeep: {what}"))
+    }
+}
+
+/// One seeded run, inside the scheduler; with `plan.upkeep`, an upkeep
+/// thread runs beside the callers. `steppers` is set to the number of
+/// threads that make steps, for the minimizer.
+fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) {
     let mut rng = Rng::new(seed);
     let disk = SimDisk::default();
     let clock = ManualClock::default();
@@ -933,7 +1038,8 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>) {
         Fault::None => {}
     }
     ledger(&shared).trace.push(format!("fault: {fault:?}"));
-    let threads: Vec<_> = (0..callers)
+    steppers.store(callers, Ordering::Relaxed);
+    let mut threads: Vec<_> = (0..callers)
         .map(|id| {
             let mut rng = Rng::stream(seed, id);
             let store = if rng.one_in(2) {
@@ -955,6 +1061,18 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>) {
             shuttle::thread::spawn(move || caller.run())
         })
         .collect();
+    if plan.upkeep {
+        steppers.store(callers + 1, Ordering::Relaxed);
+        let upkeeper = Upkeeper {
+            rng: Rng::stream(seed, u64::MAX - 1),
+            plan: Arc::clone(plan),
+            store: store.clone(),
+            disk: disk.clone(),
+            shared: Arc::clone(&shared),
+            stats: Arc::clone(stats),
+        };
+        threads.push(shuttle::thread::spawn(move || upkeeper.run()));
+    }
     for thread in threads {
         if thread.join().is_err() {
             // The caller's panic carries the failure; shuttle reports it.
@@ -1012,8 +1130,15 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>) {
 /// scheduler for even seeds, PCT (few, well-placed preemptions) for odd
 /// ones. Returns the failure, if any.
 fn run_seed(seed: u64, plan: &Plan, stats: &Arc<Stats>) -> Result<(), String> {
+    run_counting(seed, plan, stats).0
+}
+
+/// [`run_seed`], and how many threads made steps.
+fn run_counting(seed: u64, plan: &Plan, stats: &Arc<Stats>) -> (Result<(), String>, u64) {
     let stats = Arc::clone(stats);
     let plan = Arc::new(plan.clone());
+    let steppers = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&steppers);
     let mut config = shuttle::Config::new();
     // redb's B-tree code recurses deeper than shuttle's default stack.
     config.stack_size = 4 << 20;
@@ -1021,19 +1146,20 @@ fn run_seed(seed: u64, plan: &Plan, stats: &Arc<Stats>) -> Result<(), String> {
     let run = std::panic::catch_unwind(move || {
         if seed.is_multiple_of(2) {
             shuttle::Runner::new(RandomScheduler::new_from_seed(seed, 1), config)
-                .run(move || world(seed, &plan, &stats));
+                .run(move || world(seed, &plan, &stats, &counted));
         } else {
             shuttle::Runner::new(PctScheduler::new_from_seed(seed, 3, 1), config)
-                .run(move || world(seed, &plan, &stats));
+                .run(move || world(seed, &plan, &stats, &counted));
         }
     });
-    run.map_err(|panic| {
+    let outcome = run.map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic without a message".into())
-    })
+    });
+    (outcome, steppers.load(Ordering::Relaxed))
 }
 
 /// A caller's completion landed while another caller's takeover of the
@@ -1057,6 +1183,11 @@ fn a_retry_after_a_completion_that_raced_a_takeover_replays_it() {
 /// passes until one leaves nothing more out (three at most).
 fn minimize(seed: u64, mut plan: Plan) -> Plan {
     plan.quiet = true;
+    let (_, steppers) = run_counting(seed, &plan, &Arc::default());
+    // The upkeep thread's steps are listed as those of caller `MAX_CALLERS`.
+    let ids: Vec<u64> = (0..steppers.min(MAX_CALLERS))
+        .chain(plan.upkeep.then_some(Upkeeper::ID))
+        .collect();
     let fails = |plan: &Plan| run_seed(seed, plan, &Arc::default()).is_err();
     if !plan.no_fault {
         plan.no_fault = true;
@@ -1066,7 +1197,7 @@ fn minimize(seed: u64, mut plan: Plan) -> Plan {
     }
     for _pass in 0..3 {
         let before = plan.skip.len();
-        for caller in 0..MAX_CALLERS {
+        for &caller in &ids {
             for step in 0..STEPS {
                 if plan.skip.insert((caller, step)) && !fails(&plan) {
                     plan.skip.remove(&(caller, step));
@@ -1085,8 +1216,10 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn seeded_interleavings_keep_every_promise() {
+/// Runs the seeds the environment asks for (see the module's docs) with
+/// or without the upkeep thread; a failure is minimized and panics with
+/// the lines that replay it, and a pass prints the counts.
+fn run_seeds(test: &str, upkeep: bool) {
     let seeds = match env_u64("IDEMKV_INTERLEAVING_SEED") {
         Some(seed) => seed..seed + 1,
         None => {
@@ -1097,15 +1230,19 @@ fn seeded_interleavings_keep_every_promise() {
     };
     let count = seeds.end - seeds.start;
     let stats = Arc::new(Stats::default());
-    let plan = Plan::from_env();
+    let plan = Plan {
+        upkeep,
+        ..Plan::from_env()
+    };
     for seed in seeds.clone() {
         if let Err(failure) = run_seed(seed, &plan, &stats) {
             let minimal = minimize(seed, plan.clone());
             let minimal_failure = run_seed(seed, &minimal, &Arc::default())
                 .err()
                 .unwrap_or_else(|| "the minimized run passed".into());
-            let command =
-                "cargo test --release --features shuttle --test interleavings -- --nocapture";
+            let command = format!(
+                "cargo test --release --features shuttle --test interleavings {test} -- --exact --nocapture"
+            );
             panic!(
                 "seed {seed} failed: {failure}\n\
                  replay it: {}IDEMKV_INTERLEAVING_SEED={seed} {command}\n\
@@ -1119,7 +1256,7 @@ fn seeded_interleavings_keep_every_promise() {
         }
     }
     println!(
-        "interleavings: seeds {}..{} ({count}) passed: {} operations, {} claims \
+        "{test}: seeds {}..{} ({count}) passed: {} operations, {} claims \
          ({} takeovers), {} holders fenced, {} failed operations ({} completions or releases \
          repeated), {} power cuts while callers ran, {} faults healed in place",
         seeds.start,
@@ -1133,4 +1270,17 @@ fn seeded_interleavings_keep_every_promise() {
         stats.cuts_among_callers.load(Ordering::Relaxed),
         stats.healed_faults.load(Ordering::Relaxed),
     );
+}
+
+#[test]
+fn seeded_interleavings_keep_every_promise() {
+    run_seeds("seeded_interleavings_keep_every_promise", false);
+}
+
+/// The same workloads with an upkeep thread beside the callers: integrity
+/// checks (`verify`, which takes the database to itself), sweeps and
+/// scans, interleaved with the writes and the heals.
+#[test]
+fn seeded_interleavings_with_upkeep_keep_every_promise() {
+    run_seeds("seeded_interleavings_with_upkeep_keep_every_promise", true);
 }
