@@ -43,7 +43,9 @@ impl Store {
         let now_ms = self.inner.time.now_ms();
         let inner = &self.inner;
         Ok(inner
-            .read_outcome(inner.engine.read_record(key))?
+            .engine
+            .read_record(key)
+            .inspect_err(|err| inner.read_failed(err))?
             .filter(|record| !record.is_expired(now_ms))
             .map(|record| record.into_public(key)))
     }
@@ -176,7 +178,7 @@ impl Store {
             Ok(report)
         });
         // A table walk's I/O error leaves the engine as the check's does.
-        self.inner.read_outcome(checked)
+        checked.inspect_err(|err| self.inner.read_failed(err))
     }
 
     /// Visits the records that match `filter` (every live record by
@@ -214,11 +216,10 @@ impl Store {
     ) -> Result<()> {
         let now_ms = self.inner.time.now_ms();
         let inner = &self.inner;
-        inner.read_outcome(
-            inner
-                .engine
-                .read(|db| inspect::scan(db, filter, now_ms, &mut visit)),
-        )
+        inner
+            .engine
+            .read(|db| inspect::scan(db, filter, now_ms, &mut visit))
+            .inspect_err(|err| inner.read_failed(err))
     }
 
     /// A summary of the store: records by state, claims past their lease,
@@ -244,9 +245,12 @@ impl Store {
         let now_ms = self.inner.time.now_ms();
         let engine = &self.inner.engine;
         let inner = &self.inner;
-        let mut stats = inner
-            .read_outcome(engine.read(|db| inspect::record_stats(db, now_ms, &mut progress)))?;
-        stats.allocated_bytes = inner.read_outcome(engine.read(inspect::allocated_bytes))?;
+        let mut stats = engine
+            .read(|db| inspect::record_stats(db, now_ms, &mut progress))
+            .inspect_err(|err| inner.read_failed(err))?;
+        stats.allocated_bytes = engine
+            .read(inspect::allocated_bytes)
+            .inspect_err(|err| inner.read_failed(err))?;
         if let Source::File(path) = engine.source() {
             stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         }

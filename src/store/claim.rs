@@ -132,7 +132,10 @@ impl Store {
         // a claim decided on a record that changed meanwhile is decided
         // again by the committer, inside its transaction.
         drop(shard);
-        let stored = inner.read_outcome(inner.engine.read_record(key))?;
+        let stored = inner
+            .engine
+            .read_record(key)
+            .inspect_err(|err| inner.read_failed(err))?;
         let mut shard = inner.locks.lock(key.hash());
         if let Lookup::Answered(answer) =
             shard.recheck(fingerprint, now_ms, claiming_retry_after, waiter)

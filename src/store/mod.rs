@@ -98,21 +98,22 @@ impl Inner {
         self.committer.as_ref().ok_or(Error::Closed)?.submitter()
     }
 
-    /// Passes a read's `result` on; a storage error asks for a reopen. After
-    /// an I/O error the storage engine refuses every later read and write
-    /// of the database ("previous I/O error") until it is opened again, so
-    /// the committer is asked to reopen it now, with a batch that writes
+    /// What a read that failed with `err` leaves to do (callers pass it to
+    /// `Result::inspect_err`): a storage error asks for a reopen. After an
+    /// I/O error the storage engine refuses every later read and write of
+    /// the database ("previous I/O error") until it is opened again, so the
+    /// committer is asked to reopen it now, with a batch that writes
     /// nothing, rather than before the next write: a store that only
     /// serves lookups heals as well.
-    fn read_outcome<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(err @ Error::Storage(_)) = &result {
+    #[cold]
+    fn read_failed(&self, err: &Error) {
+        if let Error::Storage(_) = err {
             self.ask_reopen(format!("a read failed: {err}"));
         }
-        result
     }
 
     /// Has the committer reopen the database at once (see
-    /// [`read_outcome`](Self::read_outcome)); nobody waits for it.
+    /// [`read_failed`](Self::read_failed)); nobody waits for it.
     fn ask_reopen(&self, cause: String) {
         self.engine.must_reopen(cause);
         if let Ok(committer) = self.committer() {
