@@ -6,6 +6,9 @@
 //! `shuttle` feature (src/sync.rs), so shuttle decides at each of them
 //! which thread runs next.
 //!
+//! Two tests: the callers alone, and the same callers with an upkeep
+//! thread beside them (`verify`, sweeps and scans; see [`Upkeeper`]).
+//!
 //! Each caller, through the blocking API or the async one (awaited under
 //! the scheduler), runs its own random operations (claims of two contended
 //! keys with one of two payloads, completions, releases, renewals,
