@@ -88,6 +88,9 @@ use sim_disk::SimDisk;
 const KEYS: u64 = 2;
 /// Operations per caller.
 const STEPS: u64 = 10;
+/// Yields the final check gives a store healing after a failed read
+/// before a read must work.
+const HEAL_YIELDS: u64 = 10_000;
 /// Callers at most (two at least).
 const MAX_CALLERS: u64 = 4;
 /// A cut comes within this many disk operations of the open (a run's
@@ -860,7 +863,19 @@ fn disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'stat
 fn check_records(store: &Store, shared: &Shared, when: &str) {
     let keys = ledger(shared).keys.clone();
     for (k, entry) in keys {
-        let record = store.get(&key(k));
+        let mut record = store.get(&key(k));
+        // A read that failed after a fault has the store reopen its file
+        // at once, in a batch of the committer's: the scheduler runs it
+        // while this thread yields. Only a transient error is waited out.
+        for _ in 0..HEAL_YIELDS {
+            match &record {
+                Err(err) if err.is_transient() => {
+                    shuttle::thread::yield_now();
+                    record = store.get(&key(k));
+                }
+                _ => break,
+            }
+        }
         let seen = describe(&record);
         let Ok(record) = record else {
             fail(shared, format!("{when}: get k{k}: {seen}"));
