@@ -158,14 +158,16 @@ impl Store {
                 Ok(false) => EngineCheck::Repaired,
                 Err(err) => {
                     let err = Error::from(err);
+                    // An I/O failure (a full disk) is not damage: it is
+                    // returned, and asks for the reopen below as any read
+                    // that failed does.
+                    if err.is_transient() {
+                        return Err(err);
+                    }
                     // A failed check gives the engine's allocator state
                     // up: no write works until the file is reopened.
                     self.inner
                         .ask_reopen(format!("verify: the storage engine's check failed: {err}"));
-                    // An I/O failure (a full disk) is not damage.
-                    if err.is_transient() {
-                        return Err(err);
-                    }
                     EngineCheck::Failed(err.to_string())
                 }
             };
