@@ -6,8 +6,10 @@
 //! `shuttle` feature (src/sync.rs), so shuttle decides at each of them
 //! which thread runs next.
 //!
-//! Two tests: the callers alone, and the same callers with an upkeep
-//! thread beside them (`verify`, sweeps and scans; see [`Upkeeper`]).
+//! Three tests: the callers alone; the same callers with an upkeep thread
+//! beside them (`verify`, sweeps and scans; see [`Upkeeper`]); and the
+//! same callers who also remove keys and step the wall clock (see
+//! [`Caller::remove`]).
 //!
 //! Each caller, through the blocking API or the async one (awaited under
 //! the scheduler), runs its own random operations (claims of two contended
@@ -26,7 +28,17 @@
 //!   response one of the key's holders stored with that payload;
 //! - a read of a completed key shows the completion, and a completion a
 //!   read showed is never lost, by a crash either: what a lookup shows is
-//!   durable.
+//!   durable;
+//! - a remove that no other operation of its key overlapped leaves the key
+//!   absent: a retry claims it afresh (no replay of what was removed), and
+//!   the holders it revoked are refused (`LeaseLost`) and their records
+//!   never come back. A remove that overlapped another operation of its
+//!   key (or failed) leaves the key's state unknown: until a remove lands
+//!   alone, its answers are checked only for what holds whatever the order
+//!   (tokens grow, a replay is a stored response, a mismatch needs the
+//!   other payload, no revoked claim completes);
+//! - a step of the wall clock moves no lease: the book's time is the
+//!   store's (the wall clock at open plus the time passed).
 //!
 //! A quarter of the seeds cut the power at a drawn disk operation while
 //! the callers run (from then on every write fails); a quarter fail one
@@ -48,9 +60,10 @@
 //! are checked on the running store first. After the restart a new
 //! claim's token is above every token answered before.
 //!
-//! The clock only moves forward, by the callers' steps; waits
-//! (`Terms::wait`) are not used: their timers are real threads outside
-//! the scheduler's control (docs/reliability.md, "Interleavings").
+//! Time passes only by the callers' steps (the wall clock also steps back
+//! and forward in the workload with removes); waits (`Terms::wait`) are
+//! not used: their timers are real threads outside the scheduler's
+//! control (docs/reliability.md, "Interleavings").
 //!
 //! `IDEMKV_INTERLEAVING_SEEDS=N` runs `N` seeds (default 2,000 in a release
 //! build, 200 in a debug one) from `IDEMKV_INTERLEAVING_FIRST` (default 0);
@@ -91,6 +104,9 @@ const STEPS: u64 = 10;
 /// Yields the final check gives a store healing after a failed read
 /// before a read must work.
 const HEAL_YIELDS: u64 = 10_000;
+/// The administrative steps' streams of callers 0, 1, ...: clear of the
+/// callers' own (0, 1, ...) and the upkeep's and restart's (the last two).
+const ADMIN_STREAMS: u64 = 1 << 32;
 /// Callers at most (two at least).
 const MAX_CALLERS: u64 = 4;
 /// A cut comes within this many disk operations of the open (a run's
@@ -108,6 +124,12 @@ const TIME_STEPS: [Duration; 3] = [
     Duration::from_secs(30),
     Duration::from_secs(61),
 ];
+/// How far the workload with removes steps the wall clock back, and
+/// forward: steps the store's time must ignore. Forward steps stop ten
+/// minutes ahead, which with the most time a run passes (four callers'
+/// ten steps of 61 s) stays inside the retention.
+const WALL_STEP_BACK: Duration = Duration::from_secs(3600);
+const WALL_STEP_FORWARD: Duration = Duration::from_secs(600);
 
 fn key(k: u64) -> Key {
     Key::new("interleavings", &format!("k{k}")).expect("the keys are valid")
@@ -117,10 +139,17 @@ fn fp(payload: u8) -> Fingerprint {
     Fingerprint::of(&[payload])
 }
 
-fn now_ms(clock: &ManualClock) -> u64 {
+fn wall_ms(clock: &ManualClock) -> u64 {
     idemkv::Clock::now(clock)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// The store's time as the book reckons it: the wall clock when the store
+/// opened (the clock's start) plus the time that passed since. A step of
+/// the wall clock moves neither (docs/design.md, "Time").
+fn now_ms(clock: &ManualClock) -> u64 {
+    wall_ms(&ManualClock::default()) + idemkv::Clock::monotonic(clock).as_millis() as u64
 }
 
 /// What every caller has been told so far, shared by all of them. Held
@@ -173,6 +202,22 @@ struct KeyBook {
     /// Completions a `get` read, acknowledged or not yet: fingerprint and
     /// body. What a lookup shows is durable, so a restart keeps it.
     read_completions: Vec<(Fingerprint, Vec<u8>)>,
+    /// Operations on this key between their first look at the book and
+    /// their last entry in it (a scan counts on every key); removes apart.
+    in_flight: u64,
+    /// Removes of this key asked and not yet answered.
+    removing: u64,
+    /// A remove and another operation of this key were in flight together
+    /// (since no remove was last in flight): either may have landed first.
+    overlapped: bool,
+    /// The key's state is not known: a remove overlapped another operation
+    /// or failed. The checks that need the state are off for the key until
+    /// a remove lands alone. Only the workload with removes sets it.
+    muddled: bool,
+    /// Claims a remove revoked, by token, with their payload: their holders'
+    /// completions and renewals must be refused, and their records never
+    /// come back.
+    revoked: BTreeMap<u64, u8>,
 }
 
 /// The fault a seed injects while the callers run.
@@ -192,6 +237,74 @@ impl KeyBook {
     fn holding(&self, token: u64) -> Option<Holding> {
         self.holding.iter().find(|h| h.token == token).copied()
     }
+
+    /// A claim's holding, or one whose lease may have ended if a remove
+    /// revoked the claim (the bool); `None` if it is neither.
+    fn held_or_revoked(&self, token: u64) -> Option<(Holding, bool)> {
+        if let Some(holding) = self.holding(token) {
+            return Some((holding, false));
+        }
+        let payload = *self.revoked.get(&token)?;
+        let holding = Holding {
+            token,
+            payload,
+            lease_end_at_least: 0,
+        };
+        Some((holding, true))
+    }
+
+    /// Whether a remove may have changed the key behind the book's back:
+    /// one is in flight, or the key is muddled.
+    fn loose(&self) -> bool {
+        self.muddled || self.removing > 0
+    }
+
+    /// An operation of this key begins (its first look at the book).
+    fn enter(&mut self) {
+        self.in_flight += 1;
+        if self.removing > 0 {
+            self.overlapped = true;
+        }
+    }
+
+    /// A remove that landed while nothing else of the key was in flight:
+    /// the key is absent, its holders revoked, and everything else the
+    /// book knew of it is gone.
+    fn removed_alone(&mut self) {
+        let mut revoked = std::mem::take(&mut self.revoked);
+        revoked.extend(self.holding.iter().map(|h| (h.token, h.payload)));
+        *self = KeyBook {
+            revoked,
+            in_flight: self.in_flight,
+            ..KeyBook::default()
+        };
+    }
+}
+
+/// An operation of one key in flight, from its first look at the book to
+/// its last entry in it: a remove meanwhile makes the key muddled. Made
+/// before the operation's other book guards, so that it drops after them.
+struct InFlight {
+    shared: Shared,
+    k: u64,
+}
+
+impl InFlight {
+    fn enter(shared: &Shared, k: u64) -> InFlight {
+        ledger(shared).keys.entry(k).or_default().enter();
+        InFlight {
+            shared: Arc::clone(shared),
+            k,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut book = ledger(&self.shared);
+        let entry = book.keys.entry(self.k).or_default();
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+    }
 }
 
 type Shared = Arc<Mutex<Book>>;
@@ -205,6 +318,9 @@ struct Stats {
     takeovers: AtomicU64,
     fenced: AtomicU64,
     cuts_among_callers: AtomicU64,
+    removes: AtomicU64,
+    removes_alone: AtomicU64,
+    clock_steps: AtomicU64,
     healed_faults: AtomicU64,
     repeated: AtomicU64,
 }
@@ -285,6 +401,13 @@ impl Handle {
             Handle::Async(store) => block_on(store.get(key)),
         }
     }
+
+    fn remove(&self, key: &Key) -> idemkv::Result<bool> {
+        match self {
+            Handle::Blocking(store) => store.remove(key),
+            Handle::Async(store) => block_on(store.remove(key)),
+        }
+    }
 }
 
 /// What a run leaves out of its seed's workload: the minimizer's cuts.
@@ -293,6 +416,9 @@ impl Handle {
 struct Plan {
     /// The upkeep thread runs beside the callers (a workload of its own).
     upkeep: bool,
+    /// The callers also remove keys and step the wall clock (a workload of
+    /// its own).
+    admin: bool,
     /// Steps not made, as (caller, step): the step's key and operation are
     /// still drawn, so the caller's next step draws what it would have.
     skip: BTreeSet<(u64, u64)>,
@@ -317,6 +443,7 @@ impl Plan {
         let no_fault = std::env::var("IDEMKV_INTERLEAVING_FAULT").is_ok_and(|v| v == "none");
         Plan {
             upkeep: false,
+            admin: false,
             skip,
             no_fault,
             quiet: false,
@@ -341,6 +468,9 @@ impl Plan {
 struct Caller {
     id: u64,
     rng: Rng,
+    /// Draws the administrative steps of the workload with removes, from a
+    /// stream of its own: the other workloads' seeds draw what they did.
+    admin_rng: Rng,
     plan: Arc<Plan>,
     store: Handle,
     disk: SimDisk,
@@ -356,8 +486,23 @@ impl Caller {
         for step in 0..STEPS {
             let k = self.rng.below(KEYS);
             let operation = self.rng.below(20);
+            let admin = self.admin_rng.below(16);
+            let back = self.admin_rng.one_in(2);
             if self.plan.skip.contains(&(self.id, step)) {
                 continue;
+            }
+            if self.plan.admin {
+                match admin {
+                    0 | 1 => {
+                        self.remove(step, k);
+                        continue;
+                    }
+                    2 => {
+                        self.step_clock(step, back);
+                        continue;
+                    }
+                    _ => {}
+                }
             }
             match operation {
                 0..=7 => self.begin(step, k),
@@ -392,12 +537,17 @@ impl Caller {
     /// What a holder's write answered: `LeaseLost` is right only if the
     /// lease may have ended by the answer (`lease_end_at_least` is the
     /// earliest it could), another error only after a fault.
-    fn judge(&self, what: &str, err: Option<&Error>, lease_end_at_least: u64) -> Heard {
+    fn judge(&self, what: &str, k: u64, err: Option<&Error>, lease_end_at_least: u64) -> Heard {
         match err {
             None => Heard::Ok,
             Some(Error::LeaseLost) => {
                 let now = now_ms(&self.clock);
-                if now < lease_end_at_least {
+                // A remove in flight or muddling the key may have revoked it.
+                let removed = ledger(&self.shared)
+                    .keys
+                    .get(&k)
+                    .is_some_and(KeyBook::loose);
+                if now < lease_end_at_least && !removed {
                     self.wrong(format!(
                         "{what}: LeaseLost at {now} ms, but the lease lasts until at least {lease_end_at_least} ms"
                     ));
@@ -418,6 +568,7 @@ impl Caller {
     fn hear(
         &self,
         what: &str,
+        k: u64,
         attempt: u64,
         result: &Result<(), CompleteError>,
         lease_end_at_least: u64,
@@ -429,6 +580,7 @@ impl Caller {
         ));
         self.judge(
             what,
+            k,
             result.as_ref().err().map(|e| e.error()),
             lease_end_at_least,
         )
@@ -453,6 +605,7 @@ impl Caller {
     fn begin(&mut self, step: u64, k: u64) {
         let payload = self.rng.below(2) as u8;
         let asked_at = now_ms(&self.clock);
+        let _in_flight = InFlight::enter(&self.shared, k);
         let (max_token, completed) = {
             let mut book = ledger(&self.shared);
             let entry = book.keys.entry(k).or_default();
@@ -487,6 +640,9 @@ impl Caller {
         ));
         let entry = book.keys.entry(k).or_default().clone();
         drop(book);
+        // What the book knew when the begin was asked may be stale only
+        // if a remove overlapped it.
+        let known = !entry.loose();
         let wrong = |why: String| self.wrong(format!("begin k{k} payload {payload}: {why}"));
         match answer {
             Ok(Begin::Claimed(claim)) => {
@@ -500,7 +656,7 @@ impl Caller {
                         "token {token} is not above {max_token}, answered before it began"
                     ));
                 }
-                if let Some((t, p, _)) = &entry.completed {
+                if let Some((t, p, _)) = entry.completed.as_ref().filter(|_| known) {
                     wrong(format!(
                         "claimed a key completed by token {t} with payload {p}"
                     ));
@@ -508,6 +664,7 @@ impl Caller {
                 if let Some(live) = entry
                     .holding
                     .iter()
+                    .filter(|_| known)
                     .find(|h| h.lease_end_at_least > answered_at)
                 {
                     wrong(format!(
@@ -535,7 +692,11 @@ impl Caller {
                 if !entry.attempted.contains(&(payload, body.clone())) {
                     wrong("replayed a response no holder stored with this payload".into());
                 }
-                for (_, p, b) in completed.iter().chain(entry.completed.iter()) {
+                for (_, p, b) in completed
+                    .iter()
+                    .chain(entry.completed.iter())
+                    .filter(|_| known)
+                {
                     if *p != payload || *b != body {
                         wrong(format!(
                             "replayed other bytes than the completion (payload {p})"
@@ -547,12 +708,12 @@ impl Caller {
                 if entry.begun.iter().all(|&p| p == payload) {
                     wrong("a mismatch, but no begin of this key carried another payload".into());
                 }
-                if completed.is_some_and(|(_, p, _)| p == payload) {
+                if known && completed.is_some_and(|(_, p, _)| p == payload) {
                     wrong("a mismatch on a key completed with this payload".into());
                 }
             }
             Ok(Begin::InProgress { .. }) => {
-                if let Some((t, p, _)) = completed {
+                if let Some((t, p, _)) = completed.filter(|_| known) {
                     wrong(format!(
                         "in progress, but its completion (token {t}, payload {p}) was acknowledged"
                     ));
@@ -568,21 +729,31 @@ impl Caller {
 
     /// Stops holding the oldest claim (for a completion or a release)
     /// before the store hears of it: from then on another claim of its key
-    /// is allowed. Returns the claim with its holding.
-    fn give_up(&mut self) -> Option<(u64, Claim, Holding)> {
+    /// is allowed. Returns the claim with its holding, and whether a remove
+    /// revoked it (its holding then says its lease may have ended).
+    fn give_up(&mut self) -> Option<(u64, Claim, Holding, bool)> {
         if self.claims.is_empty() {
             return None;
         }
         let (k, claim) = self.claims.remove(0);
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
-        let holding = entry.holding(claim.token())?;
+        let (holding, revoked) = entry.held_or_revoked(claim.token())?;
         entry.holding.retain(|h| h.token != claim.token());
-        Some((k, claim, holding))
+        Some((k, claim, holding, revoked))
+    }
+
+    /// The key of the claim [`give_up`](Self::give_up) would take.
+    fn oldest_key(&self) -> Option<u64> {
+        self.claims.first().map(|(k, _)| *k)
     }
 
     fn complete(&mut self, step: u64) {
-        let Some((k, mut claim, holding)) = self.give_up() else {
+        let Some(k) = self.oldest_key() else {
+            return;
+        };
+        let _in_flight = InFlight::enter(&self.shared, k);
+        let Some((k, mut claim, holding, revoked)) = self.give_up() else {
             return;
         };
         let Holding { token, payload, .. } = holding;
@@ -601,8 +772,11 @@ impl Caller {
             let result = self
                 .store
                 .complete(claim, StoredResponse::new(200, body.clone()));
-            let heard = self.hear(&what, attempt, &result, holding.lease_end_at_least);
+            let heard = self.hear(&what, k, attempt, &result, holding.lease_end_at_least);
             match heard {
+                Heard::Ok if revoked => self.wrong(format!(
+                    "{what}: accepted, though a remove revoked the claim"
+                )),
                 Heard::Ok => break,
                 Heard::Fenced => return,
                 Heard::Failed => {
@@ -627,8 +801,10 @@ impl Caller {
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
         entry.ended.insert(token);
-        let earlier = entry.completed.clone();
+        let known = !entry.loose();
+        let earlier = entry.completed.clone().filter(|_| known);
         let later = entry.granted.range(token + 1..).next().map(|(t, _)| *t);
+        let later = later.filter(|_| known);
         entry.completed = Some((token, payload, body));
         drop(book);
         if let Some((t, p, _)) = earlier {
@@ -644,7 +820,13 @@ impl Caller {
     }
 
     fn release(&mut self, step: u64) {
-        let Some((k, mut claim, holding)) = self.give_up() else {
+        let Some(k) = self.oldest_key() else {
+            return;
+        };
+        let _in_flight = InFlight::enter(&self.shared, k);
+        // A revoked claim's release may answer `Ok` (the key is free) or
+        // `LeaseLost` (another claim holds it): both are right.
+        let Some((k, mut claim, holding, _revoked)) = self.give_up() else {
             return;
         };
         let token = claim.token();
@@ -652,7 +834,7 @@ impl Caller {
         // Repeated after a transient failure, as a completion is.
         for attempt in 0.. {
             let result = self.store.release(claim);
-            let heard = self.hear(&what, attempt, &result, holding.lease_end_at_least);
+            let heard = self.hear(&what, k, attempt, &result, holding.lease_end_at_least);
             match heard {
                 Heard::Ok => {
                     ledger(&self.shared)
@@ -685,11 +867,12 @@ impl Caller {
             return;
         };
         let (k, token) = (*k, claim.token());
-        let Some(holding) = ledger(&self.shared)
+        let _in_flight = InFlight::enter(&self.shared, k);
+        let Some((holding, revoked)) = ledger(&self.shared)
             .keys
             .entry(k)
             .or_default()
-            .holding(token)
+            .held_or_revoked(token)
         else {
             return;
         };
@@ -707,7 +890,12 @@ impl Caller {
             if progress { "record_progress" } else { "renew" }
         );
         self.note(format!("{what}: {result:?}"));
-        let heard = self.judge(&what, result.as_ref().err(), holding.lease_end_at_least);
+        let heard = self.judge(&what, k, result.as_ref().err(), holding.lease_end_at_least);
+        if revoked && matches!(heard, Heard::Ok) {
+            self.wrong(format!(
+                "{what}: accepted, though a remove revoked the claim"
+            ));
+        }
         let mut book = ledger(&self.shared);
         let entry = book.keys.entry(k).or_default();
         match heard {
@@ -734,7 +922,87 @@ impl Caller {
         }
     }
 
+    /// Removes key `k`: once it answers, a remove that overlapped no other
+    /// operation of the key leaves it absent, with its holders revoked; one
+    /// that overlapped (or failed) leaves it muddled.
+    fn remove(&mut self, step: u64, k: u64) {
+        let live_before = {
+            let mut book = ledger(&self.shared);
+            let entry = book.keys.entry(k).or_default();
+            if entry.in_flight > 0 || entry.removing > 0 {
+                entry.overlapped = true;
+            }
+            entry.removing += 1;
+            entry.completed.is_some() && !entry.muddled
+        };
+        let result = self.store.remove(&key(k));
+        Stats::bump(&self.stats.removes);
+        self.note(format!("step {step}: remove k{k}: {result:?}"));
+        let mut book = ledger(&self.shared);
+        let entry = book.keys.entry(k).or_default();
+        entry.removing -= 1;
+        match result {
+            Ok(live) => {
+                if entry.overlapped {
+                    entry.muddled = true;
+                } else {
+                    if live_before && !live {
+                        drop(book);
+                        self.wrong(format!(
+                            "remove k{k}: found no live record, though a completion was acknowledged"
+                        ));
+                    }
+                    entry.removed_alone();
+                    Stats::bump(&self.stats.removes_alone);
+                }
+            }
+            Err(_) if self.may_fail() => {
+                Stats::bump(&self.stats.failed);
+                entry.muddled = true;
+            }
+            Err(err) => {
+                drop(book);
+                self.wrong(format!("remove k{k}: {err}, before any fault"));
+            }
+        }
+        if entry.removing == 0 {
+            entry.overlapped = false;
+        }
+    }
+
+    /// Steps the wall clock back an hour or forward ten minutes (not past
+    /// ten minutes ahead of the store's time, so that no record's retention
+    /// ends at the restart), as an NTP step would: the store's time, and
+    /// so every lease, must not move.
+    fn step_clock(&mut self, step: u64, back: bool) {
+        let mut book = ledger(&self.shared);
+        let ahead = wall_ms(&self.clock) as i64 - now_ms(&self.clock) as i64;
+        let line = if back {
+            self.clock.step_back(WALL_STEP_BACK);
+            format!(
+                "step {step}: the wall clock steps back {} s",
+                WALL_STEP_BACK.as_secs()
+            )
+        } else if ahead <= 0 {
+            self.clock.step_forward(WALL_STEP_FORWARD);
+            format!(
+                "step {step}: the wall clock steps forward {} s",
+                WALL_STEP_FORWARD.as_secs()
+            )
+        } else {
+            format!(
+                "step {step}: the wall clock stays, {} s ahead",
+                ahead / 1000
+            )
+        };
+        book.trace.push(format!("caller {}: {line}", self.id));
+        drop(book);
+        Stats::bump(&self.stats.operations);
+        Stats::bump(&self.stats.clock_steps);
+    }
+
     fn get(&mut self, step: u64, k: u64) {
+        let _in_flight = InFlight::enter(&self.shared, k);
         let completed = ledger(&self.shared)
             .keys
             .entry(k)
@@ -743,17 +1011,19 @@ impl Caller {
             .clone();
         let record = self.store.get(&key(k));
         self.note(format!("step {step}: get k{k}: {}", describe(&record)));
+        let mut book = ledger(&self.shared);
+        let entry = book.keys.entry(k).or_default();
+        let known = !entry.loose();
         if let Ok(Some(read)) = &record
             && let RecordState::Completed { response } = read.state()
+            && known
         {
-            ledger(&self.shared)
-                .keys
-                .entry(k)
-                .or_default()
+            entry
                 .read_completions
                 .push((read.fingerprint(), response.body().to_vec()));
         }
-        let Some((_, payload, body)) = completed else {
+        drop(book);
+        let Some((_, payload, body)) = completed.filter(|_| known) else {
             return;
         };
         if record.is_err() && self.may_fail() {
@@ -791,6 +1061,14 @@ fn describe(record: &idemkv::Result<Option<idemkv::Record>>) -> String {
 /// Why `record` is not what the book allows for a key, once every caller
 /// is done (and, after a power cut, the machine restarted); `None` if it is.
 fn disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'static str> {
+    if let Some(record) = record
+        && entry.revoked.contains_key(&record.token())
+    {
+        return Some("the record of a claim a remove revoked");
+    }
+    if entry.muddled {
+        return muddled_disallowed(entry, record);
+    }
     let keeps = |(fingerprint, body): &(Fingerprint, Vec<u8>)| {
         record.is_some_and(|record| {
             record.fingerprint() == *fingerprint
@@ -856,6 +1134,28 @@ fn disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'stat
                 _ => (!entry.uncertain).then_some("in flight for a claim nobody was granted"),
             }
         }
+    }
+}
+
+/// [`disallowed`] for a key whose state a remove muddled: the record may
+/// be absent; else only what some operation could have written.
+fn muddled_disallowed(entry: &KeyBook, record: Option<&idemkv::Record>) -> Option<&'static str> {
+    let record = record?;
+    match record.state() {
+        RecordState::Completed { response } => {
+            let stored = entry
+                .attempted
+                .iter()
+                .any(|(p, b)| record.fingerprint() == fp(*p) && response.body() == &b[..]);
+            (!stored).then_some("completed with a response no holder stored with its payload")
+        }
+        _ if entry.ended.contains(&record.token()) => {
+            Some("in flight for a claim whose release or completion was acknowledged")
+        }
+        _ if !(entry.granted.contains_key(&record.token()) || entry.uncertain) => {
+            Some("in flight for a claim nobody was granted")
+        }
+        _ => None,
     }
 }
 
@@ -954,6 +1254,9 @@ impl Upkeeper {
                 // synced before its commit): its completions join the
                 // book's, which the restart must keep.
                 _ => {
+                    let _in_flight: Vec<InFlight> = (0..KEYS)
+                        .map(|k| InFlight::enter(&self.shared, k))
+                        .collect();
                     let mut read = Vec::new();
                     self.store
                         .scan(&ScanFilter::default(), |record| {
@@ -978,10 +1281,11 @@ impl Upkeeper {
                                     drop(book);
                                     self.wrong(format!("scan: a record of {}", record.key()));
                                 };
-                                if let RecordState::Completed { response } = record.state() {
-                                    book.keys
-                                        .entry(k)
-                                        .or_default()
+                                let entry = book.keys.entry(k).or_default();
+                                if let RecordState::Completed { response } = record.state()
+                                    && !entry.loose()
+                                {
+                                    entry
                                         .read_completions
                                         .push((record.fingerprint(), response.body().to_vec()));
                                 }
@@ -1068,6 +1372,7 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             let caller = Caller {
                 id,
                 rng,
+                admin_rng: Rng::stream(seed, ADMIN_STREAMS + id),
                 plan: Arc::clone(plan),
                 store,
                 disk: disk.clone(),
@@ -1237,7 +1542,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Runs the seeds the environment asks for (see the module's docs) with
 /// or without the upkeep thread; a failure is minimized and panics with
 /// the lines that replay it, and a pass prints the counts.
-fn run_seeds(test: &str, upkeep: bool) {
+fn run_seeds(test: &str, upkeep: bool, admin: bool) {
     let seeds = match env_u64("IDEMKV_INTERLEAVING_SEED") {
         Some(seed) => seed..seed + 1,
         None => {
@@ -1250,6 +1555,7 @@ fn run_seeds(test: &str, upkeep: bool) {
     let stats = Arc::new(Stats::default());
     let plan = Plan {
         upkeep,
+        admin,
         ..Plan::from_env()
     };
     for seed in seeds.clone() {
@@ -1276,7 +1582,8 @@ fn run_seeds(test: &str, upkeep: bool) {
     println!(
         "{test}: seeds {}..{} ({count}) passed: {} operations, {} claims \
          ({} takeovers), {} holders fenced, {} failed operations ({} completions or releases \
-         repeated), {} power cuts while callers ran, {} faults healed in place",
+         repeated), {} power cuts while callers ran, {} faults healed in place, \
+         {} removes ({} alone), {} wall-clock steps",
         seeds.start,
         seeds.end,
         stats.operations.load(Ordering::Relaxed),
@@ -1287,12 +1594,15 @@ fn run_seeds(test: &str, upkeep: bool) {
         stats.repeated.load(Ordering::Relaxed),
         stats.cuts_among_callers.load(Ordering::Relaxed),
         stats.healed_faults.load(Ordering::Relaxed),
+        stats.removes.load(Ordering::Relaxed),
+        stats.removes_alone.load(Ordering::Relaxed),
+        stats.clock_steps.load(Ordering::Relaxed),
     );
 }
 
 #[test]
 fn seeded_interleavings_keep_every_promise() {
-    run_seeds("seeded_interleavings_keep_every_promise", false);
+    run_seeds("seeded_interleavings_keep_every_promise", false, false);
 }
 
 /// The same workloads with an upkeep thread beside the callers: integrity
@@ -1300,5 +1610,20 @@ fn seeded_interleavings_keep_every_promise() {
 /// scans, interleaved with the writes and the heals.
 #[test]
 fn seeded_interleavings_with_upkeep_keep_every_promise() {
-    run_seeds("seeded_interleavings_with_upkeep_keep_every_promise", true);
+    run_seeds(
+        "seeded_interleavings_with_upkeep_keep_every_promise",
+        true,
+        false,
+    );
+}
+
+/// The same callers, who also remove keys (revoking their holders) and
+/// step the wall clock back and forward, which must move no lease.
+#[test]
+fn seeded_interleavings_with_removes_keep_every_promise() {
+    run_seeds(
+        "seeded_interleavings_with_removes_keep_every_promise",
+        false,
+        true,
+    );
 }
