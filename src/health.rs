@@ -13,10 +13,13 @@ use crate::counters::Counters;
 pub enum Health {
     /// Reads and writes work.
     Ok,
-    /// A commit failed (a full disk, an I/O error). Writes are refused with
-    /// `Error::Poisoned` while the store reopens its file by itself, with
-    /// backoff; once a reopen succeeds, writes resume on the same handles.
-    /// Reads keep working, except while a reopen attempt has failed.
+    /// A commit failed (a full disk, an I/O error), or a read failed in the
+    /// storage engine, which then refuses every read and write until its
+    /// file is opened again. Writes are refused with `Error::Poisoned`
+    /// while the store reopens its file by itself, at once after a failed
+    /// read and with backoff after that; once a reopen succeeds, writes
+    /// resume on the same handles. After a failed commit reads keep
+    /// working, except while a reopen attempt has failed.
     Recovering {
         /// The failure that started the recovery, or the last reopen error.
         cause: String,
@@ -62,5 +65,20 @@ impl HealthCell {
     pub fn set(&self, health: Health, counters: &Counters) {
         counters.health.set(health.code());
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = health;
+    }
+
+    /// A read failed and asked for a reopen: `Recovering` until the
+    /// committer has reopened the file (which sets `Ok` again), unless the
+    /// store is already recovering or failed. Set before the committer can
+    /// see the request, so that its `Ok` comes after.
+    pub fn reopen_asked(&self, cause: &str, counters: &Counters) {
+        let mut health = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if *health == Health::Ok {
+            *health = Health::Recovering {
+                cause: cause.to_string(),
+                attempts: 0,
+            };
+            counters.health.set(health.code());
+        }
     }
 }

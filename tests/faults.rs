@@ -896,6 +896,14 @@ fn a_failed_read_heals_the_store_without_a_write() -> TestResult {
         .verify()
         .expect_err("the check meets the failing disk");
     assert!(err.is_transient(), "{err:?}");
+    // Until the file is reopened (which cannot happen while the disk
+    // fails) the store says it is recovering, and a heal batch is no commit.
+    assert!(
+        matches!(store.health(), Health::Recovering { .. }),
+        "{:?}",
+        store.health()
+    );
+    let commits = store.metrics().commits;
     control.cure();
     // No write from here on: the store must reopen its file by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -908,6 +916,7 @@ fn a_failed_read_heals_the_store_without_a_write() -> TestResult {
         std::thread::sleep(Duration::from_millis(1));
     }
     healing.wait_healed();
+    assert_eq!(store.metrics().commits, commits, "the heal wrote nothing");
     let record = store.get(&k)?.ok_or("the completed record is there")?;
     assert_eq!(record.response(), Some(&response("charged")));
     assert_eq!(replayed(store.begin(&k, fp("a"))?), response("charged"));

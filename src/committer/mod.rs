@@ -223,28 +223,41 @@ mod tests {
     use crate::health::Health;
 
     /// A committer over an in-memory database.
-    fn in_memory_committer() -> (Committer, Arc<HealthCell>) {
+    fn in_memory_committer() -> (Committer, Arc<HealthCell>, Arc<Counters>) {
         let (engine, opened, journal) =
             Engine::open(Source::Memory, 1 << 20, false, false, false, false).unwrap();
         let config = Config::default();
         let time = Arc::new(StoreTime::anchored(Arc::clone(&config.clock)));
         let health = Arc::new(HealthCell::new());
+        let counters = Arc::new(Counters::default());
         let committer = Committer::start(
             Arc::new(engine),
             config,
             time,
-            Arc::new(Counters::default()),
+            Arc::clone(&counters),
             Arc::clone(&health),
             &opened,
             journal,
         )
         .unwrap();
-        (committer, health)
+        (committer, health, counters)
+    }
+
+    /// A heal batch writes nothing, so it is no commit: the metrics count
+    /// only batches that wrote.
+    #[test]
+    fn a_heal_alone_commits_nothing() {
+        let (committer, _health, counters) = in_memory_committer();
+        let submitter = committer.submitter().unwrap();
+        assert!(submitter.heal().wait().is_ok());
+        assert_eq!(counters.commits.get(), 0);
+        assert!(submitter.sweep(1).wait().is_ok());
+        assert_eq!(counters.commits.get(), 1);
     }
 
     #[test]
     fn a_dead_committer_answers_every_queued_and_later_request_closed() {
-        let (committer, health) = in_memory_committer();
+        let (committer, health, _counters) = in_memory_committer();
         let submitter = committer.submitter().unwrap().clone();
         // A healthy committer answers.
         assert!(submitter.sweep(1).wait().is_ok());

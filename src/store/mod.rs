@@ -115,6 +115,7 @@ impl Inner {
     /// Has the committer reopen the database at once (see
     /// [`read_failed`](Self::read_failed)); nobody waits for it.
     fn ask_reopen(&self, cause: String) {
+        self.health.reopen_asked(&cause, &self.counters);
         self.engine.must_reopen(cause);
         if let Ok(committer) = self.committer() {
             drop(committer.heal());
