@@ -6,8 +6,9 @@
 //! creation, a checkpoint, a reopen), and full disks that later clear;
 //! after every cut the machine restarts with only what the disk made
 //! durable, and an oracle checks what the store answers. A second mode
-//! adds EIO at any disk operation, after which the store heals itself on
-//! the same handle and the run goes on with it. A third adds upkeep: a
+//! adds EIO at any disk operation (once, or for a stretch of operations
+//! that the store's reopens meet too), after which the store heals itself
+//! on the same handle and the run goes on with it. A third adds upkeep: a
 //! short retention, sweeps, clean restarts, `verify` and waiting begins.
 //!
 //! The oracle (tests/support/oracle.rs), after every step, every restart
@@ -127,6 +128,13 @@ enum Action {
     Unfill,
     /// This many disk operations on, one fails with EIO.
     Eio(u64),
+    /// `after` disk operations on, `run` operations in a row fail with
+    /// EIO: the store's reopens meanwhile fail too, until the stretch
+    /// ends.
+    EioStretch {
+        after: u64,
+        run: u64,
+    },
     Begin {
         k: u64,
         payload: u8,
@@ -435,6 +443,12 @@ impl Sim {
         if self.mode == Mode::IoErrors && self.rng.one_in(6) {
             actions.push(Action::Eio(1 + self.rng.below(16)));
         }
+        if self.mode == Mode::IoErrors && self.rng.one_in(24) {
+            actions.push(Action::EioStretch {
+                after: 1 + self.rng.below(16),
+                run: 2 + self.rng.below(40),
+            });
+        }
         let k = self.rng.below(KEYS);
         let payload = self.rng.below(2) as u8;
         let kinds = if self.mode == Mode::Upkeep { 13 } else { 10 };
@@ -485,6 +499,12 @@ impl Sim {
                 Action::Eio(n) => {
                     self.disk.eio_after(n);
                     self.trace.push(format!("{i}: EIO in {n} disk operations"));
+                }
+                Action::EioStretch { after, run } => {
+                    self.disk.eio_stretch_after(after, run);
+                    self.trace.push(format!(
+                        "{i}: EIO in {after} disk operations, for {run} in a row"
+                    ));
                 }
                 Action::Begin { k, payload } => self.begin(i, k, payload, None)?,
                 Action::BeginWait { k, payload } => self.begin(i, k, payload, Some(WAIT))?,

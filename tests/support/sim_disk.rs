@@ -276,8 +276,13 @@ struct World {
     space_once: bool,
     /// Growing writes refused for want of space so far.
     refusals: u64,
-    /// The operation that fails with EIO (once).
+    /// The operation that fails with EIO: the first of `eio_run`.
     eio_at: Option<u64>,
+    /// How many operations in a row fail from `eio_at` on (one unless a
+    /// stretch was asked for).
+    eio_run: u64,
+    /// Operations of the current stretch still to fail.
+    eio_left: u64,
     /// EIO errors so far.
     eios: u64,
     /// What happened, for a failure's trace (the last entries).
@@ -307,6 +312,10 @@ impl World {
         }
         if self.eio_at == Some(self.ops) {
             self.eio_at = None;
+            self.eio_left = self.eio_run.max(1);
+        }
+        if self.eio_left > 0 {
+            self.eio_left -= 1;
             self.eios += 1;
             self.log.push(format!("op {}: EIO at {}", self.ops, what()));
             return Err(io::Error::from_raw_os_error(EIO));
@@ -393,8 +402,16 @@ impl SimDisk {
 
     /// The `n`-th operation from now (1: the next one) fails with EIO.
     pub fn eio_after(&self, n: u64) {
+        self.eio_stretch_after(n, 1);
+    }
+
+    /// From the `n`-th operation from now on, `run` operations in a row
+    /// fail with EIO (a bad stretch of the disk that it remaps after a
+    /// while): whatever the store retries meanwhile fails too.
+    pub fn eio_stretch_after(&self, n: u64, run: u64) {
         let mut world = self.world();
         world.eio_at = Some(world.ops + n.max(1));
+        world.eio_run = run.max(1);
     }
 
     /// Growing writes the disk refused for want of space so far.
@@ -409,7 +426,9 @@ impl SimDisk {
 
     /// Calls off an EIO set to come.
     pub fn no_eio(&self) {
-        self.world().eio_at = None;
+        let mut world = self.world();
+        world.eio_at = None;
+        world.eio_left = 0;
     }
 
     /// Whether a space limit is set.
@@ -441,6 +460,7 @@ impl SimDisk {
         world.down = false;
         world.cut_at = None;
         world.eio_at = None;
+        world.eio_left = 0;
         world.store_file.cut(rng);
         world.entries = world.synced_entries.clone();
         let live: Vec<Inode> = world.entries.values().copied().collect();
