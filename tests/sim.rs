@@ -9,7 +9,8 @@
 //! adds EIO at any disk operation (once, or for a stretch of operations
 //! that the store's reopens meet too), after which the store heals itself
 //! on the same handle and the run goes on with it. A third adds upkeep: a
-//! short retention, sweeps, clean restarts, `verify` and waiting begins.
+//! short retention, sweeps, clean restarts, `verify` and waiting begins. A
+//! fourth draws the upkeep of the third with the faults of the second.
 //!
 //! The oracle (tests/support/oracle.rs), after every step, every restart
 //! and every heal:
@@ -27,7 +28,7 @@
 //!
 //! `IDEMKV_SIM_SEEDS=N` runs `N` seeds (default 1,000 in a release build,
 //! 100 in a debug one) from `IDEMKV_SIM_FIRST` (default 0), in each of the
-//! three modes;
+//! four modes;
 //! `IDEMKV_SIM_SEED=S` runs seed `S` alone and prints its trace;
 //! `IDEMKV_SIM_SKIP=3,7` leaves those steps out. A failing seed prints its
 //! last steps, is minimized (each step left out in turn while the run
@@ -112,6 +113,25 @@ enum Mode {
     /// sweeps, clean restarts (`close`, then open), `verify`, and claims
     /// that wait for a running attempt ([`WAIT`]).
     Upkeep,
+    /// Upkeep among the requests and the faults of `IoErrors`: sweeps,
+    /// clean restarts, `verify` and waiting claims meet EIO and full disks,
+    /// and the store heals itself on the same handle.
+    UpkeepWithIoErrors,
+}
+
+impl Mode {
+    /// EIO is drawn, and after a failed write the store heals itself in
+    /// place (`Config::reopen_backoff` zero) instead of the machine
+    /// restarting.
+    fn heals_in_place(self) -> bool {
+        matches!(self, Mode::IoErrors | Mode::UpkeepWithIoErrors)
+    }
+
+    /// A short retention, sweeps, clean restarts, `verify` and waiting
+    /// claims are drawn among the requests.
+    fn has_upkeep(self) -> bool {
+        matches!(self, Mode::Upkeep | Mode::UpkeepWithIoErrors)
+    }
 }
 
 type Outcome = Result<(), String>;
@@ -201,19 +221,21 @@ impl Sim {
         let config = Config::default()
             .clock(clock.clone())
             .lease(LEASE)
-            .retention(match mode {
-                Mode::Upkeep => UPKEEP_RETENTION,
-                _ => RETENTION,
+            .retention(if mode.has_upkeep() {
+                UPKEEP_RETENTION
+            } else {
+                RETENTION
             })
             .sweep_interval(None)
             .writeback_interval(Duration::from_secs(3600))
             .checkpoint_interval(checkpoint)
-            .reopen_backoff(match mode {
-                Mode::PowerAndSpace | Mode::Upkeep => Duration::from_secs(3600),
-                Mode::IoErrors => Duration::ZERO,
+            .reopen_backoff(if mode.heals_in_place() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3600)
             });
         let mut oracle = Oracle::new(KEYS, TokenScope::Store, start);
-        if mode == Mode::Upkeep {
+        if mode.has_upkeep() {
             oracle = oracle.with_retention(UPKEEP_RETENTION.as_millis() as u64);
         }
         let mut sim = Sim {
@@ -378,6 +400,9 @@ impl Sim {
         if self.disk.is_down() {
             return Ok(());
         }
+        // The checks run on a disk that answers: an EIO set to come and
+        // not met by the open is called off.
+        self.disk.no_eio();
         self.check_after(&format!("clean restart {}", self.reopens))
     }
 
@@ -395,10 +420,16 @@ impl Sim {
             Ok(report) => Err(format!("verify found problems: {:?}", report.details)),
             // A full disk failed the engine's check, which writes (it
             // makes the latest commit durable): the operator frees space,
-            // and the store reopens its file before its next write.
+            // and the store reopens its file before its next write. An
+            // EIO fails it too; where the store heals in place, it does so
+            // before the run goes on.
             Err(err) if err.is_transient() => {
                 self.disk.fill(None);
-                Ok(())
+                if self.mode.heals_in_place() {
+                    self.heal()
+                } else {
+                    Ok(())
+                }
             }
             Err(err) => Err(format!("verify: {err}")),
         }
@@ -440,10 +471,10 @@ impl Sim {
         if self.rng.one_in(10) {
             actions.push(Action::Unfill);
         }
-        if self.mode == Mode::IoErrors && self.rng.one_in(6) {
+        if self.mode.heals_in_place() && self.rng.one_in(6) {
             actions.push(Action::Eio(1 + self.rng.below(16)));
         }
-        if self.mode == Mode::IoErrors && self.rng.one_in(24) {
+        if self.mode.heals_in_place() && self.rng.one_in(24) {
             actions.push(Action::EioStretch {
                 after: 1 + self.rng.below(16),
                 run: 2 + self.rng.below(40),
@@ -451,7 +482,7 @@ impl Sim {
         }
         let k = self.rng.below(KEYS);
         let payload = self.rng.below(2) as u8;
-        let kinds = if self.mode == Mode::Upkeep { 13 } else { 10 };
+        let kinds = if self.mode.has_upkeep() { 13 } else { 10 };
         actions.push(match self.rng.below(kinds) {
             0..=3 => Action::Begin { k, payload },
             4..=5 => Action::Complete(k),
@@ -488,9 +519,10 @@ impl Sim {
                         .push(format!("{i}: power goes in {n} disk operations"));
                 }
                 Action::Fill(room) => {
-                    match self.mode {
-                        Mode::PowerAndSpace | Mode::Upkeep => self.disk.fill(Some(room)),
-                        Mode::IoErrors => self.disk.fill_once(room),
+                    if self.mode.heals_in_place() {
+                        self.disk.fill_once(room);
+                    } else {
+                        self.disk.fill(Some(room));
                     }
                     self.trace
                         .push(format!("{i}: disk full after {room} more bytes"));
@@ -663,15 +695,15 @@ impl Sim {
     }
 
     /// After a transient failure the store refuses writes until it heals.
-    /// With `Mode::PowerAndSpace` (the reopen put off by the config) the
-    /// simulation lifts the disk's limit and restarts the machine, as an
-    /// operator would, unless the power is going anyway. With
-    /// `Mode::IoErrors` it lifts the limit and waits for the store to
+    /// With `Mode::PowerAndSpace` and `Mode::Upkeep` (the reopen put off by
+    /// the config) the simulation lifts the disk's limit and restarts the
+    /// machine, as an operator would, unless the power is going anyway. In
+    /// the modes that heal in place it lifts the limit and waits for the store to
     /// reopen its file by itself (the committer is the only one touching
     /// the disk meanwhile, so the disk sees the same calls for the same
     /// seed), then checks it as after a restart.
     fn heal(&mut self) -> Outcome {
-        if self.mode != Mode::IoErrors {
+        if !self.mode.heals_in_place() {
             self.disk.fill(None);
             self.disk.cut_now();
             return Ok(());
@@ -871,6 +903,23 @@ fn seeded_runs_with_upkeep_keep_every_live_answer() {
         &seeds_to_run(),
         Mode::Upkeep,
         "seeded_runs_with_upkeep",
+        &skipped_steps(),
+    );
+}
+
+/// Not run by default: seed 35 fails it. A clean restart's open meets a
+/// stretch of EIO and fails several times; a failed sync in one of those
+/// opens gives up pages the page cache keeps, the open that gets through
+/// builds on them, and after a later power cut the file does not open
+/// (docs/reliability.md, "What it does not model yet"). Run it with
+/// `--ignored`.
+#[test]
+#[ignore = "seed 35: an open after a failed open in the same boot builds on pages a failed sync gave up"]
+fn seeded_runs_mixing_upkeep_and_io_errors_heal_in_place() {
+    run_seeds(
+        &seeds_to_run(),
+        Mode::UpkeepWithIoErrors,
+        "seeded_runs_mixing",
         &skipped_steps(),
     );
 }
@@ -1085,6 +1134,42 @@ fn a_released_claim_stays_released_when_the_clock_steps_back() {
         (81, &[Unfill, Release(2)]),
     ];
     replay(4320, Mode::Upkeep, script);
+}
+
+/// A close whose final sync met EIO gave up the pages it was to write,
+/// which stayed in the page cache; the open that followed in the same
+/// boot read them and built on them, and after the next power cut the
+/// file was not a store any open accepted. A close that fails now writes
+/// the file back, synced, before it returns. Found by seed 19 (upkeep with
+/// I/O errors).
+#[test]
+fn a_store_closed_after_a_failed_sync_opens_after_a_power_cut() {
+    use Action::*;
+    let script: &[(u64, &[Action])] = &[
+        (2, &[BeginWait { k: 0, payload: 0 }]),
+        (4, &[Remove(3)]),
+        (
+            5,
+            &[CutAfter(5), Fill(8206), Eio(15), Begin { k: 2, payload: 1 }],
+        ),
+        (21, &[Remove(0)]),
+        (22, &[Eio(11), Begin { k: 3, payload: 0 }]),
+        (27, &[Unfill, Begin { k: 1, payload: 0 }]),
+        (34, &[Eio(13), Begin { k: 1, payload: 1 }]),
+        (
+            36,
+            &[Renew {
+                k: 1,
+                progress: false,
+            }],
+        ),
+        (43, &[CutAfter(5), Remove(1)]),
+        (45, &[Unfill, Begin { k: 1, payload: 1 }]),
+        (46, &[Remove(1)]),
+        (48, &[Eio(6), Restart]),
+        (74, &[CutAfter(4), Restart]),
+    ];
+    replay(19, Mode::UpkeepWithIoErrors, script);
 }
 
 /// Plays `script` on seed `seed`'s world; a failure panics with it.

@@ -360,6 +360,22 @@ impl Engine {
         }
     }
 
+    /// After a close that failed (its final commit, or a commit before it
+    /// that left the store recovering): a failed sync gives up the pages it
+    /// was to write, which stay in the operating system's page cache, so an
+    /// open of the file later in this boot would read them and build on
+    /// pages the disk never got; a power cut would then leave a file that
+    /// does not open. Writing the file back, synced, as a heal does before
+    /// its reopen, makes the disk hold what the page cache shows. Failing
+    /// that, the next open should follow a restart of the machine; the
+    /// failure is logged.
+    pub fn rewrite_after_failed_close(&self) {
+        let _slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Err(_err) = self.rewrite_storage() {
+            event!(error, error = %_err, "rewriting the store's file after a failed close failed; restart the machine before opening it again");
+        }
+    }
+
     /// Closes the database. With `final_commit`, a last durable commit runs
     /// first and its outcome is reported: the final sync, which a drop can
     /// only attempt.

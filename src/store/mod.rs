@@ -281,7 +281,12 @@ impl Store {
     /// [`Error::InUse`] if other handles (clones) of this store are alive:
     /// drop them first; this handle is dropped either way. Otherwise the
     /// error of the final sync ([`Error::Storage`]), or [`Error::Poisoned`]
-    /// when the store was recovering from a failed commit.
+    /// when the store was recovering from a failed commit. After either,
+    /// the file is written back and synced before `close` returns, so that
+    /// an open later in the same boot reads what the disk holds rather
+    /// than pages a failed sync gave up (if that fails too, it is logged,
+    /// and the file should be opened again only after a restart of the
+    /// machine).
     pub fn close(self) -> Result<()> {
         let mut inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,
@@ -297,7 +302,11 @@ impl Store {
             None => Ok(()),
         };
         let closed = inner.engine.close(true);
-        committed.and(closed)
+        let outcome = committed.and(closed);
+        if outcome.is_err() {
+            inner.engine.rewrite_after_failed_close();
+        }
+        outcome
     }
 
     /// The state of the write path: ok, or recovering from a failed commit
