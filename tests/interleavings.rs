@@ -6,10 +6,10 @@
 //! `shuttle` feature (src/sync.rs), so shuttle decides at each of them
 //! which thread runs next.
 //!
-//! Three tests: the callers alone; the same callers with an upkeep thread
-//! beside them (`verify`, sweeps and scans; see [`Upkeeper`]); and the
-//! same callers who also remove keys and step the wall clock (see
-//! [`Caller::remove`]).
+//! Four tests: the callers alone; the same callers with an upkeep thread
+//! beside them (`verify`, sweeps and scans; see [`Upkeeper`]); the same
+//! callers who also remove keys and step the wall clock (see
+//! [`Caller::remove`]); and the last two together.
 //!
 //! Each caller, through the blocking API or the async one (awaited under
 //! the scheduler), runs its own random operations (claims of two contended
@@ -1209,7 +1209,7 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
     }
 }
 
-/// The upkeep thread of `seeded_interleavings_with_upkeep_keep_every_promise`:
+/// The upkeep thread of the workloads with upkeep:
 /// integrity checks, sweeps and scans while the callers write. (Not
 /// `Store::stats`: it opens a write transaction to count the file's pages,
 /// and redb's write lock is std's, which the scheduler cannot switch
@@ -1624,6 +1624,17 @@ fn seeded_interleavings_with_removes_keep_every_promise() {
     run_seeds(
         "seeded_interleavings_with_removes_keep_every_promise",
         false,
+        true,
+    );
+}
+
+/// Both at once: the upkeep thread's checks, sweeps and scans beside
+/// callers who remove keys and step the wall clock.
+#[test]
+fn seeded_interleavings_with_upkeep_and_removes_keep_every_promise() {
+    run_seeds(
+        "seeded_interleavings_with_upkeep_and_removes_keep_every_promise",
+        true,
         true,
     );
 }
