@@ -1,6 +1,7 @@
 //! How long a waiting duplicate takes to see the first attempt's result on
-//! the PostgreSQL backend (polling with backoff, 2 ms to 50 ms), against
-//! the embedded store (woken in process), measured in one run.
+//! the PostgreSQL backend with its defaults (push wake-ups through
+//! `LISTEN`/`NOTIFY`, polling behind them), against the embedded store
+//! (woken in process), measured in one run.
 //!
 //! `pg_wait [ROUNDS]` (default 30): each round, one attempt claims a fresh
 //! key and 20 duplicates wait on it (on a second pool: another replica);
@@ -89,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let polls = waiters.metrics();
     println!("{rounds} rounds of {WAITERS} waiters, holder completes after {HOLD:?}");
-    summary("postgres (polling)", pg);
+    summary("postgres (push wake-ups)", pg);
     summary("embedded (woken in process)", embedded);
     println!(
         "postgres waits: {} parked; answers: {} replays",
