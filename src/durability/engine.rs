@@ -360,8 +360,8 @@ impl Engine {
         }
     }
 
-    /// After a close that failed (its final commit, or a commit before it
-    /// that left the store recovering): a failed sync gives up the pages it
+    /// After a close that failed on I/O (its final commit, or a commit
+    /// before it that left the store recovering): a failed sync gives up the pages it
     /// was to write, which stay in the operating system's page cache, so an
     /// open of the file later in this boot would read them and build on
     /// pages the disk never got; a power cut would then leave a file that
@@ -371,7 +371,9 @@ impl Engine {
     /// failure is logged.
     pub fn rewrite_after_failed_close(&self) {
         let _slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if let Err(_err) = self.rewrite_storage() {
+        // A custom backend may panic as redb's calls may: never into the
+        // thread closing the store.
+        if let Err(_err) = storage::shielded(|| self.rewrite_storage()) {
             event!(error, error = %_err, "rewriting the store's file after a failed close failed; restart the machine before opening it again");
         }
     }

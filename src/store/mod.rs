@@ -303,7 +303,9 @@ impl Store {
         };
         let closed = inner.engine.close(true);
         let outcome = committed.and(closed);
-        if outcome.is_err() {
+        // Only an I/O failure can have given pages up; damage is not
+        // repaired by writing the file back.
+        if outcome.as_ref().is_err_and(Error::is_transient) {
             inner.engine.rewrite_after_failed_close();
         }
         outcome
