@@ -31,6 +31,9 @@ impl Worker {
     /// Marks the store poisoned by `cause` and schedules the first reopen.
     pub(super) fn poison(&mut self, cause: String) {
         self.counters.failed_commits.bump();
+        // The failed commit's sync may have given pages up: until a heal
+        // rewrites the file, an open of it in this process must first.
+        self.engine.doubt();
         event!(
             error,
             cause = %cause,

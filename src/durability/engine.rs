@@ -26,6 +26,7 @@ use std::sync::{Arc, PoisonError};
 use redb::Database;
 use redb::backends::InMemoryBackend;
 
+use crate::durability::doubted::{self, StorageName};
 use crate::durability::journal::{self, Journal};
 use crate::durability::journal_storage::{DirJournal, JournalStorage};
 use crate::durability::storage::{self, JournalAt, Opened, Snapshot};
@@ -58,6 +59,79 @@ impl Source {
             Source::Backend(..) => Path::new("<custom storage backend>"),
             Source::Memory => Path::new(":memory:"),
         }
+    }
+
+    /// What names the storage across opens in this process, if anything
+    /// does (src/durability/doubted.rs).
+    fn name(&self) -> Option<StorageName> {
+        match self {
+            Source::File(path) => Some(StorageName::File(path.clone())),
+            Source::Backend(backend, _) => backend.name().map(StorageName::Backend),
+            Source::Memory => None,
+        }
+    }
+
+    /// Marks the storage doubted: its next open in this process writes it
+    /// back first.
+    fn doubt(&self) {
+        if let Some(name) = self.name() {
+            doubted::doubt(&name);
+        }
+    }
+
+    /// Marks the storage doubted if `err`, the failure of an open or a
+    /// close, may have come from a failed sync.
+    fn doubt_after(&self, err: &Error) {
+        if err.is_transient() {
+            self.doubt();
+        }
+    }
+
+    /// Reads every byte of the storage and writes it back, synced: pages a
+    /// failed sync gave up reach the disk, or this fails
+    /// (src/durability/rewrite.rs says why). A completed rewrite clears the
+    /// storage's doubt.
+    fn rewrite(&self) -> Result<()> {
+        match self {
+            Source::File(path) => rewrite::rewrite_file(path).map_err(|err| {
+                if err.kind() == std::io::ErrorKind::ResourceBusy {
+                    Error::AlreadyOpen { path: path.clone() }
+                } else {
+                    Error::io(err)
+                }
+            })?,
+            Source::Backend(backend, _) => rewrite::rewrite(&**backend).map_err(Error::io)?,
+            Source::Memory => {}
+        }
+        if let Some(name) = self.name() {
+            doubted::trust(&name);
+        }
+        Ok(())
+    }
+
+    /// Before an open: writes the storage back if a failure earlier in
+    /// this process left it doubted. A file that does not exist has
+    /// nothing to write back.
+    fn rewrite_if_doubted(&self) -> Result<()> {
+        let Some(name) = self.name() else {
+            return Ok(());
+        };
+        if !doubted::is_doubted(&name) {
+            return Ok(());
+        }
+        if let Source::File(path) = self
+            && matches!(path.try_exists(), Ok(false))
+        {
+            doubted::trust(&name);
+            return Ok(());
+        }
+        storage::shielded(|| self.rewrite())?;
+        event!(
+            warn,
+            path = %self.path().display(),
+            "the store's file was written back before this open: an earlier failure in this process may have left the page cache holding pages the disk does not"
+        );
+        Ok(())
     }
 }
 
@@ -133,6 +207,7 @@ impl Engine {
             Source::File(path) => Source::File(absolute_dir(&path)),
             other => other,
         };
+        source.rewrite_if_doubted()?;
         let (db, opened, writer) = open_prepared(
             &source,
             cache_bytes,
@@ -143,7 +218,8 @@ impl Engine {
                 quick_repair,
             },
             true,
-        )?;
+        )
+        .inspect_err(|err| source.doubt_after(err))?;
         let file_identity = match &source {
             Source::File(path) => match FileIdentity::of(path) {
                 Ok(identity) => Some(identity),
@@ -302,7 +378,7 @@ impl Engine {
             let _ = close_shielded(old);
         }
         let reopened = self.check_same_file().and_then(|()| {
-            self.rewrite_storage()?;
+            self.source.rewrite()?;
             open_prepared(
                 &self.source,
                 self.cache_bytes,
@@ -322,21 +398,18 @@ impl Engine {
                 Ok((opened, writer))
             }
             Err(err) => {
+                self.source.doubt_after(&err);
                 slot.closed_by = format!("reopening the store failed: {err}");
                 Err(err)
             }
         }
     }
 
-    /// Reads every byte of the storage and writes it back, synced, before a
-    /// reopen: pages a failed sync gave up reach the disk, or the reopen
-    /// fails (src/durability/rewrite.rs says why).
-    fn rewrite_storage(&self) -> Result<()> {
-        match &self.source {
-            Source::File(path) => rewrite::rewrite_file(path).map_err(Error::io),
-            Source::Backend(backend, _) => rewrite::rewrite(&**backend).map_err(Error::io),
-            Source::Memory => Ok(()),
-        }
+    /// Marks the storage doubted after a failed commit: until a rewrite
+    /// completes (the heal's, or the next open's), an open of it in this
+    /// process writes it back first.
+    pub fn doubt(&self) {
+        self.source.doubt();
     }
 
     /// Checks that the file at the store's path is still the file it
@@ -367,14 +440,14 @@ impl Engine {
     /// pages the disk never got; a power cut would then leave a file that
     /// does not open. Writing the file back, synced, as a heal does before
     /// its reopen, makes the disk hold what the page cache shows. Failing
-    /// that, the next open should follow a restart of the machine; the
-    /// failure is logged.
+    /// that, the storage stays doubted and the next open in this process
+    /// writes it back first; the failure is logged.
     pub fn rewrite_after_failed_close(&self) {
-        let _slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        self.source.doubt();
         // A custom backend may panic as redb's calls may: never into the
         // thread closing the store.
-        if let Err(_err) = storage::shielded(|| self.rewrite_storage()) {
-            event!(error, error = %_err, "rewriting the store's file after a failed close failed; restart the machine before opening it again");
+        if let Err(_err) = storage::shielded(|| self.source.rewrite()) {
+            event!(error, error = %_err, "rewriting the store's file after a failed close failed; the next open in this process writes it back first (from another process, restart the machine before opening it)");
         }
     }
 
@@ -642,5 +715,155 @@ mod tests {
         assert!(shared_snapshot(&engine));
         engine.committed();
         assert!(!shared_snapshot(&engine));
+    }
+
+    /// Bytes in memory that log every operation and fail syncs or writes
+    /// when asked.
+    #[derive(Debug, Default)]
+    struct Recorded {
+        bytes: Mutex<Vec<u8>>,
+        log: Mutex<Vec<&'static str>>,
+        fail_syncs: AtomicBool,
+        fail_writes: AtomicBool,
+    }
+
+    impl Recorded {
+        fn note(&self, op: &'static str) {
+            self.log.lock().unwrap().push(op);
+        }
+
+        fn failing(flag: &AtomicBool) -> std::io::Result<()> {
+            if flag.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            Ok(())
+        }
+
+        /// The operations since the last call.
+        fn take_log(&self) -> Vec<&'static str> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+    }
+
+    impl StorageBackend for Arc<Recorded> {
+        fn len(&self) -> std::io::Result<u64> {
+            self.note("len");
+            Ok(self.bytes.lock().unwrap().len() as u64)
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.note("read");
+            let bytes = self.bytes.lock().unwrap();
+            let range = offset as usize..offset as usize + out.len();
+            let found = bytes.get(range).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            out.copy_from_slice(found);
+            Ok(())
+        }
+
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.note("set_len");
+            Recorded::failing(&self.fail_writes)?;
+            self.bytes.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.note("sync");
+            Recorded::failing(&self.fail_syncs)
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.note("write");
+            Recorded::failing(&self.fail_writes)?;
+            let mut bytes = self.bytes.lock().unwrap();
+            let end = offset as usize + data.len();
+            if bytes.len() < end {
+                bytes.resize(end, 0);
+            }
+            bytes[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+
+        fn name(&self) -> Option<String> {
+            Some(format!("recorded {:p}", Arc::as_ptr(self)))
+        }
+    }
+
+    fn open_recorded(storage: &Arc<Recorded>) -> Result<Engine> {
+        let source = Source::Backend(Arc::new(Arc::clone(storage)), None);
+        Engine::open(source, 1 << 20, false, false, false, false).map(|(engine, ..)| engine)
+    }
+
+    #[test]
+    fn an_open_that_fails_on_a_sync_leaves_the_storage_doubted() {
+        let storage = Arc::new(Recorded::default());
+        drop(open_recorded(&storage).unwrap());
+        let name = StorageName::Backend(storage.name().unwrap());
+        storage.fail_syncs.store(true, Ordering::SeqCst);
+        assert!(
+            open_recorded(&storage)
+                .map(drop)
+                .unwrap_err()
+                .is_transient()
+        );
+        assert!(doubted::is_doubted(&name));
+        // The disk answers again: the next open writes every byte back,
+        // synced, before the engine reads anything, and trusts it after.
+        storage.fail_syncs.store(false, Ordering::SeqCst);
+        storage.take_log();
+        drop(open_recorded(&storage).unwrap());
+        let log = storage.take_log();
+        assert_eq!(log[..3], ["len", "set_len", "sync"], "{log:?}");
+        assert!(!doubted::is_doubted(&name));
+        // A trusted storage opens without the rewrite.
+        drop(open_recorded(&storage).unwrap());
+        let log = storage.take_log();
+        assert_ne!(log[1], "set_len", "{log:?}");
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_fails_the_open_and_the_storage_stays_doubted() {
+        let storage = Arc::new(Recorded::default());
+        drop(open_recorded(&storage).unwrap());
+        let name = StorageName::Backend(storage.name().unwrap());
+        doubted::doubt(&name);
+        storage.fail_writes.store(true, Ordering::SeqCst);
+        storage.take_log();
+        assert!(
+            open_recorded(&storage)
+                .map(drop)
+                .unwrap_err()
+                .is_transient()
+        );
+        assert_eq!(storage.take_log(), ["len", "set_len"]);
+        assert!(doubted::is_doubted(&name));
+        storage.fail_writes.store(false, Ordering::SeqCst);
+        drop(open_recorded(&storage).unwrap());
+        assert!(!doubted::is_doubted(&name));
+    }
+
+    #[test]
+    fn a_doubted_file_is_written_back_only_while_nobody_else_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let source = || Source::File(path.clone());
+        let open = || Engine::open(source(), 1 << 20, false, false, false, false);
+        let name = StorageName::File(absolute_dir(&path));
+        // A doubted file that does not exist yet has nothing to write back.
+        doubted::doubt(&name);
+        let (holder, ..) = open().unwrap();
+        assert!(!doubted::is_doubted(&name));
+        // While another handle holds the file, writing it back could
+        // overwrite that handle's writes: the open fails as the engine's
+        // would, and the doubt stays.
+        doubted::doubt(&name);
+        assert!(matches!(open(), Err(Error::AlreadyOpen { .. })));
+        assert!(doubted::is_doubted(&name));
+        drop(holder);
+        let before = std::fs::read(&path).unwrap();
+        let (engine, ..) = open().unwrap();
+        assert!(!doubted::is_doubted(&name));
+        drop(engine);
+        assert_eq!(std::fs::read(&path).unwrap().len(), before.len());
     }
 }

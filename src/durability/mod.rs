@@ -3,6 +3,7 @@
 //! and the fault and crash hooks the tests use.
 
 pub(crate) mod crash_point;
+pub(crate) mod doubted;
 pub(crate) mod engine;
 pub(crate) mod journal;
 pub(crate) mod journal_storage;

@@ -21,7 +21,7 @@
 //! uses, so rewriting the others with what the cache holds changes nothing
 //! that header reaches.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -35,8 +35,22 @@ const HEADER_BYTES: u64 = 4096;
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// Rewrites the file at `path` in place (see the module's docs).
+/// Fails with `ErrorKind::ResourceBusy` while another handle holds the
+/// file's lock: a process writing the file meanwhile would have its writes
+/// overwritten with what was read before them, so the rewrite takes the
+/// lock the storage engine takes, and releases it when done.
 pub(crate) fn rewrite_file(path: &Path) -> io::Result<()> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "the file is open elsewhere",
+            ));
+        }
+        Err(TryLockError::Error(err)) => return Err(err),
+    }
     rewrite(&FileBytes(file))
 }
 

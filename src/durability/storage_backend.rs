@@ -53,6 +53,20 @@ pub trait StorageBackend: Debug + Send + Sync + 'static {
     ///
     /// As for [`len`](Self::len).
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// A name that stays the same for this storage across opens in this
+    /// process, or `None` (the default).
+    ///
+    /// With a name, an open, reopen, commit or close that fails on I/O
+    /// marks the storage doubted, and the next open of a backend giving
+    /// the same name in this process writes every byte back, synced,
+    /// before it reads anything: after a failed sync, a file's page cache
+    /// can hold pages the disk never got, and an open must not build on
+    /// them. Storage whose reads always come from the device may keep the
+    /// default.
+    fn name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Adapts a [`StorageBackend`] to the storage engine's own trait. The

@@ -287,6 +287,10 @@ struct World {
     eios: u64,
     /// What happened, for a failure's trace (the last entries).
     log: Vec<String>,
+    /// Which disk this is among the process's (see `SimDisk::default`).
+    disk: u64,
+    /// Restarts of the machine so far.
+    boots: u64,
 }
 
 impl World {
@@ -357,8 +361,22 @@ pub fn log_every_op() -> bool {
 }
 
 /// A simulated disk: the store's file and its journal directory.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SimDisk(Arc<Mutex<World>>);
+
+impl Default for SimDisk {
+    /// A new, empty disk, with a number of its own in this process: the
+    /// store file's name (`StorageBackend::name`) tells it apart from every
+    /// other disk's, and from its own file before a restart, whose page
+    /// cache the restart emptied.
+    fn default() -> SimDisk {
+        static DISKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SimDisk(Arc::new(Mutex::new(World {
+            disk: DISKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..World::default()
+        })))
+    }
+}
 
 impl SimDisk {
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -457,6 +475,7 @@ impl SimDisk {
     /// synced bytes and a random part of its pending writes.
     pub fn restart(&self, rng: &mut Rng) {
         let mut world = self.world();
+        world.boots += 1;
         world.down = false;
         world.cut_at = None;
         world.eio_at = None;
@@ -546,6 +565,17 @@ impl StorageBackend for SimStoreFile {
         world.room_for(old, offset + data.len() as u64)?;
         world.store_file.write(offset, data);
         Ok(())
+    }
+
+    /// The disk's number and the boot: a process's memory of a doubted
+    /// file does not survive the machine's restart, and asking is not a
+    /// disk operation.
+    fn name(&self) -> Option<String> {
+        let world = self.0.world();
+        Some(format!(
+            "simulated disk {}, boot {}",
+            world.disk, world.boots
+        ))
     }
 }
 
