@@ -139,6 +139,12 @@ impl Store {
     /// `begin` on them answers `InProgress` until the lease runs out, then the
     /// next `begin` takes over.
     ///
+    /// If a failure on I/O earlier in this process (a failed open, a store
+    /// that was recovering from a failed commit, a failed close) may have
+    /// left pages a failed sync gave up in the page cache, the file is
+    /// first read and written back, synced (docs/design.md, "Healing"):
+    /// opening again after an I/O error is safe from the same process.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a zero lease or retention,
@@ -285,7 +291,8 @@ impl Store {
     /// the file is written back and synced before `close` returns, so that
     /// an open later in the same boot reads what the disk holds rather
     /// than pages a failed sync gave up (if that fails too, it is logged,
-    /// and the file should be opened again only after a restart of the
+    /// and the next open of the file in this process writes it back
+    /// first; another process should open it only after a restart of the
     /// machine).
     pub fn close(self) -> Result<()> {
         let mut inner = match Arc::try_unwrap(self.inner) {
