@@ -57,7 +57,9 @@
 //! holder has not given it up; never the record of an older claim, nor of
 //! a claim whose release or completion was acknowledged; and nothing else
 //! than what a failed operation may have left. Without a cut, the records
-//! are checked on the running store first. After the restart a new
+//! are checked on the running store first, and in half of those seeds
+//! again after the store was closed cleanly and opened again (the
+//! committer's shutdown and the writeback thread under the scheduler). After the restart a new
 //! claim's token is above every token answered before.
 //!
 //! Time passes only by the callers' steps (the wall clock also steps back
@@ -96,6 +98,11 @@ use rng::Rng;
 use shuttle::future::block_on;
 use shuttle::scheduler::{PctScheduler, RandomScheduler};
 use sim_disk::SimDisk;
+
+/// The random stream that decides whether a run that kept its power
+/// closes the store cleanly and opens it again before the power cut (a
+/// stream of its own, so that the workload is the seed's either way).
+const CLOSE_STREAM: u64 = u64::MAX - 2;
 
 /// Keys the callers contend for.
 const KEYS: u64 = 2;
@@ -323,6 +330,7 @@ struct Stats {
     clock_steps: AtomicU64,
     healed_faults: AtomicU64,
     repeated: AtomicU64,
+    clean_reopens: AtomicU64,
 }
 
 impl Stats {
@@ -1341,7 +1349,7 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
         )
     };
     let shared: Shared = Arc::default();
-    let store = match open() {
+    let mut store = match open() {
         Ok(store) => store,
         Err(err) => fail(&shared, format!("open: {err}")),
     };
@@ -1413,6 +1421,32 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             Stats::bump(&stats.healed_faults);
         }
         check_records(&store, &shared, "after every caller");
+        if Rng::stream(seed, CLOSE_STREAM).one_in(2) {
+            // A clean close under the scheduler: the committer's shutdown,
+            // the writeback thread's last syncs and the final commit
+            // interleave; the file opens again with every record as it was.
+            // A store still recovering from the seed's fault reports it
+            // (`Error::Poisoned`), and has written its file back.
+            let faulted = disk.eios() > 0 || disk.refusals() > 0;
+            match store.close() {
+                Ok(()) => {}
+                Err(err) if faulted && err.is_transient() => {
+                    ledger(&shared)
+                        .trace
+                        .push(format!("the close after the fault: {err}"));
+                }
+                Err(err) => fail(&shared, format!("a clean close: {err}")),
+            }
+            store = match open() {
+                Ok(store) => store,
+                Err(err) => fail(&shared, format!("open after a clean close: {err}")),
+            };
+            Stats::bump(&stats.clean_reopens);
+            ledger(&shared)
+                .trace
+                .push("the store is closed and opened again".into());
+            check_records(&store, &shared, "after a clean close and reopen");
+        }
         disk.cut_now();
         ledger(&shared)
             .trace
@@ -1583,7 +1617,7 @@ fn run_seeds(test: &str, upkeep: bool, admin: bool) {
         "{test}: seeds {}..{} ({count}) passed: {} operations, {} claims \
          ({} takeovers), {} holders fenced, {} failed operations ({} completions or releases \
          repeated), {} power cuts while callers ran, {} faults healed in place, \
-         {} removes ({} alone), {} wall-clock steps",
+         {} removes ({} alone), {} wall-clock steps, {} clean closes and reopens",
         seeds.start,
         seeds.end,
         stats.operations.load(Ordering::Relaxed),
@@ -1597,6 +1631,7 @@ fn run_seeds(test: &str, upkeep: bool, admin: bool) {
         stats.removes.load(Ordering::Relaxed),
         stats.removes_alone.load(Ordering::Relaxed),
         stats.clock_steps.load(Ordering::Relaxed),
+        stats.clean_reopens.load(Ordering::Relaxed),
     );
 }
 
