@@ -20,11 +20,12 @@
 //! so the same file reached through another name of its directory entry (a
 //! hard link) is not recognised.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// What names a store's storage across opens in one process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum StorageName {
     /// A file, by its absolute path.
     File(PathBuf),
@@ -33,29 +34,32 @@ pub(crate) enum StorageName {
     Backend(String),
 }
 
-/// The names doubted now; a handful at most, so a list.
-static DOUBTED: Mutex<Vec<StorageName>> = Mutex::new(Vec::new());
+/// The names doubted now. A set, not a list: a name whose storage is never
+/// opened again stays in it (a simulated disk that restarted, a file
+/// deleted), and a long-lived process may gather many.
+static DOUBTED: Mutex<Option<HashSet<StorageName>>> = Mutex::new(None);
 
-fn doubted() -> std::sync::MutexGuard<'static, Vec<StorageName>> {
+fn doubted() -> MutexGuard<'static, Option<HashSet<StorageName>>> {
     DOUBTED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Records that `name`'s page cache may hold pages the disk does not.
 pub(crate) fn doubt(name: &StorageName) {
-    let mut doubted = doubted();
-    if !doubted.contains(name) {
-        doubted.push(name.clone());
-    }
+    doubted()
+        .get_or_insert_with(HashSet::new)
+        .insert(name.clone());
 }
 
 /// Whether `name` must be written back before it is opened again.
 pub(crate) fn is_doubted(name: &StorageName) -> bool {
-    doubted().contains(name)
+    doubted().as_ref().is_some_and(|set| set.contains(name))
 }
 
 /// Clears `name` after a rewrite that completed (see the invariant).
 pub(crate) fn trust(name: &StorageName) {
-    doubted().retain(|doubted| doubted != name);
+    if let Some(set) = doubted().as_mut() {
+        set.remove(name);
+    }
 }
 
 #[cfg(test)]

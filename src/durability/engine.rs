@@ -476,9 +476,11 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // Closing the database may commit, and so meet damaged pages: a
         // panic of the engine must not escape into the thread dropping the
-        // store. Nobody is left to return an error to.
-        if let Err(_err) = self.close(false) {
-            event!(error, error = %_err, "closing the store's file failed");
+        // store. Nobody is left to return an error to; a failed sync
+        // leaves the file doubted for the next open in this process.
+        if let Err(err) = self.close(false) {
+            self.source.doubt_after(&err);
+            event!(error, error = %err, "closing the store's file failed");
         }
     }
 }
