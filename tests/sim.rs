@@ -1165,6 +1165,36 @@ fn a_store_closed_after_a_failed_sync_opens_after_a_power_cut() {
     replay(19, Mode::UpkeepWithIoErrors, script);
 }
 
+/// A release of a claim whose record had expired failed on a full disk
+/// after its journal frame was synced; the power cut that followed left
+/// the frame, whose replay applied the release, while the restart's wall
+/// clock, stepped back ten minutes, would have brought the record back to
+/// life. The oracle had judged that the failed release could not land
+/// (the record had expired), though a release deletes its own claim's
+/// record expired or not. Found by seed 87,605 (upkeep with I/O errors);
+/// a fault of the oracle, not of the store.
+#[test]
+fn a_failed_release_of_an_expired_claim_may_have_landed() {
+    use Action::*;
+    let script: &[(u64, &[Action])] = &[
+        (1, &[CutAfter(2), Restart]),
+        (4, &[Begin { k: 2, payload: 0 }]),
+        (6, &[CutAfter(6), Sweep]),
+        (12, &[Fill(13222), Advance(1100)]),
+        (15, &[Advance(1100)]),
+        (
+            16,
+            &[WallStep {
+                ms: 600000,
+                back: true,
+            }],
+        ),
+        (17, &[Advance(1100)]),
+        (18, &[Release(2)]),
+    ];
+    replay(87605, Mode::UpkeepWithIoErrors, script);
+}
+
 /// A close met a stretch of EIO, and so did the rewrite it does after a
 /// failure and the opens after it; the open that got through read pages a
 /// failed sync had given up, and after the next power cut the file did

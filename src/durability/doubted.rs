@@ -13,7 +13,7 @@
 //! Invariant: a name is cleared only by a rewrite that read every byte,
 //! wrote it back and synced it, after the failure that left the name.
 //!
-//! What it does not cover: the list lives in this process. Another
+//! What it does not cover: the set lives in this process. Another
 //! process, or this program started again without a restart of the
 //! machine, does not see it (docs/operations.md says to restart the
 //! machine then). A file is named by its path with the directory resolved,

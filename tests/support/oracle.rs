@@ -240,8 +240,14 @@ impl Oracle {
                 self.set(k, Known::Absent);
             }
             Heard::LeaseLost => self.fenced("release", k, token, false)?,
+            // A release deletes its own claim's record even once the
+            // record expired (seed 4,320), so whether a failed one may have
+            // landed is judged on the record, live or not (seed 87,605: a
+            // release of an expired claim failed after its frame was
+            // synced, the replay applied it, and the restart's clock,
+            // stepped back, would have brought the record back to life).
             Heard::Failed => {
-                if self.holds(k, token) != Some(false) {
+                if self.may_hold_record(k, token) {
                     self.maybe(k, Known::Absent);
                 }
             }
@@ -430,6 +436,13 @@ impl Oracle {
         } else {
             None
         }
+    }
+
+    /// Whether `k`'s record, expired or not, may be the claim with `token`.
+    fn may_hold_record(&self, k: u64, token: u64) -> bool {
+        flat(&self.known[&k]).iter().any(
+            |option| matches!(option, Known::InFlight { token: t, .. } if *t == token || *t == 0),
+        )
     }
 
     /// Checks a holder's write against the fencing: accepted only if the
