@@ -416,9 +416,20 @@ impl Statements {
                 ),
                 types: &[Type::INT8],
             },
+            // Takes a share lock on the key's record first, so that it
+            // and a completion or release of the record are serialized: a
+            // completion whose trigger ran before this row existed has
+            // committed by the time this statement does (the waiter's look
+            // after it sees the completion), and one that comes later finds
+            // this row and notifies. Without the lock, a completion could
+            // miss the row while the waiter's look missed the uncommitted
+            // completion, and the waiter slept until its next poll. A key
+            // with no record records nothing (the look after it claims).
             wait_for: Stmt {
                 sql: format!(
-                "INSERT INTO {waiting} (scope, idem_key, since) VALUES ($1, $2, {now})
+                "INSERT INTO {waiting} (scope, idem_key, since)
+                 SELECT scope, idem_key, {now} FROM {t}
+                  WHERE scope = $1 AND idem_key = $2 FOR SHARE
                  ON CONFLICT (scope, idem_key) DO UPDATE SET since = EXCLUDED.since",
                 waiting = names.waiting,
                 ),
