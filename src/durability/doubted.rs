@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// What names a store's storage across opens in one process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,29 +37,25 @@ pub(crate) enum StorageName {
 /// The names doubted now. A set, not a list: a name whose storage is never
 /// opened again stays in it (a simulated disk that restarted, a file
 /// deleted), and a long-lived process may gather many.
-static DOUBTED: Mutex<Option<HashSet<StorageName>>> = Mutex::new(None);
+static DOUBTED: LazyLock<Mutex<HashSet<StorageName>>> = LazyLock::new(Mutex::default);
 
-fn doubted() -> MutexGuard<'static, Option<HashSet<StorageName>>> {
+fn doubted() -> MutexGuard<'static, HashSet<StorageName>> {
     DOUBTED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Records that `name`'s page cache may hold pages the disk does not.
 pub(crate) fn doubt(name: &StorageName) {
-    doubted()
-        .get_or_insert_with(HashSet::new)
-        .insert(name.clone());
+    doubted().insert(name.clone());
 }
 
 /// Whether `name` must be written back before it is opened again.
 pub(crate) fn is_doubted(name: &StorageName) -> bool {
-    doubted().as_ref().is_some_and(|set| set.contains(name))
+    doubted().contains(name)
 }
 
 /// Clears `name` after a rewrite that completed (see the invariant).
 pub(crate) fn trust(name: &StorageName) {
-    if let Some(set) = doubted().as_mut() {
-        set.remove(name);
-    }
+    doubted().remove(name);
 }
 
 #[cfg(test)]
