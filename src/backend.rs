@@ -113,7 +113,7 @@ where
             retry_in_ms = backoff.as_millis() as u64,
             "{_action} a claim failed transiently; repeating it"
         );
-        futures_timer::Delay::new(backoff).await;
+        crate::sync::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         _attempts += 1;
         claim = back;

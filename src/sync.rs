@@ -5,13 +5,15 @@
 //! Under the `shuttle` feature (a test hook, never for production) the
 //! same names are [shuttle](https://docs.rs/shuttle)'s controlled versions,
 //! so that a test (tests/interleavings.rs) runs the committer, the
-//! writeback thread and its callers under a scheduler that one seed
-//! drives: every lock, atomic, channel operation and wake-up is a point
-//! where it may switch threads, and a seed fixes every switch.
+//! writeback thread, the sweeper and its callers under a scheduler that one
+//! seed drives: every lock, atomic, channel operation and wake-up is a point
+//! where it may switch threads, and a seed fixes every switch. The timers of
+//! waiting begins (`time`) run on a virtual clock there.
 //!
 //! Only synchronization between the store's own threads goes through here.
-//! Counters that nothing waits on (`counters.rs`) and the clocks stay on
-//! std: they order nothing.
+//! Counters that nothing waits on (`counters.rs`) and the store's clocks
+//! (leases, expiry) stay on std: they order nothing, and a test drives the
+//! store's clock itself (`ManualClock`).
 
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
@@ -30,6 +32,70 @@ pub(crate) mod thread {
 
     #[cfg(feature = "shuttle")]
     pub(crate) use shuttle::thread::{Builder, JoinHandle};
+}
+
+/// Waiting for time to pass: the instant a wait measures its deadline
+/// from, and a timer future that holds no thread.
+#[cfg(not(feature = "shuttle"))]
+pub(crate) mod time {
+    pub(crate) use std::time::Instant;
+
+    /// A future that is ready once `duration` has passed.
+    pub(crate) fn sleep(duration: std::time::Duration) -> futures_timer::Delay {
+        futures_timer::Delay::new(duration)
+    }
+}
+
+/// Waiting for time to pass, under shuttle: a virtual clock, one per
+/// execution, that only timers move.
+///
+/// Shuttle has no clock, and a real timer fires on a thread it does not
+/// control, so a wait's outcome would depend on the machine. Here a timer
+/// yields to the scheduler once (whatever should wake its waiter early
+/// may happen meanwhile; a scheduler that ranks threads, as PCT does,
+/// ranks the yielding one lower, as the time a real timer takes lets the
+/// others run), then moves the virtual clock to its end if it is not
+/// there yet, and fires. A seed thus fixes when every wait times out.
+#[cfg(feature = "shuttle")]
+pub(crate) mod time {
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
+
+    shuttle::lazy_static! {
+        /// The time since the execution began, as far as timers say.
+        static ref NOW: Mutex<Duration> = Mutex::new(Duration::ZERO);
+    }
+
+    fn now() -> Duration {
+        *NOW.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A point on the virtual clock.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub(crate) struct Instant(Duration);
+
+    impl Instant {
+        pub(crate) fn now() -> Instant {
+            Instant(now())
+        }
+
+        pub(crate) fn checked_add(self, duration: Duration) -> Option<Instant> {
+            self.0.checked_add(duration).map(Instant)
+        }
+
+        pub(crate) fn saturating_duration_since(self, earlier: Instant) -> Duration {
+            self.0.saturating_sub(earlier.0)
+        }
+    }
+
+    /// A future that is ready once `duration` has passed on the virtual
+    /// clock, after one yield to the scheduler.
+    pub(crate) async fn sleep(duration: Duration) {
+        let end = now().saturating_add(duration);
+        shuttle::future::yield_now().await;
+        let mut now = NOW.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = (*now).max(end);
+    }
 }
 
 /// Runs `future` to completion on the calling thread, parking it while

@@ -7,9 +7,10 @@
 //! which thread runs next.
 //!
 //! Four tests: the callers alone; the same callers with an upkeep thread
-//! beside them (`verify`, sweeps and scans; see [`Upkeeper`]); the same
-//! callers who also remove keys and step the wall clock (see
-//! [`Caller::remove`]); and the last two together.
+//! beside them (`verify`, sweeps and scans; see [`Upkeeper`]), a retention
+//! of a minute, so that records expire within a run, and the store's
+//! sweeper thread; the same callers who also remove keys and step the
+//! wall clock (see [`Caller::remove`]); and the last two together.
 //!
 //! Each caller, through the blocking API or the async one (awaited under
 //! the scheduler), runs its own random operations (claims of two contended
@@ -63,9 +64,12 @@
 //! claim's token is above every token answered before.
 //!
 //! Time passes only by the callers' steps (the wall clock also steps back
-//! and forward in the workload with removes); waits (`Terms::wait`) are
-//! not used: their timers are real threads outside the scheduler's
-//! control (docs/reliability.md, "Interleavings").
+//! and forward in the workload with removes). A quarter of the begins wait
+//! for a running attempt (`Terms::wait`); their timers run on a clock of
+//! their own under the scheduler (src/sync.rs), and a waiting begin is
+//! judged as any begin over the time from its ask to its answer. After
+//! every caller, no wait is still registered. A key whose record may have
+//! expired ([`Book::expire_by`]) is checked as one a remove muddled.
 //!
 //! `IDEMKV_INTERLEAVING_SEEDS=N` runs `N` seeds (default 2,000 in a release
 //! build, 200 in a debug one) from `IDEMKV_INTERLEAVING_FIRST` (default 0);
@@ -92,7 +96,7 @@ use std::time::Duration;
 use idemkv::fault_injection::DirJournal;
 use idemkv::{
     AsyncStore, Begin, Claim, CompleteError, Config, Error, Fingerprint, Key, ManualClock,
-    RecordState, ScanFilter, Store, StoredResponse,
+    RecordState, ScanFilter, Store, StoredResponse, Terms,
 };
 use rng::Rng;
 use shuttle::future::block_on;
@@ -114,6 +118,17 @@ const HEAL_YIELDS: u64 = 10_000;
 /// The administrative steps' streams of callers 0, 1, ...: clear of the
 /// callers' own (0, 1, ...) and the upkeep's and restart's (the last two).
 const ADMIN_STREAMS: u64 = 1 << 32;
+/// The streams of callers 0, 1, ... that draw their begins' waits.
+const WAIT_STREAMS: u64 = 2 << 32;
+/// How long a waiting `begin` waits, by the timers' clock (src/sync.rs:
+/// under the scheduler, a timer fires after one switch to another thread,
+/// having moved a clock of their own): a moment, about half a lease, or
+/// two leases. A quarter of the begins wait.
+const WAITS: [Duration; 3] = [
+    Duration::from_millis(1),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
 /// Callers at most (two at least).
 const MAX_CALLERS: u64 = 4;
 /// A cut comes within this many disk operations of the open (a run's
@@ -124,6 +139,10 @@ const CUT_WITHIN: u64 = 40;
 const REPEATS: u64 = 3;
 /// The claims' lease.
 const LEASE: Duration = Duration::from_secs(60);
+/// The retention in the workloads with upkeep: one lease, so that in most
+/// of their runs enough time passes for records to expire (seven in ten
+/// of the first 4,000 seeds), and sweeps delete them.
+const UPKEEP_RETENTION: Duration = Duration::from_secs(60);
 /// What one step of time passing moves the clock by: a little, half a
 /// lease, or past a whole lease.
 const TIME_STEPS: [Duration; 3] = [
@@ -134,7 +153,9 @@ const TIME_STEPS: [Duration; 3] = [
 /// How far the workload with removes steps the wall clock back, and
 /// forward: steps the store's time must ignore. Forward steps stop ten
 /// minutes ahead, which with the most time a run passes (four callers'
-/// ten steps of 61 s) stays inside the retention.
+/// ten steps of 61 s) stays inside the hour's retention of the workload
+/// without upkeep; with upkeep's shorter one, a restart after a step
+/// forward may find records expired ([`Book::expire_by`]).
 const WALL_STEP_BACK: Duration = Duration::from_secs(3600);
 const WALL_STEP_FORWARD: Duration = Duration::from_secs(600);
 
@@ -169,6 +190,40 @@ struct Book {
     max_token: u64,
     keys: BTreeMap<u64, KeyBook>,
     trace: Vec<String>,
+    /// The store's retention, in the workloads where records expire
+    /// within a run (those with upkeep); `None` where none can.
+    retention_ms: Option<u64>,
+    /// Whether any record may have expired so far (a remove that lands
+    /// alone clears its key's mark, not this).
+    expiry_began: bool,
+}
+
+impl Book {
+    /// Marks every key whose record may have expired by the store's time
+    /// `at` (ms): its state is then unknown, as after a remove that
+    /// overlapped another operation, since the store answers an expired
+    /// record as absent and a sweep, the sweeper thread's or the upkeep's,
+    /// may delete it at any time. Called with the store's time before it
+    /// can reach `at`: by the caller that moves the clock, under the book's
+    /// lock, and before the checks after an open (whose time is the wall
+    /// clock then).
+    ///
+    /// No record of a key expires before the first `begin` of the key was
+    /// asked plus the retention: every record is written by a claim (whose
+    /// lease ends after its begin was asked) or by a completion or renewal
+    /// after one, and expires a retention after that.
+    fn expire_by(&mut self, at: u64) {
+        let Some(retention) = self.retention_ms else {
+            return;
+        };
+        for entry in self.keys.values_mut() {
+            if entry.first_begun_at.is_some_and(|t| at >= t + retention) {
+                entry.muddled = true;
+                entry.may_have_expired = true;
+                self.expiry_began = true;
+            }
+        }
+    }
 }
 
 /// A claim whose holder has not begun to give it up.
@@ -218,9 +273,16 @@ struct KeyBook {
     /// (since no remove was last in flight): either may have landed first.
     overlapped: bool,
     /// The key's state is not known: a remove overlapped another operation
-    /// or failed. The checks that need the state are off for the key until
-    /// a remove lands alone. Only the workload with removes sets it.
+    /// or failed, or its record may have expired ([`Book::expire_by`]). The
+    /// checks that need the state are off for the key until a remove lands
+    /// alone. Only the workloads with removes or upkeep set it.
     muddled: bool,
+    /// When the first `begin` of the key (since a remove landed alone) was
+    /// asked, by the store's time: no record of it expires before this
+    /// plus the retention.
+    first_begun_at: Option<u64>,
+    /// Whether a record of the key may have expired: a sweep may delete it.
+    may_have_expired: bool,
     /// Claims a remove revoked, by token, with their payload: their holders'
     /// completions and renewals must be refused, and their records never
     /// come back.
@@ -331,6 +393,14 @@ struct Stats {
     healed_faults: AtomicU64,
     repeated: AtomicU64,
     clean_reopens: AtomicU64,
+    /// Runs in which a record may have expired before the restart.
+    expiring_runs: AtomicU64,
+    /// Records the sweeps deleted (the sweeper thread's and the upkeep's).
+    swept: AtomicU64,
+    /// Begins that waited for a running attempt, and those of them that
+    /// still answered `InProgress` when their wait ended.
+    waits: AtomicU64,
+    waits_timed_out: AtomicU64,
 }
 
 impl Stats {
@@ -372,6 +442,18 @@ impl Handle {
         match self {
             Handle::Blocking(store) => store.begin(key, fingerprint),
             Handle::Async(store) => block_on(store.begin(key, fingerprint)),
+        }
+    }
+
+    fn begin_with(
+        &self,
+        key: &Key,
+        fingerprint: Fingerprint,
+        terms: Terms,
+    ) -> idemkv::Result<Begin> {
+        match self {
+            Handle::Blocking(store) => store.begin_with(key, fingerprint, terms),
+            Handle::Async(store) => block_on(store.begin_with(key, fingerprint, terms)),
         }
     }
 
@@ -479,6 +561,9 @@ struct Caller {
     /// Draws the administrative steps of the workload with removes, from a
     /// stream of its own: the other workloads' seeds draw what they did.
     admin_rng: Rng,
+    /// Whether and how long each step's `begin` waits for a running
+    /// attempt: a stream of its own too.
+    wait_rng: Rng,
     plan: Arc<Plan>,
     store: Handle,
     disk: SimDisk,
@@ -496,6 +581,7 @@ impl Caller {
             let operation = self.rng.below(20);
             let admin = self.admin_rng.below(16);
             let back = self.admin_rng.one_in(2);
+            let wait = WAITS.get(self.wait_rng.below(4 * WAITS.len() as u64) as usize);
             if self.plan.skip.contains(&(self.id, step)) {
                 continue;
             }
@@ -513,7 +599,7 @@ impl Caller {
                 }
             }
             match operation {
-                0..=7 => self.begin(step, k),
+                0..=7 => self.begin(step, k, wait.copied()),
                 8..=10 => self.complete(step),
                 11..=12 => self.release(step),
                 13..=14 => self.renew(step),
@@ -596,7 +682,12 @@ impl Caller {
 
     fn pass_time(&mut self, step: u64) {
         let by = TIME_STEPS[self.rng.below(TIME_STEPS.len() as u64) as usize];
+        // Under the book's lock, so that no caller hears an answer given
+        // at the new time before the book knows what may have expired.
+        let mut book = ledger(&self.shared);
         self.clock.advance(by);
+        book.expire_by(now_ms(&self.clock));
+        drop(book);
         self.note(format!("step {step}: {} s pass", by.as_secs()));
     }
 
@@ -610,7 +701,10 @@ impl Caller {
         self.note(format!("step {step}: drop k{k} (token {})", claim.token()));
     }
 
-    fn begin(&mut self, step: u64, k: u64) {
+    /// A `begin`, which with `wait` waits that long for a running attempt
+    /// (`Terms::wait`): its answer is judged as any begin's, over the
+    /// whole time from its ask to its answer.
+    fn begin(&mut self, step: u64, k: u64, wait: Option<Duration>) {
         let payload = self.rng.below(2) as u8;
         let asked_at = now_ms(&self.clock);
         let _in_flight = InFlight::enter(&self.shared, k);
@@ -618,10 +712,23 @@ impl Caller {
             let mut book = ledger(&self.shared);
             let entry = book.keys.entry(k).or_default();
             entry.begun.insert(payload);
+            entry.first_begun_at.get_or_insert(asked_at);
             let completed = entry.completed.clone();
             (book.max_token, completed)
         };
-        let answer = self.store.begin(&key(k), fp(payload));
+        let answer = match wait {
+            Some(timeout) => {
+                self.store
+                    .begin_with(&key(k), fp(payload), Terms::default().wait(timeout))
+            }
+            None => self.store.begin(&key(k), fp(payload)),
+        };
+        if wait.is_some() {
+            Stats::bump(&self.stats.waits);
+            if matches!(answer, Ok(Begin::InProgress { .. })) {
+                Stats::bump(&self.stats.waits_timed_out);
+            }
+        }
         let answered_at = now_ms(&self.clock);
         Stats::bump(&self.stats.operations);
         let line = match &answer {
@@ -954,7 +1061,9 @@ impl Caller {
                 if entry.overlapped {
                     entry.muddled = true;
                 } else {
-                    if live_before && !live {
+                    // Unless it may have expired meanwhile: an expired
+                    // record is not live.
+                    if live_before && !live && !entry.may_have_expired {
                         drop(book);
                         self.wrong(format!(
                             "remove k{k}: found no live record, though a completion was acknowledged"
@@ -979,8 +1088,8 @@ impl Caller {
     }
 
     /// Steps the wall clock back an hour or forward ten minutes (not past
-    /// ten minutes ahead of the store's time, so that no record's retention
-    /// ends at the restart), as an NTP step would: the store's time, and
+    /// ten minutes ahead of the store's time, so that without upkeep no
+    /// record's retention ends at the restart), as an NTP step would: the store's time, and
     /// so every lease, must not move.
     fn step_clock(&mut self, step: u64, back: bool) {
         let mut book = ledger(&self.shared);
@@ -1249,14 +1358,14 @@ impl Upkeeper {
                     }
                     format!("verify: ok, {} records", report.records)
                 }),
-                // Nothing expires within a run: the retention is an hour.
+                // A sweep deletes only records that may have expired.
                 1 => self.store.sweep_expired().map(|deleted| {
-                    if deleted > 0 {
+                    if deleted > 0 && !ledger(&self.shared).expiry_began {
                         self.wrong(format!(
                             "a sweep deleted {deleted} records before their retention ended"
                         ));
                     }
-                    "sweep: nothing to delete".to_string()
+                    format!("sweep: {deleted} deleted")
                 }),
                 // What a scan reads is durable too (a batch's frame is
                 // synced before its commit): its completions join the
@@ -1327,11 +1436,19 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
     let mut rng = Rng::new(seed);
     let disk = SimDisk::default();
     let clock = ManualClock::default();
+    // With upkeep, records expire within a run and the sweeper thread
+    // runs under the scheduler (its interval is the scheduler's choice, as
+    // the writeback thread's is); without, nothing expires.
+    let retention = if plan.upkeep {
+        UPKEEP_RETENTION
+    } else {
+        Duration::from_secs(3600)
+    };
     let config = Config::default()
         .clock(clock.clone())
         .lease(LEASE)
-        .retention(Duration::from_secs(3600))
-        .sweep_interval(None)
+        .retention(retention)
+        .sweep_interval(plan.upkeep.then_some(Duration::from_secs(1)))
         // Heal at once: the backoff's deadline is real time, which the
         // scheduler does not control.
         .reopen_backoff(Duration::ZERO)
@@ -1349,6 +1466,9 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
         )
     };
     let shared: Shared = Arc::default();
+    if plan.upkeep {
+        ledger(&shared).retention_ms = Some(retention.as_millis() as u64);
+    }
     let mut store = match open() {
         Ok(store) => store,
         Err(err) => fail(&shared, format!("open: {err}")),
@@ -1381,6 +1501,7 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
                 id,
                 rng,
                 admin_rng: Rng::stream(seed, ADMIN_STREAMS + id),
+                wait_rng: Rng::stream(seed, WAIT_STREAMS + id),
                 plan: Arc::clone(plan),
                 store,
                 disk: disk.clone(),
@@ -1410,6 +1531,14 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             return;
         }
     }
+    // Every wait ended with its begin: none is still registered.
+    let waiters = store.metrics().waiters;
+    if waiters != 0 {
+        fail(
+            &shared,
+            format!("{waiters} waits still registered after every caller"),
+        );
+    }
     if disk.is_down() {
         Stats::bump(&stats.cuts_among_callers);
         ledger(&shared).trace.push("the power is cut".into());
@@ -1428,6 +1557,7 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             // A store still recovering from the seed's fault reports it
             // (`Error::Poisoned`), and has written its file back.
             let faulted = disk.eios() > 0 || disk.refusals() > 0;
+            tally_sweeps(&store, &shared, stats);
             match store.close() {
                 Ok(()) => {}
                 Err(err) if faulted && err.is_transient() => {
@@ -1437,6 +1567,9 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
                 }
                 Err(err) => fail(&shared, format!("a clean close: {err}")),
             }
+            // The store opens at the wall clock's time, which the workload
+            // with removes may have stepped ahead.
+            ledger(&shared).expire_by(wall_ms(&clock));
             store = match open() {
                 Ok(store) => store,
                 Err(err) => fail(&shared, format!("open after a clean close: {err}")),
@@ -1452,9 +1585,14 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             .trace
             .push("the power is cut after the last answer".into());
     }
+    tally_sweeps(&store, &shared, stats);
+    if ledger(&shared).expiry_began {
+        Stats::bump(&stats.expiring_runs);
+    }
     // The store's threads stop on the dead disk (their last sync fails).
     drop(store);
     disk.restart(&mut Rng::stream(seed, u64::MAX));
+    ledger(&shared).expire_by(wall_ms(&clock));
     let store = match open() {
         Ok(store) => store,
         Err(err) => fail(&shared, format!("open after the power cut: {err}")),
@@ -1481,6 +1619,19 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
             ledger(&shared).trace.join("\n  ")
         );
     }
+}
+
+/// Counts the records `store`'s sweeps deleted, which only a key whose
+/// record may have expired can have lost.
+fn tally_sweeps(store: &Store, shared: &Shared, stats: &Stats) {
+    let swept = store.metrics().expired;
+    if swept > 0 && !ledger(shared).expiry_began {
+        fail(
+            shared,
+            format!("the sweeps deleted {swept} records before any retention ended"),
+        );
+    }
+    stats.swept.fetch_add(swept, Ordering::Relaxed);
 }
 
 /// Runs seed `seed` under the scheduler it picks: shuttle's random
@@ -1617,7 +1768,9 @@ fn run_seeds(test: &str, upkeep: bool, admin: bool) {
         "{test}: seeds {}..{} ({count}) passed: {} operations, {} claims \
          ({} takeovers), {} holders fenced, {} failed operations ({} completions or releases \
          repeated), {} power cuts while callers ran, {} faults healed in place, \
-         {} removes ({} alone), {} wall-clock steps, {} clean closes and reopens",
+         {} removes ({} alone), {} wall-clock steps, {} clean closes and reopens, \
+         {} runs in which records may have expired, {} records swept, \
+         {} waiting begins ({} still in progress when the wait ended)",
         seeds.start,
         seeds.end,
         stats.operations.load(Ordering::Relaxed),
@@ -1632,6 +1785,10 @@ fn run_seeds(test: &str, upkeep: bool, admin: bool) {
         stats.removes_alone.load(Ordering::Relaxed),
         stats.clock_steps.load(Ordering::Relaxed),
         stats.clean_reopens.load(Ordering::Relaxed),
+        stats.expiring_runs.load(Ordering::Relaxed),
+        stats.swept.load(Ordering::Relaxed),
+        stats.waits.load(Ordering::Relaxed),
+        stats.waits_timed_out.load(Ordering::Relaxed),
     );
 }
 

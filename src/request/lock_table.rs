@@ -573,14 +573,14 @@ impl Waiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let mut delay = futures_timer::Delay::new(timeout.min(MAX_PARK));
+        let mut delay = std::pin::pin!(crate::sync::time::sleep(timeout.min(MAX_PARK)));
         let was_woken = std::future::poll_fn(|cx| {
             if let Some(receiver) = woken.as_mut()
                 && std::pin::Pin::new(receiver).poll(cx).is_ready()
             {
                 return std::task::Poll::Ready(true);
             }
-            std::pin::Pin::new(&mut delay).poll(cx).map(|()| false)
+            delay.as_mut().poll(cx).map(|()| false)
         })
         .await;
         if !was_woken {

@@ -2,7 +2,7 @@
 //! the record, then the decision rule; a claim is committed before it is
 //! handed out.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{ClaimTerms, Terms};
 use crate::error::Result;
@@ -16,6 +16,7 @@ use crate::request::decide::decide;
 use crate::request::lock_table::{ClaimTicket, Holder, Lookup, Waiter};
 use crate::request::outcome::{Begin, Claim, Takeover};
 use crate::support::ClaimFacts;
+use crate::sync::time::Instant;
 
 use super::Store;
 
