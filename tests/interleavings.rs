@@ -1326,12 +1326,9 @@ fn check_records(store: &Store, shared: &Shared, when: &str) {
     }
 }
 
-/// The upkeep thread of the workloads with upkeep:
-/// integrity checks, sweeps and scans while the callers write. (Not
-/// `Store::stats`: it opens a write transaction to count the file's pages,
-/// and redb's write lock is std's, which the scheduler cannot switch
-/// away from.) Its
-/// steps are caller `MAX_CALLERS`'s to the minimizer.
+/// The upkeep thread of the workloads with upkeep: integrity checks,
+/// sweeps, scans and summaries (`Store::stats`) while the callers write.
+/// Its steps are caller `MAX_CALLERS`'s to the minimizer.
 struct Upkeeper {
     rng: Rng,
     plan: Arc<Plan>,
@@ -1346,7 +1343,7 @@ impl Upkeeper {
 
     fn run(mut self) {
         for step in 0..STEPS {
-            let operation = self.rng.below(3);
+            let operation = self.rng.below(4);
             if self.plan.skip.contains(&(Self::ID, step)) {
                 continue;
             }
@@ -1366,6 +1363,25 @@ impl Upkeeper {
                         ));
                     }
                     format!("sweep: {deleted} deleted")
+                }),
+                // A summary counts at most a record per key, none damaged,
+                // and no expired one before a retention could have ended.
+                2 => self.store.stats().map(|stats| {
+                    let records = stats.in_flight + stats.completed + stats.expired;
+                    let expiry_began = ledger(&self.shared).expiry_began;
+                    if records > KEYS || stats.damaged > 0 || stats.allocated_bytes == 0 {
+                        self.wrong(format!("stats: {stats:?}"));
+                    }
+                    if stats.expired > 0 && !expiry_began {
+                        self.wrong(format!(
+                            "stats: {} expired records before any retention ended",
+                            stats.expired
+                        ));
+                    }
+                    format!(
+                        "stats: {} in flight, {} completed, {} expired",
+                        stats.in_flight, stats.completed, stats.expired
+                    )
                 }),
                 // What a scan reads is durable too (a batch's frame is
                 // synced before its commit): its completions join the

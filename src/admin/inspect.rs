@@ -271,8 +271,8 @@ pub(crate) fn record_stats(
 }
 
 /// Bytes of the file the storage engine uses. redb reports this only to a
-/// write transaction, which is opened and aborted (it waits for a commit in
-/// progress, and delays the next by as long as the count takes).
+/// write transaction, which is opened and aborted: the caller holds the
+/// database to itself (`Engine::exclusive`), so no commit is in progress.
 pub(crate) fn allocated_bytes(db: &Database) -> Result<u64> {
     shielded(|| {
         let txn = db.begin_write()?;

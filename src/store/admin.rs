@@ -227,7 +227,8 @@ impl Store {
     /// A summary of the store: records by state, claims past their lease,
     /// the busiest scopes, the oldest claim, what expires within the hour,
     /// the file's size and free space, its format and its last sweep. It
-    /// reads every record once.
+    /// reads every record once, then counts the file's pages with writes
+    /// and lookups held off for that moment.
     ///
     /// # Errors
     ///
@@ -250,8 +251,12 @@ impl Store {
         let mut stats = engine
             .read(|db| inspect::record_stats(db, now_ms, &mut progress))
             .inspect_err(|err| inner.read_failed(err))?;
+        // The count needs the engine's write lock: taken with the database
+        // to itself, between two of the committer's batches, so that it
+        // never waits inside the engine for a batch (and never holds one
+        // up there).
         stats.allocated_bytes = engine
-            .read(inspect::allocated_bytes)
+            .exclusive(|db| inspect::allocated_bytes(db))
             .inspect_err(|err| inner.read_failed(err))?;
         if let Source::File(path) = engine.source() {
             stats.file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
