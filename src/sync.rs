@@ -8,7 +8,8 @@
 //! writeback thread, the sweeper and its callers under a scheduler that one
 //! seed drives: every lock, atomic, channel operation and wake-up is a point
 //! where it may switch threads, and a seed fixes every switch. The timers of
-//! waiting begins (`time`) run on a virtual clock there.
+//! waiting begins, the reopen backoff and the checkpoint interval (`time`)
+//! run on a virtual clock there.
 //!
 //! Only synchronization between the store's own threads goes through here.
 //! Counters that nothing waits on (`counters.rs`) and the store's clocks
@@ -34,8 +35,9 @@ pub(crate) mod thread {
     pub(crate) use shuttle::thread::{Builder, JoinHandle};
 }
 
-/// Waiting for time to pass: the instant a wait measures its deadline
-/// from, and a timer future that holds no thread.
+/// Waiting for time to pass: the instant that a waiting begin's deadline,
+/// the committer's reopen backoff and the journal's checkpoint interval
+/// are measured from, and a timer future that holds no thread.
 #[cfg(not(feature = "shuttle"))]
 pub(crate) mod time {
     pub(crate) use std::time::Instant;
@@ -88,6 +90,14 @@ pub(crate) mod time {
         }
     }
 
+    impl std::ops::Add<Duration> for Instant {
+        type Output = Instant;
+
+        fn add(self, duration: Duration) -> Instant {
+            Instant(self.0.saturating_add(duration))
+        }
+    }
+
     /// A future that is ready once `duration` has passed on the virtual
     /// clock, after one yield to the scheduler.
     pub(crate) async fn sleep(duration: Duration) {
@@ -133,7 +143,7 @@ pub(crate) mod channel {
 pub(crate) mod channel {
     use std::collections::VecDeque;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     pub(crate) use crossbeam_channel::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
     use shuttle::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -242,8 +252,9 @@ pub(crate) mod channel {
             })
         }
 
-        /// As [`recv_timeout`](Self::recv_timeout).
-        pub(crate) fn recv_deadline(&self, _deadline: Instant) -> Result<T, RecvTimeoutError> {
+        /// As [`recv_timeout`](Self::recv_timeout), whatever the deadline
+        /// (an instant of std's or of the timers' virtual clock).
+        pub(crate) fn recv_deadline<D>(&self, _deadline: D) -> Result<T, RecvTimeoutError> {
             self.recv_timeout(Duration::ZERO)
         }
     }

@@ -107,6 +107,10 @@ use sim_disk::SimDisk;
 /// closes the store cleanly and opens it again before the power cut (a
 /// stream of its own, so that the workload is the seed's either way).
 const CLOSE_STREAM: u64 = u64::MAX - 2;
+/// The random stream that draws a seed's reopen backoff.
+const BACKOFF_STREAM: u64 = u64::MAX - 3;
+/// The random stream that draws whether a seed checkpoints by time.
+const CHECKPOINT_STREAM: u64 = u64::MAX - 4;
 
 /// Keys the callers contend for.
 const KEYS: u64 = 2;
@@ -1465,15 +1469,27 @@ fn world(seed: u64, plan: &Arc<Plan>, stats: &Arc<Stats>, steppers: &AtomicU64) 
         .lease(LEASE)
         .retention(retention)
         .sweep_interval(plan.upkeep.then_some(Duration::from_secs(1)))
-        // Heal at once: the backoff's deadline is real time, which the
-        // scheduler does not control.
-        .reopen_backoff(Duration::ZERO)
-        .writeback_interval(Duration::from_millis(1))
-        .checkpoint_interval(if rng.one_in(2) {
+        // Half the seeds heal at once; the others wait a second after a
+        // failed commit, on the timers' clock (src/sync.rs), which only
+        // waiting begins move: until then a batch is refused with
+        // `Poisoned`, and the committer heals only when its queue is empty
+        // (its timed receive timing out, as the scheduler chooses).
+        .reopen_backoff(if Rng::stream(seed, BACKOFF_STREAM).one_in(2) {
             Duration::ZERO
         } else {
-            Duration::MAX
-        });
+            Duration::from_secs(1)
+        })
+        .writeback_interval(Duration::from_millis(1))
+        // A checkpoint after every batch, or only when segments fill, or
+        // (a third of the seeds, from a stream of their own) every 30 s of
+        // the timers' clock, which waiting begins move.
+        .checkpoint_interval(
+            match (rng.one_in(2), Rng::stream(seed, CHECKPOINT_STREAM).below(3)) {
+                (_, 0) => Duration::from_secs(30),
+                (true, _) => Duration::ZERO,
+                (false, _) => Duration::MAX,
+            },
+        );
     let open = || {
         Store::with_journaled_backend(
             disk.store_file(),

@@ -2,12 +2,13 @@
 //! (`Error::Poisoned`) and reopens the database from its file, with backoff,
 //! until writes can resume.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::writer::Worker;
 use crate::error::Error;
 use crate::health::Health;
 use crate::log::event;
+use crate::sync::time::Instant;
 
 /// The longest wait between reopen attempts after a failed commit (unless
 /// `Config::reopen_backoff` is longer); each failed attempt doubles the wait.

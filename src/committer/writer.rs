@@ -169,7 +169,10 @@ pub(super) fn serve(shared: &Shared, mut worker: Worker) -> Result<()> {
             let _ = go.recv();
             panic!("injected panic in the committer");
         }
-        if worker.next_attempt().is_some_and(|at| Instant::now() >= at) {
+        if worker
+            .next_attempt()
+            .is_some_and(|at| crate::sync::time::Instant::now() >= at)
+        {
             worker.heal();
         }
         worker.run_batch(batch);

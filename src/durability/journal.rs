@@ -49,11 +49,12 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::durability::crash_point;
 use crate::durability::journal_storage::JournalStorage;
 use crate::error::{Error, Result};
+use crate::sync::time::Instant;
 
 /// Bytes of one segment file. Trades the disk preallocated for the journal
 /// (a few segments, reused) against how often a writer moves to the next
@@ -317,7 +318,8 @@ impl Journal {
                 })
                 .count()
         };
-        self.checkpoint_at.elapsed() >= interval || uncovered() >= CHECKPOINT_SEGMENTS
+        Instant::now().saturating_duration_since(self.checkpoint_at) >= interval
+            || uncovered() >= CHECKPOINT_SEGMENTS
     }
 
     /// Appends one frame with `payload` and syncs it; returns its sequence
