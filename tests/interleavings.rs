@@ -1093,8 +1093,8 @@ impl Caller {
 
     /// Steps the wall clock back an hour or forward ten minutes (not past
     /// ten minutes ahead of the store's time, so that without upkeep no
-    /// record's retention ends at the restart), as an NTP step would: the store's time, and
-    /// so every lease, must not move.
+    /// record's retention ends at the restart), as an NTP step would: the
+    /// store's time, and so every lease, must not move.
     fn step_clock(&mut self, step: u64, back: bool) {
         let mut book = ledger(&self.shared);
         let ahead = wall_ms(&self.clock) as i64 - now_ms(&self.clock) as i64;
