@@ -16,6 +16,9 @@
 //!   with the writeback thread's syncs and the checkpoints put off past
 //!   the run (`writeback_interval` and `checkpoint_interval` of an hour),
 //!   so that only the journal's frame syncs reach the disk;
+//! - **SQLite**: the cycle `compare` runs on SQLite (WAL,
+//!   `synchronous=FULL`): an insert that claims the key and an update
+//!   that stores the response, one WAL sync each;
 //! - **handoff**: the thread hand-offs the cycle makes, without a disk:
 //!   a request sent through a crossbeam channel to a worker thread that
 //!   spins for as long as one sync took in the first line and answers
@@ -70,6 +73,39 @@ fn two_syncs(dir: &std::path::Path, seconds: f64) -> Result<(f64, Duration, Opti
         .zip(before)
         .map(|(after, before)| after.since(before).cpu_ns as f64 / 1e3 / cycles.max(1) as f64);
     Ok((rate, synced / (2 * cycles.max(1)) as u32, cpu))
+}
+
+/// Fresh-key cycles per second on SQLite (WAL, `synchronous=FULL`), as
+/// `compare`'s SQLite client makes them: an insert that claims the key,
+/// then an update that stores the 256-byte response, each its own
+/// autocommit transaction (so one WAL sync each).
+fn sqlite(dir: &std::path::Path, name: &str, seconds: f64) -> Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join(name))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute(
+        "CREATE TABLE idem (k TEXT PRIMARY KEY, fp BLOB NOT NULL, state INTEGER NOT NULL, body BLOB)",
+        [],
+    )?;
+    let body = vec![b'x'; 256];
+    let start = Instant::now();
+    let mut cycles = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        let key = format!("k{cycles}");
+        let fingerprint = blake3::hash(key.as_bytes());
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO idem (k, fp, state) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
+            )?
+            .execute(rusqlite::params![key, &fingerprint.as_bytes()[..]])?;
+        if inserted != 1 {
+            return Err(format!("{key}: already claimed").into());
+        }
+        conn.prepare_cached("UPDATE idem SET state = 1, body = ?2 WHERE k = ?1")?
+            .execute(rusqlite::params![key, body])?;
+        cycles += 1;
+    }
+    Ok(cycles as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The committer thread's name as `/proc` shows it (15 bytes).
@@ -164,6 +200,11 @@ fn run() -> Result<()> {
             &format!("two syncs (one took {} µs)", sync.as_micros()),
             floor,
             format!("{} (this thread)", cpu(floor_cpu)),
+        );
+        line(
+            "SQLite (WAL, synchronous=FULL): insert, then update",
+            sqlite(dir.path(), &format!("sqlite-{round}"), seconds)?,
+            String::new(),
         );
         store_line(
             "idemkv, defaults",
