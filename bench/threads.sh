@@ -20,6 +20,9 @@ client=$(basename "$tail_bin" | cut -c1-15)
 sample() {
   for task in /proc/"$1"/task/*; do
     name=$(cat "$task/comm" 2>/dev/null) || continue
+    # The main thread bears the binary's name too; it only waits for the
+    # clients, so it is listed apart from them.
+    if [ "${task##*/}" = "$1" ]; then name=main; fi
     read -r on wait _ < "$task/schedstat" 2>/dev/null || continue
     echo "$name $on $wait"
   done
