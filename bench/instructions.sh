@@ -21,7 +21,7 @@ if [ -z "${INSTRUCTIONS_DRIVER:-}" ]; then
 fi
 operations=("$@")
 if [ ${#operations[@]} -eq 0 ]; then
-  operations=(replay_cached replay_uncached mismatch in_progress encode decode cycle cycle_journal redb_random_insert redb_sequential_insert)
+  operations=(replay_cached replay_uncached mismatch in_progress encode decode cycle cycle_journal redb_random_insert redb_sequential_insert redb_get)
 fi
 count=2000
 

@@ -33,11 +33,14 @@
 //! - `redb_random_insert` / `redb_sequential_insert`: one insert into a raw
 //!   redb table of 100,000 rows (32-byte keys, 366-byte values, the size of
 //!   a completed record), 64 inserts per commit, keys random or ascending:
-//!   what the engine spends per row, and how much of it is the random leaf.
+//!   what the engine spends per row, and how much of it is the random leaf;
+//! - `redb_get`: a raw redb point get in a fresh read transaction, on an
+//!   in-memory redb holding 2,000 rows of a completed record's size, the
+//!   value copied out: what a cached replay is compared with.
 
 use idemkv::{Begin, Config, Durability, Fingerprint, Key, Store, StoredResponse, fuzzing};
 use idemkv_bench::BoxError;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 const RECORDS: usize = 2_000;
 /// Rows of the raw redb table, and rows per commit, for the insert counts.
@@ -217,6 +220,35 @@ fn run() -> Result<(), BoxError> {
                     }
                 }
                 txn.commit()?;
+                Ok(())
+            })?;
+        }
+        "redb_get" => {
+            // The same number of rows as the store's, in memory as the
+            // store's are, each a completed record's size; every get opens
+            // a fresh read transaction and its table, and copies the value
+            // out, as a replay hands its response over.
+            let db =
+                Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+            let row = vec![b'r'; 366];
+            let hashed: Vec<[u8; 32]> = (0..RECORDS)
+                .map(|i| *blake3::hash(format!("key-{i}").as_bytes()).as_bytes())
+                .collect();
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(ROWS)?;
+                for key in &hashed {
+                    table.insert(key, row.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            measured(count, &mut |i| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(ROWS)?;
+                let value = table
+                    .get(&hashed[(i * 7919) % hashed.len()])?
+                    .ok_or("a prefilled row is missing")?;
+                std::hint::black_box(value.value().to_vec());
                 Ok(())
             })?;
         }
