@@ -6,8 +6,9 @@
 //!     --broker 127.0.0.1:1883 --db ./gateway.redb --sink ./effects.jsonl
 //! ```
 //!
-//! It subscribes with QoS 1 to `sensors/+/readings` on a persistent MQTT 5
-//! session with manual acknowledgements. For each message:
+//! It subscribes with QoS 1 to `sensors/+/readings` (`--root` replaces
+//! `sensors`) on a persistent MQTT 5 session with manual acknowledgements.
+//! For each message:
 //!
 //! 1. The message id comes from the `msg-id` user property, or else from a
 //!    `msg_id` field of the JSON payload. A message with neither is keyed by
@@ -52,6 +53,8 @@ struct Gateway {
     store: AsyncStore,
     sink: PathBuf,
     missing_id: MissingId,
+    /// `--root` and a slash: what comes before a topic's device.
+    topic_root: String,
     timings: Timings,
 }
 
@@ -83,10 +86,21 @@ struct Args {
     /// The MQTT session's client id (a persistent session).
     #[arg(long, default_value = "idemkv-gateway")]
     client_id: String,
+    /// The topics' first levels: readings come on `ROOT/<device>/readings`.
+    #[arg(long, default_value = "sensors")]
+    root: String,
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = <Args as clap::Parser>::parse();
+    // Listening for SIGINT starts first, before `subscribed` tells anyone
+    // they may send it: a SIGINT that came before the listener would end
+    // the process uncleanly, and one that came while the listener is set
+    // up would be lost, leaving a process that never stops. One listener
+    // serves the whole run: a SIGINT that comes while a message is being
+    // handled waits in it, where a `ctrl_c()` made anew for each `select!`
+    // would miss it.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let (host, port) = args
         .broker
         .rsplit_once(':')
@@ -108,13 +122,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .set_receive_maximum(Some(RECEIVE_MAXIMUM));
     let (client, mut events) = AsyncClient::new(options, 256);
     client
-        .subscribe("sensors/+/readings", QoS::AtLeastOnce)
+        .subscribe(format!("{}/+/readings", args.root), QoS::AtLeastOnce)
         .await?;
     let gateway = Gateway {
         client: client.clone(),
         store: store.to_async(),
         sink: args.common.sink.clone(),
         missing_id,
+        topic_root: format!("{}/", args.root),
         timings: Timings::default(),
     };
 
@@ -144,10 +159,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
-    // One listener for the whole run: a SIGINT that comes while a message
-    // is being handled waits in it, where a `ctrl_c()` made anew for each
-    // `select!` would miss it and the process would never stop.
-    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let message = tokio::select! {
             message = inbox.recv() => message,
@@ -171,7 +182,7 @@ impl Gateway {
     async fn handle(&self, message: Publish) {
         let topic = String::from_utf8_lossy(&message.topic).to_string();
         let device = topic
-            .strip_prefix("sensors/")
+            .strip_prefix(self.topic_root.as_str())
             .and_then(|rest| rest.strip_suffix("/readings"))
             .unwrap_or("unknown")
             .to_string();

@@ -91,6 +91,14 @@ struct Args {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = <Args as clap::Parser>::parse();
+    // Listening for SIGINT starts first, before `consuming` tells anyone
+    // they may send it: a SIGINT that came before the listener would end
+    // the process uncleanly, and one that came while the listener is set
+    // up would be lost, leaving a process that never stops. One listener
+    // serves the whole run: a SIGINT that comes while a message is being
+    // handled waits in it, where a `ctrl_c()` made anew for each `select!`
+    // would miss it.
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let lease = Duration::from_millis(args.common.lease_ms);
     let store = Store::open(&args.db, Config::default().lease(lease))?;
     let client = async_nats::connect(args.server.as_str()).await?;
@@ -126,10 +134,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("consuming");
     std::io::stdout().flush()?;
-    // One listener for the whole run: a SIGINT that comes while a message
-    // is being handled waits in it, where a `ctrl_c()` made anew for each
-    // `select!` would miss it and the process would never stop.
-    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,

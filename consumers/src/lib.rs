@@ -56,18 +56,49 @@ pub fn sink_has(sink: &std::path::Path, id: &str) -> std::io::Result<bool> {
     Ok(sink_ids(sink).iter().any(|found| found == id))
 }
 
+/// How long [`stop`] waits for a consumer to end after its SIGINT: the
+/// message in hand may wait out a dead attempt's lease first (seconds),
+/// and a loaded machine is slow; a consumer still running after this
+/// lost the signal.
+pub const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Stops a consumer process cleanly (SIGINT: it finishes the message in
-/// hand, reports its timings and disconnects), and waits for it.
+/// hand, reports its timings and disconnects), and waits for it, at most
+/// [`STOP_WITHIN`].
 ///
 /// # Errors
 ///
-/// Sending the signal or waiting failed.
+/// Sending the signal or waiting failed; the process ended otherwise than
+/// with success (a SIGINT it did not catch ends it by the signal); or it
+/// was still running [`STOP_WITHIN`] after the signal: it is then killed
+/// (SIGKILL), and the error says so.
 pub fn stop(child: &mut std::process::Child) -> std::io::Result<()> {
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()?;
-    child.wait()?;
-    Ok(())
+    let deadline = std::time::Instant::now() + STOP_WITHIN;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            return Err(std::io::Error::other(format!(
+                "the consumer (pid {}) did not stop cleanly after its SIGINT: {status}",
+                child.id()
+            )));
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            return Err(std::io::Error::other(format!(
+                "the consumer (pid {}) was still running {} s after its SIGINT: it lost \
+                 the signal; killed",
+                child.id(),
+                STOP_WITHIN.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// A child process that is killed (SIGKILL) and reaped when this handle is

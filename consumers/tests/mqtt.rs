@@ -39,6 +39,9 @@ fn gateway_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
 struct Run {
     dir: tempfile::TempDir,
     client_id: String,
+    /// This run's topics' first levels (`--root`): runs that share the
+    /// broker never see each other's readings.
+    root: String,
 }
 
 impl Run {
@@ -57,6 +60,7 @@ impl Run {
             .args(["--db".as_ref(), self.db().as_os_str()])
             .args(["--sink".as_ref(), self.sink().as_os_str()])
             .args(["--client-id", &self.client_id, "--lease-ms", "1000"])
+            .args(["--root", &self.root])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -124,6 +128,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
     let run = Run {
         dir: tempfile::tempdir()?,
         client_id: format!("idemkv-gateway-test-{}", std::process::id()),
+        root: format!("idemkv-test-{}/sensors", std::process::id()),
     };
     let mut gateway = run.start()?;
 
@@ -134,6 +139,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
     let publishing = {
         let publisher = publisher.clone();
         let prefix = prefix.clone();
+        let root = run.root.clone();
         tokio::spawn(async move {
             for i in 0..READINGS + RESENT {
                 let n = if i < READINGS { i } else { (i - READINGS) * 5 };
@@ -143,7 +149,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
                     ..PublishProperties::default()
                 };
                 let payload = format!("{{\"msg_id\":\"{id}\",\"celsius\":{}}}", n % 40);
-                let topic = format!("sensors/dev-{}/readings", n % 7);
+                let topic = format!("{root}/dev-{}/readings", n % 7);
                 publisher
                     .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
                     .await?;
@@ -188,7 +194,7 @@ async fn each_reading_takes_effect_once_across_kills_and_redeliveries() -> TestR
         idemkv_consumers::stop(&mut gateway)?;
         let (checker, received) = client(&run.client_id, false).await;
         checker
-            .subscribe("sensors/+/readings", QoS::AtLeastOnce)
+            .subscribe(format!("{}/+/readings", run.root), QoS::AtLeastOnce)
             .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         checker.disconnect().await?;
