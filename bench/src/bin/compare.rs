@@ -876,6 +876,12 @@ fn run() -> Result<()> {
                 .ok_or("--svg needs a directory")
         })
         .transpose()?;
+    // Made now, not when the charts are written at the end: a directory
+    // that cannot be made fails the run before it starts.
+    if let Some(dir) = &svg_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("--svg {}: cannot make the directory: {err}", dir.display()))?;
+    }
     let per_client = if quick { 20 } else { 200 };
     let engine_rounds = idemkv_bench::arg("--rounds", 3)?.max(1) as usize;
     let dir = tempfile::Builder::new()
