@@ -85,6 +85,33 @@ impl ThreadStats {
 
 pub mod plot;
 
+/// The do-it-yourself idempotency table on SQLite (WAL,
+/// `synchronous=FULL`) that `compare` and `lone` measure.
+pub mod sqlite {
+    /// The table: key, fingerprint, state (0 claimed, 1 completed), body.
+    pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS idem (k TEXT PRIMARY KEY, fp BLOB NOT NULL, state INTEGER NOT NULL, body BLOB)";
+    /// Claims a key: one row inserted, or none when it is taken.
+    pub const CLAIM: &str =
+        "INSERT INTO idem (k, fp, state) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING";
+    /// Stores a claimed key's response.
+    pub const COMPLETE: &str = "UPDATE idem SET state = 1, body = ?2 WHERE k = ?1";
+
+    /// Opens (or creates) the database at `path` in WAL mode with
+    /// `synchronous=FULL`, the table made.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's.
+    pub fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute(SCHEMA, [])?;
+        Ok(conn)
+    }
+}
+
 /// One begin → `Claimed` → complete on a fresh key `name` in `scope`, with
 /// a 256-byte response; any other answer is an error.
 pub fn fresh_cycle(store: &idemkv::Store, scope: &str, name: &str) -> Result<(), BoxError> {

@@ -277,20 +277,13 @@ impl Client for RawRedbClient {
 
 // ---------------------------------------------------------------- SQLite
 
-const SQL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS idem (k TEXT PRIMARY KEY, fp BLOB NOT NULL, state INTEGER NOT NULL, body BLOB)";
-
 struct Sqlite {
     path: PathBuf,
 }
 
 impl Sqlite {
     fn open(path: &Path) -> Result<rusqlite::Connection> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute(SQL_SCHEMA, [])?;
-        Ok(conn)
+        Ok(idemkv_bench::sqlite::open(path)?)
     }
 }
 
@@ -319,14 +312,12 @@ impl Client for SqliteClient {
     ) -> Result<Answer> {
         let inserted = self
             .conn
-            .prepare_cached(
-                "INSERT INTO idem (k, fp, state) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
-            )?
+            .prepare_cached(idemkv_bench::sqlite::CLAIM)?
             .execute(rusqlite::params![key, &fp[..]])?;
         if inserted == 1 {
             work(work_for);
             self.conn
-                .prepare_cached("UPDATE idem SET state = 1, body = ?2 WHERE k = ?1")?
+                .prepare_cached(idemkv_bench::sqlite::COMPLETE)?
                 .execute(rusqlite::params![key, body])?;
             return Ok(Answer::Executed);
         }

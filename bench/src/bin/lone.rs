@@ -80,13 +80,7 @@ fn two_syncs(dir: &std::path::Path, seconds: f64) -> Result<(f64, Duration, Opti
 /// then an update that stores the 256-byte response, each its own
 /// autocommit transaction (so one WAL sync each).
 fn sqlite(dir: &std::path::Path, name: &str, seconds: f64) -> Result<f64> {
-    let conn = rusqlite::Connection::open(dir.join(name))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute(
-        "CREATE TABLE idem (k TEXT PRIMARY KEY, fp BLOB NOT NULL, state INTEGER NOT NULL, body BLOB)",
-        [],
-    )?;
+    let conn = idemkv_bench::sqlite::open(&dir.join(name))?;
     let body = vec![b'x'; 256];
     let start = Instant::now();
     let mut cycles = 0u64;
@@ -94,14 +88,12 @@ fn sqlite(dir: &std::path::Path, name: &str, seconds: f64) -> Result<f64> {
         let key = format!("k{cycles}");
         let fingerprint = blake3::hash(key.as_bytes());
         let inserted = conn
-            .prepare_cached(
-                "INSERT INTO idem (k, fp, state) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
-            )?
+            .prepare_cached(idemkv_bench::sqlite::CLAIM)?
             .execute(rusqlite::params![key, &fingerprint.as_bytes()[..]])?;
         if inserted != 1 {
             return Err(format!("{key}: already claimed").into());
         }
-        conn.prepare_cached("UPDATE idem SET state = 1, body = ?2 WHERE k = ?1")?
+        conn.prepare_cached(idemkv_bench::sqlite::COMPLETE)?
             .execute(rusqlite::params![key, body])?;
         cycles += 1;
     }
